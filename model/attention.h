@@ -1,0 +1,57 @@
+// Causal multi-head self-attention with RoPE and segment masking (OpenMoE form).
+//
+// No biases, no GQA, and no runtime 1/sqrt(head_dim): that factor is folded into wq's
+// initialisation. Query i may attend to key j iff j <= i and segment[i] == segment[j] (the
+// diagonal is always allowed, so padding rows with segment 0 stay finite).
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "model/rope.h"
+
+namespace openmoe {
+
+struct AttentionDims {
+  int64_t batch = 0;  // rows
+  int64_t seq_len = 0;
+  int64_t d_model = 0;
+  int64_t num_heads = 0;
+  int64_t head_dim = 0;
+};
+
+struct AttentionWeights {
+  const float* wq = nullptr;  // (d_model, H*hd)
+  const float* wk = nullptr;  // (d_model, H*hd)
+  const float* wv = nullptr;  // (d_model, H*hd)
+  const float* wo = nullptr;  // (H*hd, d_model)
+};
+
+struct AttentionGrads {  // accumulated into
+  float* wq = nullptr;
+  float* wk = nullptr;
+  float* wv = nullptr;
+  float* wo = nullptr;
+};
+
+// What the forward keeps for the backward, plus reusable workspaces. Owned by the caller, reused
+// across steps (buffers are resized, not reallocated, when shapes repeat).
+struct AttentionCache {
+  Tensor q;        // (B*S, H*hd) after RoPE
+  Tensor k;        // (B*S, H*hd) after RoPE
+  Tensor v;        // (B*S, H*hd)
+  Tensor probs;    // (B, H, S, S) softmax of masked scores
+  Tensor context;  // (B*S, H*hd) probs @ v, before wo
+  Tensor workspace;  // backward scratch
+};
+
+// x: (B*S, d) normalised input; segment_ids: (B, S); y: (B*S, d), overwritten.
+void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
+                      const float* x, const int32_t* segment_ids, AttentionCache* cache, float* y);
+
+// dy: (B*S, d). dx (B*S, d) += ..., grads += ... . The cache must hold this x's forward.
+void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
+                       const float* x, const int32_t* segment_ids, AttentionCache* cache,
+                       const float* dy, const AttentionGrads& grads, float* dx);
+
+}  // namespace openmoe

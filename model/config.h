@@ -1,0 +1,37 @@
+// ModelDims: the model's sizes resolved from the job spec (vocab padding, expert d_ff default,
+// which layers are MoE). Everything in model/ takes these, never the proto directly.
+#pragma once
+
+#include <cstdint>
+
+#include "proto/job.pb.h"
+
+namespace openmoe {
+
+struct ModelDims {
+  int64_t vocab_size = 0;         // real vocabulary
+  int64_t padded_vocab_size = 0;  // rows of the embedding, columns of the logits
+  int64_t num_layers = 0;
+  int64_t d_model = 0;
+  int64_t num_heads = 0;
+  int64_t head_dim = 0;
+  int64_t d_ff = 0;         // dense FFN hidden size
+  int64_t expert_d_ff = 0;  // expert FFN hidden size
+  int64_t num_experts = 0;  // 0: dense model
+  int64_t moe_interval = 0;
+  int64_t top_k = 2;
+  bool extra_dense_ffn = true;
+  FfnForm ffn_form = FFN_OPENMOE;
+  float norm_eps = 1e-6f;
+  float rope_base = 10000.0f;
+
+  bool IsMoeLayer(int64_t layer) const {
+    return num_experts > 0 && moe_interval > 0 && (layer + 1) % moe_interval == 0;
+  }
+  int64_t NumMoeLayers() const;
+  int64_t AttentionWidth() const { return num_heads * head_dim; }
+};
+
+ModelDims DimsFromSpec(const JobSpec& spec);
+
+}  // namespace openmoe

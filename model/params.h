@@ -1,0 +1,72 @@
+// ParamLayout: every parameter of the model as a named view into one flat float buffer.
+//
+// Parameters, gradients and optimizer state all use this layout, so reductions and checkpoints see
+// one buffer. Expert tensors have the expert id as their leading dim (E, ...). Names are global and
+// stable: "embedding", "layers.3.attn.wq", "layers.3.moe.experts.wi_0", "logits", ...
+//
+// Building a layout allocates nothing, so `openmoe plan` can count the 34B config.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace openmoe {
+
+// What a parameter is part of, for the per-component counts of `openmoe plan`.
+enum class Component { kEmbedding, kAttention, kNorm, kDenseFfn, kExperts, kExtraFfn, kRouter, kLogits };
+const char* ComponentName(Component c);
+
+enum class InitKind {
+  kOnes,              // norm scales
+  kNormal,            // N(0, stddev^2)
+  kTruncatedNormal,   // variance scaling, fan_in, truncated normal: std = sqrt(scale / fan_in) / .8796
+  kScaledNormal,      // variance scaling, fan_in, normal: std = sqrt(scale / fan_in)
+};
+
+struct ParamInit {
+  InitKind kind = InitKind::kOnes;
+  double stddev = 0;   // kNormal
+  double scale = 1.0;  // variance scaling
+  int64_t fan_in = 1;  // variance scaling
+  double extra_divisor = 1.0;  // wq: sqrt(head_dim), folded into the init
+};
+
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;  // experts: (E, ...)
+  int64_t offset = 0;          // into the flat buffer
+  int64_t size = 0;
+  bool is_expert = false;      // leading dim is the expert id
+  Component component = Component::kAttention;
+  ParamInit init;
+};
+
+class ParamLayout {
+ public:
+  explicit ParamLayout(const ModelDims& dims);
+
+  const std::vector<ParamInfo>& params() const { return params_; }
+  int64_t total_size() const { return total_; }
+  // The parameter with this name; aborts if absent (names are built by this class).
+  const ParamInfo& Get(const std::string& name) const;
+  const ParamInfo* Find(const std::string& name) const;
+  const ModelDims& dims() const { return dims_; }
+
+ private:
+  void Add(std::string name, std::vector<int64_t> shape, Component component, ParamInit init,
+           bool is_expert = false);
+  ModelDims dims_;
+  std::vector<ParamInfo> params_;
+  int64_t total_ = 0;
+};
+
+// Fills params (layout.total_size()) per the design's init: embedding N(0,1); attention kernels
+// variance-scaling(0.1, fan_in, normal), wq further divided by sqrt(head_dim); MLP, expert and
+// logits kernels variance-scaling(1.0, fan_in, truncated normal); router N(0, 0.02^2); norm
+// scales 1. Each value depends only on (seed, name, element index): layout-independent.
+void InitParams(const ParamLayout& layout, uint64_t seed, float* params);
+
+}  // namespace openmoe
