@@ -1,0 +1,16 @@
+// `openmoe train`: the training loop.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "proto/job.pb.h"
+
+namespace openmoe {
+
+// Trains per `spec` (already loaded and validated). `job_description` names the job files for
+// messages. Called on every MPI rank; returns a non-OK status naming the file, field or rank at
+// fault on bad input.
+absl::Status RunTrain(const JobSpec& spec, const std::string& job_description);
+
+}  // namespace openmoe
