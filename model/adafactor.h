@@ -43,9 +43,20 @@ class Adafactor {
   const std::vector<Slice>& slices() const { return slices_; }
 
  private:
+  void UpdateFactored(const Slice& s, double beta2, double grad_scale, double lr, float* params,
+                      const float* grads);
+  void UpdateUnfactored(const Slice& s, double beta2, double grad_scale, double lr, float* params,
+                        const float* grads);
+  // lr * parameter scale / clipping denominator for one slice.
+  double StepSize(double lr, double update_sum_squares, double param_sum_squares, int64_t n) const;
+
   AdafactorConfig config_;
+  int64_t total_size_ = 0;  // of the flat parameter and gradient buffers
   std::vector<Slice> slices_;
   Tensor state_;
+  // Scratch for one factored slice, sized for the widest: column sums of g^2, column factors.
+  std::vector<double> col_sum_;
+  std::vector<float> col_factor_;
 };
 
 }  // namespace openmoe

@@ -30,4 +30,15 @@ ModelDims DimsFromSpec(const JobSpec& spec) {
   return d;
 }
 
+RoutingConfig RoutingFromSpec(const JobSpec& spec, bool eval) {
+  const RouterConfig& r = spec.router();
+  return {.num_experts = spec.model().num_experts(),
+          .top_k = r.top_k(),
+          .group_size = r.group_size(),
+          .capacity_factor = eval ? r.eval_capacity_factor() : r.capacity_factor(),
+          .min_capacity = r.min_capacity(),
+          .drop_policy = r.drop_policy(),
+          .dropless = r.dropless()};
+}
+
 }  // namespace openmoe

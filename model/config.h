@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "model/router.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {
@@ -33,5 +34,8 @@ struct ModelDims {
 };
 
 ModelDims DimsFromSpec(const JobSpec& spec);
+
+// The router settings of the spec; eval selects router.eval_capacity_factor.
+RoutingConfig RoutingFromSpec(const JobSpec& spec, bool eval);
 
 }  // namespace openmoe

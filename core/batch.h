@@ -1,0 +1,46 @@
+// Batch: the token arrays one model call consumes, all (rows, seq_len) row-major.
+//
+// targets[r][s] is the token to predict after tokens[r][s]; loss_weights are 0 where there is no
+// target (padding, UL2 inputs). segment_ids separate packed examples (0 = padding).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace openmoe {
+
+struct Batch {
+  int64_t rows = 0;
+  int64_t seq_len = 0;
+  std::vector<int32_t> tokens;        // (rows, seq_len)
+  std::vector<int32_t> targets;       // (rows, seq_len)
+  std::vector<float> loss_weights;    // (rows, seq_len)
+  std::vector<int32_t> segment_ids;   // (rows, seq_len)
+
+  int64_t num_tokens() const { return rows * seq_len; }
+  void Resize(int64_t new_rows, int64_t new_seq_len) {
+    rows = new_rows;
+    seq_len = new_seq_len;
+    const size_t n = static_cast<size_t>(new_rows * new_seq_len);
+    tokens.assign(n, 0);
+    targets.assign(n, 0);
+    loss_weights.assign(n, 0.0f);
+    segment_ids.assign(n, 0);
+  }
+  // Rows [begin, begin + count) as a new batch (a microbatch).
+  Batch Slice(int64_t begin, int64_t count) const {
+    Batch b;
+    const auto lo = static_cast<std::ptrdiff_t>(begin * seq_len);
+    const auto hi = static_cast<std::ptrdiff_t>((begin + count) * seq_len);
+    b.rows = count;
+    b.seq_len = seq_len;
+    b.tokens.assign(tokens.begin() + lo, tokens.begin() + hi);
+    b.targets.assign(targets.begin() + lo, targets.begin() + hi);
+    b.loss_weights.assign(loss_weights.begin() + lo, loss_weights.begin() + hi);
+    b.segment_ids.assign(segment_ids.begin() + lo, segment_ids.begin() + hi);
+    return b;
+  }
+};
+
+}  // namespace openmoe

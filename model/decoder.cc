@@ -1,0 +1,195 @@
+#include "model/decoder.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/check.h"
+#include "core/gemm.h"
+#include "core/kernels.h"
+#include "model/rmsnorm.h"
+
+namespace openmoe {
+
+void DecoderSums::Add(const DecoderSums& other) {
+  lm.cross_entropy += other.lm.cross_entropy;
+  lm.z_loss += other.lm.z_loss;
+  lm.weight += other.lm.weight;
+  lm.correct += other.lm.correct;
+  if (router.size() < other.router.size()) router.resize(other.router.size());
+  if (routing.size() < other.routing.size()) routing.resize(other.routing.size());
+  for (size_t i = 0; i < other.router.size(); ++i) {
+    router[i].load_balance += other.router[i].load_balance;
+    router[i].z_loss += other.router[i].z_loss;
+  }
+  for (size_t i = 0; i < other.routing.size(); ++i) routing[i].Add(other.routing[i]);
+  loss += other.loss;
+}
+
+Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing)
+    : layout_(layout), dims_(layout.dims()), routing_(routing) {
+  embedding_ = &layout.Get("embedding");
+  final_norm_ = &layout.Get("final_norm.scale");
+  logits_ = &layout.Get("logits");
+  for (int64_t i = 0; i < dims_.num_layers; ++i) {
+    const std::string l = absl::StrCat("layers.", i, ".");
+    auto add = [&](Kind kind, const std::string& norm, std::vector<std::string> names) {
+      SubBlock& b = blocks_.emplace_back();
+      b.kind = kind;
+      b.layer = i;
+      b.norm = &layout.Get(l + norm);
+      for (const std::string& n : names) b.weights.push_back(&layout.Get(l + n));
+    };
+    add(Kind::kAttention, "attn_norm.scale", {"attn.wq", "attn.wk", "attn.wv", "attn.wo"});
+    const bool moe = dims_.IsMoeLayer(i);
+    if (moe) {
+      add(Kind::kMoe, "moe_norm.scale",
+          {"moe.router", "moe.experts.wi_0", "moe.experts.wi_1", "moe.experts.wo"});
+    }
+    if (!moe || dims_.extra_dense_ffn) add(Kind::kFfn, "mlp_norm.scale", {"mlp.wi_0", "mlp.wi_1", "mlp.wo"});
+  }
+}
+
+namespace {
+
+AttentionDims MakeAttentionDims(const ModelDims& d, const Batch& batch) {
+  return {.batch = batch.rows, .seq_len = batch.seq_len, .d_model = d.d_model,
+          .num_heads = d.num_heads, .head_dim = d.head_dim};
+}
+
+}  // namespace
+
+void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock& b, float* out,
+                              DecoderSums* sums) {
+  const int64_t t = batch.num_tokens(), d = dims_.d_model;
+  b.normed.ResizeUninitialized({t, d});
+  b.rstd.ResizeUninitialized({t});
+  RmsNormForward(b.input.data(), params + b.norm->offset, t, d, dims_.norm_eps, b.normed.data(),
+                 b.rstd.data());
+  auto w = [&](int i) { return params + b.weights[i]->offset; };
+  switch (b.kind) {
+    case Kind::kAttention:
+      AttentionForward(MakeAttentionDims(dims_, batch), rope_, {w(0), w(1), w(2), w(3)},
+                       b.normed.data(), batch.segment_ids.data(), &b.attention, out);
+      break;
+    case Kind::kFfn:
+      FfnForward({t, d, dims_.d_ff, dims_.ffn_form}, {w(0), w(1), w(2)}, b.normed.data(), &b.ffn,
+                 out);
+      break;
+    case Kind::kMoe: {
+      const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
+      sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, b.normed.data(),
+                                         &b.moe, out);
+      break;
+    }
+  }
+}
+
+DecoderSums Decoder::Forward(const float* params, const Batch& batch, const LossScales& scales,
+                             int64_t position_buckets) {
+  const int64_t t = batch.num_tokens(), d = dims_.d_model, v = dims_.padded_vocab_size;
+  if (batch.seq_len != seq_len_) rope_ = MakeRopeTable(batch.seq_len, dims_.head_dim, dims_.rope_base);
+  rows_ = batch.rows;
+  seq_len_ = batch.seq_len;
+  DecoderSums sums;
+  sums.router.resize(dims_.num_layers);
+  sums.routing.resize(dims_.num_layers);
+
+  // Embedding lookup (not scaled) into the first sub-block's input.
+  Tensor* x = blocks_.empty() ? &final_input_ : &blocks_[0].input;
+  x->ResizeUninitialized({t, d});
+  const float* emb = params + embedding_->offset;
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t tok = batch.tokens[i];
+    OPENMOE_CHECK(tok >= 0 && tok < v);
+    std::memcpy(x->data() + i * d, emb + tok * d, d * sizeof(float));
+  }
+  block_out_.ResizeUninitialized({t, d});
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    SubBlock& b = blocks_[i];
+    ForwardSubBlock(params, batch, b, block_out_.data(), &sums);
+    if (b.kind == Kind::kMoe) {
+      sums.routing[b.layer] = ComputeRoutingStats(b.moe.routing, batch.seq_len, position_buckets);
+    }
+    Tensor& next = i + 1 < blocks_.size() ? blocks_[i + 1].input : final_input_;
+    next.ResizeUninitialized({t, d});
+    const float* in = b.input.data();
+    const float* o = block_out_.data();
+    float* nx = next.data();
+    for (int64_t j = 0; j < t * d; ++j) nx[j] = in[j] + o[j];
+  }
+
+  // Final norm, logits, fused loss: logits_buffer_ ends up holding d loss / d logits.
+  final_normed_.ResizeUninitialized({t, d});
+  final_rstd_.ResizeUninitialized({t});
+  RmsNormForward(final_input_.data(), params + final_norm_->offset, t, d, dims_.norm_eps,
+                 final_normed_.data(), final_rstd_.data());
+  logits_buffer_.ResizeUninitialized({t, v});
+  Gemm({}, t, v, d, final_normed_.data(), params + logits_->offset, logits_buffer_.data());
+  sums.lm = LmLossForwardBackward(logits_buffer_.data(), batch.targets.data(),
+                                  batch.loss_weights.data(), t, v, scales.output_z_weight,
+                                  scales.lm_normalizer, logits_buffer_.data());
+  sums.loss = scales.lm_normalizer * (sums.lm.cross_entropy + scales.output_z_weight * sums.lm.z_loss);
+  for (const RouterLossSums& r : sums.router) {
+    sums.loss += scales.load_balance_scale * r.load_balance + scales.router_z_scale * r.z_loss;
+  }
+  return sums;
+}
+
+void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const LossScales& scales,
+                               SubBlock& b, float* grads) {
+  const int64_t t = batch.num_tokens(), d = dims_.d_model;
+  normed_grad_.Resize({t, d});
+  const float* dy = residual_grad_.data();
+  float* dn = normed_grad_.data();
+  auto w = [&](int i) { return params + b.weights[i]->offset; };
+  auto g = [&](int i) { return grads + b.weights[i]->offset; };
+  switch (b.kind) {
+    case Kind::kAttention:
+      AttentionBackward(MakeAttentionDims(dims_, batch), rope_, {w(0), w(1), w(2), w(3)},
+                        b.normed.data(), batch.segment_ids.data(), &b.attention, dy,
+                        {g(0), g(1), g(2), g(3)}, dn);
+      break;
+    case Kind::kFfn:
+      FfnBackward({t, d, dims_.d_ff, dims_.ffn_form}, {w(0), w(1), w(2)}, b.normed.data(), &b.ffn,
+                  dy, {g(0), g(1), g(2)}, dn);
+      break;
+    case Kind::kMoe: {
+      const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
+      MoeBackward(md, {w(0), w(1), w(2), w(3)}, b.normed.data(), &b.moe, dy,
+                  scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn);
+      break;
+    }
+  }
+  // The residual passes dy through unchanged; the norm adds its share.
+  RmsNormBackward(dn, b.input.data(), params + b.norm->offset, b.rstd.data(), t, d,
+                  residual_grad_.data(), grads + b.norm->offset);
+}
+
+void Decoder::Backward(const float* params, const Batch& batch, const LossScales& scales,
+                       float* grads) {
+  const int64_t t = batch.num_tokens(), d = dims_.d_model, v = dims_.padded_vocab_size;
+  OPENMOE_CHECK_MSG(batch.rows == rows_ && batch.seq_len == seq_len_,
+                    "Backward must follow Forward on the same batch");
+  // Logits: logits = final_normed @ W.
+  const float* dlogits = logits_buffer_.data();
+  Gemm({.transpose_a = true, .beta = 1.0f}, d, v, t, final_normed_.data(), dlogits,
+       grads + logits_->offset);
+  normed_grad_.ResizeUninitialized({t, d});
+  Gemm({.transpose_b = true}, t, d, v, dlogits, params + logits_->offset, normed_grad_.data());
+  residual_grad_.Resize({t, d});
+  RmsNormBackward(normed_grad_.data(), final_input_.data(), params + final_norm_->offset,
+                  final_rstd_.data(), t, d, residual_grad_.data(), grads + final_norm_->offset);
+  for (size_t i = blocks_.size(); i-- > 0;) BackwardSubBlock(params, batch, scales, blocks_[i], grads);
+  // Embedding: scatter-add the residual gradient into the looked-up rows.
+  float* demb = grads + embedding_->offset;
+  const float* dx = residual_grad_.data();
+  for (int64_t i = 0; i < t; ++i) AddInPlace(demb + batch.tokens[i] * d, dx + i * d, d);
+}
+
+const Routing* Decoder::routing(int64_t layer) const {
+  for (const SubBlock& b : blocks_)
+    if (b.kind == Kind::kMoe && b.layer == layer) return &b.moe.routing;
+  return nullptr;
+}
+
+}  // namespace openmoe

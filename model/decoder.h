@@ -1,0 +1,103 @@
+// The OpenMoE decoder on one process: embedding, pre-norm blocks, final norm, untied logits,
+// and the fused LM loss; the backward walks the same sub-blocks in reverse.
+//
+// Each layer is a list of residual sub-blocks x <- x + F(RMSNorm(x)):
+//   dense layer: F = attention, then F = FFN
+//   MoE layer:   F = attention, then F = MoE, then F = FFN (the extra dense FFN, switchable off)
+// Parameters and gradients are flat buffers in a ParamLayout. A Decoder owns the activations of
+// one microbatch shape and reuses them across calls.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/batch.h"
+#include "core/tensor.h"
+#include "model/attention.h"
+#include "model/config.h"
+#include "model/ffn.h"
+#include "model/losses.h"
+#include "model/moe.h"
+#include "model/params.h"
+#include "model/router.h"
+
+namespace openmoe {
+
+// How this microbatch's sums become the global loss. With N real target tokens, G routing groups
+// and T tokens in the whole global batch (over all microbatches and chips), and M MoE layers:
+//   loss = (CE_sum + z_w * Z_sum) / N + aux_w * LB_sum / (M * G) + rz_w * RZ_sum / (M * T)
+struct LossScales {
+  double lm_normalizer = 0;        // 1 / N
+  double output_z_weight = 0;      // z_w
+  double load_balance_scale = 0;   // aux_w / (M * G)
+  double router_z_scale = 0;       // rz_w / (M * T)
+};
+
+// Sums of one Decoder call (add them up over microbatches and ranks).
+struct DecoderSums {
+  LmLossSums lm;
+  std::vector<RouterLossSums> router;  // (layers) zero for dense layers
+  std::vector<RoutingStats> routing;   // (layers) empty for dense layers
+  // The loss as LossScales defines it, this call's share.
+  double loss = 0;
+  void Add(const DecoderSums& other);
+};
+
+class Decoder {
+ public:
+  Decoder(const ParamLayout& layout, const RoutingConfig& routing);
+
+  // Routing used by MoE layers from now on (e.g. the eval capacity factor).
+  void SetRouting(const RoutingConfig& routing) { routing_ = routing; }
+
+  // Runs the forward and the loss, keeping what the backward needs. position_buckets: routing
+  // drop statistics per bucket of sequence position.
+  DecoderSums Forward(const float* params, const Batch& batch, const LossScales& scales,
+                      int64_t position_buckets = 4);
+
+  // Backward of the last Forward: grads (layout.total_size()) += d loss / d params.
+  void Backward(const float* params, const Batch& batch, const LossScales& scales, float* grads);
+
+  // The routing of `layer` in the last Forward; null for dense layers.
+  const Routing* routing(int64_t layer) const;
+
+ private:
+  enum class Kind { kAttention, kMoe, kFfn };
+  struct SubBlock {
+    Kind kind;
+    int64_t layer;
+    const ParamInfo* norm;
+    std::vector<const ParamInfo*> weights;  // attention: wq wk wv wo; ffn: wi_0 wi_1 wo;
+                                            // moe: router wi_0 wi_1 wo
+    Tensor input;   // (T, d) residual stream entering the sub-block
+    Tensor normed;  // (T, d)
+    Tensor rstd;    // (T)
+    AttentionCache attention;
+    FfnCache ffn;
+    MoeCache moe;
+  };
+
+  void ForwardSubBlock(const float* params, const Batch& batch, SubBlock& block, float* out,
+                       DecoderSums* sums);
+  void BackwardSubBlock(const float* params, const Batch& batch, const LossScales& scales,
+                        SubBlock& block, float* grads);
+
+  const ParamLayout& layout_;
+  ModelDims dims_;
+  RoutingConfig routing_;
+  std::vector<SubBlock> blocks_;
+  const ParamInfo* embedding_;
+  const ParamInfo* final_norm_;
+  const ParamInfo* logits_;
+  RopeTable rope_;
+  int64_t rows_ = 0, seq_len_ = 0;
+  Tensor final_input_;   // (T, d)
+  Tensor final_normed_;  // (T, d)
+  Tensor final_rstd_;    // (T)
+  Tensor logits_buffer_; // (T, V): logits, then (after the fused loss) d loss / d logits
+  Tensor residual_grad_; // (T, d)
+  Tensor normed_grad_;   // (T, d)
+  Tensor block_out_;     // (T, d)
+};
+
+}  // namespace openmoe

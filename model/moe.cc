@@ -1,0 +1,110 @@
+#include "model/moe.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+#include "core/gemm.h"
+#include "core/kernels.h"
+
+namespace openmoe {
+
+namespace {
+
+FfnDims ExpertDims(const MoeDims& dims, int64_t tokens) {
+  return {.tokens = tokens, .d_model = dims.d_model, .d_ff = dims.expert_d_ff, .form = dims.form};
+}
+
+// Expert e's slices of the stacked weights (E, d, Wi0Width), (E, d, F), (E, F, d).
+FfnWeights ExpertWeights(const MoeDims& dims, const MoeWeights& w, int64_t e) {
+  const FfnDims f = ExpertDims(dims, 0);
+  const int64_t d = dims.d_model, ff = dims.expert_d_ff;
+  return {.wi_0 = w.wi_0 + e * d * f.Wi0Width(), .wi_1 = w.wi_1 + e * d * ff,
+          .wo = w.wo + e * ff * d};
+}
+
+FfnGrads ExpertGrads(const MoeDims& dims, const MoeGrads& g, int64_t e) {
+  const FfnDims f = ExpertDims(dims, 0);
+  const int64_t d = dims.d_model, ff = dims.expert_d_ff;
+  return {.wi_0 = g.wi_0 + e * d * f.Wi0Width(), .wi_1 = g.wi_1 + e * d * ff,
+          .wo = g.wo + e * ff * d};
+}
+
+}  // namespace
+
+RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_config,
+                          const MoeWeights& w, const float* x, MoeCache* cache, float* y) {
+  const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
+  OPENMOE_CHECK(routing_config.num_experts == num_experts);
+  Routing& r = cache->routing;
+  ComputeRouting(routing_config, x, w.router, num_tokens, d, &r);
+
+  // Dispatch: gather the kept tokens' rows, expert by expert.
+  const int64_t num_kept = r.NumKept();
+  cache->dispatched.ResizeUninitialized({num_kept, d});
+  cache->expert_out.ResizeUninitialized({num_kept, d});
+  float* dispatched = cache->dispatched.data();
+  float* expert_out = cache->expert_out.data();
+  for (int64_t a = 0; a < num_kept; ++a) {
+    std::copy_n(x + r.kept_token[a] * d, d, dispatched + a * d);
+  }
+
+  // Experts: each runs on its contiguous block of kept assignments (possibly empty).
+  cache->expert_ffn.resize(num_experts);
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const int64_t begin = r.expert_offsets[e], count = r.expert_offsets[e + 1] - begin;
+    FfnForward(ExpertDims(dims, count), ExpertWeights(dims, w, e), dispatched + begin * d,
+               &cache->expert_ffn[e], expert_out + begin * d);
+  }
+
+  // Combine: y[t] = sum of gate * expert output over t's kept choices.
+  std::fill_n(y, num_tokens * d, 0.0f);
+  for (int64_t a = 0; a < num_kept; ++a) {
+    Axpy(r.kept_gate[a], expert_out + a * d, y + r.kept_token[a] * d, d);
+  }
+  return ComputeRouterLossSums(r);
+}
+
+void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCache* cache,
+                 const float* dy, double load_balance_scale, double z_scale, const MoeGrads& grads,
+                 float* dx) {
+  const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
+  const Routing& r = cache->routing;
+  const int64_t num_kept = r.NumKept();
+  // Scratch, zero-filled: d expert_out (A, d), d dispatched (A, d), dprobs (T, E), dlogits (T, E).
+  cache->workspace.Resize({2 * num_kept * d + 2 * num_tokens * num_experts});
+  float* d_expert_out = cache->workspace.data();
+  float* d_dispatched = d_expert_out + num_kept * d;
+  float* dprobs = d_dispatched + num_kept * d;
+  float* dlogits = dprobs + num_tokens * num_experts;
+  const float* expert_out = cache->expert_out.data();
+
+  // Combine backward: to the expert outputs and, through the gates, to the router probabilities.
+  for (int64_t e = 0; e < num_experts; ++e) {
+    for (int64_t a = r.expert_offsets[e]; a < r.expert_offsets[e + 1]; ++a) {
+      const float* dy_row = dy + r.kept_token[a] * d;
+      Axpy(r.kept_gate[a], dy_row, d_expert_out + a * d, d);
+      dprobs[r.kept_token[a] * num_experts + e] +=
+          static_cast<float>(Dot(dy_row, expert_out + a * d, d));
+    }
+  }
+
+  // Experts backward, then dispatch backward (scatter-add into dx).
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const int64_t begin = r.expert_offsets[e], count = r.expert_offsets[e + 1] - begin;
+    FfnBackward(ExpertDims(dims, count), ExpertWeights(dims, w, e),
+                cache->dispatched.data() + begin * d, &cache->expert_ffn[e],
+                d_expert_out + begin * d, ExpertGrads(dims, grads, e), d_dispatched + begin * d);
+  }
+  for (int64_t a = 0; a < num_kept; ++a) {
+    AddInPlace(dx + r.kept_token[a] * d, d_dispatched + a * d, d);
+  }
+
+  // Router backward: softmax (gates and losses), then logits = x @ w_router.
+  RouterSoftmaxBackward(r, dprobs, dlogits);
+  RouterLossBackward(r, load_balance_scale, z_scale, dlogits);
+  if (num_tokens == 0) return;
+  Gemm({.transpose_a = true, .beta = 1.0f}, d, num_experts, num_tokens, x, dlogits, grads.router);
+  Gemm({.transpose_b = true, .beta = 1.0f}, num_tokens, d, num_experts, dlogits, w.router, dx);
+}
+
+}  // namespace openmoe

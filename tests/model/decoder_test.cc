@@ -1,0 +1,126 @@
+// The whole model's backward against finite differences of its forward, with MoE layers (drops
+// included), packed segments, padding weights, and every loss term switched on.
+#include "model/decoder.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/testing/grad_check.h"
+
+namespace openmoe {
+namespace {
+
+JobSpec TinySpec(FfnForm form) {
+  JobSpec spec;
+  ModelConfig* m = spec.mutable_model();
+  m->set_vocab_size(29);  // padded to 32
+  m->set_vocab_pad_multiple(8);
+  m->set_num_layers(2);
+  m->set_d_model(8);
+  m->set_num_heads(2);
+  m->set_head_dim(4);
+  m->set_d_ff(12);
+  m->set_expert_d_ff(6);
+  m->set_num_experts(4);
+  m->set_moe_interval(2);
+  m->set_ffn_form(form);
+  spec.mutable_router()->set_group_size(8);
+  spec.mutable_router()->set_capacity_factor(1.0);  // C = max(3, round(1.0 * 8 / 4)) = 3: drops happen
+  spec.mutable_router()->set_min_capacity(3);
+  // Weights large enough to matter in the gradient check.
+  spec.mutable_router()->set_aux_loss_weight(0.3);
+  spec.mutable_router()->set_z_loss_weight(0.05);
+  spec.mutable_loss()->set_output_z_loss_weight(0.02);
+  return spec;
+}
+
+Batch TinyBatch(int64_t vocab) {
+  Batch b;
+  b.Resize(2, 8);
+  for (int64_t i = 0; i < 16; ++i) {
+    b.tokens[i] = static_cast<int32_t>((i * 7 + 3) % vocab);
+    b.targets[i] = static_cast<int32_t>((i * 5 + 1) % vocab);
+    b.loss_weights[i] = (i % 5 == 4) ? 0.0f : 1.0f;  // some positions carry no target
+    b.segment_ids[i] = i < 8 ? (i < 3 ? 1 : 2) : 1;  // row 0 packs two segments
+  }
+  return b;
+}
+
+// Routing choices and kept slots of every MoE layer: a finite difference is only meaningful when
+// the perturbation leaves them unchanged.
+std::vector<int32_t> RoutingSignature(const Decoder& decoder, const ModelDims& dims) {
+  std::vector<int32_t> sig;
+  for (int64_t l = 0; l < dims.num_layers; ++l) {
+    if (const Routing* r = decoder.routing(l)) {
+      sig.insert(sig.end(), r->choice_expert.begin(), r->choice_expert.end());
+      sig.insert(sig.end(), r->choice_slot.begin(), r->choice_slot.end());
+    }
+  }
+  return sig;
+}
+
+void CheckWholeModel(FfnForm form) {
+  const JobSpec spec = TinySpec(form);
+  const ModelDims dims = DimsFromSpec(spec);
+  const ParamLayout layout(dims);
+  std::vector<float> params(layout.total_size());
+  InitParams(layout, /*seed=*/3, params.data());
+  // Spread the router's logits so top-2 margins dwarf the finite-difference step, and scale the
+  // embedding down so activations stay O(1).
+  for (const ParamInfo& p : layout.params()) {
+    for (int64_t i = 0; i < p.size; ++i) {
+      if (p.component == Component::kRouter) params[p.offset + i] *= 60.0f;
+      if (p.component == Component::kEmbedding) params[p.offset + i] *= 0.5f;
+    }
+  }
+  const Batch batch = TinyBatch(dims.vocab_size);
+  Decoder decoder(layout, RoutingFromSpec(spec, false));
+  LossScales scales;
+  scales.lm_normalizer = 1.0 / 13.0;  // 16 positions, 3 with weight 0
+  scales.output_z_weight = spec.loss().output_z_loss_weight();
+  scales.load_balance_scale = spec.router().aux_loss_weight() / (1 * 2);
+  scales.router_z_scale = spec.router().z_loss_weight() / (1 * 16);
+
+  std::vector<float> grads(layout.total_size(), 0.0f);
+  const DecoderSums base = decoder.Forward(params.data(), batch, scales);
+  decoder.Backward(params.data(), batch, scales, grads.data());
+  const std::vector<int32_t> signature = RoutingSignature(decoder, dims);
+  // The test only means something if capacity actually drops assignments.
+  int dropped = 0;
+  for (int64_t l = 0; l < dims.num_layers; ++l)
+    if (const Routing* r = decoder.routing(l))
+      for (int32_t s : r->choice_slot) dropped += s < 0;
+  EXPECT_GT(dropped, 0);
+  EXPECT_GT(base.router[1].load_balance, 0.0);
+
+  auto loss = [&] {
+    const double l = decoder.Forward(params.data(), batch, scales).loss;
+    EXPECT_EQ(RoutingSignature(decoder, dims), signature) << "a perturbation changed the routing";
+    return l;
+  };
+  testing::GradCheckOptions opt;
+  opt.step = 2e-3;  // small: keeps the routing fixed; fp32 noise ~1e-7 * 4 / 2e-3 = 2e-4 < atol
+  opt.coords = 6;
+  for (const ParamInfo& p : layout.params()) {
+    testing::ExpectGradientMatches(p.name, loss, params.data() + p.offset, p.size,
+                                   grads.data() + p.offset, opt);
+  }
+}
+
+TEST(DecoderGradient, WholeModelOpenMoeFfn) { CheckWholeModel(FFN_OPENMOE); }
+TEST(DecoderGradient, WholeModelSwiGlu) { CheckWholeModel(FFN_SWIGLU); }
+
+TEST(Decoder, DenseLayersHaveNoRouting) {
+  JobSpec spec = TinySpec(FFN_OPENMOE);
+  const ModelDims dims = DimsFromSpec(spec);
+  const ParamLayout layout(dims);
+  std::vector<float> params(layout.total_size());
+  InitParams(layout, 1, params.data());
+  Decoder decoder(layout, RoutingFromSpec(spec, false));
+  decoder.Forward(params.data(), TinyBatch(dims.vocab_size), {.lm_normalizer = 1.0 / 13});
+  EXPECT_EQ(decoder.routing(0), nullptr);
+  EXPECT_NE(decoder.routing(1), nullptr);
+}
+
+}  // namespace
+}  // namespace openmoe
