@@ -1,1 +1,108 @@
-int main() { return 0; }
+// The `openmoe` binary: parses the command line and dispatches to a subcommand. Every error ends
+// here as one line `openmoe: <message>` on stderr and exit status 1; library code only returns
+// absl::Status.
+//
+//   openmoe train --job FILE ... [--set field.path=value ...] [--resume auto|never|DIR]
+//   openmoe plan --job FILE ... [--set field.path=value ...] [--json]
+//   openmoe help [SUBCOMMAND]
+#include <mpi.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "launch/args.h"
+#include "launch/job_loader.h"
+#include "launch/plan.h"
+#include "launch/train.h"
+
+namespace openmoe {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "openmoe: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+int Plan(const CommandLine& cl) {
+  auto spec = LoadJob(cl.GetAll("job"), cl.GetAll("set"));
+  if (!spec.ok()) return Fail(spec.status());
+  const absl::Status status = RunPlan(*spec, cl.GetBool("json"), std::cout);
+  std::cout.flush();
+  return status.ok() ? 0 : Fail(status);
+}
+
+// Rank 0 loads and validates the job and broadcasts it (or its error), so that every rank agrees
+// on the spec and on failing, and only rank 0 reports a job error.
+int Train(const CommandLine& cl, int* argc, char*** argv) {
+  MPI_Init(argc, argv);
+  int rank = 0, world = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+
+  const std::vector<std::string> files = cl.GetAll("job");
+  const std::vector<std::string> sets = cl.GetAll("set");
+  const std::string description = JobDescription(files, sets);
+  int loaded = 0;
+  std::string payload;  // serialized JobSpec, or the error message
+  if (rank == 0) {
+    std::vector<std::string> all_sets = sets;
+    if (cl.Has("resume")) all_sets.push_back("checkpoint.resume=" + cl.Get("resume"));
+    auto spec = LoadJob(files, all_sets);
+    loaded = spec.ok() ? 1 : 0;
+    payload = spec.ok() ? spec->SerializeAsString() : std::string(spec.status().message());
+  }
+  long long size = static_cast<long long>(payload.size());
+  MPI_Bcast(&loaded, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  MPI_Bcast(&size, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+  payload.resize(static_cast<size_t>(size));
+  MPI_Bcast(payload.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD);
+  if (!loaded) {
+    if (rank == 0) Fail(absl::InvalidArgumentError(payload));
+    MPI_Finalize();
+    return 1;
+  }
+  JobSpec spec;
+  if (!spec.ParseFromString(payload)) {
+    if (rank == 0) Fail(absl::InternalError("job spec broadcast failed to parse"));
+    MPI_Finalize();
+    return 1;
+  }
+  // RunTrain prints the resolved spec (DescribeJob) once on rank 0 at start.
+  const absl::Status status = RunTrain(spec, description);
+  // The lowest failing rank reports (rank 0 when it failed too), so an error shared by all ranks
+  // prints once and one seen by a single rank is not lost.
+  int first_failed = status.ok() ? world : rank;
+  MPI_Allreduce(MPI_IN_PLACE, &first_failed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (first_failed == rank) {
+    if (rank == 0) {
+      Fail(status);
+    } else {
+      std::fprintf(stderr, "openmoe: rank %d: %s\n", rank, std::string(status.message()).c_str());
+    }
+  }
+  MPI_Finalize();
+  return first_failed < world ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace openmoe
+
+int main(int argc, char** argv) {
+  auto cl = openmoe::ParseCommandLine(argc, argv);
+  if (!cl.ok()) {
+    openmoe::Fail(cl.status());
+    std::fprintf(stderr, "\n%s", openmoe::Usage(argc > 1 ? argv[1] : "").c_str());
+    return 1;
+  }
+  if (cl->subcommand == "help") {
+    std::cout << openmoe::Usage(cl->help_topic);
+    return 0;
+  }
+  if (cl->subcommand == "plan") return openmoe::Plan(*cl);
+  if (cl->subcommand == "train") return openmoe::Train(*cl, &argc, &argv);
+  return openmoe::Fail(
+      absl::UnimplementedError("subcommand '" + cl->subcommand + "' is not implemented"));
+}

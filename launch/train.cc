@@ -10,9 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/gemm.h"
-#include "google/protobuf/text_format.h"
+#include "launch/job_loader.h"
 #include "launch/metrics.h"
 #include "launch/trainer.h"
+#include "model/param_count.h"
 
 namespace openmoe {
 
@@ -33,19 +34,13 @@ int ThreadsFor(const JobSpec& spec) {
 
 void PrintStart(const JobSpec& spec, const std::string& job_description, const Trainer& trainer,
                 int threads) {
-  std::string text;
-  google::protobuf::TextFormat::PrintToString(spec, &text);
+  const ParamCounts counts = CountParams(trainer.layout());
   std::printf("openmoe train: %s\n--- resolved job spec ---\n%s-------------------------\n",
-              job_description.c_str(), text.c_str());
-  int64_t total = 0, activated = 0;
-  const ModelDims& dims = trainer.layout().dims();
-  for (const ParamInfo& p : trainer.layout().params()) {
-    total += p.size;
-    activated += p.is_expert ? p.size / dims.num_experts * dims.top_k : p.size;
-  }
-  std::printf("parameters: %s total, %s activated per token | OpenBLAS threads: %d\n",
-              absl::StrFormat("%.3fM", total / 1e6).c_str(),
-              absl::StrFormat("%.3fM", activated / 1e6).c_str(), threads);
+              job_description.c_str(), DescribeJob(spec).c_str());
+  std::printf("parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
+              " | OpenBLAS threads: %d\n",
+              counts.total / 1e6, counts.activated / 1e6, counts.non_embedding_total / 1e6,
+              counts.non_embedding_activated / 1e6, threads);
   std::fflush(stdout);
 }
 
@@ -59,6 +54,11 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
     return absl::UnimplementedError(absl::StrCat(
         "rank ", rank, ": this build trains on one MPI rank only (", world,
         " were started); run without mpirun or with -np 1"));
+  }
+  const std::string& resume = spec.checkpoint().resume();
+  if (resume != "auto" && resume != "never") {
+    return absl::UnimplementedError(absl::StrCat(
+        "checkpoint.resume=", resume, ": this build writes no checkpoints yet, so there is nothing to resume"));
   }
   const int threads = ThreadsFor(spec);
   SetGemmThreads(threads);

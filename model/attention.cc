@@ -9,6 +9,12 @@
 namespace openmoe {
 namespace {
 
+// Scores more than this below their row's max get probability exactly 0. Such a probability
+// (< 4e-18, against a row max >= 1/S) is far below fp32 resolution of the context it feeds, but
+// kept, it and its products with small gradients become subnormal floats, which slow the GEMMs
+// reading them several-fold (measured: 3.5x on the backward).
+constexpr float kMinScoreBelowMax = -40.0f;
+
 // Softmax of one row of scores over the keys query i may see (j <= i, same segment), in place.
 // Every other entry is set to exactly 0. Keys of other segments are skipped with a select so the
 // loops stay branch-free; `lo` (the first key of i's segment) bounds the range that needs exp.
@@ -18,7 +24,8 @@ void MaskedSoftmaxRow(float* row, int64_t s_len, int64_t i, int64_t lo, const in
   for (int64_t j = lo; j < i; ++j) mx = seg[j] == si ? std::max(mx, row[j]) : mx;
   float sum = 0.0f;
   for (int64_t j = lo; j <= i; ++j) {
-    const float e = seg[j] == si ? std::exp(row[j] - mx) : 0.0f;
+    const float z = row[j] - mx;
+    const float e = seg[j] == si && z > kMinScoreBelowMax ? std::exp(z) : 0.0f;
     row[j] = e;
     sum += e;
   }

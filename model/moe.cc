@@ -18,15 +18,15 @@ FfnDims ExpertDims(const MoeDims& dims, int64_t tokens) {
 FfnWeights ExpertWeights(const MoeDims& dims, const MoeWeights& w, int64_t e) {
   const FfnDims f = ExpertDims(dims, 0);
   const int64_t d = dims.d_model, ff = dims.expert_d_ff;
-  return {.wi_0 = w.wi_0 + e * d * f.Wi0Width(), .wi_1 = w.wi_1 + e * d * ff,
-          .wo = w.wo + e * ff * d};
+  return {
+      .wi_0 = w.wi_0 + e * d * f.Wi0Width(), .wi_1 = w.wi_1 + e * d * ff, .wo = w.wo + e * ff * d};
 }
 
 FfnGrads ExpertGrads(const MoeDims& dims, const MoeGrads& g, int64_t e) {
   const FfnDims f = ExpertDims(dims, 0);
   const int64_t d = dims.d_model, ff = dims.expert_d_ff;
-  return {.wi_0 = g.wi_0 + e * d * f.Wi0Width(), .wi_1 = g.wi_1 + e * d * ff,
-          .wo = g.wo + e * ff * d};
+  return {
+      .wi_0 = g.wi_0 + e * d * f.Wi0Width(), .wi_1 = g.wi_1 + e * d * ff, .wo = g.wo + e * ff * d};
 }
 
 }  // namespace

@@ -174,14 +174,14 @@ void RouterLossBackward(const Routing& r, double load_balance_scale, double z_sc
         load_balance_scale * num_experts / (static_cast<double>(group_size) * group_size);
     for (double& v : dp) v *= scale;
     for (int64_t t = g * group_size; t < (g + 1) * group_size; ++t) {
-      SoftmaxRowBackward(&r.probs[t * num_experts], dp.data(), num_experts,
+      SoftmaxRowBackward(r.probs.data() + t * num_experts, dp.data(), num_experts,
                          dlogits + t * num_experts);
     }
   }
   // z-loss: d lse^2 / d logits = 2 * lse * p.
   for (int64_t t = 0; t < r.num_tokens; ++t) {
     const float c = static_cast<float>(2.0 * z_scale * r.lse[t]);
-    Axpy(c, &r.probs[t * num_experts], dlogits + t * num_experts, num_experts);
+    Axpy(c, r.probs.data() + t * num_experts, dlogits + t * num_experts, num_experts);
   }
 }
 
@@ -190,7 +190,7 @@ void RouterSoftmaxBackward(const Routing& r, const float* dprobs, float* dlogits
   std::vector<double> dp(num_experts);
   for (int64_t t = 0; t < r.num_tokens; ++t) {
     for (int64_t e = 0; e < num_experts; ++e) dp[e] = dprobs[t * num_experts + e];
-    SoftmaxRowBackward(&r.probs[t * num_experts], dp.data(), num_experts,
+    SoftmaxRowBackward(r.probs.data() + t * num_experts, dp.data(), num_experts,
                        dlogits + t * num_experts);
   }
 }

@@ -91,7 +91,7 @@ TEST_P(FfnTest, GradientsMatchFiniteDifferences) {
   ExpectGradientMatches("ffn dwo", loss, wo_.data(), wo_.size(), dwo.data());
 }
 
-INSTANTIATE_TEST_SUITE_P(BothForms, FfnTest, ::testing::Values(FFN_OPENMOE, FFN_SWIGLU),
+INSTANTIATE_TEST_SUITE_P(FfnForms, FfnTest, ::testing::Values(FFN_OPENMOE, FFN_SWIGLU),
                          [](const ::testing::TestParamInfo<FfnForm>& info) {
                            return info.param == FFN_OPENMOE ? std::string("OpenMoe")
                                                             : std::string("SwiGlu");

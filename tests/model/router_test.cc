@@ -1,6 +1,7 @@
 #include "model/router.h"
 
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -8,8 +9,8 @@
 namespace openmoe {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::ElementsAreArray;
+using I32 = std::vector<int32_t>;
+using I64 = std::vector<int64_t>;
 
 RoutingConfig Config(int64_t num_experts, int64_t group_size, double capacity_factor,
                      int64_t min_capacity, int64_t top_k = 2) {
@@ -32,13 +33,14 @@ Routing RouteLogits(const RoutingConfig& config, const std::vector<float>& logit
 
 // The kept tokens of expert e in dispatch order.
 std::vector<int64_t> KeptTokens(const Routing& r, int e) {
-  return {r.kept_token.begin() + r.expert_offsets[e], r.kept_token.begin() + r.expert_offsets[e + 1]};
+  return {r.kept_token.begin() + r.expert_offsets[e],
+          r.kept_token.begin() + r.expert_offsets[e + 1]};
 }
 
 TEST(RouterCapacityTest, RoundsHalfToEvenLikePython) {
-  EXPECT_EQ(ExpertCapacity(Config(3, 6, 1.25, 1)), 2);   // 2.5 -> 2
-  EXPECT_EQ(ExpertCapacity(Config(4, 8, 1.75, 1)), 4);   // 3.5 -> 4
-  EXPECT_EQ(ExpertCapacity(Config(4, 8, 1.3, 1)), 3);    // 2.6 -> 3
+  EXPECT_EQ(ExpertCapacity(Config(3, 6, 1.25, 1)), 2);  // 2.5 -> 2
+  EXPECT_EQ(ExpertCapacity(Config(4, 8, 1.75, 1)), 4);  // 3.5 -> 4
+  EXPECT_EQ(ExpertCapacity(Config(4, 8, 1.3, 1)), 3);   // 2.6 -> 3
   EXPECT_EQ(ExpertCapacity(Config(16, 1024, 1.25, 4)), 80);
   EXPECT_EQ(ExpertCapacity(Config(32, 1024, 2.0, 4)), 64);
 }
@@ -71,13 +73,13 @@ const std::vector<float> kSixTokenLogits = {
 TEST(RouterTest, TokenOrderFirstChoicesBeatSecondChoices) {
   const Routing r = RouteLogits(Config(3, 6, 1.0, 1), kSixTokenLogits);
   EXPECT_EQ(r.capacity, 2);
-  EXPECT_THAT(r.choice_expert, ElementsAre(0, 1, 1, 0, 0, 2, 0, 1, 2, 1, 1, 2));
-  EXPECT_THAT(r.choice_slot, ElementsAre(0, -1, 0, -1, 1, 1, -1, -1, 0, -1, 1, -1));
-  EXPECT_THAT(r.expert_offsets, ElementsAre(0, 2, 4, 6));
-  EXPECT_THAT(KeptTokens(r, 0), ElementsAre(0, 2));
-  EXPECT_THAT(KeptTokens(r, 1), ElementsAre(1, 5));
-  EXPECT_THAT(KeptTokens(r, 2), ElementsAre(4, 2));  // by slot, not by token
-  EXPECT_THAT(r.kept_choice, ElementsAre(0, 0, 0, 0, 0, 1));
+  EXPECT_EQ(r.choice_expert, (I32{0, 1, 1, 0, 0, 2, 0, 1, 2, 1, 1, 2}));
+  EXPECT_EQ(r.choice_slot, (I32{0, -1, 0, -1, 1, 1, -1, -1, 0, -1, 1, -1}));
+  EXPECT_EQ(r.expert_offsets, (I64{0, 2, 4, 6}));
+  EXPECT_EQ(KeptTokens(r, 0), (I64{0, 2}));
+  EXPECT_EQ(KeptTokens(r, 1), (I64{1, 5}));
+  EXPECT_EQ(KeptTokens(r, 2), (I64{4, 2}));  // by slot, not by token
+  EXPECT_EQ(r.kept_choice, (I32{0, 0, 0, 0, 0, 1}));
   // Gates are the raw probabilities: t2's second choice (logit 2 of {3, 0, 2}).
   const double z = std::exp(3.0) + 1.0 + std::exp(2.0);
   EXPECT_NEAR(r.kept_gate[5], std::exp(2.0) / z, 1e-6);
@@ -87,46 +89,48 @@ TEST(RouterTest, TokenOrderFirstChoicesBeatSecondChoices) {
 // Same logits, but the claim order follows the top-1 probability. t4 and t5 are the most
 // confident; with probability order they claim first, and t0 / t1 / t3 lose.
 TEST(RouterTest, ProbabilityOrderPrioritisesConfidentTokens) {
-  // Top-1 probabilities: t0 0.50, t1 0.50, t2 0.70, t3 0.90, t4 0.95, t5 0.60 (roughly).
+  // Top-1 probabilities: t0 0.42, t1 0.51, t2 0.67, t3 0.88, t4 0.95, t5 0.55.
   const std::vector<float> logits = {
-      1.0, 1.0, 0.0,    // t0 -> (0, 1)
-      0.0, 1.0, 0.5,    // t1 -> (1, 2)
-      2.0, 0.0, 1.0,    // t2 -> (0, 2)
-      3.0, 0.5, 0.0,    // t3 -> (0, 1)
-      0.0, 0.5, 4.0,    // t4 -> (2, 1)
-      0.0, 1.5, 1.0,    // t5 -> (1, 2)
+      1.0, 1.0, 0.0,  // t0 -> (0, 1)
+      0.0, 1.0, 0.5,  // t1 -> (1, 2)
+      2.0, 0.0, 1.0,  // t2 -> (0, 2)
+      3.0, 0.5, 0.0,  // t3 -> (0, 1)
+      0.0, 0.5, 4.0,  // t4 -> (2, 1)
+      0.0, 1.5, 1.0,  // t5 -> (1, 2)
   };
   RoutingConfig config = Config(3, 6, 1.0, 1);
   config.drop_policy = DROP_PROBABILITY_ORDER;
   const Routing r = RouteLogits(config, logits);
-  // Claim order by top-1 probability: t4, t3, t2, t5, t1, t0 (t0 and t1 tie: token order would
-  // put t0 first, but t1 is the more confident).
+  // Claim order by top-1 probability: t4, t3, t2, t5, t1, t0.
   // First choices: e2 <- t4 s0; e0 <- t3 s0, t2 s1, t0 s2 (dropped); e1 <- t5 s0, t1 s1.
   // Second choices: t4 -> e1 s2 x, t3 -> e1 s3 x, t2 -> e2 s1, t5 -> e2 s2 x, t1 -> e2 s3 x,
   // t0 -> e1 s4 x.
-  EXPECT_THAT(r.choice_expert, ElementsAre(0, 1, 1, 2, 0, 2, 0, 1, 2, 1, 1, 2));
-  EXPECT_THAT(KeptTokens(r, 0), ElementsAre(3, 2));
-  EXPECT_THAT(KeptTokens(r, 1), ElementsAre(5, 1));
-  EXPECT_THAT(KeptTokens(r, 2), ElementsAre(4, 2));
-  EXPECT_THAT(r.choice_slot, ElementsAre(-1, -1, 1, -1, 1, 1, 0, -1, 0, -1, 0, -1));
+  EXPECT_EQ(r.choice_expert, (I32{0, 1, 1, 2, 0, 2, 0, 1, 2, 1, 1, 2}));
+  EXPECT_EQ(KeptTokens(r, 0), (I64{3, 2}));
+  EXPECT_EQ(KeptTokens(r, 1), (I64{5, 1}));
+  EXPECT_EQ(KeptTokens(r, 2), (I64{4, 2}));
+  EXPECT_EQ(r.choice_slot, (I32{-1, -1, 1, -1, 1, 1, 0, -1, 0, -1, 0, -1}));
 
   // The token-order policy on the same logits keeps t0 instead of t3.
   const Routing token_order = RouteLogits(Config(3, 6, 1.0, 1), logits);
-  EXPECT_THAT(KeptTokens(token_order, 0), ElementsAre(0, 2));
+  EXPECT_EQ(KeptTokens(token_order, 0), (I64{0, 2}));
 }
 
 TEST(RouterTest, ProbabilityOrderIsStableOnTies) {
-  // Four identical tokens, all to (0, 1), capacity 2: the earliest two keep their slots.
-  RoutingConfig config = Config(2, 4, 1.0, 1);
+  // 32 identical tokens (enough that an unstable sort would reorder them), all to (0, 1),
+  // capacity 4: the earliest four keep their slots.
+  RoutingConfig config = Config(2, 32, 0.25, 1);
   config.drop_policy = DROP_PROBABILITY_ORDER;
-  const Routing r = RouteLogits(config, {1, 0, 1, 0, 1, 0, 1, 0});
-  EXPECT_THAT(KeptTokens(r, 0), ElementsAre(0, 1));
-  EXPECT_THAT(KeptTokens(r, 1), ElementsAre(0, 1));
+  std::vector<float> logits;
+  for (int t = 0; t < 32; ++t) logits.insert(logits.end(), {1, 0});
+  const Routing r = RouteLogits(config, logits);
+  EXPECT_EQ(KeptTokens(r, 0), (I64{0, 1, 2, 3}));
+  EXPECT_EQ(KeptTokens(r, 1), (I64{0, 1, 2, 3}));
 }
 
 TEST(RouterTest, TopKTiesGoToLowerExpert) {
   const Routing r = RouteLogits(Config(4, 2, 1.0, 1), {1, 1, 1, 1, 0, 2, 2, 2});
-  EXPECT_THAT(r.choice_expert, ElementsAre(0, 1, 1, 2));
+  EXPECT_EQ(r.choice_expert, (I32{0, 1, 1, 2}));
 }
 
 TEST(RouterTest, DroplessKeepsEverything) {
@@ -135,8 +139,8 @@ TEST(RouterTest, DroplessKeepsEverything) {
   const Routing r = RouteLogits(config, kSixTokenLogits);
   EXPECT_EQ(r.NumKept(), 12);
   for (int32_t slot : r.choice_slot) EXPECT_GE(slot, 0);
-  EXPECT_THAT(KeptTokens(r, 0), ElementsAre(0, 2, 3, 1));  // first choices, then t1's second
-  EXPECT_THAT(r.expert_offsets, ElementsAre(0, 4, 9, 12));
+  EXPECT_EQ(KeptTokens(r, 0), (I64{0, 2, 3, 1}));  // first choices, then t1's second
+  EXPECT_EQ(r.expert_offsets, (I64{0, 4, 9, 12}));
 }
 
 TEST(RouterTest, CapacityAppliesPerGroup) {
@@ -146,9 +150,9 @@ TEST(RouterTest, CapacityAppliesPerGroup) {
   logits.insert(logits.end(), kSixTokenLogits.begin(), kSixTokenLogits.end());
   const Routing r = RouteLogits(Config(3, 6, 1.0, 1), logits);
   EXPECT_EQ(r.NumGroups(), 2);
-  EXPECT_THAT(KeptTokens(r, 0), ElementsAre(0, 2, 6, 8));
-  EXPECT_THAT(KeptTokens(r, 1), ElementsAre(1, 5, 7, 11));
-  EXPECT_THAT(KeptTokens(r, 2), ElementsAre(4, 2, 10, 8));
+  EXPECT_EQ(KeptTokens(r, 0), (I64{0, 2, 6, 8}));
+  EXPECT_EQ(KeptTokens(r, 1), (I64{1, 5, 7, 11}));
+  EXPECT_EQ(KeptTokens(r, 2), (I64{4, 2, 10, 8}));
   for (int i = 0; i < 12; ++i) EXPECT_EQ(r.choice_slot[12 + i], r.choice_slot[i]) << i;
 }
 
@@ -172,13 +176,13 @@ TEST(RouterLossTest, SkewedRouterClosedForm) {
 }
 
 TEST(RouterLossTest, BackwardMatchesClosedForm) {
-  // Same case: d LB / d p[t, e] = E * f_e / G^2 * ... per token: (2 * 1 / 2, 0) / ... Check
-  // against d/d logit0 of LB(logits) = 2 * mean_t p0(t): each token contributes p0 p1 = 3/16.
+  // Same case: LB = E * f_0 * mean_t p0(t) = p0(t0) + p0(t1), so d LB / d l0(t) = p0 p1 = 3/16
+  // and d LB / d l1(t) = -3/16.
   const float l3 = static_cast<float>(std::log(3.0));
   const Routing r = RouteLogits(Config(2, 2, 1.0, 1, /*top_k=*/1), {l3, 0, l3, 0});
   std::vector<float> dlogits(4, 0.0f);
   RouterLossBackward(r, /*load_balance_scale=*/1.0, /*z_scale=*/0.0, dlogits.data());
-  EXPECT_NEAR(dlogits[0], 3.0 / 16.0, 1e-6);  // d (2 * (p0(t0) + p0(t1)) / 2) / d l0(t0)
+  EXPECT_NEAR(dlogits[0], 3.0 / 16.0, 1e-6);
   EXPECT_NEAR(dlogits[1], -3.0 / 16.0, 1e-6);
   // z-loss: d lse^2 / d logits = 2 lse p, on top of what is there (accumulates).
   RouterLossBackward(r, 0.0, 1.0, dlogits.data());
@@ -188,12 +192,12 @@ TEST(RouterLossTest, BackwardMatchesClosedForm) {
 TEST(RoutingStatsTest, CountsTheSixTokenCase) {
   const Routing r = RouteLogits(Config(3, 6, 1.0, 1), kSixTokenLogits);
   const RoutingStats s = ComputeRoutingStats(r, /*seq_len=*/6, /*buckets=*/2);
-  EXPECT_THAT(s.routed_per_expert, ElementsAre(4, 5, 3));
-  EXPECT_THAT(s.kept_per_expert, ElementsAre(2, 2, 2));
-  EXPECT_THAT(s.dropped_by_choice, ElementsAre(1, 5));
+  EXPECT_EQ(s.routed_per_expert, (I64{4, 5, 3}));
+  EXPECT_EQ(s.kept_per_expert, (I64{2, 2, 2}));
+  EXPECT_EQ(s.dropped_by_choice, (I64{1, 5}));
   // Positions 0-2 in bucket 0, 3-5 in bucket 1; dropped: t0, t1 (second); t3 (both), t4, t5.
-  EXPECT_THAT(s.dropped_by_position_bucket, ElementsAre(2, 4));
-  EXPECT_THAT(s.routed_by_position_bucket, ElementsAre(6, 6));
+  EXPECT_EQ(s.dropped_by_position_bucket, (I64{2, 4}));
+  EXPECT_EQ(s.routed_by_position_bucket, (I64{6, 6}));
   EXPECT_EQ(s.tokens, 6);
   EXPECT_EQ(s.tokens_fully_dropped, 1);  // t3
   // Every row is a permutation of logits (3, 2, 0).
@@ -205,8 +209,8 @@ TEST(RoutingStatsTest, CountsTheSixTokenCase) {
   RoutingStats total;
   total.Add(s);
   total.Add(s);
-  EXPECT_THAT(total.dropped_by_choice, ElementsAre(2, 10));
-  EXPECT_THAT(total.kept_per_expert, ElementsAreArray({4, 4, 4}));
+  EXPECT_EQ(total.dropped_by_choice, (I64{2, 10}));
+  EXPECT_EQ(total.kept_per_expert, (I64{4, 4, 4}));
   EXPECT_EQ(total.tokens_fully_dropped, 2);
   EXPECT_NEAR(total.entropy_sum, 12 * h, 1e-5);
 }

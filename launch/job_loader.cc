@@ -1,0 +1,388 @@
+#include "launch/job_loader.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/check.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace openmoe {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::EnumDescriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+// Keeps the first parse error with its (1-based) position.
+class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (!has_error_) {
+      has_error_ = true;
+      line_ = line + 1;
+      column_ = column + 1;
+      message_ = message;
+    }
+  }
+  bool has_error() const { return has_error_; }
+  int line() const { return line_; }
+  int column() const { return column_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  bool has_error_ = false;
+  int line_ = 0, column_ = 0;
+  std::string message_;
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    const int err = errno;
+    const std::string what = absl::StrCat("job file ", path, ": cannot open: ", std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(what) : absl::InvalidArgumentError(what);
+  }
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return absl::InvalidArgumentError(absl::StrCat("job file ", path, ": read error"));
+  return text;
+}
+
+// Parses one text-format source into a fresh message; `where` prefixes the error.
+absl::Status ParseText(const std::string& text, const std::string& where, JobSpec* out) {
+  google::protobuf::TextFormat::Parser parser;
+  FirstErrorCollector errors;
+  parser.RecordErrorsTo(&errors);
+  if (parser.ParseFromString(text, out)) return absl::OkStatus();
+  if (!errors.has_error()) return absl::InvalidArgumentError(absl::StrCat(where, ": parse error"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ":", errors.line(), ":", errors.column(), ": ", errors.message()));
+}
+
+std::string EnumNames(const EnumDescriptor* e) {
+  std::vector<std::string> names;
+  for (int i = 0; i < e->value_count(); ++i) names.push_back(e->value(i)->name());
+  return absl::StrJoin(names, ", ");
+}
+
+// Writes every unset singular field with its declared default, recursively.
+void FillDefaults(Message* m) {
+  const Descriptor* d = m->GetDescriptor();
+  const Reflection* r = m->GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->is_repeated() || f->containing_oneof() != nullptr) continue;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      FillDefaults(r->MutableMessage(m, f));
+      continue;
+    }
+    if (r->HasField(*m, f)) continue;
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_INT32: r->SetInt32(m, f, f->default_value_int32()); break;
+      case FieldDescriptor::CPPTYPE_INT64: r->SetInt64(m, f, f->default_value_int64()); break;
+      case FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(m, f, f->default_value_uint32()); break;
+      case FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(m, f, f->default_value_uint64()); break;
+      case FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(m, f, f->default_value_double()); break;
+      case FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(m, f, f->default_value_float()); break;
+      case FieldDescriptor::CPPTYPE_BOOL: r->SetBool(m, f, f->default_value_bool()); break;
+      case FieldDescriptor::CPPTYPE_ENUM: r->SetEnum(m, f, f->default_value_enum()); break;
+      case FieldDescriptor::CPPTYPE_STRING: r->SetString(m, f, f->default_value_string()); break;
+      case FieldDescriptor::CPPTYPE_MESSAGE: break;
+    }
+  }
+}
+
+// Collects the problems ValidateJob finds, each already phrased with field names and values.
+class Problems {
+ public:
+  void Add(std::string problem) { list_.push_back(std::move(problem)); }
+  void AtLeast(const char* field, int64_t value, int64_t min) {
+    if (value < min) Add(absl::StrFormat("%s=%d must be >= %d", field, value, min));
+  }
+  void Positive(const char* field, double value) {
+    if (!(value > 0)) Add(absl::StrFormat("%s=%g must be > 0", field, value));
+  }
+  void NonNegative(const char* field, double value) {
+    if (!(value >= 0)) Add(absl::StrFormat("%s=%g must be >= 0", field, value));
+  }
+  // `num` (named `num_desc`) must be a multiple of `den` (named `den_desc`); only checked when
+  // both are positive (the sizes themselves are checked separately).
+  void Divisible(const std::string& num_desc, int64_t num, const std::string& den_desc,
+                 int64_t den) {
+    if (num > 0 && den > 0 && num % den != 0)
+      Add(absl::StrFormat("%s=%d is not divisible by %s=%d", num_desc, num, den_desc, den));
+  }
+  bool empty() const { return list_.empty(); }
+  std::string Join() const { return absl::StrJoin(list_, "; "); }
+
+ private:
+  std::vector<std::string> list_;
+};
+
+}  // namespace
+
+std::string JobDescription(const std::vector<std::string>& job_files,
+                           const std::vector<std::string>& sets) {
+  std::string out = job_files.empty() ? "defaults" : absl::StrJoin(job_files, ", ");
+  for (const std::string& s : sets) absl::StrAppend(&out, " --set ", s);
+  return out;
+}
+
+absl::Status ApplySet(const std::string& assignment, JobSpec* spec) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--set ", assignment, ": expected field.path=value"));
+  }
+  const std::string path = assignment.substr(0, eq);
+  const std::string value = assignment.substr(eq + 1);
+  const std::string where = absl::StrCat("--set ", path);
+  const std::vector<std::string> parts = absl::StrSplit(path, '.');
+
+  const Descriptor* message = JobSpec::descriptor();
+  const FieldDescriptor* field = nullptr;
+  std::string resolved;  // the path so far, for messages
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string owner = resolved.empty() ? "the job spec" : resolved;
+    if (field != nullptr) {
+      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": ", resolved, " is not a message, it has no field \"", parts[i], "\""));
+      }
+      message = field->message_type();
+    }
+    field = message->FindFieldByName(parts[i]);
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown field \"", parts[i],
+                                                     "\" in ", owner, " (", message->name(), ")"));
+    }
+    if (field->is_repeated()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": repeated fields cannot be set with --set"));
+    }
+    absl::StrAppend(&resolved, resolved.empty() ? "" : ".", parts[i]);
+  }
+  if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": is a message (", field->message_type()->name(), "); set one of its fields, e.g. ",
+        path, ".", field->message_type()->field(0)->name(), "=..."));
+  }
+
+  std::string literal;
+  if (field->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
+    literal = absl::StrCat("\"", absl::CEscape(value), "\"");
+  } else {
+    // Only a single token: keeps `--set train.steps=1 seed: 3` from setting a second field.
+    if (value.empty() || value.find_first_of(" \t\n{}:;,#<>[]\"'") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": \"", value, "\" is not a valid ", field->type_name(), " value"));
+    }
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_ENUM) {
+      int64_t number;
+      if (field->enum_type()->FindValueByName(value) == nullptr &&
+          !absl::SimpleAtoi(value, &number)) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": ", field->enum_type()->name(),
+                                                       " has no value ", value, " (",
+                                                       EnumNames(field->enum_type()), ")"));
+      }
+    }
+    literal = value;
+  }
+  std::string text;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) absl::StrAppend(&text, parts[i], " { ");
+  absl::StrAppend(&text, parts.back(), ": ", literal);
+  for (size_t i = 0; i + 1 < parts.size(); ++i) text += " }";
+
+  JobSpec update;
+  google::protobuf::TextFormat::Parser parser;
+  FirstErrorCollector errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &update)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, "=", value, ": ", errors.has_error() ? errors.message() : "invalid value"));
+  }
+  spec->MergeFrom(update);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description) {
+  Problems p;
+  const ModelConfig& m = spec.model();
+  const RouterConfig& r = spec.router();
+  const TopologyConfig& t = spec.topology();
+  const MeshConfig& mesh = spec.mesh();
+  const TrainConfig& tr = spec.train();
+  const bool moe = m.num_experts() > 0;
+
+  // Model sizes.
+  p.AtLeast("model.vocab_size", m.vocab_size(), 2);
+  p.AtLeast("model.vocab_pad_multiple", m.vocab_pad_multiple(), 1);
+  p.AtLeast("model.num_layers", m.num_layers(), 1);
+  p.AtLeast("model.d_model", m.d_model(), 1);
+  p.AtLeast("model.num_heads", m.num_heads(), 1);
+  p.AtLeast("model.head_dim", m.head_dim(), 1);
+  if (m.head_dim() > 0 && m.head_dim() % 2 != 0)
+    p.Add(
+        absl::StrFormat("model.head_dim=%d must be even (RoPE rotates two halves)", m.head_dim()));
+  p.AtLeast("model.d_ff", m.d_ff(), 1);
+  p.AtLeast("model.num_experts", m.num_experts(), 0);
+  p.AtLeast("model.expert_d_ff", m.expert_d_ff(), 0);
+  p.Positive("model.rms_norm_eps", m.rms_norm_eps());
+  p.Positive("model.rope_base", m.rope_base());
+  if (moe) {
+    p.AtLeast("model.moe_interval", m.moe_interval(), 1);
+    if (m.moe_interval() > m.num_layers() && m.num_layers() > 0) {
+      p.Add(
+          absl::StrFormat("model.moe_interval=%d > model.num_layers=%d leaves no MoE layer (use "
+                          "model.num_experts=0 for a dense model)",
+                          m.moe_interval(), m.num_layers()));
+    }
+  }
+
+  // Router and losses.
+  p.AtLeast("router.group_size", r.group_size(), 1);
+  if (moe) {
+    if (r.top_k() < 1 || r.top_k() > m.num_experts()) {
+      p.Add(absl::StrFormat("router.top_k=%d must be in [1, model.num_experts=%d]", r.top_k(),
+                            m.num_experts()));
+    }
+    p.Positive("router.capacity_factor", r.capacity_factor());
+    p.Positive("router.eval_capacity_factor", r.eval_capacity_factor());
+    p.AtLeast("router.min_capacity", r.min_capacity(), 0);
+    p.NonNegative("router.aux_loss_weight", r.aux_loss_weight());
+    p.NonNegative("router.z_loss_weight", r.z_loss_weight());
+  }
+  p.NonNegative("loss.output_z_loss_weight", spec.loss().output_z_loss_weight());
+
+  // Topology and mesh.
+  if (t.chip().empty()) p.Add("topology.chip is empty (e.g. \"tpu_v3\")");
+  p.AtLeast("topology.num_chips", t.num_chips(), 1);
+  p.AtLeast("topology.chips_per_host", t.chips_per_host(), 1);
+  const bool single_chip_torus = t.torus_x() == 0 && t.torus_y() == 0 && t.num_chips() == 1;
+  if (!single_chip_torus) {
+    p.AtLeast("topology.torus_x", t.torus_x(), 1);
+    p.AtLeast("topology.torus_y", t.torus_y(), 1);
+    if (t.num_chips() > 0 && t.torus_x() > 0 && t.torus_y() > 0 &&
+        t.num_chips() != t.torus_x() * t.torus_y()) {
+      p.Add(absl::StrFormat("topology.num_chips=%d != topology.torus_x=%d * topology.torus_y=%d",
+                            t.num_chips(), t.torus_x(), t.torus_y()));
+    }
+  }
+  if (t.num_chips() > t.chips_per_host())
+    p.Divisible("topology.num_chips", t.num_chips(), "topology.chips_per_host", t.chips_per_host());
+  p.AtLeast("mesh.expert_parallel", mesh.expert_parallel(), 1);
+  if (mesh.model_parallel() != 1) {
+    p.Add(absl::StrFormat(
+        "mesh.model_parallel=%d: tensor parallelism is not implemented; set it to 1",
+        mesh.model_parallel()));
+  }
+  if (moe)
+    p.Divisible("model.num_experts", m.num_experts(), "mesh.expert_parallel",
+                mesh.expert_parallel());
+  p.Divisible("topology.num_chips", t.num_chips(), "mesh.expert_parallel", mesh.expert_parallel());
+
+  // Optimizer and schedule.
+  const AdafactorConfig& o = spec.optimizer();
+  p.Positive("optimizer.decay_exponent", o.decay_exponent());
+  p.Positive("optimizer.epsilon1", o.epsilon1());
+  p.NonNegative("optimizer.epsilon2", o.epsilon2());
+  p.NonNegative("optimizer.clipping_threshold", o.clipping_threshold());
+  p.AtLeast("optimizer.min_dim_size_to_factor", o.min_dim_size_to_factor(), 1);
+  p.NonNegative("optimizer.global_norm_clip", o.global_norm_clip());
+  p.Positive("schedule.peak_learning_rate", spec.schedule().peak_learning_rate());
+  p.AtLeast("schedule.warmup_steps", spec.schedule().warmup_steps(), 1);
+
+  // Batch: whole rows per chip and microbatch; whole routing groups per chip.
+  p.AtLeast("train.steps", tr.steps(), 0);
+  p.AtLeast("train.batch_rows", tr.batch_rows(), 1);
+  p.AtLeast("train.seq_len", tr.seq_len(), 2);
+  p.AtLeast("train.microbatches", tr.microbatches(), 1);
+  p.AtLeast("train.threads", tr.threads(), 0);
+  if (t.num_chips() > 0 && tr.microbatches() > 0) {
+    const int64_t slices = t.num_chips() * tr.microbatches();
+    p.Divisible("train.batch_rows", tr.batch_rows(),
+                absl::StrFormat("topology.num_chips * train.microbatches (%d * %d)", t.num_chips(),
+                                tr.microbatches()),
+                slices);
+    if (moe && tr.batch_rows() > 0 && tr.seq_len() > 0 && tr.batch_rows() % slices == 0) {
+      const int64_t tokens = tr.batch_rows() / slices * tr.seq_len();
+      if (r.group_size() > 0 && tokens % r.group_size() != 0) {
+        p.Add(absl::StrFormat(
+            "tokens per chip per microbatch (train.batch_rows=%d * train.seq_len=%d / "
+            "(topology.num_chips=%d * train.microbatches=%d)) = %d is not divisible by "
+            "router.group_size=%d (a routing group never spans two chips)",
+            tr.batch_rows(), tr.seq_len(), t.num_chips(), tr.microbatches(), tokens,
+            r.group_size()));
+      }
+    }
+  }
+
+  // Data, checkpoints, logging.
+  const int64_t branching = spec.data().synthetic().branching();
+  if (branching < 1 || (m.vocab_size() >= 1 && branching > m.vocab_size())) {
+    p.Add(absl::StrFormat("data.synthetic.branching=%d must be in [1, model.vocab_size=%d]",
+                          branching, m.vocab_size()));
+  }
+  const CheckpointConfig& c = spec.checkpoint();
+  p.AtLeast("checkpoint.every_steps", c.every_steps(), 0);
+  p.AtLeast("checkpoint.keep_last", c.keep_last(), 1);
+  if (c.resume().empty())
+    p.Add("checkpoint.resume is empty (auto, never, or a checkpoint directory)");
+  if (c.every_steps() > 0 && c.dir().empty())
+    p.Add(absl::StrFormat("checkpoint.every_steps=%d needs checkpoint.dir", c.every_steps()));
+  p.AtLeast("logging.print_every", spec.logging().print_every(), 1);
+  p.AtLeast("logging.position_buckets", spec.logging().position_buckets(), 1);
+  if (tr.seq_len() > 0 && spec.logging().position_buckets() > tr.seq_len()) {
+    p.Add(absl::StrFormat("logging.position_buckets=%d > train.seq_len=%d",
+                          spec.logging().position_buckets(), tr.seq_len()));
+  }
+
+  if (p.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "job (", job_description.empty() ? "defaults" : job_description, "): ", p.Join()));
+}
+
+absl::StatusOr<JobSpec> LoadJob(const std::vector<std::string>& job_files,
+                                const std::vector<std::string>& sets) {
+  JobSpec spec;
+  for (const std::string& path : job_files) {
+    auto text = ReadFile(path);
+    if (!text.ok()) return text.status();
+    JobSpec file_spec;
+    OPENMOE_RETURN_IF_ERROR(ParseText(*text, path, &file_spec));
+    spec.MergeFrom(file_spec);
+  }
+  for (const std::string& s : sets) OPENMOE_RETURN_IF_ERROR(ApplySet(s, &spec));
+  OPENMOE_RETURN_IF_ERROR(ValidateJob(spec, JobDescription(job_files, sets)));
+  return spec;
+}
+
+std::string DescribeJob(const JobSpec& spec) {
+  JobSpec full = spec;
+  FillDefaults(&full);
+  google::protobuf::TextFormat::Printer printer;
+  std::string out;
+  printer.PrintToString(full, &out);
+  return out;
+}
+
+}  // namespace openmoe

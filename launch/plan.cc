@@ -1,0 +1,270 @@
+#include "launch/plan.h"
+
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/check.h"
+#include "launch/job_loader.h"
+#include "model/params.h"
+
+namespace openmoe {
+namespace {
+
+std::string WithCommas(int64_t v) {
+  std::string digits = absl::StrCat(v < 0 ? -v : v);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return v < 0 ? "-" + out : out;
+}
+
+// 1234567 -> "1.23M" (decimal units, for counts and FLOPs).
+std::string Short(double v) {
+  const char* units[] = {"", "K", "M", "B", "T", "P", "E"};
+  int u = 0;
+  while (std::fabs(v) >= 1000 && u < 6) {
+    v /= 1000;
+    ++u;
+  }
+  return u == 0 ? absl::StrFormat("%.0f", v) : absl::StrFormat("%.3g%s", v, units[u]);
+}
+
+std::string Bytes(int64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? absl::StrFormat("%d B", b) : absl::StrFormat("%.2f %s", v, units[u]);
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// 1 -> "every layer", 4 -> "every 4th layer".
+std::string EveryNth(int64_t n) {
+  if (n == 1) return "every layer";
+  const int64_t tens = n % 100;
+  const char* suffix = (tens >= 11 && tens <= 13) ? "th"
+                       : n % 10 == 1              ? "st"
+                       : n % 10 == 2              ? "nd"
+                       : n % 10 == 3              ? "rd"
+                                                  : "th";
+  return absl::StrCat("every ", n, suffix, " layer");
+}
+
+std::string JsonNumber(double v) { return absl::StrFormat("%.17g", v); }
+
+}  // namespace
+
+PlanReport ComputePlan(const JobSpec& spec) {
+  PlanReport r;
+  r.name = spec.model().name();
+  r.dims = DimsFromSpec(spec);
+  r.num_moe_layers = r.dims.NumMoeLayers();
+
+  const TopologyConfig& t = spec.topology();
+  r.chip = t.chip();
+  r.num_chips = t.num_chips();
+  r.torus_x = t.torus_x();
+  r.torus_y = t.torus_y();
+  r.chips_per_host = t.chips_per_host();
+  r.num_hosts = (r.num_chips + r.chips_per_host - 1) / r.chips_per_host;
+  r.expert_parallel = spec.mesh().expert_parallel();
+  r.data_parallel = r.num_chips;
+  r.experts_per_chip = r.dims.num_experts / r.expert_parallel;
+  r.expert_replicas = r.num_chips / r.expert_parallel;
+
+  const TrainConfig& tr = spec.train();
+  r.batch_rows = tr.batch_rows();
+  r.seq_len = tr.seq_len();
+  r.microbatches = tr.microbatches();
+  r.tokens_per_step = r.batch_rows * r.seq_len;
+  r.tokens_per_chip_microbatch = r.tokens_per_step / (r.num_chips * r.microbatches);
+  if (r.dims.num_experts > 0) {
+    r.group_size = spec.router().group_size();
+    r.groups_per_chip_microbatch = r.tokens_per_chip_microbatch / r.group_size;
+  }
+
+  const ParamLayout layout(r.dims);
+  r.params = CountParams(layout);
+  r.flops_per_token = TrainingFlopsPerToken(layout, r.seq_len);
+  r.flops_per_step = r.flops_per_token.total * static_cast<double>(r.tokens_per_step);
+  r.flops_per_chip_step = r.flops_per_step / static_cast<double>(r.num_chips);
+  r.memory = MemoryPerChip(layout, spec.optimizer(), r.expert_parallel);
+  return r;
+}
+
+void PrintPlanText(const PlanReport& r, std::ostream& out) {
+  const ModelDims& d = r.dims;
+  std::string s = absl::StrFormat("openmoe plan: %s\n\n", r.name);
+  absl::StrAppendFormat(&s, "model\n");
+  absl::StrAppendFormat(&s, "  layers            %d", d.num_layers);
+  if (d.num_experts > 0) {
+    absl::StrAppendFormat(&s, " (%d MoE: %s, %d experts, top-%d, %s)", r.num_moe_layers,
+                          EveryNth(d.moe_interval), d.num_experts, d.top_k,
+                          d.extra_dense_ffn ? "with extra dense FFN" : "no extra dense FFN");
+  } else {
+    s += " (dense)";
+  }
+  absl::StrAppendFormat(&s, "\n  d_model           %d\n", d.d_model);
+  absl::StrAppendFormat(&s, "  attention         %d heads x %d\n", d.num_heads, d.head_dim);
+  absl::StrAppendFormat(&s, "  d_ff              %d (experts %d), %s\n", d.d_ff, d.expert_d_ff,
+                        d.ffn_form == FFN_OPENMOE ? "FFN_OPENMOE" : "FFN_SWIGLU");
+  absl::StrAppendFormat(&s, "  vocab             %d (padded %d)\n\n", d.vocab_size,
+                        d.padded_vocab_size);
+
+  absl::StrAppendFormat(&s, "mesh\n");
+  absl::StrAppendFormat(&s, "  chips             %d %s, torus %dx%d, %d chips/host (%d hosts)\n",
+                        r.num_chips, r.chip, r.torus_x, r.torus_y, r.chips_per_host, r.num_hosts);
+  absl::StrAppendFormat(&s, "  data_parallel     %d (every chip holds a data shard)\n",
+                        r.data_parallel);
+  absl::StrAppendFormat(&s, "  expert_parallel   %d", r.expert_parallel);
+  if (d.num_experts > 0) {
+    absl::StrAppendFormat(
+        &s, " (%d expert groups; %d expert%s per chip per MoE layer, each on %d chip%s)",
+        r.expert_replicas, r.experts_per_chip, r.experts_per_chip == 1 ? "" : "s",
+        r.expert_replicas, r.expert_replicas == 1 ? "" : "s");
+  }
+  s += "\n\n";
+
+  absl::StrAppendFormat(&s, "batch\n");
+  absl::StrAppendFormat(&s, "  per step          %d rows x %d = %s tokens, %d microbatch%s\n",
+                        r.batch_rows, r.seq_len, WithCommas(r.tokens_per_step), r.microbatches,
+                        r.microbatches == 1 ? "" : "es");
+  absl::StrAppendFormat(&s, "  per chip          %s tokens per microbatch",
+                        WithCommas(r.tokens_per_chip_microbatch));
+  if (d.num_experts > 0) {
+    absl::StrAppendFormat(&s, " = %d routing group%s of %d", r.groups_per_chip_microbatch,
+                          r.groups_per_chip_microbatch == 1 ? "" : "s", r.group_size);
+  }
+  s += "\n\n";
+
+  absl::StrAppendFormat(&s, "parameters          %25s %25s\n", "total", "activated");
+  auto row = [&s](const std::string& name, int64_t total, int64_t activated) {
+    absl::StrAppendFormat(&s, "  %-17s %16s %8s %16s %8s\n", name, WithCommas(total),
+                          absl::StrCat("(", Short(static_cast<double>(total)), ")"),
+                          WithCommas(activated),
+                          absl::StrCat("(", Short(static_cast<double>(activated)), ")"));
+  };
+  for (Component c : kAllComponents) {
+    const ComponentCount& cc = r.params[c];
+    if (cc.total > 0) row(ComponentName(c), cc.total, cc.activated);
+  }
+  row("total", r.params.total, r.params.activated);
+  row("non-embedding", r.params.non_embedding_total, r.params.non_embedding_activated);
+  s += "  (activated: experts count top_k/num_experts of their parameters, the rest fully, the\n"
+       "   input embedding included; non-embedding leaves out the input embedding only)\n\n";
+
+  absl::StrAppendFormat(&s, "training FLOPs\n");
+  absl::StrAppendFormat(&s, "  per token         %s = 6 x %s matmul params + %s attention\n",
+                        Short(r.flops_per_token.total), WithCommas(r.params.activated_matmul),
+                        Short(r.flops_per_token.attention));
+  absl::StrAppendFormat(&s, "  per step          %s (%s per chip)\n\n", Short(r.flops_per_step),
+                        Short(r.flops_per_chip_step));
+
+  absl::StrAppendFormat(&s, "memory per chip (fp32)\n");
+  absl::StrAppendFormat(&s, "  parameters        %s bytes (%s)\n",
+                        WithCommas(r.memory.params_bytes), Bytes(r.memory.params_bytes));
+  absl::StrAppendFormat(&s, "  gradients         %s bytes (%s)\n", WithCommas(r.memory.grads_bytes),
+                        Bytes(r.memory.grads_bytes));
+  absl::StrAppendFormat(&s, "  adafactor state   %s bytes (%s)\n",
+                        WithCommas(r.memory.optimizer_bytes), Bytes(r.memory.optimizer_bytes));
+  absl::StrAppendFormat(&s, "  total             %s bytes (%s)\n", WithCommas(r.memory.total_bytes),
+                        Bytes(r.memory.total_bytes));
+  out << s;
+}
+
+void PrintPlanJson(const PlanReport& r, std::ostream& out) {
+  const ModelDims& d = r.dims;
+  std::string s = "{\n";
+  absl::StrAppendFormat(&s, "  \"name\": %s,\n", JsonString(r.name));
+  absl::StrAppendFormat(
+      &s,
+      "  \"model\": {\"num_layers\": %d, \"num_moe_layers\": %d, \"d_model\": %d, \"num_heads\": "
+      "%d, \"head_dim\": %d, \"d_ff\": %d, \"expert_d_ff\": %d, \"num_experts\": %d, \"top_k\": "
+      "%d, \"moe_interval\": %d, \"extra_dense_ffn\": %s, \"ffn_form\": %s, \"vocab_size\": %d, "
+      "\"padded_vocab_size\": %d},\n",
+      d.num_layers, r.num_moe_layers, d.d_model, d.num_heads, d.head_dim, d.d_ff, d.expert_d_ff,
+      d.num_experts, d.top_k, d.moe_interval, d.extra_dense_ffn ? "true" : "false",
+      JsonString(FfnForm_Name(d.ffn_form)), d.vocab_size, d.padded_vocab_size);
+  absl::StrAppendFormat(
+      &s,
+      "  \"mesh\": {\"chip\": %s, \"num_chips\": %d, \"torus_x\": %d, \"torus_y\": %d, "
+      "\"chips_per_host\": %d, \"num_hosts\": %d, \"expert_parallel\": %d, \"data_parallel\": %d, "
+      "\"experts_per_chip\": %d, \"expert_replicas\": %d},\n",
+      JsonString(r.chip), r.num_chips, r.torus_x, r.torus_y, r.chips_per_host, r.num_hosts,
+      r.expert_parallel, r.data_parallel, r.experts_per_chip, r.expert_replicas);
+  absl::StrAppendFormat(
+      &s,
+      "  \"batch\": {\"batch_rows\": %d, \"seq_len\": %d, \"microbatches\": %d, "
+      "\"tokens_per_step\": %d, \"tokens_per_chip_microbatch\": %d, \"group_size\": %d, "
+      "\"groups_per_chip_microbatch\": %d},\n",
+      r.batch_rows, r.seq_len, r.microbatches, r.tokens_per_step, r.tokens_per_chip_microbatch,
+      r.group_size, r.groups_per_chip_microbatch);
+  s += "  \"params\": {\n    \"by_component\": {";
+  bool first = true;
+  for (Component c : kAllComponents) {
+    const ComponentCount& cc = r.params[c];
+    absl::StrAppendFormat(&s, "%s\n      %s: {\"total\": %d, \"activated\": %d}", first ? "" : ",",
+                          JsonString(ComponentName(c)), cc.total, cc.activated);
+    first = false;
+  }
+  absl::StrAppendFormat(
+      &s,
+      "\n    },\n    \"total\": %d,\n    \"activated\": %d,\n    \"non_embedding_total\": %d,\n"
+      "    \"non_embedding_activated\": %d,\n    \"activated_matmul\": %d\n  },\n",
+      r.params.total, r.params.activated, r.params.non_embedding_total,
+      r.params.non_embedding_activated, r.params.activated_matmul);
+  absl::StrAppendFormat(
+      &s,
+      "  \"flops\": {\"per_token\": %s, \"per_token_matmul\": %s, \"per_token_attention\": %s, "
+      "\"per_step\": %s, \"per_chip_step\": %s},\n",
+      JsonNumber(r.flops_per_token.total), JsonNumber(r.flops_per_token.matmul),
+      JsonNumber(r.flops_per_token.attention), JsonNumber(r.flops_per_step),
+      JsonNumber(r.flops_per_chip_step));
+  absl::StrAppendFormat(
+      &s,
+      "  \"memory_per_chip\": {\"params\": %d, \"optimizer_state\": %d, \"params_bytes\": %d, "
+      "\"grads_bytes\": %d, \"optimizer_bytes\": %d, \"total_bytes\": %d}\n",
+      r.memory.params, r.memory.optimizer_state, r.memory.params_bytes, r.memory.grads_bytes,
+      r.memory.optimizer_bytes, r.memory.total_bytes);
+  s += "}\n";
+  out << s;
+}
+
+absl::Status RunPlan(const JobSpec& spec, bool json, std::ostream& out) {
+  // LoadJob has validated already; this keeps ComputePlan's divisions safe for any caller.
+  OPENMOE_RETURN_IF_ERROR(ValidateJob(spec, spec.model().name()));
+  const PlanReport report = ComputePlan(spec);
+  if (json) {
+    PrintPlanJson(report, out);
+  } else {
+    PrintPlanText(report, out);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace openmoe

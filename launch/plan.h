@@ -1,0 +1,63 @@
+// `openmoe plan`: what a job would be, without running it: the mesh, parameter counts by
+// component (total and activated), training FLOPs per token and step, and parameter + gradient +
+// Adafactor memory per chip. Needs no MPI ranks and allocates no parameters, so it sizes the 34B
+// config on a laptop.
+//
+// ComputePlan gathers the numbers into a PlanReport; the printers only format it. A new section
+// (the TPU v3 cost model's predicted step time, issue 6) is a new PlanReport member plus a few
+// lines in each printer.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "model/config.h"
+#include "model/param_count.h"
+#include "proto/job.pb.h"
+
+namespace openmoe {
+
+struct PlanReport {
+  std::string name;  // model.name
+  ModelDims dims;
+  int64_t num_moe_layers = 0;
+
+  // Mesh. Every chip is a data-parallel shard; the expert axis is carved out of the data axis.
+  std::string chip;
+  int64_t num_chips = 0;
+  int64_t torus_x = 0, torus_y = 0;
+  int64_t chips_per_host = 0;
+  int64_t num_hosts = 0;         // ceil(num_chips / chips_per_host)
+  int64_t expert_parallel = 0;   // chips in one expert group
+  int64_t data_parallel = 0;     // = num_chips
+  int64_t experts_per_chip = 0;  // of every MoE layer: num_experts / expert_parallel
+  int64_t expert_replicas = 0;   // chips holding each expert: num_chips / expert_parallel
+
+  // Batch.
+  int64_t batch_rows = 0, seq_len = 0, microbatches = 0;
+  int64_t tokens_per_step = 0;             // batch_rows * seq_len
+  int64_t tokens_per_chip_microbatch = 0;  // per chip per microbatch
+  int64_t group_size = 0;                  // MoE only
+  int64_t groups_per_chip_microbatch = 0;  // MoE only
+
+  ParamCounts params;
+  TrainingFlops flops_per_token;
+  double flops_per_step = 0;       // flops_per_token.total * tokens_per_step
+  double flops_per_chip_step = 0;  // flops_per_step / num_chips
+  ChipMemory memory;               // per chip
+};
+
+// `spec` must have passed ValidateJob.
+PlanReport ComputePlan(const JobSpec& spec);
+
+void PrintPlanText(const PlanReport& report, std::ostream& out);
+// One JSON object (valid JSON, integers exact, keys stable).
+void PrintPlanJson(const PlanReport& report, std::ostream& out);
+
+// Computes and prints the plan (text, or JSON when `json`). Returns ValidateJob's error for a spec
+// that does not validate (LoadJob has normally checked it already).
+absl::Status RunPlan(const JobSpec& spec, bool json, std::ostream& out);
+
+}  // namespace openmoe
