@@ -12,7 +12,8 @@ namespace {
 // Scores more than this below their row's max get probability exactly 0. Such a probability
 // (< 4e-18, against a row max >= 1/S) is far below fp32 resolution of the context it feeds, but
 // kept, it and its products with small gradients become subnormal floats, which slow the GEMMs
-// reading them several-fold (measured: 3.5x on the backward).
+// reading them several-fold (measured at B=16 S=256 with peaked scores: forward 2.4x, backward
+// 4.4x slower).
 constexpr float kMinScoreBelowMax = -40.0f;
 
 // Softmax of one row of scores over the keys query i may see (j <= i, same segment), in place.
@@ -47,9 +48,9 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   cache->v.ResizeUninitialized({tokens, width});
   cache->probs.ResizeUninitialized({nb, nh, s_len, s_len});
   cache->context.ResizeUninitialized({tokens, width});
-  float* q = cache->q.data();  // (B*S, H*hd)
-  float* k = cache->k.data();  // (B*S, H*hd)
-  float* v = cache->v.data();  // (B*S, H*hd)
+  float* q = cache->q.data();          // (B*S, H*hd)
+  float* k = cache->k.data();          // (B*S, H*hd)
+  float* v = cache->v.data();          // (B*S, H*hd)
   float* ctx = cache->context.data();  // (B*S, H*hd)
   Gemm({}, tokens, width, d, x, w.wq, q);
   Gemm({}, tokens, width, d, x, w.wk, k);
@@ -60,9 +61,9 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   for (int64_t b = 0; b < nb; ++b) {
     const int32_t* seg = segment_ids + b * s_len;  // (S)
     for (int64_t h = 0; h < nh; ++h) {
-      const int64_t head = b * s_len * width + h * hd;  // offset of (b, 0, h, 0)
+      const int64_t head = b * s_len * width + h * hd;                // offset of (b, 0, h, 0)
       float* p = cache->probs.data() + (b * nh + h) * s_len * s_len;  // (S, S)
-      // Full S x S scores, masked afterwards: one GEMM beats skipping the upper triangle.
+      // Full S x S scores, masked afterwards: wasted upper-triangle flops, but one GEMM.
       Gemm({.transpose_b = true}, s_len, s_len, hd, q + head, width, k + head, width, p, s_len);
       int64_t lo = 0;
       for (int64_t i = 0; i < s_len; ++i) {
@@ -85,15 +86,17 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
                        const float* dy, const AttentionGrads& grads, float* dx) {
   const int64_t nb = dims.batch, s_len = dims.seq_len, d = dims.d_model, nh = dims.num_heads,
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len, act = tokens * width;
+  OPENMOE_CHECK(rope.seq_len == s_len && 2 * rope.half_dim == hd);
   cache->workspace.ResizeUninitialized({4 * act + s_len * s_len});
   float* dctx = cache->workspace.data();  // (B*S, H*hd)
   float* dq = dctx + act;                 // (B*S, H*hd)
   float* dk = dq + act;                   // (B*S, H*hd)
   float* dv = dk + act;                   // (B*S, H*hd)
   float* ds = dv + act;                   // (S, S) dP, then dS in place
-  const float* q = cache->q.data();
-  const float* k = cache->k.data();
-  const float* v = cache->v.data();
+  const float* q = cache->q.data();       // (B*S, H*hd)
+  const float* k = cache->k.data();       // (B*S, H*hd)
+  const float* v = cache->v.data();       // (B*S, H*hd)
+  // segment_ids is not read: the mask lives on in the exact zeros of cache->probs.
 
   // y = context @ wo.
   Gemm({.transpose_a = true, .beta = 1.0f}, width, d, tokens, cache->context.data(), dy, grads.wo);
@@ -103,7 +106,7 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
     for (int64_t h = 0; h < nh; ++h) {
       const int64_t head = b * s_len * width + h * hd;
       const float* p = cache->probs.data() + (b * nh + h) * s_len * s_len;  // (S, S)
-      // context_h = P v_h.
+      // Backward of context_h = P v_h.
       Gemm({.transpose_b = true}, s_len, s_len, hd, dctx + head, width, v + head, width, ds, s_len);
       Gemm({.transpose_a = true}, s_len, hd, s_len, p, s_len, dctx + head, width, dv + head, width);
       // Softmax backward; masked entries have P == 0 exactly, so their dS is 0 too.
@@ -114,7 +117,7 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
         for (int64_t j = 0; j < s_len; ++j) dot += pr[j] * dr[j];
         for (int64_t j = 0; j < s_len; ++j) dr[j] = pr[j] * (dr[j] - dot);
       }
-      // scores = q_h k_h^T (q, k after RoPE).
+      // Backward of scores = q_h k_h^T (q, k after RoPE).
       Gemm({}, s_len, hd, s_len, ds, s_len, k + head, width, dq + head, width);
       Gemm({.transpose_a = true}, s_len, hd, s_len, ds, s_len, q + head, width, dk + head, width);
     }

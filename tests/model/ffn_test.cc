@@ -42,8 +42,8 @@ class FfnTest : public ::testing::TestWithParam<FfnForm> {
         for (int64_t c = 0; c < f; ++c) g1[c] += double{x_[i * d + e]} * wi1_[e * f + c];
       }
       for (int64_t c = 0; c < f; ++c) {
-        const double h = dims_.form == FFN_OPENMOE ? g0[c] * SiluRef(g0[f + c]) * g1[c]
-                                                   : SiluRef(g0[c]) * g1[c];
+        const double h =
+            dims_.form == FFN_OPENMOE ? g0[c] * SiluRef(g0[f + c]) * g1[c] : SiluRef(g0[c]) * g1[c];
         for (int64_t e = 0; e < d; ++e) y[i * d + e] += h * wo_[c * d + e];
       }
     }
@@ -81,8 +81,8 @@ TEST_P(FfnTest, GradientsMatchFiniteDifferences) {
   // Accumulators start at 1 so the check also proves the backward adds rather than overwrites.
   std::vector<float> dx(x_.size(), 1.0f), dwi0(wi0_.size(), 1.0f), dwi1(wi1_.size(), 1.0f),
       dwo(wo_.size(), 1.0f);
-  FfnBackward(dims_, Weights(), x_.data(), &cache_, r.data(), {dwi0.data(), dwi1.data(), dwo.data()},
-              dx.data());
+  FfnBackward(dims_, Weights(), x_.data(), &cache_, r.data(),
+              {dwi0.data(), dwi1.data(), dwo.data()}, dx.data());
   for (auto* g : {&dx, &dwi0, &dwi1, &dwo})
     for (float& v : *g) v -= 1.0f;
   ExpectGradientMatches("ffn dx", loss, x_.data(), x_.size(), dx.data());

@@ -21,11 +21,14 @@ TEST(RopeTest, PositionZeroIsIdentity) {
   ApplyRope(table, rotated.data(), 1, heads, width, false);
   for (int64_t c = 0; c < width; ++c) EXPECT_EQ(rotated[c], x[c]) << c;
   // ...and later positions do move.
-  EXPECT_GT(std::fabs(rotated[width] - x[width]) + std::fabs(rotated[width + hd / 2] - x[width + hd / 2]), 1e-3);
+  EXPECT_GT(
+      std::fabs(rotated[width] - x[width]) + std::fabs(rotated[width + hd / 2] - x[width + hd / 2]),
+      1e-3);
 }
 
 TEST(RopeTest, HandComputedCaseHeadDimFourPositionOne) {
-  // hd = 4, base 100: theta_0 = 1, theta_1 = 100^(-1/2) = 0.1 at p = 1. Pairs are (x0, x2), (x1, x3).
+  // hd = 4, base 100: theta_0 = 1, theta_1 = 100^(-1/2) = 0.1 at p = 1. Pairs are (x0, x2), (x1,
+  // x3).
   const RopeTable table = MakeRopeTable(2, 4, 100.0f);
   std::vector<float> x = {0, 0, 0, 0, 1, 2, 3, 4};  // row 1 is position 1
   ApplyRope(table, x.data(), 1, 1, 4, false);
@@ -77,7 +80,9 @@ TEST(RopeTest, DotProductDependsOnlyOnRelativePosition) {
   }
   ApplyRope(table, q.data(), 1, 1, hd, false);
   ApplyRope(table, k.data(), 1, 1, hd, false);
-  auto dot = [&](int64_t p1, int64_t p2) { return Dot(q.data() + p1 * hd, k.data() + p2 * hd, hd); };
+  auto dot = [&](int64_t p1, int64_t p2) {
+    return Dot(q.data() + p1 * hd, k.data() + p2 * hd, hd);
+  };
   for (int64_t delta = -3; delta <= 3; ++delta) {
     const int64_t p2_ref = delta < 0 ? -delta : 0;
     const double ref = dot(p2_ref + delta, p2_ref);
