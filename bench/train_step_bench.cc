@@ -54,15 +54,15 @@ void BM_TrainStepBenchSmall(benchmark::State& state) {
   const std::string job = std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/bench_small.pbtxt";
   absl::StatusOr<JobSpec> spec = LoadJob({job}, {});
   OPENMOE_CHECK_MSG(spec.ok(), "%s", std::string(spec.status().message()).c_str());
-  Trainer trainer(*spec);
-  trainer.Step();  // warm-up: first-touch allocation of every activation buffer
+  std::unique_ptr<Trainer> trainer = Trainer::Create(*spec).value();
+  trainer->Step();  // warm-up: first-touch allocation of every activation buffer
   const int64_t tokens = spec->train().batch_rows() * spec->train().seq_len();
   const double flops_per_token =
-      TrainingFlopsPerToken(trainer.layout(), spec->train().seq_len()).total;
+      TrainingFlopsPerToken(trainer->layout(), spec->train().seq_len()).total;
   double seconds = 0;
   int64_t steps = 0;
   for (auto _ : state) {
-    const StepResult r = trainer.Step();
+    const StepResult r = trainer->Step();
     seconds += r.seconds;
     ++steps;
   }

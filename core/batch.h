@@ -28,6 +28,15 @@ struct Batch {
     loss_weights.assign(n, 0.0f);
     segment_ids.assign(n, 0);
   }
+  // Appends other's rows (same seq_len) after this batch's.
+  void Append(const Batch& other) {
+    if (rows == 0) seq_len = other.seq_len;
+    rows += other.rows;
+    tokens.insert(tokens.end(), other.tokens.begin(), other.tokens.end());
+    targets.insert(targets.end(), other.targets.begin(), other.targets.end());
+    loss_weights.insert(loss_weights.end(), other.loss_weights.begin(), other.loss_weights.end());
+    segment_ids.insert(segment_ids.end(), other.segment_ids.begin(), other.segment_ids.end());
+  }
   // Rows [begin, begin + count) as a new batch (a microbatch).
   Batch Slice(int64_t begin, int64_t count) const {
     Batch b;

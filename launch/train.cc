@@ -13,6 +13,7 @@
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
 #include "launch/trainer.h"
+#include "parallel/communicator.h"
 #include "model/param_count.h"
 
 namespace openmoe {
@@ -33,40 +34,36 @@ int ThreadsFor(const JobSpec& spec) {
 }
 
 void PrintStart(const JobSpec& spec, const std::string& job_description, const Trainer& trainer,
-                int threads) {
-  const ParamCounts counts = CountParams(trainer.layout());
-  std::printf("openmoe train: %s\n--- resolved job spec ---\n%s-------------------------\n",
+                int threads, int ranks) {
+  // Counts of the whole model (rank 0 holds only its experts).
+  const ParamCounts counts = CountParams(ParamLayout(DimsFromSpec(spec)));
+  const Mesh& mesh = trainer.mesh();
+  absl::PrintF("openmoe train: %s\n--- resolved job spec ---\n%s-------------------------\n",
               job_description.c_str(), DescribeJob(spec).c_str());
-  std::printf("parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
-              " | OpenBLAS threads: %d\n",
+  absl::PrintF("parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
+              "\nmesh: %d chips (%dx%d torus), expert_parallel %d, %d MPI ranks x %d chips,"
+              " experts %d..%d on rank 0 | OpenBLAS threads per rank: %d\n",
               counts.total / 1e6, counts.activated / 1e6, counts.non_embedding_total / 1e6,
-              counts.non_embedding_activated / 1e6, threads);
+              counts.non_embedding_activated / 1e6, mesh.num_chips, mesh.torus_x, mesh.torus_y,
+              mesh.expert_parallel, ranks, mesh.chips_per_rank, mesh.first_local_expert,
+              mesh.first_local_expert + mesh.num_local_experts - 1, threads);
   std::fflush(stdout);
 }
 
 }  // namespace
 
 absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
-  int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world != 1) {
-    return absl::UnimplementedError(absl::StrCat(
-        "rank ", rank, ": this build trains on one MPI rank only (", world,
-        " were started); run without mpirun or with -np 1"));
-  }
-  const std::string& resume = spec.checkpoint().resume();
-  if (resume != "auto" && resume != "never") {
-    return absl::UnimplementedError(absl::StrCat(
-        "checkpoint.resume=", resume, ": this build writes no checkpoints yet, so there is nothing to resume"));
-  }
+  std::unique_ptr<Communicator> world = MakeWorldCommunicator();
+  const bool rank0 = world->rank() == 0;
   const int threads = ThreadsFor(spec);
   SetGemmThreads(threads);
 
-  Trainer trainer(spec);
-  PrintStart(spec, job_description, trainer, threads);
+  absl::StatusOr<std::unique_ptr<Trainer>> created = Trainer::Create(spec, world.get());
+  if (!created.ok()) return created.status();
+  Trainer& trainer = **created;
+  if (rank0) PrintStart(spec, job_description, trainer, threads, world->size());
   MetricsWriter metrics;
-  if (!spec.logging().metrics_path().empty()) {
+  if (rank0 && !spec.logging().metrics_path().empty()) {
     absl::Status s = metrics.Open(spec.logging().metrics_path());
     if (!s.ok()) return s;
   }
@@ -81,7 +78,7 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
     }
     absl::Status s = metrics.Write(StepRecordJson(spec, r));
     if (!s.ok()) return s;
-    if ((i + 1) % print_every == 0 || i + 1 == steps) {
+    if (rank0 && ((i + 1) % print_every == 0 || i + 1 == steps)) {
       std::printf("%s\n", ProgressLine(r, steps, total_seconds / (i + 1)).c_str());
       std::fflush(stdout);
     }

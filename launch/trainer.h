@@ -1,26 +1,38 @@
-// Trainer: the model, its parameters, gradients and optimizer state, and one training step.
+// Trainer: one rank's share of the model, its gradients and optimizer state, and one training step
+// on the simulated chip mesh.
 //
-// A step takes the global batch (train.batch_rows rows), cuts it into train.microbatches
-// microbatches, accumulates exact gradients (every loss term is normalised by global counts, see
-// LossScales), then applies Adafactor with the schedule's learning rate. Single process for now.
+// Every rank calls every method (they are collective over the world communicator). A step:
+//   1. each rank takes the rows of its chips (chip c holds global rows [c * rpc, (c + 1) * rpc)
+//      of the global batch, rpc = batch_rows / num_chips);
+//   2. microbatch m takes every local chip's m-th slice of rows, chip-major, so routing groups stay
+//      inside one chip; forward and backward accumulate exact gradients (every loss term is
+//      normalised by global counts, see LossScales);
+//   3. gradients are summed: shared parameters over all ranks, each expert over the ranks that
+//      hold it; loss sums and routing statistics over all ranks;
+//   4. Adafactor updates, identically on every replica.
+// The same job gives the same losses on any number of ranks (to float rounding).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 
+#include "absl/status/statusor.h"
 #include "core/batch.h"
 #include "core/tensor.h"
 #include "data/synthetic.h"
 #include "model/adafactor.h"
 #include "model/decoder.h"
 #include "model/params.h"
+#include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
+#include "parallel/mesh.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {
 
 struct StepResult {
   int64_t step = 0;          // the step just taken (from 0)
-  DecoderSums sums;          // summed over microbatches
+  DecoderSums sums;          // summed over microbatches and ranks
   double loss = 0;           // the full objective
   double learning_rate = 0;
   double grad_norm = 0;      // global L2 norm of the gradient before the update
@@ -30,37 +42,51 @@ struct StepResult {
 
 class Trainer {
  public:
-  explicit Trainer(const JobSpec& spec);
+  // comm: the world (null: this process alone). Fails if the mesh does not fit the world.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const JobSpec& spec,
+                                                         Communicator* comm = nullptr);
 
-  // Reads the next global batch from the data source and takes one optimizer step.
+  // Reads the next global batch (this rank's rows of it) and takes one optimizer step.
   StepResult Step();
 
-  // Loss and gradients (into grads(), overwritten) of `batch` at the current parameters,
-  // microbatched per the spec. No update.
-  DecoderSums ComputeGradients(const Batch& batch);
+  // Loss and gradients (into grads(), overwritten, reduced over ranks) of this rank's rows
+  // `local_batch` of a global batch, at the current parameters. No update.
+  DecoderSums ComputeGradients(const Batch& local_batch);
 
-  // The next global batch of the data source (advances the iterator).
-  Batch NextBatch();
-
-  LossScales ScalesFor(const Batch& batch) const;
+  // This rank's rows of the next global batch (advances the iterator).
+  Batch NextLocalBatch();
 
   const JobSpec& spec() const { return spec_; }
+  const Mesh& mesh() const { return mesh_; }
   const ParamLayout& layout() const { return layout_; }
   Tensor& params() { return params_; }
   Tensor& grads() { return grads_; }
   int64_t step() const { return step_; }
+  const ExpertParallelRunner* runner() const { return runner_.get(); }
 
  private:
+  Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
+          std::unique_ptr<Communicator> owned_comm);
+  LossScales ScalesFor(const Batch& local_batch);
+  Batch Microbatch(const Batch& local_batch, int64_t m) const;
+  void ReduceGradients();
+  void ReduceSums(DecoderSums* sums);
+  double GlobalGradNorm();
+
   JobSpec spec_;
+  Mesh mesh_;
+  std::unique_ptr<Communicator> owned_comm_;
+  Communicator* comm_;
+  std::unique_ptr<Communicator> replica_comm_;  // ranks holding the same experts
   ModelDims dims_;
   ParamLayout layout_;
   Tensor params_;
   Tensor grads_;
   Adafactor optimizer_;
+  std::unique_ptr<ExpertParallelRunner> runner_;
   Decoder decoder_;
   SyntheticMarkovSource source_;
   int64_t step_ = 0;
-  int64_t rows_consumed_ = 0;
 };
 
 }  // namespace openmoe

@@ -62,14 +62,16 @@ Adafactor::Adafactor(const AdafactorConfig& config, const ParamLayout& layout)
   col_factor_.resize(max_factored_cols);
 }
 
-void Adafactor::Update(int64_t step, double learning_rate, float* params, const float* grads) {
+void Adafactor::Update(int64_t step, double learning_rate, float* params, const float* grads,
+                       double global_grad_norm) {
   OPENMOE_CHECK(step >= 0);
   const double beta2 = 1.0 - std::pow(static_cast<double>(step) + 1.0, -config_.decay_exponent());
   // Global-norm clipping multiplies every gradient by one factor. grads is const (and large), so
   // the factor is folded into each slice's arithmetic instead of being applied to a copy.
   double grad_scale = 1.0;
   if (config_.global_norm_clip() > 0) {
-    const double norm = std::sqrt(SquaredNorm(grads, total_size_));
+    const double norm =
+        global_grad_norm >= 0 ? global_grad_norm : std::sqrt(SquaredNorm(grads, total_size_));
     grad_scale = std::min(1.0, config_.global_norm_clip() / norm);
   }
   for (const Slice& s : slices_) {

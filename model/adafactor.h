@@ -27,7 +27,10 @@ class Adafactor {
   Adafactor(const AdafactorConfig& config, const ParamLayout& layout);
 
   // params, grads: flat buffers in `layout`. step counts from 0.
-  void Update(int64_t step, double learning_rate, float* params, const float* grads);
+  // global_grad_norm: the norm for global_norm_clip when the gradient is spread over ranks
+  // (negative: the norm of `grads` itself).
+  void Update(int64_t step, double learning_rate, float* params, const float* grads,
+              double global_grad_norm = -1.0);
 
   // All second-moment statistics in one flat buffer (for checkpoints and reductions).
   Tensor& state() { return state_; }

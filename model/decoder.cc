@@ -25,8 +25,8 @@ void DecoderSums::Add(const DecoderSums& other) {
   loss += other.loss;
 }
 
-Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing)
-    : layout_(layout), dims_(layout.dims()), routing_(routing) {
+Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, ExpertRunner* runner)
+    : layout_(layout), dims_(layout.dims()), routing_(routing), runner_(runner) {
   embedding_ = &layout.Get("embedding");
   final_norm_ = &layout.Get("final_norm.scale");
   logits_ = &layout.Get("logits");
@@ -78,7 +78,7 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
     case Kind::kMoe: {
       const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
       sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, b.normed.data(),
-                                         &b.moe, out);
+                                         &b.moe, out, runner_);
       break;
     }
   }
@@ -156,7 +156,7 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
     case Kind::kMoe: {
       const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
       MoeBackward(md, {w(0), w(1), w(2), w(3)}, b.normed.data(), &b.moe, dy,
-                  scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn);
+                  scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn, runner_);
       break;
     }
   }

@@ -45,7 +45,8 @@ struct DecoderSums {
 
 class Decoder {
  public:
-  Decoder(const ParamLayout& layout, const RoutingConfig& routing);
+  // runner: where MoE experts run (null: all in this process; see model/moe.h).
+  Decoder(const ParamLayout& layout, const RoutingConfig& routing, ExpertRunner* runner = nullptr);
 
   // Routing used by MoE layers from now on (e.g. the eval capacity factor).
   void SetRouting(const RoutingConfig& routing) { routing_ = routing; }
@@ -85,6 +86,7 @@ class Decoder {
   const ParamLayout& layout_;
   ModelDims dims_;
   RoutingConfig routing_;
+  ExpertRunner* runner_;
   std::vector<SubBlock> blocks_;
   const ParamInfo* embedding_;
   const ParamInfo* final_norm_;

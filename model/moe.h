@@ -24,11 +24,13 @@ struct MoeDims {
   int64_t num_experts = 0;
 };
 
+// Expert weights hold the experts this process owns (all E on one process, E_local on a rank of
+// an expert-parallel mesh), stacked along the leading dim.
 struct MoeWeights {
   const float* router = nullptr;  // (d, E)
-  const float* wi_0 = nullptr;    // (E, d, Wi0Width)
-  const float* wi_1 = nullptr;    // (E, d, F)
-  const float* wo = nullptr;      // (E, F, d)
+  const float* wi_0 = nullptr;    // (E_local, d, Wi0Width)
+  const float* wi_1 = nullptr;    // (E_local, d, F)
+  const float* wo = nullptr;      // (E_local, F, d)
 };
 
 struct MoeGrads {  // accumulated into
@@ -38,22 +40,64 @@ struct MoeGrads {  // accumulated into
   float* wo = nullptr;
 };
 
+// What an expert-parallel exchange keeps between forward and backward (unused on one process).
+struct ExpertExchangeState {
+  std::vector<int64_t> send_order;     // (A) dispatch-order row of each row of the send buffer
+  std::vector<int64_t> send_rows;      // (ranks) rows sent to each rank
+  std::vector<int64_t> recv_rows;      // (ranks) rows received from each rank
+  std::vector<int64_t> recv_to_expert; // (R) expert-major row of each received row
+  std::vector<int64_t> local_offsets;  // (E_local + 1) expert-major row ranges per local expert
+  Tensor send;        // (A, d) rows in send order
+  Tensor recv;        // (R, d) rows in receive order
+  Tensor expert_in;   // (R, d) received rows, expert-major: the local experts' inputs
+  Tensor expert_res;  // (R, d) the local experts' outputs (backward: their input gradients)
+};
+
 struct MoeCache {
   Routing routing;
   Tensor dispatched;                 // (A, d) expert inputs in dispatch order
   Tensor expert_out;                 // (A, d) expert outputs in dispatch order
-  std::vector<FfnCache> expert_ffn;  // (E)
+  std::vector<FfnCache> expert_ffn;  // (E_local)
+  ExpertExchangeState exchange;
   Tensor workspace;                  // backward scratch
 };
 
-// x: (T, d); y: (T, d), overwritten. Returns the router loss sums of this call.
+// Where the experts run. MoeForward gathers the kept tokens into cache->dispatched, grouped by
+// global expert as cache->routing.expert_offsets says; a runner fills cache->expert_out in the
+// same order, and its backward turns d expert_out into d dispatched. On an expert-parallel mesh
+// the runner's calls are collective over the ranks (parallel/expert_parallel.h).
+class ExpertRunner {
+ public:
+  virtual ~ExpertRunner() = default;
+  virtual void Forward(const MoeDims& dims, const MoeWeights& w, MoeCache* cache) = 0;
+  // d_expert_out (A, d) in; d_dispatched (A, d) += ...; expert weight grads += ... .
+  virtual void Backward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
+                        MoeCache* cache, const float* d_expert_out, float* d_dispatched) = 0;
+};
+
+// Every expert in this process: expert e runs on its own block of dispatched rows.
+class LocalExpertRunner final : public ExpertRunner {
+ public:
+  void Forward(const MoeDims& dims, const MoeWeights& w, MoeCache* cache) override;
+  void Backward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads, MoeCache* cache,
+                const float* d_expert_out, float* d_dispatched) override;
+};
+
+// Expert e's FFN shape and its slices of stacked weights / gradients (local index e).
+FfnDims ExpertFfnDims(const MoeDims& dims, int64_t tokens);
+FfnWeights ExpertFfnWeights(const MoeDims& dims, const MoeWeights& w, int64_t local_expert);
+FfnGrads ExpertFfnGrads(const MoeDims& dims, const MoeGrads& g, int64_t local_expert);
+
+// x: (T, d); y: (T, d), overwritten. Returns the router loss sums of this call. runner: where the
+// experts run (null: LocalExpertRunner).
 RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_config,
-                          const MoeWeights& w, const float* x, MoeCache* cache, float* y);
+                          const MoeWeights& w, const float* x, MoeCache* cache, float* y,
+                          ExpertRunner* runner = nullptr);
 
 // dy: (T, d). load_balance_scale and z_scale: see RouterLossBackward. dx (T, d) += ...,
 // grads += ... . The gradient reaches the router through the kept gates and the router losses.
 void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCache* cache,
                  const float* dy, double load_balance_scale, double z_scale, const MoeGrads& grads,
-                 float* dx);
+                 float* dx, ExpertRunner* runner = nullptr);
 
 }  // namespace openmoe

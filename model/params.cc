@@ -29,12 +29,10 @@ void ParamLayout::Add(std::string name, std::vector<int64_t> shape, Component co
   p.name = std::move(name);
   p.size = NumElements(shape);
   p.shape = std::move(shape);
-  p.offset = total_;
   p.is_expert = is_expert;
+  p.first_expert = is_expert ? first_expert_ : 0;
   p.component = component;
   p.init = init;
-  // Keep every tensor 64-byte aligned inside the flat buffer (16 floats).
-  total_ += (p.size + 15) / 16 * 16;
   params_.push_back(std::move(p));
 }
 
@@ -51,9 +49,14 @@ ParamInit Truncated(int64_t fan_in) {
 
 }  // namespace
 
-ParamLayout::ParamLayout(const ModelDims& dims) : dims_(dims) {
+ParamLayout::ParamLayout(const ModelDims& dims, ExpertShard shard)
+    : dims_(dims),
+      first_expert_(shard.first_expert),
+      num_local_experts_(shard.num_local_experts < 0 ? dims.num_experts : shard.num_local_experts) {
+  OPENMOE_CHECK(first_expert_ >= 0 && first_expert_ + num_local_experts_ <= dims.num_experts);
   const int64_t d = dims.d_model, v = dims.padded_vocab_size, a = dims.AttentionWidth();
   const int64_t f = dims.d_ff, ef = dims.expert_d_ff, e = dims.num_experts;
+  const int64_t le = num_local_experts_;
   const int64_t wi0 = dims.ffn_form == FFN_OPENMOE ? 2 * f : f;
   const int64_t ewi0 = dims.ffn_form == FFN_OPENMOE ? 2 * ef : ef;
   Add("embedding", {v, d}, Component::kEmbedding, Normal(1.0));
@@ -69,9 +72,9 @@ ParamLayout::ParamLayout(const ModelDims& dims) : dims_(dims) {
     if (moe) {
       Add(l + "moe_norm.scale", {d}, Component::kNorm, Ones());
       Add(l + "moe.router", {d, e}, Component::kRouter, Normal(0.02));
-      Add(l + "moe.experts.wi_0", {e, d, ewi0}, Component::kExperts, Truncated(d), true);
-      Add(l + "moe.experts.wi_1", {e, d, ef}, Component::kExperts, Truncated(d), true);
-      Add(l + "moe.experts.wo", {e, ef, d}, Component::kExperts, Truncated(ef), true);
+      Add(l + "moe.experts.wi_0", {le, d, ewi0}, Component::kExperts, Truncated(d), true);
+      Add(l + "moe.experts.wi_1", {le, d, ef}, Component::kExperts, Truncated(d), true);
+      Add(l + "moe.experts.wo", {le, ef, d}, Component::kExperts, Truncated(ef), true);
     }
     if (!moe || dims.extra_dense_ffn) {
       const Component c = moe ? Component::kExtraFfn : Component::kDenseFfn;
@@ -83,6 +86,16 @@ ParamLayout::ParamLayout(const ModelDims& dims) : dims_(dims) {
   }
   Add("final_norm.scale", {d}, Component::kNorm, Ones());
   Add("logits", {d, v}, Component::kLogits, Truncated(d));
+  // Offsets: shared parameters first, in order, then the expert tensors.
+  total_ = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) expert_offset_ = total_;
+    for (ParamInfo& p : params_) {
+      if (p.is_expert != (pass == 1)) continue;
+      p.offset = total_;
+      total_ += (p.size + 15) / 16 * 16;  // 64-byte aligned tensors
+    }
+  }
 }
 
 const ParamInfo* ParamLayout::Find(const std::string& name) const {
@@ -105,7 +118,11 @@ void InitParams(const ParamLayout& layout, uint64_t seed, float* params) {
     float* out = params + p.offset;
     const CounterRng rng(seed, StreamId(p.name));
     const ParamInit& init = p.init;
-    for (int64_t i = 0; i < p.size; ++i) {
+    // Experts: count elements from the global tensor's start, so a shard draws its own slice.
+    const int64_t per_expert = p.is_expert && p.shape[0] > 0 ? p.size / p.shape[0] : 0;
+    const int64_t base = p.first_expert * per_expert;
+    for (int64_t local = 0; local < p.size; ++local) {
+      const uint64_t i = static_cast<uint64_t>(base + local);
       double value = 1.0;
       switch (init.kind) {
         case InitKind::kOnes: value = 1.0; break;
@@ -117,7 +134,7 @@ void InitParams(const ParamLayout& layout, uint64_t seed, float* params) {
           value = std::sqrt(init.scale / init.fan_in) / kTruncatedStd * rng.TruncatedNormal(i);
           break;
       }
-      out[i] = static_cast<float>(value);
+      out[local] = static_cast<float>(value);
     }
   }
 }

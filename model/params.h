@@ -40,33 +40,50 @@ struct ParamInfo {
   int64_t offset = 0;          // into the flat buffer
   int64_t size = 0;
   bool is_expert = false;      // leading dim is the expert id
+  int64_t first_expert = 0;    // experts: global id of the leading dim's index 0
   Component component = Component::kAttention;
   ParamInit init;
 };
 
+// Expert tensors hold the experts [first_expert, first_expert + num_local_experts) of every MoE
+// layer: all of them on one process, a contiguous slice on a rank of an expert-parallel mesh.
+struct ExpertShard {
+  int64_t first_expert = 0;
+  int64_t num_local_experts = -1;  // -1: all experts
+};
+
 class ParamLayout {
  public:
-  explicit ParamLayout(const ModelDims& dims);
+  explicit ParamLayout(const ModelDims& dims, ExpertShard shard = {});
 
   const std::vector<ParamInfo>& params() const { return params_; }
   int64_t total_size() const { return total_; }
+  // Expert tensors sit together at the end of the flat buffer, from this offset: gradient
+  // reduction is one call for the shared parameters and one for the experts.
+  int64_t expert_offset() const { return expert_offset_; }
   // The parameter with this name; aborts if absent (names are built by this class).
   const ParamInfo& Get(const std::string& name) const;
   const ParamInfo* Find(const std::string& name) const;
   const ModelDims& dims() const { return dims_; }
+  int64_t first_expert() const { return first_expert_; }
+  int64_t num_local_experts() const { return num_local_experts_; }
 
  private:
   void Add(std::string name, std::vector<int64_t> shape, Component component, ParamInit init,
            bool is_expert = false);
   ModelDims dims_;
+  int64_t first_expert_ = 0;
+  int64_t num_local_experts_ = 0;
   std::vector<ParamInfo> params_;
   int64_t total_ = 0;
+  int64_t expert_offset_ = 0;
 };
 
 // Fills params (layout.total_size()) per the design's init: embedding N(0,1); attention kernels
 // variance-scaling(0.1, fan_in, normal), wq further divided by sqrt(head_dim); MLP, expert and
 // logits kernels variance-scaling(1.0, fan_in, truncated normal); router N(0, 0.02^2); norm
-// scales 1. Each value depends only on (seed, name, element index): layout-independent.
+// scales 1. Each value depends only on (seed, name, element index of the whole tensor, with
+// experts at their global ids): the same for every sharding of the experts.
 void InitParams(const ParamLayout& layout, uint64_t seed, float* params);
 
 }  // namespace openmoe
