@@ -5,10 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <sys/resource.h>
+
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/check.h"
 #include "core/gemm.h"
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
@@ -50,6 +54,27 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
   std::fflush(stdout);
 }
 
+// Every rank's peak resident memory (MiB), printed by rank 0. Collective.
+void ReportPeakMemory(Communicator& world) {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::vector<int64_t> kib(world.size(), 0);
+  kib[world.rank()] = usage.ru_maxrss;  // KiB on Linux
+  world.AllReduceSum(kib.data(), static_cast<int64_t>(kib.size()));
+  if (world.rank() != 0) return;
+  for (int r = 0; r < world.size(); ++r) absl::PrintF("peak_rss_mib rank %d: %.1f\n", r, kib[r] / 1024.0);
+  std::fflush(stdout);
+}
+
+// Collective: every rank learns whether any rank failed. Returns this rank's own error, or, on a
+// rank that was fine, a note that another one failed (main() prints the lowest failing rank's).
+absl::Status AgreeOnStatus(Communicator& world, absl::Status local) {
+  int64_t failed = local.ok() ? 0 : 1;
+  world.AllReduceSum(&failed, 1);
+  if (failed == 0 || !local.ok()) return local;
+  return absl::AbortedError("stopping because another rank failed");
+}
+
 }  // namespace
 
 absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
@@ -63,10 +88,9 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
   Trainer& trainer = **created;
   if (rank0) PrintStart(spec, job_description, trainer, threads, world->size());
   MetricsWriter metrics;
-  if (rank0 && !spec.logging().metrics_path().empty()) {
-    absl::Status s = metrics.Open(spec.logging().metrics_path());
-    if (!s.ok()) return s;
-  }
+  absl::Status opened = absl::OkStatus();
+  if (rank0 && !spec.logging().metrics_path().empty()) opened = metrics.Open(spec.logging().metrics_path());
+  OPENMOE_RETURN_IF_ERROR(AgreeOnStatus(*world, opened));
   const int64_t steps = spec.train().steps();
   const int64_t print_every = std::max<int64_t>(1, spec.logging().print_every());
   double total_seconds = 0;
@@ -76,13 +100,14 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
     if (!std::isfinite(r.loss)) {
       return absl::InternalError(absl::StrFormat("step %d: loss is %f; stopping", r.step, r.loss));
     }
-    absl::Status s = metrics.Write(StepRecordJson(spec, r));
-    if (!s.ok()) return s;
+    OPENMOE_RETURN_IF_ERROR(
+        AgreeOnStatus(*world, rank0 ? metrics.Write(StepRecordJson(spec, r)) : absl::OkStatus()));
     if (rank0 && ((i + 1) % print_every == 0 || i + 1 == steps)) {
       std::printf("%s\n", ProgressLine(r, steps, total_seconds / (i + 1)).c_str());
       std::fflush(stdout);
     }
   }
+  ReportPeakMemory(*world);
   return absl::OkStatus();
 }
 

@@ -1,0 +1,87 @@
+// Layout invariance: a job on some mesh (chips, expert parallelism, ranks) against the same job
+// on one chip in one process. Used by the single-process and the mpirun suites.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "launch/trainer.h"
+#include "parallel/communicator.h"
+
+namespace openmoe::testing {
+
+// A tiny MoE job whose global batch (128 rows x 8 tokens, groups of 16) fits 1 to 64 chips.
+inline JobSpec LayoutJob(int64_t experts) {
+  JobSpec spec;
+  ModelConfig* m = spec.mutable_model();
+  m->set_vocab_size(64);
+  m->set_vocab_pad_multiple(64);
+  m->set_num_layers(2);
+  m->set_d_model(16);
+  m->set_num_heads(2);
+  m->set_head_dim(8);
+  m->set_d_ff(32);
+  m->set_num_experts(experts);
+  m->set_moe_interval(2);
+  spec.mutable_router()->set_group_size(16);
+  // Small capacity so that drops happen and must match too.
+  spec.mutable_router()->set_capacity_factor(1.0);
+  spec.mutable_router()->set_min_capacity(2);
+  spec.mutable_train()->set_batch_rows(128);
+  spec.mutable_train()->set_seq_len(8);
+  spec.mutable_train()->set_seed(11);
+  spec.mutable_schedule()->set_warmup_steps(10);
+  spec.mutable_schedule()->set_peak_learning_rate(0.05);
+  return spec;
+}
+
+inline JobSpec OnMesh(JobSpec spec, int64_t chips, int64_t torus_x, int64_t expert_parallel,
+                      int64_t microbatches = 1) {
+  spec.mutable_topology()->set_num_chips(chips);
+  spec.mutable_topology()->set_torus_x(torus_x);
+  spec.mutable_topology()->set_torus_y(chips / torus_x);
+  spec.mutable_mesh()->set_expert_parallel(expert_parallel);
+  spec.mutable_train()->set_microbatches(microbatches);
+  return spec;
+}
+
+// Runs `steps` steps of `spec` on `comm` and of its one-chip version in this process alone;
+// expects the same losses (1e-5 relative) and, at the first step, the same gradients of every
+// shared parameter and of this rank's experts.
+inline void ExpectSameAsOneChip(const JobSpec& spec, Communicator* comm, int steps = 5) {
+  const JobSpec one_chip = OnMesh(spec, 1, 1, 1);
+  auto reference = Trainer::Create(one_chip).value();
+  auto trainer = Trainer::Create(spec, comm).value();
+  const std::string where = "chips=" + std::to_string(spec.topology().num_chips()) +
+                            " ep=" + std::to_string(spec.mesh().expert_parallel()) +
+                            " ranks=" + std::to_string(comm->size()) +
+                            " micro=" + std::to_string(spec.train().microbatches());
+
+  // Gradients at the initial parameters.
+  reference->ComputeGradients(reference->NextLocalBatch());
+  trainer->ComputeGradients(trainer->NextLocalBatch());
+  for (const ParamInfo& p : trainer->layout().params()) {
+    const ParamInfo& q = reference->layout().Get(p.name);
+    // This rank's experts are a slice of the reference's (which holds all of them).
+    const int64_t per_expert = p.is_expert ? p.size / p.shape[0] : 0;
+    const float* want = reference->grads().data() + q.offset + p.first_expert * per_expert;
+    const float* got = trainer->grads().data() + p.offset;
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < p.size; ++i) {
+      diff += (got[i] - want[i]) * static_cast<double>(got[i] - want[i]);
+      norm += want[i] * static_cast<double>(want[i]);
+    }
+    EXPECT_LE(std::sqrt(diff), 1e-5 * std::sqrt(norm) + 1e-9) << where << " gradient of " << p.name;
+  }
+
+  // Losses of the first steps.
+  for (int s = 0; s < steps; ++s) {
+    const double want = reference->Step().loss;
+    const double got = trainer->Step().loss;
+    EXPECT_NEAR(got, want, 1e-5 * std::fabs(want)) << where << " step " << s;
+  }
+}
+
+}  // namespace openmoe::testing
