@@ -158,4 +158,17 @@ StepResult Trainer::Step() {
   return r;
 }
 
+std::vector<std::string> Trainer::DataStates() const {
+  // The generated stream is addressed by global row, so the step says everything.
+  return std::vector<std::string>(mesh_.chips_per_rank, std::to_string(step_));
+}
+
+absl::Status Trainer::RestoreProgress(int64_t next_step, const std::vector<std::string>& data_states) {
+  if (static_cast<int64_t>(data_states.size()) != mesh_.chips_per_rank) {
+    return absl::InvalidArgumentError("checkpoint data state: expected one entry per local chip");
+  }
+  step_ = next_step;
+  return absl::OkStatus();
+}
+
 }  // namespace openmoe

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/batch.h"
@@ -63,6 +65,16 @@ class Trainer {
   Tensor& grads() { return grads_; }
   int64_t step() const { return step_; }
   const ExpertParallelRunner* runner() const { return runner_.get(); }
+  Adafactor& optimizer() { return optimizer_; }
+  Communicator& world() { return *comm_; }
+  // The ranks holding the same experts as this one (expert gradients are reduced over it).
+  Communicator& replicas() { return *replica_comm_; }
+
+  // What a checkpoint needs besides parameters and optimizer state: the next step, and the data
+  // iterator state of each chip this rank hosts (opaque strings, one per local chip).
+  std::vector<std::string> DataStates() const;
+  // Restores a checkpoint's progress: the step to take next and the local chips' data states.
+  absl::Status RestoreProgress(int64_t next_step, const std::vector<std::string>& data_states);
 
  private:
   Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
