@@ -14,9 +14,7 @@ void Axpy(float a, const float* x, float* y, int64_t n) {
 }
 
 double Dot(const float* x, const float* y, int64_t n) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * y[i];
-  return s;
+  return LaneSum(n, [x, y](int64_t i) { return static_cast<double>(x[i]) * y[i]; });
 }
 
 double SumSquares(const float* x, int64_t n) { return Dot(x, x, n); }

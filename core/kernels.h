@@ -7,6 +7,22 @@
 
 namespace openmoe {
 
+// sum_i term(i) for i in [0, n), in double. Without -ffast-math the compiler may not reorder a
+// single running sum, so it would neither vectorise nor hide the add latency; independent partial
+// sums let it do both. `term` may have side effects on index i only.
+template <typename Term>
+double LaneSum(int64_t n, Term term) {
+  constexpr int kLanes = 8;
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
+  double total = 0.0;
+  for (; i < n; ++i) total += term(i);
+  for (int k = 0; k < kLanes; ++k) total += acc[k];
+  return total;
+}
+
 // y[i] += x[i]  (n)
 void AddInPlace(float* y, const float* x, int64_t n);
 // y[i] += a * x[i]  (n)

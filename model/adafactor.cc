@@ -4,32 +4,9 @@
 #include <cmath>
 
 #include "core/check.h"
+#include "core/kernels.h"
 
 namespace openmoe {
-namespace {
-
-// sum_i term(i) for i in [0, n), in double. Without -ffast-math the compiler may not reorder a
-// single running sum, so it would neither vectorise nor hide the add latency; kLanes independent
-// partial sums let it do both. `term` may have side effects (the state update) on index i only.
-template <typename Term>
-double LaneSum(int64_t n, Term term) {
-  constexpr int kLanes = 8;
-  double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
-  double total = 0.0;
-  for (; i < n; ++i) total += term(i);
-  for (int k = 0; k < kLanes; ++k) total += acc[k];
-  return total;
-}
-
-// sum_i x[i]^2 in double.  x: (n)
-double SquaredNorm(const float* x, int64_t n) {
-  return LaneSum(n, [x](int64_t i) { return static_cast<double>(x[i]) * x[i]; });
-}
-
-}  // namespace
 
 Adafactor::Adafactor(const AdafactorConfig& config, const ParamLayout& layout)
     : config_(config), total_size_(layout.total_size()) {
@@ -71,7 +48,7 @@ void Adafactor::Update(int64_t step, double learning_rate, float* params, const 
   double grad_scale = 1.0;
   if (config_.global_norm_clip() > 0) {
     const double norm =
-        global_grad_norm >= 0 ? global_grad_norm : std::sqrt(SquaredNorm(grads, total_size_));
+        global_grad_norm >= 0 ? global_grad_norm : std::sqrt(SumSquares(grads, total_size_));
     grad_scale = std::min(1.0, config_.global_norm_clip() / norm);
   }
   for (const Slice& s : slices_) {
@@ -139,7 +116,7 @@ void Adafactor::UpdateFactored(const Slice& s, double beta2, double grad_scale, 
                        return x * x;
                      });
   }
-  const double step = StepSize(lr, u_sum_squares, SquaredNorm(p, rows * cols), rows * cols);
+  const double step = StepSize(lr, u_sum_squares, SumSquares(p, rows * cols), rows * cols);
 
   for (int64_t i = 0; i < rows; ++i) {
     const float a = static_cast<float>(step * row_factor(i));
@@ -171,7 +148,7 @@ void Adafactor::UpdateUnfactored(const Slice& s, double beta2, double grad_scale
     const float u = g[i] / std::sqrt(v[i]);
     return static_cast<double>(u) * u;
   });
-  const double step = StepSize(lr, grad_scale * grad_scale * u_sum_squares, SquaredNorm(p, n), n);
+  const double step = StepSize(lr, grad_scale * grad_scale * u_sum_squares, SumSquares(p, n), n);
 
   const float a = static_cast<float>(step * grad_scale);
   for (int64_t i = 0; i < n; ++i) p[i] -= a * (g[i] / std::sqrt(v[i]));

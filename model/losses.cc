@@ -6,25 +6,10 @@
 #include <limits>
 
 #include "core/check.h"
+#include "core/kernels.h"
 
 namespace openmoe {
 namespace {
-
-// sum_i term(i) for i in [0, n), in double, with independent partial sums: without -ffast-math
-// the compiler may not reorder one running sum, so it could neither vectorise it nor hide the add
-// latency. `term` may have side effects on index i only.
-template <typename Term>
-double LaneSum(int64_t n, Term term) {
-  constexpr int kLanes = 8;
-  double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
-  double total = 0.0;
-  for (; i < n; ++i) total += term(i);
-  for (int k = 0; k < kLanes; ++k) total += acc[k];
-  return total;
-}
 
 // max_i x[i] with independent partial maxima, for the same reason as LaneSum.  x: (n)
 float RowMax(const float* x, int64_t n) {
