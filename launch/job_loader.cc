@@ -16,7 +16,9 @@
 #include "core/check.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
+#include "data/batch_source.h"
 #include "google/protobuf/text_format.h"
+#include "parallel/cost_model.h"
 
 namespace openmoe {
 namespace {
@@ -337,6 +339,7 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   }
 
   // Data, checkpoints, logging.
+  for (std::string& problem : DataConfigProblems(spec)) p.Add(std::move(problem));
   const int64_t branching = spec.data().synthetic().branching();
   if (branching < 1 || (m.vocab_size() >= 1 && branching > m.vocab_size())) {
     p.Add(absl::StrFormat("data.synthetic.branching=%d must be in [1, model.vocab_size=%d]",
@@ -355,6 +358,9 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
     p.Add(absl::StrFormat("logging.position_buckets=%d > train.seq_len=%d",
                           spec.logging().position_buckets(), tr.seq_len()));
   }
+
+  const absl::Status cost = ValidateCostModel(spec.cost_model());
+  if (!cost.ok()) p.Add(std::string(cost.message()));
 
   if (p.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(

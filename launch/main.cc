@@ -4,6 +4,9 @@
 //
 //   openmoe train --job FILE ... [--set field.path=value ...] [--resume auto|never|DIR]
 //   openmoe plan --job FILE ... [--set field.path=value ...] [--json]
+//   openmoe prep --input FILE|DIR ... (--tokenizer MODEL | --train_tokenizer MODEL) [--out DIR]
+//   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--json]
+//   openmoe export --checkpoint DIR --out FILE.safetensors
 //   openmoe help [SUBCOMMAND]
 #include <mpi.h>
 
@@ -13,9 +16,13 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_format.h"
 #include "launch/args.h"
+#include "launch/export.h"
 #include "launch/job_loader.h"
 #include "launch/plan.h"
+#include "launch/score.h"
+#include "launch/prep.h"
 #include "launch/train.h"
 
 namespace openmoe {
@@ -32,6 +39,27 @@ int Plan(const CommandLine& cl) {
   const absl::Status status = RunPlan(*spec, cl.GetBool("json"), std::cout);
   std::cout.flush();
   return status.ok() ? 0 : Fail(status);
+}
+
+// Single process: no MPI.
+int Score(const CommandLine& cl) {
+  ScoreOptions options;
+  options.checkpoint = cl.Get("checkpoint");
+  options.tokens = cl.Get("tokens");
+  options.job_files = cl.GetAll("job");
+  options.sets = cl.GetAll("set");
+  options.json = cl.GetBool("json");
+  const absl::Status status = RunScore(options, std::cout);
+  std::cout.flush();
+  return status.ok() ? 0 : Fail(status);
+}
+
+int Export(const CommandLine& cl) {
+  auto stats = ExportSafetensors(cl.Get("checkpoint"), cl.Get("out"));
+  if (!stats.ok()) return Fail(stats.status());
+  absl::PrintF("exported %d tensors (%.1f MB, step %d) to %s\n", stats->tensors, stats->bytes / 1e6, stats->step,
+               cl.Get("out"));
+  return 0;
 }
 
 // Rank 0 loads and validates the job and broadcasts it (or its error), so that every rank agrees
@@ -102,7 +130,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cl->subcommand == "plan") return openmoe::Plan(*cl);
+  if (cl->subcommand == "prep") {
+    const absl::Status status = openmoe::RunPrepCommand(*cl, std::cout);
+    return status.ok() ? 0 : openmoe::Fail(status);
+  }
   if (cl->subcommand == "train") return openmoe::Train(*cl, &argc, &argv);
+  if (cl->subcommand == "score") return openmoe::Score(*cl);
+  if (cl->subcommand == "export") return openmoe::Export(*cl);
   return openmoe::Fail(
       absl::UnimplementedError("subcommand '" + cl->subcommand + "' is not implemented"));
 }

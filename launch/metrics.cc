@@ -22,7 +22,7 @@ std::string Duration(double seconds) {
 
 }  // namespace
 
-std::string StepRecordJson(const JobSpec& spec, const StepResult& r) {
+std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostBreakdown& v3) {
   const ModelDims dims = DimsFromSpec(spec);
   const DecoderSums& s = r.sums;
   const double n = s.lm.weight > 0 ? s.lm.weight : 1.0;
@@ -41,10 +41,15 @@ std::string StepRecordJson(const JobSpec& spec, const StepResult& r) {
       "{\"step\":%d,\"loss\":%.8g,\"cross_entropy\":%.8g,\"output_z_loss\":%.8g,"
       "\"load_balance_loss\":%.8g,\"router_z_loss\":%.8g,\"accuracy\":%.6g,"
       "\"learning_rate\":%.6g,\"grad_norm\":%.6g,\"tokens\":%d,\"target_tokens\":%.0f,"
-      "\"step_seconds\":%.6g,\"tokens_per_second\":%.6g,\"moe_layers\":[",
+      "\"step_seconds\":%.6g,\"tokens_per_second\":%.6g,"
+      "\"v3_predicted\":{\"step_seconds\":%.6g,\"compute_seconds\":%.6g,\"memory_seconds\":%.6g,"
+      "\"all_to_all_seconds\":%.6g,\"all_reduce_seconds\":%.6g,\"tokens_per_second\":%.6g,"
+      "\"mfu\":%.4g},\"moe_layers\":[",
       r.step, r.loss, s.lm.cross_entropy / n, s.lm.z_loss / n, load_balance, router_z,
       static_cast<double>(s.lm.correct) / n, r.learning_rate, r.grad_norm, r.tokens, s.lm.weight,
-      r.seconds, r.seconds > 0 ? r.tokens / r.seconds : 0.0);
+      r.seconds, r.seconds > 0 ? r.tokens / r.seconds : 0.0, v3.step_seconds, v3.compute_seconds,
+      v3.memory_seconds, v3.all_to_all_seconds, v3.all_reduce_seconds, v3.tokens_per_second,
+      v3.mfu);
   bool first = true;
   for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
     if (!dims.IsMoeLayer(layer)) continue;
@@ -78,12 +83,15 @@ std::string StepRecordJson(const JobSpec& spec, const StepResult& r) {
   return out;
 }
 
-std::string ProgressLine(const StepResult& r, int64_t total_steps, double mean_step_seconds) {
+std::string ProgressLine(const StepResult& r, int64_t total_steps, double mean_step_seconds,
+                         const CostBreakdown& v3) {
   const double n = r.sums.lm.weight > 0 ? r.sums.lm.weight : 1.0;
-  return absl::StrFormat("step %d/%d | loss %.4f | ce %.4f | lr %.2e | %.0f tok/s | %.2fs/step | eta %s",
-                         r.step + 1, total_steps, r.loss, r.sums.lm.cross_entropy / n,
-                         r.learning_rate, r.seconds > 0 ? r.tokens / r.seconds : 0.0, r.seconds,
-                         Duration(mean_step_seconds * (total_steps - r.step - 1)));
+  return absl::StrFormat(
+      "step %d/%d | loss %.4f | ce %.4f | lr %.2e | %.0f tok/s | %.3fs/step (v3 slice: %.3gms) | "
+      "eta %s",
+      r.step + 1, total_steps, r.loss, r.sums.lm.cross_entropy / n, r.learning_rate,
+      r.seconds > 0 ? r.tokens / r.seconds : 0.0, r.seconds, v3.step_seconds * 1e3,
+      Duration(mean_step_seconds * (total_steps - r.step - 1)));
 }
 
 MetricsWriter::~MetricsWriter() {

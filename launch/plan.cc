@@ -8,6 +8,7 @@
 #include "core/check.h"
 #include "launch/job_loader.h"
 #include "model/params.h"
+#include "parallel/mesh.h"
 
 namespace openmoe {
 namespace {
@@ -77,6 +78,131 @@ std::string EveryNth(int64_t n) {
 
 std::string JsonNumber(double v) { return absl::StrFormat("%.17g", v); }
 
+// (123e12, "FLOP/s") -> "123 TFLOP/s"; (82e9, "B/s") -> "82 GB/s".
+std::string WithUnit(double v, const std::string& unit) {
+  const char* prefixes[] = {"", "K", "M", "G", "T", "P", "E"};
+  int p = 0;
+  while (std::fabs(v) >= 1000 && p < 6) {
+    v /= 1000;
+    ++p;
+  }
+  return absl::StrFormat("%.3g %s%s", v, prefixes[p], unit);
+}
+
+// 0.0123 -> "12.3 ms".
+std::string Seconds(double s) {
+  if (s == 0) return "0 s";
+  if (s >= 1) return absl::StrFormat("%.3g s", s);
+  if (s >= 1e-3) return absl::StrFormat("%.3g ms", s * 1e3);
+  return absl::StrFormat("%.3g us", s * 1e6);
+}
+
+// The slice's layout as the cost model sees it: one process, all chips (the world size does not
+// change where chips sit on the torus).
+Mesh SliceMesh(const JobSpec& spec) {
+  Mesh m;
+  m.num_chips = spec.topology().num_chips();
+  m.torus_x = spec.topology().torus_x();
+  m.torus_y = spec.topology().torus_y();
+  m.chips_per_host = spec.topology().chips_per_host();
+  m.expert_parallel = spec.mesh().expert_parallel();
+  m.num_experts = spec.model().num_experts();
+  m.chips_per_rank = m.num_chips;
+  m.num_local_experts = m.num_experts;
+  return m;
+}
+
+void AppendCostText(const PlanReport& r, std::string* s) {
+  const CostModelConfig& c = r.cost_config;
+  const CostBreakdown& b = r.cost;
+  absl::StrAppendFormat(s, "\npredicted step on a TPU v3 slice (cost model)\n");
+  absl::StrAppendFormat(
+      s, "  chip              %s bf16 x %.2f matmul efficiency; HBM %s at %s\n",
+      WithUnit(c.peak_flops_per_chip(), "FLOP/s"), c.matmul_efficiency(),
+      Bytes(c.hbm_capacity_bytes()), WithUnit(c.hbm_bandwidth(), "B/s"));
+  absl::StrAppendFormat(
+      s, "  interconnect      %dx%d %s, %d ICI links/chip at %s per direction, %s per hop\n",
+      r.torus_x, r.torus_y, c.wraparound() ? "torus" : "mesh (no wraparound)",
+      c.ici_links_per_chip(), WithUnit(c.ici_link_bandwidth(), "B/s"), Seconds(c.hop_latency()));
+  absl::StrAppendFormat(s, "  step time         %s\n", Seconds(b.step_seconds));
+  auto part = [&](const char* name, double v, const std::string& note) {
+    absl::StrAppendFormat(s, "    %-15s %10s %5.1f%%%s\n", name, Seconds(v),
+                          b.step_seconds > 0 ? 100 * v / b.step_seconds : 0.0, note);
+  };
+  part("compute", b.compute_seconds,
+       absl::StrCat("  ", Short(b.model_flops_per_chip), " model FLOPs per chip"));
+  part("memory-bound", b.memory_seconds,
+       absl::StrCat("  ", Bytes(static_cast<int64_t>(b.hbm_bytes_per_chip)),
+                    " elementwise + optimizer HBM traffic per chip"));
+  part("all-to-all", b.all_to_all_seconds,
+       b.all_to_all_hidden_seconds > 0
+           ? absl::StrCat("  (", Seconds(b.all_to_all_hidden_seconds), " hidden behind attention)")
+           : std::string(c.overlap_all_to_all_with_attention() ? "" : "  (not overlapped)"));
+  part("all-reduce", b.all_reduce_seconds, "");
+  absl::StrAppendFormat(s, "  throughput        %s tokens/s, MFU %.1f%%\n",
+                        WithCommas(static_cast<int64_t>(std::llround(b.tokens_per_second))),
+                        100 * b.mfu);
+  absl::StrAppendFormat(s, "  collectives\n    %-18s %5s %6s  %-26s %10s %5s %9s %9s\n", "kind",
+                        "group", "groups", "placement of one group", "bytes/chip", "calls",
+                        "per call", "per step");
+  for (const CollectiveCost& cc : b.collectives) {
+    absl::StrAppendFormat(s, "    %-18s %5d %6d  %-26s %10s %5d %9s %9s\n",
+                          CollectiveKindName(cc.kind), cc.group_size, cc.num_groups, cc.placement,
+                          Bytes(static_cast<int64_t>(cc.bytes_per_chip)), cc.calls,
+                          Seconds(cc.seconds_per_call), Seconds(cc.seconds));
+  }
+  absl::StrAppendFormat(
+      s,
+      "  HBM per chip      %s state + %s activations (one microbatch, estimate) = %s of %s: %s\n",
+      Bytes(b.state_bytes), Bytes(b.activation_bytes), Bytes(b.memory_bytes),
+      Bytes(b.hbm_capacity_bytes), b.fits_in_hbm ? "fits" : "does NOT fit");
+}
+
+void AppendCostJson(const PlanReport& r, std::string* s) {
+  const CostModelConfig& c = r.cost_config;
+  const CostBreakdown& b = r.cost;
+  absl::StrAppendFormat(
+      s,
+      "  \"cost_model\": {\n    \"config\": {\"peak_flops_per_chip\": %s, "
+      "\"matmul_efficiency\": %s, \"hbm_capacity_bytes\": %d, \"hbm_bandwidth\": %s, "
+      "\"ici_links_per_chip\": %d, \"ici_link_bandwidth\": %s, \"hop_latency\": %s, "
+      "\"wraparound\": %s, \"activation_bytes\": %d, \"gradient_bytes\": %d, "
+      "\"padded_dispatch\": %s, \"overlap_all_to_all_with_attention\": %s},\n",
+      JsonNumber(c.peak_flops_per_chip()), JsonNumber(c.matmul_efficiency()),
+      c.hbm_capacity_bytes(), JsonNumber(c.hbm_bandwidth()), c.ici_links_per_chip(),
+      JsonNumber(c.ici_link_bandwidth()), JsonNumber(c.hop_latency()),
+      c.wraparound() ? "true" : "false", c.activation_bytes(), c.gradient_bytes(),
+      c.padded_dispatch() ? "true" : "false",
+      c.overlap_all_to_all_with_attention() ? "true" : "false");
+  absl::StrAppendFormat(
+      s,
+      "    \"step_seconds\": %s,\n    \"breakdown\": {\"compute\": %s, \"memory\": %s, "
+      "\"all_to_all\": %s, \"all_to_all_hidden\": %s, \"all_reduce\": %s},\n"
+      "    \"tokens_per_second\": %s,\n    \"mfu\": %s,\n    \"model_flops_per_chip\": %s,\n"
+      "    \"hbm_traffic_bytes_per_chip\": %s,\n    \"collectives\": [",
+      JsonNumber(b.step_seconds), JsonNumber(b.compute_seconds), JsonNumber(b.memory_seconds),
+      JsonNumber(b.all_to_all_seconds), JsonNumber(b.all_to_all_hidden_seconds),
+      JsonNumber(b.all_reduce_seconds), JsonNumber(b.tokens_per_second), JsonNumber(b.mfu),
+      JsonNumber(b.model_flops_per_chip), JsonNumber(b.hbm_bytes_per_chip));
+  bool first = true;
+  for (const CollectiveCost& cc : b.collectives) {
+    absl::StrAppendFormat(
+        s,
+        "%s\n      {\"kind\": %s, \"group_size\": %d, \"num_groups\": %d, \"placement\": %s, "
+        "\"bytes_per_chip\": %s, \"calls\": %d, \"seconds_per_call\": %s, \"seconds\": %s}",
+        first ? "" : ",", JsonString(CollectiveKindName(cc.kind)), cc.group_size, cc.num_groups,
+        JsonString(cc.placement), JsonNumber(cc.bytes_per_chip), cc.calls,
+        JsonNumber(cc.seconds_per_call), JsonNumber(cc.seconds));
+    first = false;
+  }
+  absl::StrAppendFormat(
+      s,
+      "\n    ],\n    \"memory_per_chip\": {\"state_bytes\": %d, \"activation_bytes\": %d, "
+      "\"total_bytes\": %d, \"hbm_capacity_bytes\": %d, \"fits\": %s}\n  }\n",
+      b.state_bytes, b.activation_bytes, b.memory_bytes, b.hbm_capacity_bytes,
+      b.fits_in_hbm ? "true" : "false");
+}
+
 }  // namespace
 
 PlanReport ComputePlan(const JobSpec& spec) {
@@ -114,6 +240,8 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.flops_per_step = r.flops_per_token.total * static_cast<double>(r.tokens_per_step);
   r.flops_per_chip_step = r.flops_per_step / static_cast<double>(r.num_chips);
   r.memory = MemoryPerChip(layout, spec.optimizer(), r.expert_parallel);
+  r.cost_config = spec.cost_model();
+  r.cost = PredictStepTime(spec, SliceMesh(spec));
   return r;
 }
 
@@ -194,6 +322,7 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
                         WithCommas(r.memory.optimizer_bytes), Bytes(r.memory.optimizer_bytes));
   absl::StrAppendFormat(&s, "  total             %s bytes (%s)\n", WithCommas(r.memory.total_bytes),
                         Bytes(r.memory.total_bytes));
+  AppendCostText(r, &s);
   out << s;
 }
 
@@ -248,9 +377,10 @@ void PrintPlanJson(const PlanReport& r, std::ostream& out) {
   absl::StrAppendFormat(
       &s,
       "  \"memory_per_chip\": {\"params\": %d, \"optimizer_state\": %d, \"params_bytes\": %d, "
-      "\"grads_bytes\": %d, \"optimizer_bytes\": %d, \"total_bytes\": %d}\n",
+      "\"grads_bytes\": %d, \"optimizer_bytes\": %d, \"total_bytes\": %d},\n",
       r.memory.params, r.memory.optimizer_state, r.memory.params_bytes, r.memory.grads_bytes,
       r.memory.optimizer_bytes, r.memory.total_bytes);
+  AppendCostJson(r, &s);
   s += "}\n";
   out << s;
 }
@@ -258,6 +388,7 @@ void PrintPlanJson(const PlanReport& r, std::ostream& out) {
 absl::Status RunPlan(const JobSpec& spec, bool json, std::ostream& out) {
   // LoadJob has validated already; this keeps ComputePlan's divisions safe for any caller.
   OPENMOE_RETURN_IF_ERROR(ValidateJob(spec, spec.model().name()));
+  OPENMOE_RETURN_IF_ERROR(ValidateCostModel(spec.cost_model()));
   const PlanReport report = ComputePlan(spec);
   if (json) {
     PrintPlanJson(report, out);

@@ -3,9 +3,11 @@
 // Adafactor memory per chip. Needs no MPI ranks and allocates no parameters, so it sizes the 34B
 // config on a laptop.
 //
-// ComputePlan gathers the numbers into a PlanReport; the printers only format it. A new section
-// (the TPU v3 cost model's predicted step time, issue 6) is a new PlanReport member plus a few
-// lines in each printer.
+// ComputePlan gathers the numbers into a PlanReport; the printers only format it. The last section
+// is the TPU v3 cost model's prediction for the job's slice: step time and its breakdown
+// (compute, memory-bound ops, all-to-all, all-reduce), every collective with its group's
+// placement on the torus, tokens/s, MFU, and whether params + grads + optimizer state + saved
+// activations fit in a chip's HBM.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include "absl/status/status.h"
 #include "model/config.h"
 #include "model/param_count.h"
+#include "parallel/cost_model.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {
@@ -47,6 +50,10 @@ struct PlanReport {
   double flops_per_step = 0;       // flops_per_token.total * tokens_per_step
   double flops_per_chip_step = 0;  // flops_per_step / num_chips
   ChipMemory memory;               // per chip
+
+  // The TPU v3 cost model (parallel/cost_model.h) on this slice, with its constants.
+  CostModelConfig cost_config;
+  CostBreakdown cost;
 };
 
 // `spec` must have passed ValidateJob.
@@ -56,8 +63,8 @@ void PrintPlanText(const PlanReport& report, std::ostream& out);
 // One JSON object (valid JSON, integers exact, keys stable).
 void PrintPlanJson(const PlanReport& report, std::ostream& out);
 
-// Computes and prints the plan (text, or JSON when `json`). Returns ValidateJob's error for a spec
-// that does not validate (LoadJob has normally checked it already).
+// Computes and prints the plan (text, or JSON when `json`). Returns ValidateJob's (or
+// ValidateCostModel's) error for a spec that does not validate (LoadJob has normally checked it).
 absl::Status RunPlan(const JobSpec& spec, bool json, std::ostream& out);
 
 }  // namespace openmoe

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "core/check.h"
 #include "core/gemm.h"
+#include "launch/checkpoint_session.h"
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
 #include "launch/trainer.h"
@@ -87,26 +88,36 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
   if (!created.ok()) return created.status();
   Trainer& trainer = **created;
   if (rank0) PrintStart(spec, job_description, trainer, threads, world->size());
+  // The same job on a real v3 slice of this topology, for comparison on every progress line.
+  const CostBreakdown v3 = PredictStepTime(spec, trainer.mesh());
   MetricsWriter metrics;
   absl::Status opened = absl::OkStatus();
   if (rank0 && !spec.logging().metrics_path().empty()) opened = metrics.Open(spec.logging().metrics_path());
   OPENMOE_RETURN_IF_ERROR(AgreeOnStatus(*world, opened));
   const int64_t steps = spec.train().steps();
   const int64_t print_every = std::max<int64_t>(1, spec.logging().print_every());
+  // Resume (or init from safetensors), interval / stop-signal / final saves: launch/checkpoint_session.h.
+  OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSession> checkpoints, CheckpointSession::Start(trainer));
+  const int64_t first_step = trainer.step();  // > 0 when resumed
   double total_seconds = 0;
-  for (int64_t i = 0; i < steps; ++i) {
-    const StepResult r = trainer.Step();
+  for (int64_t i = first_step; i < steps; ++i) {
+    absl::StatusOr<StepResult> step = trainer.TryStep();
+    if (!step.ok()) return step.status();
+    const StepResult& r = *step;
     total_seconds += r.seconds;
     if (!std::isfinite(r.loss)) {
       return absl::InternalError(absl::StrFormat("step %d: loss is %f; stopping", r.step, r.loss));
     }
     OPENMOE_RETURN_IF_ERROR(
-        AgreeOnStatus(*world, rank0 ? metrics.Write(StepRecordJson(spec, r)) : absl::OkStatus()));
+        AgreeOnStatus(*world, rank0 ? metrics.Write(StepRecordJson(spec, r, v3)) : absl::OkStatus()));
     if (rank0 && ((i + 1) % print_every == 0 || i + 1 == steps)) {
-      std::printf("%s\n", ProgressLine(r, steps, total_seconds / (i + 1)).c_str());
+      std::printf("%s\n", ProgressLine(r, steps, total_seconds / (i + 1 - first_step), v3).c_str());
       std::fflush(stdout);
     }
+    OPENMOE_ASSIGN_OR_RETURN(const bool stop, checkpoints->AfterStep(trainer));
+    if (stop) break;
   }
+  OPENMOE_RETURN_IF_ERROR(checkpoints->Finish(trainer));
   ReportPeakMemory(*world);
   return absl::OkStatus();
 }

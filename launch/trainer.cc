@@ -17,11 +17,31 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec, Co
   }
   absl::StatusOr<Mesh> mesh = MakeMesh(spec, comm->size(), comm->rank());
   if (!mesh.ok()) return mesh.status();
-  return std::unique_ptr<Trainer>(new Trainer(spec, *mesh, comm, std::move(owned)));
+  // Chip c reads data shard c of num_chips: the global batch does not depend on the ranks.
+  std::vector<std::unique_ptr<BatchSource>> sources;
+  absl::Status data_status = absl::OkStatus();
+  for (int64_t c = 0; c < mesh->chips_per_rank && data_status.ok(); ++c) {
+    absl::StatusOr<std::unique_ptr<BatchSource>> source =
+        MakeBatchSource(spec, mesh->FirstChip() + c, mesh->num_chips);
+    if (source.ok()) {
+      sources.push_back(std::move(*source));
+    } else {
+      data_status = source.status();
+    }
+  }
+  // Every rank must leave together: a rank that fails here would otherwise leave the others
+  // waiting in the first collective.
+  int64_t failed = data_status.ok() ? 0 : 1;
+  comm->AllReduceSum(&failed, 1);
+  if (!data_status.ok()) return data_status;
+  if (failed > 0) return absl::AbortedError("another rank could not open its data");
+  return std::unique_ptr<Trainer>(
+      new Trainer(spec, *mesh, comm, std::move(owned), std::move(sources)));
 }
 
 Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
-                 std::unique_ptr<Communicator> owned_comm)
+                 std::unique_ptr<Communicator> owned_comm,
+                 std::vector<std::unique_ptr<BatchSource>> sources)
     : spec_(spec),
       mesh_(mesh),
       owned_comm_(std::move(owned_comm)),
@@ -34,17 +54,32 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
       optimizer_(spec.optimizer(), layout_),
       runner_(dims_.num_experts > 0 ? std::make_unique<ExpertParallelRunner>(mesh_, comm_) : nullptr),
       decoder_(layout_, RoutingFromSpec(spec, /*eval=*/false), runner_.get()),
-      source_(dims_.vocab_size, spec.data().synthetic().branching(), spec.data().synthetic().seed()) {
+      sources_(std::move(sources)) {
   InitParams(layout_, spec.train().seed(), params_.data());
 }
 
-Batch Trainer::NextLocalBatch() {
-  const int64_t rows = spec_.train().batch_rows();
-  const int64_t rows_per_chip = rows / mesh_.num_chips;
-  Batch batch;
-  source_.FillRows(step_ * rows + mesh_.FirstChip() * rows_per_chip,
-                   rows_per_chip * mesh_.chips_per_rank, spec_.train().seq_len(), &batch);
-  return batch;
+absl::StatusOr<Batch> Trainer::NextLocalBatch() {
+  const int64_t rows_per_chip = spec_.train().batch_rows() / mesh_.num_chips;
+  Batch local, chip_rows;
+  for (const std::unique_ptr<BatchSource>& source : sources_) {
+    OPENMOE_RETURN_IF_ERROR(source->Next(rows_per_chip, spec_.train().seq_len(), &chip_rows));
+    local.Append(chip_rows);
+  }
+  return local;
+}
+
+std::vector<std::pair<std::string, int64_t>> Trainer::DataCounters() {
+  // Every chip's source reports the same names in the same order (same job).
+  std::vector<std::pair<std::string, int64_t>> total = sources_[0]->Counters();
+  for (size_t c = 1; c < sources_.size(); ++c) {
+    const auto more = sources_[c]->Counters();
+    for (size_t i = 0; i < total.size() && i < more.size(); ++i) total[i].second += more[i].second;
+  }
+  std::vector<int64_t> values;
+  for (const auto& [name, value] : total) values.push_back(value);
+  comm_->AllReduceSum(values.data(), static_cast<int64_t>(values.size()));
+  for (size_t i = 0; i < total.size(); ++i) total[i].second = values[i];
+  return total;
 }
 
 Batch Trainer::Microbatch(const Batch& local, int64_t m) const {
@@ -143,32 +178,54 @@ DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
 }
 
 StepResult Trainer::Step() {
+  absl::StatusOr<StepResult> r = TryStep();
+  OPENMOE_CHECK_MSG(r.ok(), "%s", std::string(r.status().message()).c_str());
+  return *std::move(r);
+}
+
+absl::StatusOr<StepResult> Trainer::TryStep() {
   Timer timer;
   StepResult r;
   r.step = step_;
-  const Batch batch = NextLocalBatch();
-  r.sums = ComputeGradients(batch);
+  absl::StatusOr<Batch> batch = NextLocalBatch();
+  int64_t failed = batch.ok() ? 0 : 1;
+  comm_->AllReduceSum(&failed, 1);
+  if (!batch.ok()) return batch.status();
+  if (failed > 0) return absl::AbortedError("another rank's data failed");
+  r.sums = ComputeGradients(*batch);
   r.loss = r.sums.loss;
   r.tokens = spec_.train().batch_rows() * spec_.train().seq_len();
   r.grad_norm = GlobalGradNorm();
   r.learning_rate = LearningRate(spec_.schedule(), step_);
   optimizer_.Update(step_, r.learning_rate, params_.data(), grads_.data(), r.grad_norm);
   ++step_;
+  r.data_counters = DataCounters();
   r.seconds = timer.Seconds();
   return r;
 }
 
 std::vector<std::string> Trainer::DataStates() const {
-  // The generated stream is addressed by global row, so the step says everything.
-  return std::vector<std::string>(mesh_.chips_per_rank, std::to_string(step_));
+  std::vector<std::string> states;
+  for (const std::unique_ptr<BatchSource>& source : sources_) states.push_back(source->SaveState());
+  return states;
 }
 
-absl::Status Trainer::RestoreProgress(int64_t next_step, const std::vector<std::string>& data_states) {
-  if (static_cast<int64_t>(data_states.size()) != mesh_.chips_per_rank) {
-    return absl::InvalidArgumentError("checkpoint data state: expected one entry per local chip");
+absl::StatusOr<int64_t> Trainer::RestoreProgress(int64_t next_step,
+                                                 const std::vector<std::string>& data_states) {
+  int64_t restarted = 0;
+  if (data_states.empty()) {
+    for (auto& source : sources_)
+      restarted += source->SeekToStep(next_step, spec_.train().batch_rows()) ? 0 : 1;
+  } else {
+    if (static_cast<int64_t>(data_states.size()) != mesh_.chips_per_rank) {
+      return absl::InvalidArgumentError("checkpoint data state: expected one entry per local chip");
+    }
+    for (size_t c = 0; c < sources_.size(); ++c) {
+      OPENMOE_RETURN_IF_ERROR(sources_[c]->RestoreState(data_states[c]));
+    }
   }
   step_ = next_step;
-  return absl::OkStatus();
+  return restarted;
 }
 
 }  // namespace openmoe

@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "core/batch.h"
 #include "core/tensor.h"
-#include "data/synthetic.h"
+#include "data/batch_source.h"
 #include "model/adafactor.h"
 #include "model/decoder.h"
 #include "model/params.h"
@@ -40,6 +40,8 @@ struct StepResult {
   double grad_norm = 0;      // global L2 norm of the gradient before the update
   int64_t tokens = 0;        // tokens in the global batch
   double seconds = 0;        // wall time of the step
+  // Data pipeline counters summed over every chip (documents, bad records skipped, ...).
+  std::vector<std::pair<std::string, int64_t>> data_counters;
 };
 
 class Trainer {
@@ -48,15 +50,19 @@ class Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const JobSpec& spec,
                                                          Communicator* comm = nullptr);
 
-  // Reads the next global batch (this rank's rows of it) and takes one optimizer step.
+  // Reads the next global batch (this rank's rows of it) and takes one optimizer step. A data
+  // error on any rank fails the step on every rank (before any compute).
+  absl::StatusOr<StepResult> TryStep();
+  // TryStep, aborting on a data error: for tests and benchmarks whose data is generated.
   StepResult Step();
 
   // Loss and gradients (into grads(), overwritten, reduced over ranks) of this rank's rows
   // `local_batch` of a global batch, at the current parameters. No update.
   DecoderSums ComputeGradients(const Batch& local_batch);
 
-  // This rank's rows of the next global batch (advances the iterator).
-  Batch NextLocalBatch();
+  // This rank's rows of the next global batch: each local chip's rows, chip-major (advances the
+  // chips' data iterators). Not collective.
+  absl::StatusOr<Batch> NextLocalBatch();
 
   const JobSpec& spec() const { return spec_; }
   const Mesh& mesh() const { return mesh_; }
@@ -74,11 +80,16 @@ class Trainer {
   // iterator state of each chip this rank hosts (opaque strings, one per local chip).
   std::vector<std::string> DataStates() const;
   // Restores a checkpoint's progress: the step to take next and the local chips' data states.
-  absl::Status RestoreProgress(int64_t next_step, const std::vector<std::string>& data_states);
+  // Empty data_states (a checkpoint from another chip count): sources that can seek to the step
+  // do (the generated stream); the others start afresh, and the result says how many did.
+  absl::StatusOr<int64_t> RestoreProgress(int64_t next_step,
+                                          const std::vector<std::string>& data_states);
 
  private:
   Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
-          std::unique_ptr<Communicator> owned_comm);
+          std::unique_ptr<Communicator> owned_comm,
+          std::vector<std::unique_ptr<BatchSource>> sources);
+  std::vector<std::pair<std::string, int64_t>> DataCounters();
   LossScales ScalesFor(const Batch& local_batch);
   Batch Microbatch(const Batch& local_batch, int64_t m) const;
   void ReduceGradients();
@@ -97,7 +108,7 @@ class Trainer {
   Adafactor optimizer_;
   std::unique_ptr<ExpertParallelRunner> runner_;
   Decoder decoder_;
-  SyntheticMarkovSource source_;
+  std::vector<std::unique_ptr<BatchSource>> sources_;  // one per local chip
   int64_t step_ = 0;
 };
 

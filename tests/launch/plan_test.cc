@@ -77,6 +77,58 @@ TEST(PlanTest, JsonIsValidAndCarriesTheCounts) {
             static_cast<double>(r.params[Component::kExperts].total / 2));  // top-2 of 4
 }
 
+TEST(PlanTest, CostModelSectionInJsonMatchesTheReport) {
+  const JobSpec spec = TinyMoe();
+  const PlanReport r = ComputePlan(spec);
+  EXPECT_GT(r.cost.step_seconds, 0);
+  EXPECT_DOUBLE_EQ(r.cost.step_seconds, r.cost.compute_seconds + r.cost.memory_seconds +
+                                            r.cost.all_to_all_seconds + r.cost.all_reduce_seconds);
+  std::ostringstream out;
+  ASSERT_TRUE(RunPlan(spec, /*json=*/true, out).ok());
+  Struct parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out.str(), &parsed).ok()) << out.str();
+  const Struct& cost = parsed.fields().at("cost_model").struct_value();
+  EXPECT_DOUBLE_EQ(cost.fields().at("step_seconds").number_value(), r.cost.step_seconds);
+  EXPECT_DOUBLE_EQ(cost.fields().at("mfu").number_value(), r.cost.mfu);
+  EXPECT_DOUBLE_EQ(Number(cost, "breakdown", "all_to_all"), r.cost.all_to_all_seconds);
+  EXPECT_DOUBLE_EQ(Number(cost, "config", "peak_flops_per_chip"), 123e12);
+  EXPECT_TRUE(cost.fields().at("memory_per_chip").struct_value().fields().at("fits").bool_value());
+  const auto& collectives = cost.fields().at("collectives").list_value().values();
+  ASSERT_EQ(collectives.size(), 3);
+  const auto& a2a = collectives[2].struct_value().fields();
+  EXPECT_EQ(a2a.at("kind").string_value(), "all_to_all");
+  EXPECT_EQ(a2a.at("group_size").number_value(), 2);
+  EXPECT_EQ(a2a.at("placement").string_value(), "2x1 (x line)");
+}
+
+TEST(PlanTest, OpenMoe34bOn512ChipsPlansWithoutAllocating) {
+  JobSpec spec;
+  for (const char* s :
+       {"model.vocab_size=256300", "model.num_layers=32", "model.d_model=3072",
+        "model.num_heads=24", "model.head_dim=128", "model.d_ff=12288", "model.num_experts=32",
+        "model.moe_interval=4", "router.group_size=2048", "topology.num_chips=512",
+        "topology.torus_x=16", "topology.torus_y=32", "mesh.expert_parallel=32",
+        "train.batch_rows=1024", "train.seq_len=2048", "train.microbatches=2"}) {
+    ASSERT_TRUE(ApplySet(s, &spec).ok()) << s;
+  }
+  std::ostringstream out;
+  ASSERT_TRUE(RunPlan(spec, false, out).ok());
+  const std::string text = out.str();
+  for (const char* s : {"predicted step on a TPU v3 slice", "16x32 torus", "MFU", "all_to_all",
+                        "16x2 (x ring, y line)", "does NOT fit"}) {
+    EXPECT_NE(text.find(s), std::string::npos) << s << "\n" << text;
+  }
+}
+
+TEST(PlanTest, InvalidCostModelIsAnError) {
+  JobSpec spec = TinyMoe();
+  spec.mutable_cost_model()->set_hbm_bandwidth(-1);
+  std::ostringstream out;
+  const absl::Status status = RunPlan(spec, false, out);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("cost_model.hbm_bandwidth=-1"), std::string::npos) << status;
+}
+
 TEST(PlanTest, JsonEscapesTheName) {
   JobSpec spec = TinyMoe();
   spec.mutable_model()->set_name("a \"quoted\"\\name\n");
@@ -93,7 +145,8 @@ TEST(PlanTest, TextNamesEverySection) {
   const std::string text = out.str();
   for (const char* s :
        {"mesh", "expert_parallel   2", "data_parallel     4", "experts", "router", "non-embedding",
-        "training FLOPs", "adafactor state", "2 experts per chip per MoE layer"}) {
+        "training FLOPs", "adafactor state", "2 experts per chip per MoE layer",
+        "predicted step on a TPU v3 slice", "step time", "all_reduce_shared", "HBM per chip"}) {
     EXPECT_NE(text.find(s), std::string::npos) << s << "\n" << text;
   }
 }

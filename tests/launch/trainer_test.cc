@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/kernels.h"
+#include "data/synthetic.h"
 #include "gtest/gtest.h"
 
 namespace openmoe {
@@ -36,7 +37,7 @@ JobSpec SmallMoeSpec() {
 TEST(Trainer, GradientAccumulationIsExact) {
   JobSpec spec = SmallMoeSpec();
   auto reference = Trainer::Create(spec).value();
-  const Batch batch = reference->NextLocalBatch();
+  const Batch batch = reference->NextLocalBatch().value();
   const DecoderSums ref = reference->ComputeGradients(batch);
   const Tensor ref_grads = reference->grads();
   const double ref_norm = std::sqrt(SumSquares(ref_grads.data(), ref_grads.size()));

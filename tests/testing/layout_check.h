@@ -60,8 +60,8 @@ inline void ExpectSameAsOneChip(const JobSpec& spec, Communicator* comm, int ste
                             " micro=" + std::to_string(spec.train().microbatches());
 
   // Gradients at the initial parameters.
-  reference->ComputeGradients(reference->NextLocalBatch());
-  trainer->ComputeGradients(trainer->NextLocalBatch());
+  reference->ComputeGradients(reference->NextLocalBatch().value());
+  trainer->ComputeGradients(trainer->NextLocalBatch().value());
   for (const ParamInfo& p : trainer->layout().params()) {
     const ParamInfo& q = reference->layout().Get(p.name);
     // This rank's experts are a slice of the reference's (which holds all of them).

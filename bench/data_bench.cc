@@ -1,0 +1,165 @@
+// Data pipeline throughput: `openmoe prep` (MB of text per second, by tokenizer threads) and the
+// loader (tokens per second a BatchSource delivers, at bench_small's row shape: 4 chips x 4 rows x
+// 256 tokens = 4096 tokens per step), from token shards and from text tokenized on the fly.
+//
+//   build/bench/data_bench [benchmark flags]
+//
+// Uses the embedded corpus (data/corpus/, made by data/gather_corpus.sh) when it is there: the
+// first 8 MB of its prose with its tokenizer. Otherwise it generates pseudo-English and trains a
+// small tokenizer first (the numbers are then only indicative).
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "core/check.h"
+#include "core/rng.h"
+#include "data/batch_source.h"
+#include "data/document_reader.h"
+#include "data/file_util.h"
+#include "data/json_line.h"
+#include "data/prep.h"
+#include "data/zstd_io.h"
+
+namespace openmoe {
+namespace {
+
+constexpr int64_t kTextBytes = 8 << 20;
+constexpr int64_t kChips = 4, kRowsPerChip = 4, kSeqLen = 256;  // bench_small
+
+struct Fixture {
+  std::string dir;
+  std::string text_jsonl;  // ~8 MB of documents
+  std::string tokenizer;
+  std::string shards;
+  int64_t text_bytes = 0;
+  bool real = false;
+};
+
+std::string GeneratedDocument(int64_t i) {
+  static const char* kWords[] = {"the",   "model",    "routes", "each",  "token", "to",
+                                 "two",   "experts",  "and",    "drops", "what",  "overflows",
+                                 "while", "training", "on",     "many",  "chips", "with",
+                                 "small", "batches",  "of",     "text",  "code"};
+  const CounterRng rng(1, static_cast<uint64_t>(i));
+  std::string out;
+  for (uint64_t w = 0; w < 300; ++w)
+    out += std::string(kWords[rng.UniformInt(w, 23)]) + (w % 12 == 11 ? ".\n" : " ");
+  return out;
+}
+
+const Fixture& GetFixture() {
+  static Fixture* f = [] {
+    auto* f = new Fixture();
+    f->dir = (std::filesystem::temp_directory_path() / "openmoe_data_bench").string();
+    OPENMOE_CHECK(MakeDirectories(f->dir).ok());
+    const std::string corpus = std::string(OPENMOE_SOURCE_DIR) + "/data/corpus";
+    std::vector<std::string> docs;
+    if (PathExists(corpus + "/text.jsonl.zst") && PathExists(corpus + "/tokenizer.model")) {
+      f->real = true;
+      f->tokenizer = corpus + "/tokenizer.model";
+      SourceConfig c;
+      c.add_paths(corpus + "/text.jsonl.zst");
+      auto src = ResolveSource(c, 0);
+      OPENMOE_CHECK(src.ok());
+      auto reader = DocumentReader::Open(*src, 0, 1, false);
+      OPENMOE_CHECK(reader.ok());
+      Document d;
+      while (f->text_bytes < kTextBytes && *(*reader)->Next(&d)) {
+        f->text_bytes += static_cast<int64_t>(d.text.size());
+        docs.push_back(d.text);
+      }
+    } else {
+      for (int64_t i = 0; f->text_bytes < kTextBytes; ++i) {
+        docs.push_back(GeneratedDocument(i));
+        f->text_bytes += static_cast<int64_t>(docs.back().size());
+      }
+      TokenizerTrainingOptions o;
+      o.vocab_size = 2000;
+      o.max_sentences = 20000;
+      auto model = TrainTokenizer(docs, o);
+      OPENMOE_CHECK(model.ok());
+      f->tokenizer = f->dir + "/bench.model";
+      OPENMOE_CHECK(WriteFileAtomically(f->tokenizer, *model).ok());
+    }
+    std::string jsonl;
+    for (const std::string& d : docs) jsonl += "{\"text\": " + JsonQuote(d) + "}\n";
+    f->text_jsonl = f->dir + "/text.jsonl.zst";
+    OPENMOE_CHECK(WriteFileAtomically(f->text_jsonl, CompressZstd(jsonl)).ok());
+    f->shards = f->dir + "/shards";
+    PrepOptions o;
+    SourceConfig in;
+    in.add_paths(f->text_jsonl);
+    o.inputs = {in};
+    o.tokenizer_model = f->tokenizer;
+    o.out_dir = f->shards;
+    OPENMOE_CHECK(RunPrep(o, nullptr).ok());
+    return f;
+  }();
+  return *f;
+}
+
+void BM_PrepText(benchmark::State& state) {
+  const Fixture& f = GetFixture();
+  state.SetLabel(f.real ? "embedded corpus prose" : "generated text");
+  PrepOptions o;
+  SourceConfig in;
+  in.add_paths(f.text_jsonl);
+  o.inputs = {in};
+  o.tokenizer_model = f.tokenizer;
+  o.out_dir = f.dir + "/prep_out";
+  o.threads = state.range(0);
+  int64_t tokens = 0;
+  for (auto _ : state) {
+    auto r = RunPrep(o, nullptr);
+    OPENMOE_CHECK(r.ok());
+    tokens += r->tokens;
+  }
+  state.SetBytesProcessed(state.iterations() * f.text_bytes);
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PrepText)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+
+// One training step's worth of rows for bench_small: every chip's shard asked for its rows.
+void LoaderBench(benchmark::State& state, bool shards, DataObjective objective) {
+  const Fixture& f = GetFixture();
+  JobSpec spec;
+  spec.mutable_model()->set_vocab_size(8192);
+  spec.mutable_train()->set_seq_len(kSeqLen);
+  DataConfig* d = spec.mutable_data();
+  d->set_source(DATA_CORPUS);
+  d->set_objective(objective);
+  d->mutable_tokenizer()->set_model(f.tokenizer);
+  d->add_sources()->add_paths(shards ? f.shards : f.text_jsonl);
+  std::vector<std::unique_ptr<BatchSource>> chips;
+  for (int64_t c = 0; c < kChips; ++c) {
+    auto s = MakeBatchSource(spec, c, kChips);
+    OPENMOE_CHECK(s.ok());
+    chips.push_back(std::move(*s));
+  }
+  Batch b;
+  int64_t tokens = 0;
+  for (auto _ : state) {
+    for (auto& c : chips) {
+      OPENMOE_CHECK(c->Next(kRowsPerChip, kSeqLen, &b).ok());
+      tokens += b.num_tokens();
+    }
+  }
+  state.SetItemsProcessed(tokens);
+  state.counters["steps_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void BM_LoaderShardsUl2(benchmark::State& s) { LoaderBench(s, true, OBJECTIVE_UL2); }
+void BM_LoaderShardsCausal(benchmark::State& s) { LoaderBench(s, true, OBJECTIVE_CAUSAL_LM); }
+void BM_LoaderTextUl2(benchmark::State& s) { LoaderBench(s, false, OBJECTIVE_UL2); }
+BENCHMARK(BM_LoaderShardsUl2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LoaderShardsCausal)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LoaderTextUl2)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace openmoe
+
+BENCHMARK_MAIN();

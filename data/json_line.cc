@@ -1,0 +1,325 @@
+#include "data/json_line.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace openmoe {
+namespace {
+
+constexpr int kMaxDepth = 512;
+
+class Parser {
+ public:
+  Parser(std::string_view s, std::vector<JsonFieldRequest>* fields) : s_(s), fields_(fields) {}
+
+  absl::Status ParseTop() {
+    SkipSpace();
+    if (Peek() != '{')
+      return Error(i_ < s_.size() ? "expected '{' (a JSON object per line)"
+                                  : "empty line, expected a JSON object");
+    if (auto st = Object(0, /*top=*/true); !st.ok()) return st;
+    SkipSpace();
+    if (i_ != s_.size()) return Error("unexpected text after the object");
+    return absl::OkStatus();
+  }
+
+ private:
+  char Peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  void SkipSpace() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r'))
+      ++i_;
+  }
+  absl::Status Error(const char* what) const {
+    return absl::InvalidArgumentError(absl::StrCat("column ", i_ + 1, ": ", what));
+  }
+
+  absl::Status Value(int depth) {
+    SkipSpace();
+    switch (Peek()) {
+      case '{':
+        return Object(depth + 1, false);
+      case '[':
+        return Array(depth + 1);
+      case '"':
+        return String(nullptr);
+      case 't':
+        return Literal("true");
+      case 'f':
+        return Literal("false");
+      case 'n':
+        return Literal("null");
+      default:
+        return Number();
+    }
+  }
+
+  absl::Status Literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return Error("invalid literal");
+    i_ += word.size();
+    return absl::OkStatus();
+  }
+
+  absl::Status Number() {
+    const size_t start = i_;
+    if (Peek() == '-') ++i_;
+    if (Peek() == '0') {
+      ++i_;
+    } else if (Peek() >= '1' && Peek() <= '9') {
+      while (Peek() >= '0' && Peek() <= '9') ++i_;
+    } else {
+      i_ = start;
+      return Error(i_ < s_.size() ? "expected a value"
+                                  : "unexpected end of line, expected a value");
+    }
+    if (Peek() == '.') {
+      ++i_;
+      if (!(Peek() >= '0' && Peek() <= '9')) return Error("expected digits after '.'");
+      while (Peek() >= '0' && Peek() <= '9') ++i_;
+    }
+    if (Peek() == 'e' || Peek() == 'E') {
+      ++i_;
+      if (Peek() == '+' || Peek() == '-') ++i_;
+      if (!(Peek() >= '0' && Peek() <= '9')) return Error("expected digits in the exponent");
+      while (Peek() >= '0' && Peek() <= '9') ++i_;
+    }
+    return absl::OkStatus();
+  }
+
+  static void AppendUtf8(uint32_t cp, std::string* out) {
+    if (cp < 0x80) {
+      out->push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+
+  bool Hex4(uint32_t* v) {
+    if (i_ + 4 > s_.size()) return false;
+    uint32_t x = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = s_[i_ + k];
+      x <<= 4;
+      if (c >= '0' && c <= '9')
+        x |= c - '0';
+      else if (c >= 'a' && c <= 'f')
+        x |= c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F')
+        x |= c - 'A' + 10;
+      else
+        return false;
+    }
+    i_ += 4;
+    *v = x;
+    return true;
+  }
+
+  // Parses a string at s_[i_] == '"'; appends its unescaped value to *out when out != null.
+  absl::Status String(std::string* out) {
+    ++i_;
+    while (true) {
+      // Copy the run of plain characters at once.
+      size_t j = i_;
+      while (j < s_.size() && s_[j] != '"' && s_[j] != '\\' &&
+             static_cast<unsigned char>(s_[j]) >= 0x20)
+        ++j;
+      if (out != nullptr) out->append(s_.data() + i_, j - i_);
+      i_ = j;
+      if (i_ >= s_.size()) return Error("unterminated string");
+      const char c = s_[i_];
+      if (c == '"') {
+        ++i_;
+        return absl::OkStatus();
+      }
+      if (c != '\\') return Error("control character inside a string (must be escaped)");
+      ++i_;
+      const char e = Peek();
+      ++i_;
+      char plain = 0;
+      switch (e) {
+        case '"':
+          plain = '"';
+          break;
+        case '\\':
+          plain = '\\';
+          break;
+        case '/':
+          plain = '/';
+          break;
+        case 'b':
+          plain = '\b';
+          break;
+        case 'f':
+          plain = '\f';
+          break;
+        case 'n':
+          plain = '\n';
+          break;
+        case 'r':
+          plain = '\r';
+          break;
+        case 't':
+          plain = '\t';
+          break;
+        case 'u': {
+          uint32_t cp;
+          if (!Hex4(&cp)) return Error("bad \\u escape (four hex digits expected)");
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            uint32_t lo;
+            if (s_.substr(i_, 2) == "\\u") {
+              i_ += 2;
+              if (!Hex4(&lo)) return Error("bad \\u escape (four hex digits expected)");
+              if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+              } else {
+                if (out != nullptr) AppendUtf8(0xFFFD, out);
+                cp = lo;  // lone high surrogate: replacement char, then the next escape
+              }
+            } else {
+              cp = 0xFFFD;
+            }
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            cp = 0xFFFD;  // lone low surrogate
+          }
+          if (out != nullptr) AppendUtf8(cp, out);
+          continue;
+        }
+        default:
+          --i_;
+          return Error("invalid escape in a string");
+      }
+      if (out != nullptr) out->push_back(plain);
+    }
+  }
+
+  absl::Status Array(int depth) {
+    if (depth > kMaxDepth) return Error("nesting too deep");
+    ++i_;
+    SkipSpace();
+    if (Peek() == ']') {
+      ++i_;
+      return absl::OkStatus();
+    }
+    while (true) {
+      if (auto st = Value(depth); !st.ok()) return st;
+      SkipSpace();
+      if (Peek() == ',') {
+        ++i_;
+        continue;
+      }
+      if (Peek() == ']') {
+        ++i_;
+        return absl::OkStatus();
+      }
+      return Error(i_ < s_.size() ? "expected ',' or ']'"
+                                  : "unexpected end of line inside an array");
+    }
+  }
+
+  absl::Status Object(int depth, bool top) {
+    if (depth > kMaxDepth) return Error("nesting too deep");
+    ++i_;
+    SkipSpace();
+    if (Peek() == '}') {
+      ++i_;
+      return absl::OkStatus();
+    }
+    while (true) {
+      SkipSpace();
+      if (Peek() != '"')
+        return Error(i_ < s_.size() ? "expected a string key"
+                                    : "unexpected end of line inside an object");
+      std::string key;
+      if (auto st = String(&key); !st.ok()) return st;
+      SkipSpace();
+      if (Peek() != ':') return Error("expected ':' after a key");
+      ++i_;
+      SkipSpace();
+      JsonFieldRequest* wanted = nullptr;
+      if (top)
+        for (JsonFieldRequest& f : *fields_)
+          if (f.name == key) wanted = &f;
+      if (wanted != nullptr) {
+        wanted->found = true;
+        wanted->is_string = Peek() == '"';
+        wanted->value.clear();
+        if (wanted->is_string) {
+          if (auto st = String(&wanted->value); !st.ok()) return st;
+        } else if (auto st = Value(depth); !st.ok()) {
+          return st;
+        }
+      } else if (auto st = Value(depth); !st.ok()) {
+        return st;
+      }
+      SkipSpace();
+      if (Peek() == ',') {
+        ++i_;
+        continue;
+      }
+      if (Peek() == '}') {
+        ++i_;
+        return absl::OkStatus();
+      }
+      return Error(i_ < s_.size() ? "expected ',' or '}'"
+                                  : "unexpected end of line inside an object");
+    }
+  }
+
+  std::string_view s_;
+  std::vector<JsonFieldRequest>* fields_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+absl::Status ParseJsonObject(std::string_view line, std::vector<JsonFieldRequest>* fields) {
+  for (JsonFieldRequest& f : *fields) {
+    f.found = f.is_string = false;
+    f.value.clear();
+  }
+  return Parser(line, fields).ParseTop();
+}
+
+std::string JsonQuote(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out.push_back('"');
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += absl::StrFormat("\\u%04x", static_cast<unsigned char>(c));
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+}  // namespace openmoe

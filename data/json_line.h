@@ -1,0 +1,31 @@
+// JSON for jsonl corpora: validating one line as a JSON object and pulling out top-level string
+// fields (RedPajama's "text", The Stack's "content" and "lang"), and escaping for writers.
+//
+// The whole line is checked against the JSON grammar (RFC 8259: objects, arrays, strings with
+// every escape including surrogate pairs, numbers, literals; nesting at most 512 deep), so a
+// malformed record is reported rather than half-read.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace openmoe {
+
+struct JsonFieldRequest {
+  std::string name;        // top-level key to extract
+  bool found = false;      // the key is present
+  bool is_string = false;  // ... and its value is a string
+  std::string value;       // the unescaped UTF-8 string when is_string
+};
+
+// Parses `line` as one JSON object and fills the requested fields (a repeated key: the last one
+// wins, as in most parsers). On a syntax error: InvalidArgument "column C: <what>" (1-based).
+absl::Status ParseJsonObject(std::string_view line, std::vector<JsonFieldRequest>* fields);
+
+// `text` as a JSON string literal, quotes included.
+std::string JsonQuote(std::string_view text);
+
+}  // namespace openmoe

@@ -1,0 +1,134 @@
+#include "data/line_reader.h"
+
+#include <zstd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "data/file_util.h"
+
+namespace openmoe {
+namespace {
+constexpr size_t kChunk = 1 << 17;
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path, bool zstd) {
+  std::unique_ptr<LineReader> r(new LineReader());
+  r->path_ = path;
+  r->zstd_ = zstd;
+  r->file_ = std::fopen(path.c_str(), "rb");
+  if (r->file_ == nullptr) {
+    if (!PathExists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, ": cannot open (", std::strerror(errno), ")"));
+  }
+  if (IsDirectory(path))
+    return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a file"));
+  if (zstd) {
+    r->dctx_ = ZSTD_createDCtx();
+    r->in_.resize(kChunk);
+  }
+  return r;
+}
+
+LineReader::~LineReader() {
+  if (file_ != nullptr) std::fclose(file_);
+  if (dctx_ != nullptr) ZSTD_freeDCtx(static_cast<ZSTD_DCtx*>(dctx_));
+}
+
+absl::Status LineReader::Fill() {
+  if (!zstd_) {
+    const size_t old = buffer_.size();
+    buffer_.resize(old + kChunk);
+    const size_t n = std::fread(buffer_.data() + old, 1, kChunk, file_);
+    buffer_.resize(old + n);
+    if (n == 0) {
+      if (std::ferror(file_))
+        return absl::DataLossError(absl::StrCat(path_, ": read error after line ", line_number_));
+      eof_ = true;
+    }
+    return absl::OkStatus();
+  }
+  auto* dctx = static_cast<ZSTD_DCtx*>(dctx_);
+  while (true) {
+    if (in_pos_ == in_size_ && !input_done_) {
+      in_size_ = std::fread(in_.data(), 1, kChunk, file_);
+      in_pos_ = 0;
+      compressed_read_ += static_cast<int64_t>(in_size_);
+      if (in_size_ == 0) {
+        if (std::ferror(file_))
+          return absl::DataLossError(absl::StrCat(path_, ": read error after line ", line_number_));
+        input_done_ = true;
+      }
+    }
+    if (input_done_ && in_pos_ == in_size_) {
+      if (compressed_read_ == 0)
+        return absl::DataLossError(absl::StrCat(path_, ": empty file, not a zstd stream"));
+      if (frame_left_ != 0) {
+        // Input is exhausted but the decoder may still hold output: drain it once more.
+        const size_t old = buffer_.size();
+        buffer_.resize(old + ZSTD_DStreamOutSize());
+        ZSTD_inBuffer in{in_.data(), 0, 0};
+        ZSTD_outBuffer out{buffer_.data() + old, ZSTD_DStreamOutSize(), 0};
+        const size_t r = ZSTD_decompressStream(dctx, &out, &in);
+        buffer_.resize(old + out.pos);
+        if (!ZSTD_isError(r)) frame_left_ = r;
+        if (out.pos > 0) return absl::OkStatus();
+        return absl::DataLossError(absl::StrCat(
+            path_, ": truncated zstd stream (the last frame does not end; ", compressed_read_,
+            " compressed bytes, ", line_number_, " complete lines before it)"));
+      }
+      eof_ = true;
+      return absl::OkStatus();
+    }
+    const size_t old = buffer_.size();
+    buffer_.resize(old + ZSTD_DStreamOutSize());
+    ZSTD_inBuffer in{in_.data(), in_size_, in_pos_};
+    ZSTD_outBuffer out{buffer_.data() + old, ZSTD_DStreamOutSize(), 0};
+    const size_t r = ZSTD_decompressStream(dctx, &out, &in);
+    in_pos_ = in.pos;
+    buffer_.resize(old + out.pos);
+    if (ZSTD_isError(r)) {
+      return absl::DataLossError(
+          absl::StrCat(path_, ": corrupt zstd data near compressed byte ",
+                       compressed_read_ - static_cast<int64_t>(in_size_ - in_pos_), " (after line ",
+                       line_number_, "): ", ZSTD_getErrorName(r)));
+    }
+    frame_left_ = r;
+    if (out.pos > 0) return absl::OkStatus();
+  }
+}
+
+absl::StatusOr<bool> LineReader::Next(std::string_view* line) {
+  size_t scan = pos_;
+  while (true) {
+    const size_t nl = buffer_.find('\n', scan);
+    if (nl != std::string::npos) {
+      size_t end = nl;
+      if (end > pos_ && buffer_[end - 1] == '\r') --end;
+      *line = std::string_view(buffer_.data() + pos_, end - pos_);
+      pos_ = nl + 1;
+      ++line_number_;
+      return true;
+    }
+    if (eof_) {
+      if (pos_ >= buffer_.size()) return false;
+      size_t end = buffer_.size();
+      if (end > pos_ && buffer_[end - 1] == '\r') --end;
+      *line = std::string_view(buffer_.data() + pos_, end - pos_);
+      pos_ = buffer_.size();
+      ++line_number_;
+      return true;
+    }
+    // Drop consumed bytes before growing the buffer (the returned view is no longer needed).
+    if (pos_ > 0) {
+      buffer_.erase(0, pos_);
+      pos_ = 0;
+    }
+    scan = buffer_.size();
+    if (auto s = Fill(); !s.ok()) return s;
+  }
+}
+
+}  // namespace openmoe

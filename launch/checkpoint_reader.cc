@@ -1,0 +1,126 @@
+#include "launch/checkpoint_reader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/check.h"
+#include "launch/checkpoint_manifest.h"
+#include "launch/checkpoint_tensor_file.h"
+#include "launch/checkpoint_threads.h"
+
+namespace openmoe {
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+absl::Status Prefixed(const std::string& dir, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat("checkpoint ", dir, ": ", s.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<CheckpointReader> CheckpointReader::Open(const std::string& dir) {
+  absl::StatusOr<CheckpointManifest> manifest = ReadManifest(dir);
+  if (!manifest.ok()) return manifest.status();  // names the manifest file
+  const absl::Status index = CheckTensorIndex(*manifest);
+  if (!index.ok()) return Prefixed(dir, index);
+  return CheckpointReader(dir, *std::move(manifest));
+}
+
+CheckpointReader::CheckpointReader(std::string dir, CheckpointManifest manifest)
+    : dir_(std::move(dir)), manifest_(std::move(manifest)) {
+  BuildIndex();
+}
+
+void CheckpointReader::BuildIndex() {
+  index_.clear();
+  for (int i = 0; i < manifest_.tensors_size(); ++i) {
+    const TensorEntry& e = manifest_.tensors(i);
+    index_[{e.kind(), e.name()}].push_back(i);
+  }
+}
+
+std::string CheckpointReader::PathOf(const TensorEntry& entry) const {
+  return (std::filesystem::path(dir_) / entry.file()).string();
+}
+
+absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
+  auto it = index_.find({t.kind, t.name});
+  if (it == index_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": no ", TensorKindName(t.kind),
+                                                      " ", t.name, " (the model needs it)"));
+  }
+  const TensorEntry& any = manifest_.tensors(it->second.front());
+  if (t.kind == TENSOR_ADAFACTOR && any.factored() != t.factored) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", dir_, ": adafactor state of ", t.name, " is ", any.factored() ? "factored" : "not factored",
+        " but this job's optimizer.factored / optimizer.min_dim_size_to_factor make it ",
+        t.factored ? "factored" : "not factored"));
+  }
+  const std::vector<int64_t> shape(any.shape().begin(), any.shape().end());
+  if (shape != t.global_shape || any.is_expert() != t.is_expert) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", dir_, ": ", TensorKindName(t.kind), " ", t.name, " has shape ", ShapeString(shape),
+        any.is_expert() ? " (experts)" : "", ", this job's model needs ", ShapeString(t.global_shape)));
+  }
+  if (!t.is_expert) return ReadTensorFile(PathOf(any), any, out);  // errors name the file
+
+  const int64_t lo = t.first_expert, hi = t.first_expert + t.num_experts;
+  int64_t covered = 0;
+  std::vector<float> staging;
+  for (int i : it->second) {
+    const TensorEntry* e = &manifest_.tensors(i);
+    const int64_t b = std::max(lo, e->expert_begin()), end = std::min(hi, e->expert_end());
+    if (b >= end) continue;
+    covered += end - b;
+    const int64_t file_experts = e->expert_end() - e->expert_begin();
+    if (e->expert_begin() == b && e->expert_end() == end) {  // exactly what we need: no copy
+      OPENMOE_RETURN_IF_ERROR(ReadTensorFile(PathOf(*e), *e, out + (b - lo) * t.per_expert));
+      continue;
+    }
+    staging.resize(static_cast<size_t>(file_experts * t.per_expert));
+    OPENMOE_RETURN_IF_ERROR(ReadTensorFile(PathOf(*e), *e, staging.data()));
+    std::memcpy(out + (b - lo) * t.per_expert, staging.data() + (b - e->expert_begin()) * t.per_expert,
+                static_cast<size_t>((end - b) * t.per_expert) * sizeof(float));
+  }
+  if (covered != t.num_experts) {  // CheckTensorIndex makes this unreachable for checked manifests
+    return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": ", TensorKindName(t.kind), " ",
+                                                      t.name, " does not hold experts ", lo, "..", hi - 1));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointReader::LoadInto(const ParamLayout& layout, float* params, Adafactor* optimizer) const {
+  const std::vector<LocalTensor> tensors = LocalTensors(layout, optimizer);
+  std::set<std::pair<int, std::string>> wanted;
+  for (const LocalTensor& t : tensors) wanted.insert({t.kind, t.name});
+  for (const auto& [key, entries] : index_) {
+    if (key.first == TENSOR_ADAFACTOR && optimizer == nullptr) continue;
+    if (!wanted.count(key)) {
+      return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": holds ",
+                                                        TensorKindName(static_cast<TensorKind>(key.first)), " ",
+                                                        key.second, ", which this job's model does not have"));
+    }
+  }
+  return ForEachInParallel(static_cast<int64_t>(tensors.size()), CheckpointThreads(), [&](int64_t i) {
+    const LocalTensor& t = tensors[i];
+    float* base = t.kind == TENSOR_PARAM ? params : optimizer->state().data();
+    return Read(t, base + t.offset);
+  });
+}
+
+absl::Status CheckpointReader::VerifyAllFiles() const {
+  return ForEachInParallel(manifest_.tensors_size(), CheckpointThreads(), [&](int64_t i) {
+    const TensorEntry& e = manifest_.tensors(static_cast<int>(i));
+    std::vector<float> buffer(static_cast<size_t>(e.raw_bytes() / 4));
+    return ReadTensorFile(PathOf(e), e, buffer.data());
+  });
+}
+
+}  // namespace openmoe

@@ -1,0 +1,59 @@
+// Reading a checkpoint directory: the manifest, and any piece of any tensor by global name and
+// global expert id, whatever layout wrote it.
+//
+// Not collective: each process reads what its own layout holds (a rank whose experts span several
+// files reads each of them; files of a range wider than its experts are read whole and sliced).
+// Every file read is checked against the manifest (size, decompressed size, XXH64 checksum).
+// Errors name the checkpoint and the file or tensor: DataLoss for corrupted or truncated data,
+// NotFound for a missing file, FailedPrecondition for a tensor the job needs that the checkpoint
+// does not hold in that shape.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "launch/checkpoint_index.h"
+#include "model/adafactor.h"
+#include "model/params.h"
+#include "proto/checkpoint.pb.h"
+
+namespace openmoe {
+
+class CheckpointReader {
+ public:
+  // Reads and checks `dir`'s manifest (its checksum and its tensor index).
+  static absl::StatusOr<CheckpointReader> Open(const std::string& dir);
+  // From a manifest already read and checked (e.g. broadcast by rank 0).
+  CheckpointReader(std::string dir, CheckpointManifest manifest);
+
+  const std::string& dir() const { return dir_; }
+  const CheckpointManifest& manifest() const { return manifest_; }
+
+  // Reads the piece `t` describes (a shared tensor whole, or experts
+  // [t.first_expert, t.first_expert + t.num_experts)) into out (t.size() floats).
+  absl::Status Read(const LocalTensor& t, float* out) const;
+
+  // Every parameter of `layout` into `params` (layout.total_size()), and, when `optimizer` is
+  // non-null, its Adafactor state. Every tensor of the checkpoint must be one the model has.
+  absl::Status LoadInto(const ParamLayout& layout, float* params, Adafactor* optimizer) const;
+
+  // Reads every file the manifest lists and checks it (for `--resume` diagnostics and tests).
+  absl::Status VerifyAllFiles() const;
+
+  // "<dir>/<file>".
+  std::string PathOf(const TensorEntry& entry) const;
+
+ private:
+  void BuildIndex();
+  std::string dir_;
+  CheckpointManifest manifest_;
+  // (kind, name) -> indices into manifest_.tensors() of the entries holding it (one for a shared
+  // tensor, one per expert range).
+  std::map<std::pair<int, std::string>, std::vector<int>> index_;
+};
+
+}  // namespace openmoe

@@ -1,0 +1,138 @@
+#include "launch/checkpoint_restore.h"
+
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/check.h"
+#include "launch/checkpoint_collective.h"
+#include "launch/checkpoint_manifest.h"
+#include "launch/checkpoint_reader.h"
+
+namespace openmoe {
+namespace {
+
+// Rank 0: the manifest of `dir`, checked on its own and against this job's model.
+absl::StatusOr<CheckpointManifest> ReadCheckedManifest(const std::string& dir, const JobSpec& job) {
+  absl::StatusOr<CheckpointReader> reader = CheckpointReader::Open(dir);
+  if (!reader.ok()) {
+    // A directory of checkpoints given where one checkpoint was expected: say which to pick.
+    absl::StatusOr<std::vector<CheckpointDir>> inside = ListCheckpoints(dir);
+    if (inside.ok() && !inside->empty()) {
+      return absl::NotFoundError(absl::StrCat(dir, " is a directory of checkpoints, not a checkpoint; pass one of them, e.g. ",
+                                              inside->front().path, " (the newest)"));
+    }
+    return reader.status();
+  }
+  const absl::Status compatible = CheckModelCompatible(reader->manifest().job(), job);
+  if (!compatible.ok()) {
+    return absl::Status(compatible.code(), absl::StrCat("checkpoint ", dir, ": ", compatible.message()));
+  }
+  return reader->manifest();
+}
+
+// The data states of this rank's chips, or nullopt-like empty with a warning when the checkpoint
+// was written for another chip count.
+absl::StatusOr<std::vector<std::string>> LocalDataStates(const Trainer& trainer, const CheckpointManifest& m,
+                                                         const std::string& dir, std::vector<std::string>* warnings) {
+  const Mesh& mesh = trainer.mesh();
+  if (m.num_chips() != mesh.num_chips) {
+    warnings->push_back(absl::StrFormat(
+        "checkpoint %s was written on %d chips, this job has %d: data-iterator states are not restored "
+        "(they are per chip); generated data is positioned at step %d, corpus data starts afresh",
+        dir, m.num_chips(), mesh.num_chips, m.step()));
+    return std::vector<std::string>();
+  }
+  std::map<int64_t, const std::string*> by_chip;
+  for (const DataIteratorState& d : m.data_states()) by_chip[d.chip()] = &d.state();
+  std::vector<std::string> states;
+  for (int64_t c = mesh.FirstChip(); c < mesh.FirstChip() + mesh.chips_per_rank; ++c) {
+    auto it = by_chip.find(c);
+    if (it == by_chip.end()) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": no data-iterator state for chip ", c));
+    }
+    states.push_back(*it->second);
+  }
+  return states;
+}
+
+}  // namespace
+
+absl::StatusOr<RestoreOutcome> RestoreCheckpoint(Trainer& trainer, const std::string& dir) {
+  Communicator& world = trainer.world();
+  std::string bytes;
+  absl::Status read = absl::OkStatus();
+  if (world.rank() == 0) {
+    absl::StatusOr<CheckpointManifest> manifest = ReadCheckedManifest(dir, trainer.spec());
+    if (manifest.ok()) {
+      bytes = manifest->SerializeAsString();
+    } else {
+      read = manifest.status();
+    }
+  }
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(world, read));
+  world.Broadcast(&bytes, 0);
+  CheckpointManifest manifest;
+  OPENMOE_CHECK(manifest.ParseFromString(bytes));
+  const CheckpointReader reader(dir, std::move(manifest));
+
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
+      world, reader.LoadInto(trainer.layout(), trainer.params().data(), &trainer.optimizer())));
+
+  RestoreOutcome outcome;
+  outcome.restored = true;
+  outcome.dir = dir;
+  outcome.step = reader.manifest().step();
+  absl::StatusOr<std::vector<std::string>> states =
+      LocalDataStates(trainer, reader.manifest(), dir, &outcome.warnings);
+  absl::Status progress = states.status();
+  if (states.ok()) progress = trainer.RestoreProgress(outcome.step, *states).status();
+  if (!progress.ok()) {
+    progress = absl::Status(progress.code(), absl::StrCat("checkpoint ", dir, ": ", progress.message()));
+  }
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(world, progress));
+  return outcome;
+}
+
+absl::StatusOr<RestoreOutcome> ResumeTraining(Trainer& trainer, const std::string& resume, const std::string& root) {
+  if (resume == "never") return RestoreOutcome{};
+  if (resume != "auto") return RestoreCheckpoint(trainer, resume);
+  if (root.empty()) return RestoreOutcome{};
+
+  // Rank 0 lists the candidates, so that every rank tries the same ones.
+  Communicator& world = trainer.world();
+  std::string listing;
+  absl::Status listed = absl::OkStatus();
+  if (world.rank() == 0) {
+    absl::StatusOr<std::vector<CheckpointDir>> dirs = ListCheckpoints(root);
+    if (dirs.ok()) {
+      for (const CheckpointDir& d : *dirs) absl::StrAppend(&listing, d.path, "\n");
+    } else {
+      listed = dirs.status();
+    }
+  }
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(world, listed));
+  world.Broadcast(&listing, 0);
+  const std::vector<std::string> candidates = absl::StrSplit(listing, '\n', absl::SkipEmpty());
+
+  std::vector<std::string> skipped;
+  for (const std::string& dir : candidates) {
+    absl::StatusOr<RestoreOutcome> outcome = RestoreCheckpoint(trainer, dir);
+    if (outcome.ok()) {
+      outcome->warnings.insert(outcome->warnings.begin(), skipped.begin(), skipped.end());
+      return outcome;
+    }
+    absl::string_view why = outcome.status().message();
+    absl::ConsumePrefix(&why, absl::StrCat("checkpoint ", dir, ": "));
+    skipped.push_back(absl::StrCat("skipping checkpoint ", dir, ": ", why));
+  }
+  if (candidates.empty()) return RestoreOutcome{};
+  return absl::FailedPreconditionError(absl::StrCat(
+      "checkpoint.dir=", root, " holds checkpoints but none loads (", absl::StrJoin(skipped, "; "),
+      "); repair or move them, or start fresh with --resume never"));
+}
+
+}  // namespace openmoe

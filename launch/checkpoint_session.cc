@@ -1,0 +1,90 @@
+#include "launch/checkpoint_session.h"
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "core/check.h"
+#include "launch/checkpoint_collective.h"
+#include "launch/checkpoint_writer.h"
+#include "launch/export.h"
+
+namespace openmoe {
+namespace {
+
+void Info(bool rank0, const std::string& line) {
+  if (!rank0) return;
+  std::printf("%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+void Warn(bool rank0, const std::string& line) {
+  if (!rank0) return;
+  std::fprintf(stderr, "openmoe: warning: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CheckpointSession>> CheckpointSession::Start(Trainer& trainer) {
+  std::unique_ptr<CheckpointSession> session(new CheckpointSession());
+  session->rank0_ = trainer.world().rank() == 0;
+  const CheckpointConfig& config = trainer.spec().checkpoint();
+  absl::StatusOr<RestoreOutcome> restored = ResumeTraining(trainer, config.resume(), config.dir());
+  if (!restored.ok()) return restored.status();
+  session->restored_ = *std::move(restored);
+  for (const std::string& w : session->restored_.warnings) Warn(session->rank0_, w);
+  if (session->restored_.restored) {
+    session->last_saved_step_ = session->restored_.step;
+    Info(session->rank0_, absl::StrFormat("checkpoint: resumed from %s at step %d", session->restored_.dir,
+                                          session->restored_.step));
+  } else if (!config.init_from_safetensors().empty()) {
+    OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
+        trainer.world(), LoadParamsFromSafetensors(config.init_from_safetensors(), trainer.layout(),
+                                                   trainer.params().data())));
+    Info(session->rank0_, absl::StrFormat("checkpoint: parameters initialised from %s",
+                                          config.init_from_safetensors()));
+  }
+  return session;
+}
+
+absl::Status CheckpointSession::Save(Trainer& trainer, const char* why) {
+  const CheckpointConfig& config = trainer.spec().checkpoint();
+  absl::StatusOr<SaveStats> saved = SaveCheckpoint(trainer, config.dir(), config.keep_last());
+  if (!saved.ok()) return saved.status();
+  last_saved_step_ = saved->step;
+  Info(rank0_, absl::StrFormat("checkpoint: saved %s (%s; %d files, %.1f MB -> %.1f MB, %.2fs)", saved->path, why,
+                               saved->files, saved->raw_bytes / 1e6, saved->compressed_bytes / 1e6,
+                               saved->seconds));
+  for (const std::string& p : saved->pruned) Info(rank0_, absl::StrFormat("checkpoint: removed %s (keep_last %d)", p,
+                                                                          config.keep_last()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> CheckpointSession::AfterStep(Trainer& trainer) {
+  const CheckpointConfig& config = trainer.spec().checkpoint();
+  const bool stop = StopSignalHandler::AnyRankRequested(trainer.world());
+  const bool has_dir = !config.dir().empty();
+  const bool interval = config.every_steps() > 0 && trainer.step() % config.every_steps() == 0;
+  if (stop) {
+    const int sig = StopSignalHandler::Received();
+    const char* name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal on another rank";
+    if (has_dir) {
+      OPENMOE_RETURN_IF_ERROR(Save(trainer, absl::StrFormat("stop requested by %s", name).c_str()));
+    } else {
+      Warn(rank0_, absl::StrFormat("stop requested by %s after step %d; checkpoint.dir is empty, so nothing is saved",
+                                   name, trainer.step()));
+    }
+    return true;
+  }
+  if (has_dir && interval) OPENMOE_RETURN_IF_ERROR(Save(trainer, "interval"));
+  return false;
+}
+
+absl::Status CheckpointSession::Finish(Trainer& trainer) {
+  if (trainer.spec().checkpoint().dir().empty() || last_saved_step_ == trainer.step()) return absl::OkStatus();
+  return Save(trainer, "end of training");
+}
+
+}  // namespace openmoe

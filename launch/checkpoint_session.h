@@ -1,0 +1,50 @@
+// Checkpoints inside the training loop (RunTrain): where the run starts, when it saves, and the
+// clean stop on SIGTERM / SIGINT.
+//
+//   start   checkpoint.resume (auto / never / DIR, see checkpoint_restore.h); a run that starts
+//           fresh takes checkpoint.init_from_safetensors when set
+//   saves   every checkpoint.every_steps steps, on a stop signal, and at the end of training, as
+//           <checkpoint.dir>/step_<N> (keeping checkpoint.keep_last); none when checkpoint.dir is
+//           empty
+//   signal  the step in progress finishes, every rank agrees, the checkpoint is saved, and
+//           AfterStep says stop: RunTrain returns OK (exit status 0)
+//
+// Every method is collective over trainer.world(). Rank 0 prints what happened (resumed from,
+// saved, warnings) as one line each: progress on stdout, warnings on stderr.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "launch/checkpoint_restore.h"
+#include "launch/checkpoint_signal.h"
+#include "launch/trainer.h"
+
+namespace openmoe {
+
+class CheckpointSession {
+ public:
+  // Restores per the job and installs the stop-signal handlers (removed when the session ends).
+  static absl::StatusOr<std::unique_ptr<CheckpointSession>> Start(Trainer& trainer);
+
+  // After each step: saves when the interval comes round or any rank got a stop signal. True when
+  // training must stop now (the signal's checkpoint is saved).
+  absl::StatusOr<bool> AfterStep(Trainer& trainer);
+
+  // At the end of training: saves unless the current step was just saved or nothing is to be
+  // saved (no checkpoint.dir).
+  absl::Status Finish(Trainer& trainer);
+
+  const RestoreOutcome& restored() const { return restored_; }
+
+ private:
+  CheckpointSession() = default;
+  absl::Status Save(Trainer& trainer, const char* why);
+
+  StopSignalHandler signals_;
+  RestoreOutcome restored_;
+  bool rank0_ = false;
+  int64_t last_saved_step_ = -1;
+};
+
+}  // namespace openmoe

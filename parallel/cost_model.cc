@@ -1,0 +1,97 @@
+#include "parallel/cost_model.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "parallel/collective_cost.h"
+
+namespace openmoe {
+
+CostBreakdown PredictStepTime(const StepWorkload& w, const CostModelConfig& config) {
+  const double sustained_flops = config.peak_flops_per_chip() * config.matmul_efficiency();
+  // ici_links_per_chip / 4 parallel links join a chip to each of its four torus neighbours.
+  const double links_per_neighbour = static_cast<double>(config.ici_links_per_chip()) / 4;
+  const LinkParams link{config.ici_link_bandwidth() * links_per_neighbour, config.hop_latency()};
+
+  CostBreakdown b;
+  b.tokens_per_step = w.tokens_per_step;
+  b.model_flops_per_chip = w.model_flops_per_chip;
+  b.compute_seconds = w.model_flops_per_chip / sustained_flops;
+  b.hbm_bytes_per_chip = w.elementwise_bytes_per_chip + w.optimizer_bytes_per_chip;
+  b.memory_seconds = b.hbm_bytes_per_chip / config.hbm_bandwidth();
+
+  double all_to_all = 0;
+  for (const CollectiveWork& c : w.collectives) {
+    CollectiveCost cost;
+    cost.kind = c.kind;
+    cost.group_size = c.group_size;
+    cost.num_groups = c.num_groups;
+    cost.placement = c.footprint.Describe();
+    cost.bytes_per_chip = c.bytes_per_chip;
+    cost.calls = c.calls;
+    cost.seconds_per_call = c.kind == CollectiveKind::kAllToAll
+                                ? AllToAllSeconds(c.footprint, c.bytes_per_chip, link)
+                                : AllReduceSeconds(c.footprint, c.bytes_per_chip, link);
+    cost.seconds = cost.seconds_per_call * static_cast<double>(c.calls);
+    if (c.kind == CollectiveKind::kAllToAll) {
+      all_to_all += cost.seconds;
+    } else {
+      b.all_reduce_seconds += cost.seconds;
+    }
+    b.collectives.push_back(cost);
+  }
+  if (config.overlap_all_to_all_with_attention()) {
+    b.all_to_all_hidden_seconds =
+        std::min(all_to_all, w.moe_attention_flops_per_chip / sustained_flops);
+  }
+  b.all_to_all_seconds = all_to_all - b.all_to_all_hidden_seconds;
+
+  b.step_seconds =
+      b.compute_seconds + b.memory_seconds + b.all_to_all_seconds + b.all_reduce_seconds;
+  if (b.step_seconds > 0) {
+    b.tokens_per_second = static_cast<double>(w.tokens_per_step) / b.step_seconds;
+    b.mfu = w.model_flops_per_chip / (b.step_seconds * config.peak_flops_per_chip());
+  }
+
+  b.state_bytes = w.state_bytes_per_chip;
+  b.activation_bytes = static_cast<int64_t>(w.activation_bytes_per_chip);
+  b.memory_bytes = b.state_bytes + b.activation_bytes;
+  b.hbm_capacity_bytes = config.hbm_capacity_bytes();
+  b.fits_in_hbm = b.memory_bytes <= b.hbm_capacity_bytes;
+  return b;
+}
+
+CostBreakdown PredictStepTime(const JobSpec& spec, const Mesh& mesh) {
+  return PredictStepTime(EstimateStepWorkload(spec, mesh), spec.cost_model());
+}
+
+absl::Status ValidateCostModel(const CostModelConfig& c) {
+  auto bad = [](const char* field, double value, const char* rule) {
+    return absl::InvalidArgumentError(absl::StrFormat("cost_model.%s=%g %s", field, value, rule));
+  };
+  if (!(c.peak_flops_per_chip() > 0))
+    return bad("peak_flops_per_chip", c.peak_flops_per_chip(), "must be > 0");
+  if (!(c.matmul_efficiency() > 0 && c.matmul_efficiency() <= 1)) {
+    return bad("matmul_efficiency", c.matmul_efficiency(), "must be in (0, 1]");
+  }
+  if (c.hbm_capacity_bytes() <= 0) {
+    return bad("hbm_capacity_bytes", static_cast<double>(c.hbm_capacity_bytes()), "must be > 0");
+  }
+  if (!(c.hbm_bandwidth() > 0)) return bad("hbm_bandwidth", c.hbm_bandwidth(), "must be > 0");
+  if (c.ici_links_per_chip() < 1) {
+    return bad("ici_links_per_chip", static_cast<double>(c.ici_links_per_chip()), "must be >= 1");
+  }
+  if (!(c.ici_link_bandwidth() > 0)) {
+    return bad("ici_link_bandwidth", c.ici_link_bandwidth(), "must be > 0");
+  }
+  if (!(c.hop_latency() >= 0)) return bad("hop_latency", c.hop_latency(), "must be >= 0");
+  if (c.activation_bytes() < 1) {
+    return bad("activation_bytes", static_cast<double>(c.activation_bytes()), "must be >= 1");
+  }
+  if (c.gradient_bytes() < 1) {
+    return bad("gradient_bytes", static_cast<double>(c.gradient_bytes()), "must be >= 1");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace openmoe

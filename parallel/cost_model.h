@@ -1,0 +1,78 @@
+// The TPU v3 cost model: the predicted time of one training step of a job on a real v3 slice of
+// the job's topology, with its breakdown, throughput, MFU and whether the chip's memory suffices.
+// The constants are JobSpec.cost_model (proto/job.proto, where their defaults and sources are).
+// Pure arithmetic: no MPI, no allocation of the model; every rank gets the same answer.
+//
+// From the per-chip counts of EstimateStepWorkload (parallel/step_workload.h), with P the peak
+// FLOP/s, e the matmul efficiency, M the HBM bandwidth, W one ICI link's bandwidth per direction
+// (times ici_links_per_chip / 4, the parallel links to each torus neighbour: 1 on v3) and h the
+// hop latency:
+//   compute     = model FLOPs / (P e)
+//   memory      = (elementwise bytes + optimizer bytes) / M
+//   all_reduce  = sum over all_reduce_* of calls * AllReduceSeconds(footprint, bytes, W, h)
+//   all_to_all  = calls * AllToAllSeconds(footprint, bytes, W, h)      (parallel/collective_cost.h)
+//   hidden      = overlap_all_to_all_with_attention ? min(all_to_all, MoE layers' attention
+//                 FLOPs / (P e)) : 0
+//   step        = compute + memory + (all_to_all - hidden) + all_reduce    (nothing else overlaps)
+//   tokens/s    = tokens per step / step
+//   MFU         = model FLOPs per chip / (step * P)
+//   memory fit  = params + grads + Adafactor state (fp32) + saved activations of one microbatch
+//                 <= HBM capacity
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "parallel/mesh.h"
+#include "parallel/step_workload.h"
+#include "proto/job.pb.h"
+
+namespace openmoe {
+
+struct CollectiveCost {
+  CollectiveKind kind = CollectiveKind::kAllReduceShared;
+  int64_t group_size = 0;
+  int64_t num_groups = 0;
+  std::string placement;      // the footprint of one group, e.g. "8x2 (x ring, y line)"
+  double bytes_per_chip = 0;  // per call
+  int64_t calls = 0;          // per step
+  double seconds_per_call = 0;
+  double seconds = 0;  // per step: calls * seconds_per_call
+};
+
+struct CostBreakdown {
+  double step_seconds = 0;
+  double compute_seconds = 0;
+  double memory_seconds = 0;
+  double all_to_all_seconds = 0;         // exposed (after overlap)
+  double all_to_all_hidden_seconds = 0;  // hidden behind attention (overlap option)
+  double all_reduce_seconds = 0;
+  double tokens_per_second = 0;
+  double mfu = 0;  // model FLOPs utilisation of the peak
+
+  int64_t tokens_per_step = 0;
+  double model_flops_per_chip = 0;
+  double hbm_bytes_per_chip = 0;  // elementwise + optimizer traffic
+  std::vector<CollectiveCost> collectives;
+
+  // Memory per chip against HBM.
+  int64_t state_bytes = 0;       // params + grads + Adafactor, fp32
+  int64_t activation_bytes = 0;  // saved for backward, one microbatch (estimate)
+  int64_t memory_bytes = 0;      // state + activations
+  int64_t hbm_capacity_bytes = 0;
+  bool fits_in_hbm = false;
+};
+
+// The cost of a counted workload under `config`. `config` must pass ValidateCostModel.
+CostBreakdown PredictStepTime(const StepWorkload& workload, const CostModelConfig& config);
+
+// The trainer's entry point: the predicted v3 step time of `spec` on the slice `mesh` lays out
+// (spec.cost_model() holds the constants). Deterministic per job: compute it once.
+CostBreakdown PredictStepTime(const JobSpec& spec, const Mesh& mesh);
+
+// OK, or InvalidArgument naming the first bad `cost_model.<field>=<value>`.
+absl::Status ValidateCostModel(const CostModelConfig& config);
+
+}  // namespace openmoe

@@ -1,0 +1,43 @@
+// Per-token estimates, from the model's dims, of (1) the HBM traffic of the memory-bound
+// (elementwise) work of a training step and (2) the activations a step keeps for the backward
+// pass. Both count elements; the cost model multiplies by CostModelConfig.activation_bytes.
+//
+// Matmul operands are not counted in (1): their HBM reads overlap the MXU on a TPU. Every
+// elementwise op counts the elements it reads and writes through HBM (no fusion across ops):
+// forward plus backward (a backward op reads its saved inputs and the incoming gradient and
+// writes the outgoing one). With d = d_model, A = heads * head_dim, S = seq_len, H = heads,
+// f = d_ff, f_e = expert d_ff, E = experts, V = padded vocab, r = expert-buffer rows per token
+// (the capacity buffer E*C/G when dispatch is padded, else the rows that can be kept):
+//   op                    forward                        backward                  total
+//   RMSNorm               2d (read x, write y)           3d (x, dy -> dx)          5d
+//   residual add          3d                             3d                        6d
+//   RoPE on q and k       4A                             4A                        8A
+//   attention softmax     2HS (scores in, probs out)     3HS (p, dp -> ds)         5HS
+//   gated act. OpenMoE    4f (a, b, c -> h)              7f (a, b, c, dh -> 3)     11f
+//   gated act. SwiGLU     3f                             5f                        8f
+//   dispatch + combine    3rd + d                        2rd + 2d                  5rd + 3d
+//   router softmax        2E                             3E                        5E
+//   embedding lookup      2d                             2d                        4d
+//   loss on the logits    V (logsumexp)                  2V (read, write dlogits)  3V
+// Per layer: attention block 11d + 8A + 5HS; a dense FFN block (and the extra dense FFN of an MoE
+// layer) 11d + gate(f); an MoE block 14d + 5E + 5rd + r gate(f_e). Per token once: final norm,
+// embedding and loss 9d + 3V.
+//
+// Saved activations per token (no rematerialisation): attention block 2d + 4A + HS (x, norm
+// out, q, k, v, probs, attention out); FFN block 2d + saved_gate(f) with saved_gate OpenMoE 4f
+// (a, b, c, h), SwiGLU 3f; MoE block 2d + E + 2rd + r saved_gate(f_e); once: 2d + V (logits).
+#pragma once
+
+#include "model/config.h"
+
+namespace openmoe {
+
+struct TokenTraffic {
+  double elementwise_elements = 0;  // HBM reads + writes of elementwise ops, fwd + bwd
+  double saved_elements = 0;        // activations kept for the backward pass
+};
+
+// For one token of a row of `seq_len`, `expert_rows_per_token` as r above (0 for a dense model).
+TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expert_rows_per_token);
+
+}  // namespace openmoe

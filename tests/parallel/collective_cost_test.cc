@@ -1,0 +1,146 @@
+#include "parallel/collective_cost.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace openmoe {
+namespace {
+
+constexpr double kW = 1e11;  // bytes/s per link per direction
+constexpr double kH = 1e-6;  // s per hop
+constexpr double kB = 1e9;   // bytes per chip
+const LinkParams kLink{kW, kH};
+
+Mesh SliceMesh(int64_t x, int64_t y, int64_t ep) {
+  Mesh m;
+  m.num_chips = x * y;
+  m.torus_x = x;
+  m.torus_y = y;
+  m.expert_parallel = ep;
+  m.num_experts = 512;
+  return m;
+}
+
+Footprint Group(int64_t x, int64_t y, int64_t ep, bool wraparound = true) {
+  const Mesh m = SliceMesh(x, y, ep);
+  return FootprintOf(TorusOf(m, wraparound), ExpertGroupChips(m, 0));
+}
+
+Footprint Replicas(int64_t x, int64_t y, int64_t ep) {
+  const Mesh m = SliceMesh(x, y, ep);
+  return FootprintOf(TorusOf(m, true), ExpertReplicaChips(m, 0));
+}
+
+TEST(RingAllReduce, RingOfEightUsesBothDirections) {
+  // 2 (n-1)/n B / (2W) + 2 (n-1) h.
+  EXPECT_DOUBLE_EQ(RingAllReduceSeconds(Group(8, 8, 8), 0, kB, kLink),
+                   2.0 * 7 / 8 * kB / (2 * kW) + 14 * kH);
+}
+
+TEST(RingAllReduce, LineOfFourHasOneDirectionPerRing) {
+  EXPECT_DOUBLE_EQ(RingAllReduceSeconds(Group(8, 8, 4), 0, kB, kLink),
+                   2.0 * 3 / 4 * kB / kW + 6 * kH);
+}
+
+TEST(RingAllReduce, StridedReplicasShareTheirLinks) {
+  // ep = 16 on 8x8: replicas every other row of one column (4 chips, stride 2, ring): the two
+  // interleaved replica sets of a column share its links, each hop of the ring is 2 links.
+  EXPECT_DOUBLE_EQ(RingAllReduceSeconds(Replicas(8, 8, 16), 1, kB, kLink),
+                   2.0 * 3 / 4 * kB / (2 * kW / 2) + 2 * 3 * 2 * kH);
+  EXPECT_DOUBLE_EQ(RingAllReduceSeconds(Replicas(8, 8, 16), 0, kB, kLink), 0);
+}
+
+TEST(AllReduce, TwoDimensionsReduceScatterThenReduceTheShard) {
+  // 16x16 torus: T_x(B) + T_y(B / 16), both rings.
+  const double expected =
+      2.0 * 15 / 16 * kB / (2 * kW) + 30 * kH + 2.0 * 15 / 16 * (kB / 16) / (2 * kW) + 30 * kH;
+  EXPECT_DOUBLE_EQ(AllReduceSeconds(Group(16, 16, 256), kB, kLink), expected);
+}
+
+TEST(AllReduce, TakesTheCheaperDimensionOrder) {
+  // With equal links the bandwidth term is (N - 1) / N * B / W in either order. Replicas of
+  // ep = 4 on 8x8 are 2 per row 4 hops apart (ring links 2 / 4) and a full column ring (2): it
+  // pays to reduce along the column first and send only B / 8 along the shared rows.
+  const Footprint f = Replicas(8, 8, 4);
+  const double x_first =
+      RingAllReduceSeconds(f, 0, kB, kLink) + RingAllReduceSeconds(f, 1, kB / 2, kLink);
+  const double y_first =
+      RingAllReduceSeconds(f, 1, kB, kLink) + RingAllReduceSeconds(f, 0, kB / 8, kLink);
+  EXPECT_DOUBLE_EQ(y_first, 2.0 * 7 / 8 * kB / (2 * kW) + 14 * kH +
+                                2.0 * 1 / 2 * (kB / 8) / (0.5 * kW) + 2 * 4 * kH);
+  EXPECT_LT(y_first, x_first);
+  EXPECT_DOUBLE_EQ(AllReduceSeconds(f, kB, kLink), y_first);
+}
+
+TEST(AllReduce, SingleChipIsFree) { EXPECT_EQ(AllReduceSeconds(Replicas(8, 8, 64), kB, kLink), 0); }
+
+TEST(AllToAll, RowRingOfEightIsBoundedByItsTwoCutLinks) {
+  // n B / 4 / (2 W) + diameter 4 hops.
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(8, 8, 8), kB, kLink), 8 * kB / 4 / (2 * kW) + 4 * kH);
+}
+
+TEST(AllToAll, TwoRowsOfEight) {
+  // Bisection 4 links (2 per row): 16 B / 4 / 4W = B / W; diameter 4 + 1.
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(8, 8, 16), kB, kLink), kB / kW + 5 * kH);
+}
+
+TEST(AllToAll, HalfRowLine) {
+  // 4 chips in a line: bisection 1 link: 4 B / 4 / W; injection (3/4) B / W is smaller.
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(8, 8, 4), kB, kLink), kB / kW + 3 * kH);
+}
+
+TEST(AllToAll, PairIsBoundedByItsOneLink) {
+  // Each chip sends the other half its buffer over the one link between them.
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(8, 8, 2), kB, kLink), kB / 2 / kW + kH);
+}
+
+TEST(AllToAll, WholeToriOfEveryV3SliceSize) {
+  // Bisections: 8x8 16 links, 8x16 16, 16x16 32, 16x32 32.
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(8, 8, 64), kB, kLink), 64 * kB / 4 / (16 * kW) + 8 * kH);
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(8, 16, 128), kB, kLink),
+                   128 * kB / 4 / (16 * kW) + 12 * kH);
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(16, 16, 256), kB, kLink),
+                   256 * kB / 4 / (32 * kW) + 16 * kH);
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(16, 32, 512), kB, kLink),
+                   512 * kB / 4 / (32 * kW) + 24 * kH);
+}
+
+TEST(AllToAll, WithoutWraparoundTheBisectionHalves) {
+  const double with = AllToAllSeconds(Group(8, 8, 64, true), kB, LinkParams{kW, 0});
+  const double without = AllToAllSeconds(Group(8, 8, 64, false), kB, LinkParams{kW, 0});
+  EXPECT_DOUBLE_EQ(without, 2 * with);
+}
+
+TEST(Scaling, FixedBytesPerChipAllToAllOverTheSliceGrowsWithItsBisection) {
+  // Chips N, torus, all-to-all over every chip: time = N B / 4 / (bisection W), which grows
+  // like sqrt(N) on square tori (and never falls as chips are added).
+  struct Slice {
+    int64_t x, y;
+  };
+  const std::vector<Slice> slices = {{8, 8}, {8, 16}, {16, 16}, {16, 32}};
+  const LinkParams no_latency{kW, 0};
+  double previous = 0;
+  for (const Slice& s : slices) {
+    const Footprint f = Group(s.x, s.y, s.x * s.y);
+    const double t = AllToAllSeconds(f, kB, no_latency);
+    EXPECT_DOUBLE_EQ(t, static_cast<double>(s.x * s.y) * kB / 4 / (f.BisectionLinks() * kW));
+    EXPECT_GE(t, previous) << s.x << "x" << s.y;
+    previous = t;
+  }
+  // 64 -> 256 chips (both square): 4x the chips, 2x the time.
+  EXPECT_DOUBLE_EQ(AllToAllSeconds(Group(16, 16, 256), kB, no_latency),
+                   2 * AllToAllSeconds(Group(8, 8, 64), kB, no_latency));
+}
+
+TEST(Scaling, FixedBytesPerChipAllReduceIsNearlyFlat) {
+  // B / W (1 + 1 / n_first) (n-1)/n ...: between 64 and 512 chips it changes by < 10%.
+  const LinkParams no_latency{kW, 0};
+  const double t64 = AllReduceSeconds(Group(8, 8, 64), kB, no_latency);
+  const double t512 = AllReduceSeconds(Group(16, 32, 512), kB, no_latency);
+  EXPECT_NEAR(t512 / t64, 1.0, 0.1);
+  EXPECT_GT(t512, t64);
+}
+
+}  // namespace
+}  // namespace openmoe

@@ -1,0 +1,271 @@
+#include "parallel/cost_model.h"
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "launch/job_loader.h"
+#include "model/config.h"
+#include "model/param_count.h"
+#include "model/params.h"
+#include "parallel/collective_cost.h"
+#include "parallel/hbm_traffic.h"
+#include "parallel/step_workload.h"
+
+namespace openmoe {
+namespace {
+
+// 2 layers (layer 1 MoE: 4 experts top-2, extra dense FFN), d 64, 4 x 16 heads, d_ff 128, vocab
+// 256, on a 4x4 torus of 16 chips with expert groups of 4 (half a row).
+JobSpec SmallMoe() {
+  JobSpec spec;
+  for (const char* s :
+       {"model.vocab_size=256", "model.num_layers=2", "model.d_model=64", "model.num_heads=4",
+        "model.head_dim=16", "model.d_ff=128", "model.num_experts=4", "model.moe_interval=2",
+        "router.group_size=64", "topology.num_chips=16", "topology.torus_x=4", "topology.torus_y=4",
+        "mesh.expert_parallel=4", "train.batch_rows=32", "train.seq_len=64",
+        "train.microbatches=2"}) {
+    EXPECT_TRUE(ApplySet(s, &spec).ok()) << s;
+  }
+  EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  return spec;
+}
+
+Mesh SliceOf(const JobSpec& spec) {
+  Mesh m;
+  m.num_chips = spec.topology().num_chips();
+  m.torus_x = spec.topology().torus_x();
+  m.torus_y = spec.topology().torus_y();
+  m.expert_parallel = spec.mesh().expert_parallel();
+  m.num_experts = spec.model().num_experts();
+  return m;
+}
+
+JobSpec LoadConfig(const std::string& name) {
+  // tests/parallel/cost_model_test.cc -> repository root.
+  const std::filesystem::path root =
+      std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  auto spec = LoadJob({(root / "launch" / "configs" / name).string()}, {});
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return spec.ok() ? *spec : JobSpec();
+}
+
+const CollectiveWork& Find(const StepWorkload& w, CollectiveKind kind) {
+  for (const CollectiveWork& c : w.collectives) {
+    if (c.kind == kind) return c;
+  }
+  ADD_FAILURE() << CollectiveKindName(kind) << " missing";
+  return w.collectives.front();
+}
+
+TEST(StepWorkload, FlopsAreSixNPlusAttentionTimesTokensPerChip) {
+  const JobSpec spec = SmallMoe();
+  // N by hand: attention 2 layers x 4 x 64 x 64; dense FFN (layer 0) and the extra FFN (layer 1)
+  // 4 d d_ff each (OpenMoE wi_0 d x 2 d_ff, wi_1, wo); the top-2 of the experts 2 x 4 d d_ff;
+  // router d x E; logits d x 256. The embedding lookup and norm scales are not matmuls.
+  const double n = 2 * 4 * 64 * 64 + 2 * (4 * 64 * 128) + 2 * (4 * 64 * 128) + 64 * 4 + 64 * 256;
+  const double attention = 12.0 * 2 * 4 * 16 * 64;  // 12 L H hd S
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  EXPECT_EQ(w.tokens_per_chip, 32 * 64 / 16);
+  EXPECT_DOUBLE_EQ(w.model_flops_per_chip, (6 * n + attention) * (32 * 64 / 16));
+  // The same N as the parameter counts give.
+  const ParamLayout layout(DimsFromSpec(spec));
+  EXPECT_EQ(CountParams(layout).activated_matmul, static_cast<int64_t>(n));
+  // Attention of the one MoE layer: its 4 projections' 6N plus its half of 12 L H hd S.
+  EXPECT_DOUBLE_EQ(w.moe_attention_flops_per_chip,
+                   (6.0 * 4 * 64 * 64 + attention / 2) * (32 * 64 / 16));
+}
+
+TEST(StepWorkload, CollectivesHaveTheirGroupsAndBytes) {
+  const JobSpec spec = SmallMoe();
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  const ParamCounts counts = CountParams(ParamLayout(DimsFromSpec(spec)));
+  ASSERT_EQ(w.collectives.size(), 3u);
+
+  const CollectiveWork& shared = Find(w, CollectiveKind::kAllReduceShared);
+  EXPECT_EQ(shared.group_size, 16);
+  EXPECT_EQ(shared.footprint.Describe(), "4x4 (x ring, y ring)");
+  EXPECT_DOUBLE_EQ(shared.bytes_per_chip, 4.0 * (counts.total - counts.expert_total));
+  EXPECT_EQ(shared.calls, 1);
+
+  const CollectiveWork& experts = Find(w, CollectiveKind::kAllReduceExperts);
+  EXPECT_EQ(experts.group_size, 4);  // 16 chips / ep 4: each expert on 4 chips
+  EXPECT_EQ(experts.num_groups, 4);
+  EXPECT_EQ(experts.footprint.Describe(), "1x4 (y ring)");  // ep = row width: one column
+  EXPECT_DOUBLE_EQ(experts.bytes_per_chip, 4.0 * counts.expert_total / 4);
+
+  const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+  EXPECT_EQ(a2a.group_size, 4);
+  EXPECT_EQ(a2a.num_groups, 4);
+  EXPECT_EQ(a2a.footprint.Describe(), "4x1 (x ring)");
+  EXPECT_EQ(a2a.calls, 4 * 1 * 2);  // dispatch + combine, fwd + bwd; 1 MoE layer; 2 microbatches
+  // 64 tokens per chip per microbatch = 1 group of 64; capacity round(1.25 * 64 / 4) = 20:
+  // the padded buffer is 4 x 20 rows of d = 64 bf16.
+  EXPECT_DOUBLE_EQ(w.expert_rows_per_token, 80.0 / 64);
+  EXPECT_DOUBLE_EQ(a2a.bytes_per_chip, 80.0 * 64 * 2);
+}
+
+TEST(StepWorkload, UnpaddedDispatchSendsWhatCanBeKept) {
+  JobSpec spec = SmallMoe();
+  spec.mutable_cost_model()->set_padded_dispatch(false);
+  // min(top_k * G, E * C) = min(128, 80).
+  EXPECT_DOUBLE_EQ(
+      Find(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
+      80.0 * 64 * 2);
+  spec.mutable_router()->set_capacity_factor(4.0);  // C = 64: E * C = 256 > 128
+  EXPECT_DOUBLE_EQ(
+      Find(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
+      128.0 * 64 * 2);
+  spec.mutable_router()->set_dropless(true);
+  spec.mutable_cost_model()->set_padded_dispatch(true);
+  EXPECT_DOUBLE_EQ(
+      Find(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
+      128.0 * 64 * 2);
+}
+
+TEST(StepWorkload, HbmTrafficAndActivationsFollowTheirPerTokenFormulas) {
+  const JobSpec spec = SmallMoe();
+  const ModelDims dims = DimsFromSpec(spec);
+  const double r = 80.0 / 64;
+  const TokenTraffic t = TrafficPerToken(dims, 64, r);
+  const double d = 64, a = 64, hs = 4 * 64, f = 128, e = 4, v = 256;
+  const double attention = 11 * d + 8 * a + 5 * hs;
+  const double ffn = 11 * d + 11 * f;
+  const double moe = 14 * d + 5 * e + 5 * r * d + r * 11 * f;
+  EXPECT_DOUBLE_EQ(t.elementwise_elements, 2 * attention + 2 * ffn + moe + 9 * d + 3 * v);
+  const double saved = 2 * (2 * d + 4 * a + hs) + 2 * (2 * d + 4 * f) +
+                       (2 * d + e + 2 * r * d + r * 4 * f) + 2 * d + v;
+  EXPECT_DOUBLE_EQ(t.saved_elements, saved);
+
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  EXPECT_DOUBLE_EQ(w.elementwise_bytes_per_chip, t.elementwise_elements * 2 * 128);
+  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, t.saved_elements * 2 * 64);
+  const ChipMemory memory = MemoryPerChip(ParamLayout(dims), spec.optimizer(), 4);
+  EXPECT_EQ(w.state_bytes_per_chip, memory.total_bytes);
+  EXPECT_DOUBLE_EQ(w.optimizer_bytes_per_chip, memory.params * 4.0 * (4 + 2));
+}
+
+TEST(CostModel, StepIsTheSumOfItsPartsAndGivesThroughputAndMfu) {
+  const JobSpec spec = SmallMoe();
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  const CostModelConfig& c = spec.cost_model();
+  const CostBreakdown b = PredictStepTime(w, c);
+  EXPECT_DOUBLE_EQ(b.compute_seconds, w.model_flops_per_chip / (123e12 * 0.5));
+  EXPECT_DOUBLE_EQ(b.memory_seconds,
+                   (w.elementwise_bytes_per_chip + w.optimizer_bytes_per_chip) / 900e9);
+  const LinkParams link{82e9, 1e-6};
+  const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+  EXPECT_DOUBLE_EQ(b.all_to_all_seconds,
+                   8 * AllToAllSeconds(a2a.footprint, a2a.bytes_per_chip, link));
+  double all_reduce = 0;
+  for (const CollectiveWork& cw : w.collectives) {
+    if (cw.kind != CollectiveKind::kAllToAll) {
+      all_reduce += AllReduceSeconds(cw.footprint, cw.bytes_per_chip, link);
+    }
+  }
+  EXPECT_DOUBLE_EQ(b.all_reduce_seconds, all_reduce);
+  EXPECT_DOUBLE_EQ(b.step_seconds, b.compute_seconds + b.memory_seconds + b.all_to_all_seconds +
+                                       b.all_reduce_seconds);
+  EXPECT_DOUBLE_EQ(b.tokens_per_second, 32 * 64 / b.step_seconds);
+  EXPECT_DOUBLE_EQ(b.mfu, w.model_flops_per_chip / (b.step_seconds * 123e12));
+  EXPECT_LT(b.mfu, 0.5);  // never above the matmul efficiency
+  ASSERT_EQ(b.collectives.size(), 3u);
+  EXPECT_EQ(b.collectives[2].placement, "4x1 (x ring)");
+  EXPECT_DOUBLE_EQ(b.collectives[2].seconds, 8 * b.collectives[2].seconds_per_call);
+  EXPECT_TRUE(b.fits_in_hbm);
+}
+
+TEST(CostModel, OverlapHidesTheAllToAllBehindAttentionOnly) {
+  JobSpec spec = SmallMoe();
+  const CostBreakdown off = PredictStepTime(spec, SliceOf(spec));
+  EXPECT_EQ(off.all_to_all_hidden_seconds, 0);
+  spec.mutable_cost_model()->set_overlap_all_to_all_with_attention(true);
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  const CostBreakdown on = PredictStepTime(w, spec.cost_model());
+  const double attention = w.moe_attention_flops_per_chip / (123e12 * 0.5);
+  EXPECT_DOUBLE_EQ(on.all_to_all_hidden_seconds, std::min(off.all_to_all_seconds, attention));
+  EXPECT_DOUBLE_EQ(on.all_to_all_seconds + on.all_to_all_hidden_seconds, off.all_to_all_seconds);
+  EXPECT_DOUBLE_EQ(on.step_seconds, off.step_seconds - on.all_to_all_hidden_seconds);
+  EXPECT_DOUBLE_EQ(on.compute_seconds, off.compute_seconds);
+}
+
+TEST(CostModel, MoreLinksPerNeighbourSpeedUpOnlyCollectives) {
+  JobSpec spec = SmallMoe();
+  const CostBreakdown four = PredictStepTime(spec, SliceOf(spec));
+  spec.mutable_cost_model()->set_ici_links_per_chip(8);
+  spec.mutable_cost_model()->set_hop_latency(0);
+  const CostBreakdown eight = PredictStepTime(spec, SliceOf(spec));
+  spec.mutable_cost_model()->set_ici_links_per_chip(4);
+  const CostBreakdown four_no_latency = PredictStepTime(spec, SliceOf(spec));
+  EXPECT_DOUBLE_EQ(eight.all_reduce_seconds, four_no_latency.all_reduce_seconds / 2);
+  EXPECT_DOUBLE_EQ(eight.compute_seconds, four.compute_seconds);
+}
+
+TEST(CostModel, OpenMoe8bAndDenseModelsOnRealSlices) {
+  const JobSpec spec = LoadConfig("openmoe_8b_32e.pbtxt");
+  const CostBreakdown b = PredictStepTime(spec, SliceOf(spec));
+  EXPECT_GT(b.step_seconds, b.compute_seconds);
+  EXPECT_GT(b.mfu, 0.3);
+  EXPECT_LT(b.mfu, 0.5);
+  EXPECT_FALSE(b.fits_in_hbm);  // 26 GiB of fp32 state before any activation
+  ASSERT_EQ(b.collectives.size(), 3u);
+  EXPECT_EQ(b.collectives[2].calls, 4 * 4 * 4);  // 4 MoE layers x 4 microbatches
+  EXPECT_EQ(b.collectives[2].placement, "16x2 (x ring, y line)");
+
+  JobSpec dense = LoadConfig("openllama_base.pbtxt");
+  const CostBreakdown d = PredictStepTime(dense, SliceOf(dense));
+  EXPECT_EQ(d.all_to_all_seconds, 0);
+  EXPECT_EQ(d.collectives.size(), 1u);
+}
+
+TEST(CostModel, AllToAllGrowsWithTheSliceAtFixedBytesPerChip) {
+  // Weak scaling with one expert per chip and the expert group spanning the slice (dropless, so
+  // the buffer does not depend on E): the bytes per chip stay fixed and the all-to-all follows the
+  // bisection (64: 16 links, 128: 16, 256: 32, 512: 32); the shared all-reduce per byte stays
+  // nearly flat. (Hop latency off: this model is so small that latency would dominate.)
+  double previous_a2a = 0, first_all_reduce_per_byte = 0, first_a2a_bytes = 0;
+  for (int64_t chips : {64, 128, 256, 512}) {
+    JobSpec spec = SmallMoe();
+    const int64_t x = chips == 128 ? 8 : chips == 512 ? 16 : static_cast<int64_t>(std::sqrt(chips));
+    spec.mutable_topology()->set_num_chips(chips);
+    spec.mutable_topology()->set_torus_x(x);
+    spec.mutable_topology()->set_torus_y(chips / x);
+    spec.mutable_model()->set_num_experts(chips);
+    spec.mutable_mesh()->set_expert_parallel(chips);
+    spec.mutable_train()->set_batch_rows(2 * chips);
+    spec.mutable_router()->set_dropless(true);  // top_k * G rows per group whatever E is
+    spec.mutable_cost_model()->set_hop_latency(0);
+    ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+    const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+    const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+    if (first_a2a_bytes == 0) first_a2a_bytes = a2a.bytes_per_chip;
+    EXPECT_DOUBLE_EQ(a2a.bytes_per_chip, first_a2a_bytes) << chips;
+    const CostBreakdown b = PredictStepTime(w, spec.cost_model());
+    const double a2a_per_call = b.collectives[2].seconds_per_call;
+    EXPECT_DOUBLE_EQ(a2a_per_call, static_cast<double>(chips) * a2a.bytes_per_chip / 4 /
+                                       (a2a.footprint.BisectionLinks() * 82e9));
+    EXPECT_GE(a2a_per_call, previous_a2a) << chips;
+    previous_a2a = a2a_per_call;
+    const double all_reduce_per_byte = b.collectives[0].seconds / b.collectives[0].bytes_per_chip;
+    if (first_all_reduce_per_byte == 0) first_all_reduce_per_byte = all_reduce_per_byte;
+    EXPECT_NEAR(all_reduce_per_byte / first_all_reduce_per_byte, 1.0, 0.1) << chips;
+  }
+  // 64 (8x8) -> 512 (16x32): 8x the chips, 4x the all-to-all time.
+  EXPECT_DOUBLE_EQ(previous_a2a / (64 * first_a2a_bytes / 4 / (16 * 82e9)), 4);
+}
+
+TEST(CostModel, ValidationNamesTheField) {
+  CostModelConfig c;
+  EXPECT_TRUE(ValidateCostModel(c).ok());
+  c.set_matmul_efficiency(1.5);
+  EXPECT_NE(ValidateCostModel(c).message().find("cost_model.matmul_efficiency=1.5"),
+            std::string::npos);
+  c = CostModelConfig();
+  c.set_ici_link_bandwidth(0);
+  EXPECT_NE(ValidateCostModel(c).message().find("cost_model.ici_link_bandwidth=0"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace openmoe
