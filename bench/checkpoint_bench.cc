@@ -10,7 +10,8 @@
 //   file_MBps    bytes written to / read from disk per second
 //   ratio        raw bytes / file bytes (zstd level 1 of byte-shuffled floats)
 // BM_WriteRawBytes writes the same raw bytes uncompressed (one file, fsync): the time to write the
-// bytes, which a save should not exceed by much. One process (no MPI); files go to --dir (default:
+// bytes, which a save should not exceed by much. BM_BackgroundSaveStall measures what an
+// interval save with checkpoint.async_save costs the training loop (see there). One process (no MPI); files go to --dir (default:
 // a new directory under $TMPDIR or /tmp), which is removed at the end.
 #include <fcntl.h>
 #include <unistd.h>
@@ -151,6 +152,36 @@ void BM_WriteRawBytes(benchmark::State& state) {
   Report(state, raw, raw, seconds, iterations);
 }
 
+// What a background save costs the training loop: the wall time of (start a background save,
+// one training step, finish the save) minus that of one step alone. The step overlaps the
+// compression and writing.
+void BM_BackgroundSaveStall(benchmark::State& state) {
+  const int index = static_cast<int>(state.range(0));
+  Trainer& trainer = TrainedModel(index);
+  state.SetLabel(Models()[index].name);
+  double step_alone = 0, with_save = 0, blocking = 0;
+  int64_t iterations = 0;
+  for (auto _ : state) {
+    Timer alone;
+    trainer.Step();
+    step_alone += alone.Seconds();
+    Timer t;
+    auto save = CheckpointSave::Start(trainer, DirOf(index), 1, /*background=*/true);
+    OPENMOE_CHECK(save.ok());
+    trainer.Step();
+    auto saved = (*save)->Finish();
+    with_save += t.Seconds();
+    OPENMOE_CHECK_MSG(saved.ok(), "%s", std::string(saved.status().message()).c_str());
+    blocking += saved->blocking_seconds;
+    ++iterations;
+  }
+  state.counters["step_ms"] = 1e3 * step_alone / iterations;
+  state.counters["step_with_save_ms"] = 1e3 * with_save / iterations;
+  state.counters["stall_ms"] = 1e3 * (with_save - step_alone) / iterations;
+  state.counters["blocking_ms"] = 1e3 * blocking / iterations;
+}
+
+BENCHMARK(BM_BackgroundSaveStall)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(4.0);
 BENCHMARK(BM_Save)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_Load)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_WriteRawBytes)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);

@@ -167,16 +167,25 @@ void RunOne(int64_t ep, int reps, Communicator& world) {
   ExpertParallelRunner runner(mesh, &world);
   const double t_forward = TimeCollective(reps, [&] { runner.Forward(dims, w, &cache); });
 
+  if (mesh.chips_per_rank >= mesh.expert_parallel) {
+    // Whole expert groups on each rank: the runner computes in place and sends nothing.
+    if (rank == 0) {
+      std::printf("ep=%ld  every expert group lies inside one rank: no exchange; runner_forward "
+                  "(experts only) %.3f ms\n",
+                  static_cast<long>(ep), t_forward * 1e3);
+    }
+    return;
+  }
   // The FFN part of Forward alone, on the rows the last Forward received.
   ExpertExchangeState& s = cache.exchange;
-  const int64_t received = s.local_offsets[local];
+  const int64_t received = s.recv.dim(0);
   Tensor ffn_out({received, d});
-  std::vector<FfnCache> ffn_cache(local);
+  std::vector<FfnCache> ffn_cache(s.blocks.size());
   const double t_ffn = TimeCollective(reps, [&] {
-    for (int64_t le = 0; le < local; ++le) {
-      const int64_t begin = s.local_offsets[le], count = s.local_offsets[le + 1] - begin;
-      FfnForward(ExpertFfnDims(dims, count), ExpertFfnWeights(dims, w, le),
-                 s.expert_in.data() + begin * d, &ffn_cache[le], ffn_out.data() + begin * d);
+    for (size_t i = 0; i < s.blocks.size(); ++i) {
+      const ExpertExchangeState::Block& b = s.blocks[i];
+      FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
+                 s.recv.data() + b.begin * d, &ffn_cache[i], ffn_out.data() + b.begin * d);
     }
   });
 
@@ -204,31 +213,8 @@ void RunOne(int64_t ep, int reps, Communicator& world) {
                   MPI_COMM_WORLD);
   });
 
-  // The runner's four row permutations alone (gather into send order, scatter to expert-major,
-  // and back), on the same index vectors: what it does beyond the two all-to-all-v.
-  Tensor expert_major({std::max<int64_t>(got, 1), d}), out_rows({std::max<int64_t>(sent, 1), d});
-  const auto copy_rows = [d](const float* src, const std::vector<int64_t>& index, bool gather,
-                             float* dst) {
-    for (size_t i = 0; i < index.size(); ++i) {
-      const int64_t from = gather ? index[i] : static_cast<int64_t>(i);
-      const int64_t to = gather ? static_cast<int64_t>(i) : index[i];
-      std::memcpy(dst + to * d, src + from * d, d * sizeof(float));
-    }
-  };
-  const double t_copies = TimeCollective(reps, [&] {
-    copy_rows(cache.dispatched.data(), s.send_order, true, send_buf.data());
-    copy_rows(recv_buf.data(), s.recv_to_expert, false, expert_major.data());
-    copy_rows(expert_major.data(), s.recv_to_expert, true, recv_buf.data());
-    copy_rows(back_buf.data(), s.send_order, false, out_rows.data());
-  });
-
-  // Rows out of place in the runner's send order: with 0, its gather into send order and the
-  // combine's scatter back copy every row to where it already is.
-  int64_t reordered = 0;
-  for (size_t i = 0; i < s.send_order.size(); ++i)
-    reordered += s.send_order[i] != static_cast<int64_t>(i);
-  int64_t totals[4] = {kept, remote, tokens * cache.routing.top_k, reordered};
-  world.AllReduceSum(totals, 4);
+  int64_t totals[3] = {kept, remote, tokens * cache.routing.top_k};
+  world.AllReduceSum(totals, 3);
   // Bytes a rank sends in dispatch + combine, averaged over ranks.
   const double bytes = 2.0 * static_cast<double>(totals[0]) * d * sizeof(float) / ranks;
   if (rank != 0) return;
@@ -240,17 +226,15 @@ void RunOne(int64_t ep, int reps, Communicator& world) {
   };
   std::printf(
       "ep=%ld  %ld ranks x %ld chips, %ld experts per rank; kept %ld of %ld assignments "
-      "(%.1f%%), %.1f%% of rows to other ranks; %.2f MB per rank (dispatch + combine); "
-      "rows out of place in send order: %ld\n",
+      "(%.1f%%), %.1f%% of rows to other ranks; %.2f MB per rank (dispatch + combine)\n",
       static_cast<long>(ep), static_cast<long>(ranks), static_cast<long>(mesh.chips_per_rank),
       static_cast<long>(local), static_cast<long>(totals[0]), static_cast<long>(totals[2]),
       100.0 * totals[0] / totals[2], 100.0 * totals[1] / std::max<int64_t>(totals[0], 1),
-      bytes / 1e6, static_cast<long>(totals[3]));
+      bytes / 1e6);
   line("runner_forward", t_forward, true);
   line("expert_ffn", t_ffn, false);
   line("runner_exchange", t_exchange, true);
   line("raw_alltoallv", t_raw, true);
-  line("row_copies", t_copies, false);
   std::printf(
       "ep=%ld  ratio runner_exchange / raw_alltoallv = %.2fx (runner_forward / raw = "
       "%.2fx; target <= 1.5x)\n",

@@ -49,42 +49,72 @@ absl::StatusOr<std::unique_ptr<CheckpointSession>> CheckpointSession::Start(Trai
   return session;
 }
 
-absl::Status CheckpointSession::Save(Trainer& trainer, const char* why) {
-  const CheckpointConfig& config = trainer.spec().checkpoint();
-  absl::StatusOr<SaveStats> saved = SaveCheckpoint(trainer, config.dir(), config.keep_last());
+void CheckpointSession::Report(const SaveStats& saved, const std::string& why, int64_t keep_last) {
+  last_saved_step_ = saved.step;
+  Info(rank0_, absl::StrFormat("checkpoint: saved %s (%s; %d files, %.1f MB -> %.1f MB, %.2fs, %.2fs blocking)",
+                               saved.path, why, saved.files, saved.raw_bytes / 1e6, saved.compressed_bytes / 1e6,
+                               saved.seconds, saved.blocking_seconds));
+  for (const std::string& p : saved.pruned) {
+    Info(rank0_, absl::StrFormat("checkpoint: removed %s (keep_last %d)", p, keep_last));
+  }
+}
+
+absl::Status CheckpointSession::FinishPending(Trainer& trainer) {
+  if (pending_ == nullptr) return absl::OkStatus();
+  std::unique_ptr<CheckpointSave> save = std::move(pending_);
+  absl::StatusOr<SaveStats> saved = save->Finish();
   if (!saved.ok()) return saved.status();
-  last_saved_step_ = saved->step;
-  Info(rank0_, absl::StrFormat("checkpoint: saved %s (%s; %d files, %.1f MB -> %.1f MB, %.2fs)", saved->path, why,
-                               saved->files, saved->raw_bytes / 1e6, saved->compressed_bytes / 1e6,
-                               saved->seconds));
-  for (const std::string& p : saved->pruned) Info(rank0_, absl::StrFormat("checkpoint: removed %s (keep_last %d)", p,
-                                                                          config.keep_last()));
+  Report(*saved, "interval, written in the background", trainer.spec().checkpoint().keep_last());
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointSession::Save(Trainer& trainer, const std::string& why, bool background) {
+  OPENMOE_RETURN_IF_ERROR(FinishPending(trainer));
+  if (last_saved_step_ == trainer.step()) return absl::OkStatus();
+  const CheckpointConfig& config = trainer.spec().checkpoint();
+  absl::StatusOr<std::unique_ptr<CheckpointSave>> save =
+      CheckpointSave::Start(trainer, config.dir(), config.keep_last(), background);
+  if (!save.ok()) return save.status();
+  if (background) {
+    pending_ = *std::move(save);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<SaveStats> saved = (*save)->Finish();
+  if (!saved.ok()) return saved.status();
+  Report(*saved, why, config.keep_last());
   return absl::OkStatus();
 }
 
 absl::StatusOr<bool> CheckpointSession::AfterStep(Trainer& trainer) {
   const CheckpointConfig& config = trainer.spec().checkpoint();
-  const bool stop = StopSignalHandler::AnyRankRequested(trainer.world());
+  // One reduction: did any rank get a stop signal; has any rank's background save not finished.
+  int64_t flags[2] = {StopSignalHandler::Received() != 0 ? 1 : 0,
+                      pending_ != nullptr && !pending_->WrittenHere() ? 1 : 0};
+  trainer.world().AllReduceSum(flags, 2);
+  const bool stop = flags[0] > 0;
+  if (pending_ != nullptr && flags[1] == 0) OPENMOE_RETURN_IF_ERROR(FinishPending(trainer));
   const bool has_dir = !config.dir().empty();
-  const bool interval = config.every_steps() > 0 && trainer.step() % config.every_steps() == 0;
   if (stop) {
     const int sig = StopSignalHandler::Received();
     const char* name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal on another rank";
     if (has_dir) {
-      OPENMOE_RETURN_IF_ERROR(Save(trainer, absl::StrFormat("stop requested by %s", name).c_str()));
+      OPENMOE_RETURN_IF_ERROR(Save(trainer, absl::StrFormat("stop requested by %s", name), /*background=*/false));
     } else {
       Warn(rank0_, absl::StrFormat("stop requested by %s after step %d; checkpoint.dir is empty, so nothing is saved",
                                    name, trainer.step()));
     }
     return true;
   }
-  if (has_dir && interval) OPENMOE_RETURN_IF_ERROR(Save(trainer, "interval"));
+  if (has_dir && config.every_steps() > 0 && trainer.step() % config.every_steps() == 0) {
+    OPENMOE_RETURN_IF_ERROR(Save(trainer, "interval", config.async_save()));
+  }
   return false;
 }
 
 absl::Status CheckpointSession::Finish(Trainer& trainer) {
-  if (trainer.spec().checkpoint().dir().empty() || last_saved_step_ == trainer.step()) return absl::OkStatus();
-  return Save(trainer, "end of training");
+  OPENMOE_RETURN_IF_ERROR(FinishPending(trainer));
+  if (trainer.spec().checkpoint().dir().empty()) return absl::OkStatus();
+  return Save(trainer, "end of training", /*background=*/false);
 }
 
 }  // namespace openmoe

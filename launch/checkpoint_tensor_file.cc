@@ -218,7 +218,8 @@ absl::StatusOr<TensorFileInfo> WriteTensorFile(const std::string& path, const fl
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, kTensorZstdLevel);
   ZSTD_CCtx_setPledgedSrcSize(cctx.get(), static_cast<unsigned long long>(info.raw_bytes));
   const bool shuffle = encoding == ENCODING_SHUFFLE4_ZSTD;
-  std::unique_ptr<unsigned char[]> block(shuffle ? new unsigned char[4 * kShuffleBlockFloats] : nullptr);
+  const int64_t block_floats = std::min(kShuffleBlockFloats, count);
+  std::unique_ptr<unsigned char[]> block(shuffle ? new unsigned char[4 * block_floats] : nullptr);
   std::unique_ptr<char[]> out_buffer(new char[ZSTD_CStreamOutSize()]);
   Xxh64Stream file_hash;
 
@@ -281,7 +282,7 @@ absl::Status ReadTensorFile(const std::string& path, const TensorEntry& entry, f
   }
   const int64_t count = raw_bytes / 4;
   const bool shuffle = entry.encoding() == ENCODING_SHUFFLE4_ZSTD;
-  std::unique_ptr<unsigned char[]> block(shuffle ? new unsigned char[4 * kShuffleBlockFloats] : nullptr);
+  std::unique_ptr<unsigned char[]> block(shuffle ? new unsigned char[4 * std::min(kShuffleBlockFloats, count)] : nullptr);
   const size_t chunk = ZSTD_DStreamInSize();
   std::unique_ptr<char[]> in_buffer(new char[chunk]);
   DCtx dctx(ZSTD_createDCtx(), ZSTD_freeDCtx);

@@ -1,8 +1,11 @@
 #include "launch/checkpoint_writer.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -38,65 +41,6 @@ absl::Status PrepareDirectory(const std::string& root, const std::string& tmp) {
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec) || ec) return FsError(absl::StrCat(tmp, ": cannot create"), ec);
   return absl::OkStatus();
-}
-
-// This rank's files (compressed on CheckpointThreads() threads, then all fsync'd) and data
-// states; an error goes into shard.error.
-CheckpointShard WriteOwnShard(Trainer& trainer, const std::string& tmp) {
-  CheckpointShard shard;
-  shard.set_rank(trainer.world().rank());
-  const bool writes_shared = trainer.world().rank() == 0;
-  const bool writes_experts = trainer.replicas().rank() == 0;
-  const float* params = trainer.params().data();
-  const float* state = trainer.optimizer().state().data();
-  std::vector<LocalTensor> mine;
-  for (LocalTensor& t : LocalTensors(trainer.layout(), &trainer.optimizer())) {
-    if (t.is_expert ? writes_experts : writes_shared) mine.push_back(std::move(t));
-  }
-  std::vector<TensorEntry> entries(mine.size());
-  auto path_of = [&](int64_t i) { return (fs::path(tmp) / TensorFileName(mine[i])).string(); };
-  absl::Status status = ForEachInParallel(static_cast<int64_t>(mine.size()), CheckpointThreads(), [&](int64_t i) {
-    const LocalTensor& t = mine[i];
-    const float* base = t.kind == TENSOR_PARAM ? params : state;
-    absl::StatusOr<TensorFileInfo> info = WriteTensorFile(path_of(i), base + t.offset, t.size());
-    if (!info.ok()) return info.status();
-    TensorEntry& e = entries[i];
-    e.set_name(t.name);
-    e.set_kind(t.kind);
-    for (int64_t d : t.global_shape) e.add_shape(d);
-    e.set_dtype("F32");
-    e.set_is_expert(t.is_expert);
-    if (t.is_expert) {
-      e.set_expert_begin(t.first_expert);
-      e.set_expert_end(t.first_expert + t.num_experts);
-    }
-    e.set_factored(t.factored);
-    e.set_file(TensorFileName(t));
-    e.set_encoding(info->encoding);
-    e.set_raw_bytes(info->raw_bytes);
-    e.set_compressed_bytes(info->compressed_bytes);
-    e.set_checksum(info->checksum);
-    e.set_file_checksum(info->file_checksum);
-    return absl::OkStatus();
-  });
-  // Every file was handed to writeback as it was written; now wait for all of them.
-  if (status.ok()) {
-    status = ForEachInParallel(static_cast<int64_t>(mine.size()), CheckpointThreads(),
-                               [&](int64_t i) { return SyncFile(path_of(i)); });
-  }
-  if (!status.ok()) {
-    shard.set_error(std::string(status.message()));
-    shard.set_error_code(static_cast<int>(status.code()));
-    return shard;
-  }
-  for (TensorEntry& e : entries) *shard.add_tensors() = std::move(e);
-  const std::vector<std::string> states = trainer.DataStates();
-  for (size_t i = 0; i < states.size(); ++i) {
-    DataIteratorState* d = shard.add_data_states();
-    d->set_chip(trainer.mesh().FirstChip() + static_cast<int64_t>(i));
-    d->set_state(states[i]);
-  }
-  return shard;
 }
 
 // Rank 0: removes checkpoints of a lower step than `step` beyond the newest keep_last - 1.
@@ -151,18 +95,138 @@ absl::Status Commit(const CheckpointManifest& manifest, const std::string& tmp, 
 
 }  // namespace
 
-absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& root, int64_t keep_last) {
-  Timer timer;
-  Communicator& world = trainer.world();
-  const bool rank0 = world.rank() == 0;
+// What one rank writes: the tensors (pointing into the trainer or into a copy), and the rest of
+// its part of the manifest.
+struct CheckpointSave::State {
+  Communicator* world = nullptr;
+  JobSpec spec;
+  Mesh mesh;
+  std::string root, tmp;
+  int64_t keep_last = 1;
   SaveStats stats;
-  stats.step = trainer.step();
-  stats.path = (fs::path(root) / StepDirName(stats.step)).string();
-  const std::string tmp = stats.path + ".tmp";
+  Timer timer;
+  double blocking = 0;
+  std::vector<LocalTensor> tensors;       // what this rank writes
+  std::vector<const float*> sources;      // their data
+  std::unique_ptr<float[]> copy;          // background saves: the data, copied
+  std::vector<std::string> data_states;   // this rank's chips
+  int threads = 1;
+  CheckpointShard shard;                  // the result of Write()
+  std::atomic<bool> written{false};
+  std::thread writer;
 
-  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(world, rank0 ? PrepareDirectory(root, tmp) : absl::OkStatus()));
-  const CheckpointShard own = WriteOwnShard(trainer, tmp);
-  const std::vector<std::string> gathered = AllGatherBytes(world, own.SerializeAsString());
+  std::string PathOf(size_t i) const { return (fs::path(tmp) / TensorFileName(tensors[i])).string(); }
+
+  // Compresses and writes every file, then fsyncs them; fills `shard` (entries or the error).
+  void Write() {
+    std::vector<TensorEntry> entries(tensors.size());
+    const int64_t n = static_cast<int64_t>(tensors.size());
+    absl::Status status = ForEachInParallel(n, threads, [&](int64_t i) {
+      const LocalTensor& t = tensors[i];
+      absl::StatusOr<TensorFileInfo> info = WriteTensorFile(PathOf(i), sources[i], t.size());
+      if (!info.ok()) return info.status();
+      TensorEntry& e = entries[i];
+      e.set_name(t.name);
+      e.set_kind(t.kind);
+      for (int64_t d : t.global_shape) e.add_shape(d);
+      e.set_dtype("F32");
+      e.set_is_expert(t.is_expert);
+      if (t.is_expert) {
+        e.set_expert_begin(t.first_expert);
+        e.set_expert_end(t.first_expert + t.num_experts);
+      }
+      e.set_factored(t.factored);
+      e.set_file(TensorFileName(t));
+      e.set_encoding(info->encoding);
+      e.set_raw_bytes(info->raw_bytes);
+      e.set_compressed_bytes(info->compressed_bytes);
+      e.set_checksum(info->checksum);
+      e.set_file_checksum(info->file_checksum);
+      return absl::OkStatus();
+    });
+    // Every file was handed to writeback as it was written; now wait for all of them.
+    if (status.ok()) status = ForEachInParallel(n, threads, [&](int64_t i) { return SyncFile(PathOf(i)); });
+    shard.set_rank(world->rank());
+    if (!status.ok()) {
+      shard.set_error(std::string(status.message()));
+      shard.set_error_code(static_cast<int>(status.code()));
+    } else {
+      for (TensorEntry& e : entries) *shard.add_tensors() = std::move(e);
+      for (size_t i = 0; i < data_states.size(); ++i) {
+        DataIteratorState* d = shard.add_data_states();
+        d->set_chip(mesh.FirstChip() + static_cast<int64_t>(i));
+        d->set_state(data_states[i]);
+      }
+    }
+    copy.reset();
+    written.store(true, std::memory_order_release);
+  }
+};
+
+CheckpointSave::CheckpointSave(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+CheckpointSave::~CheckpointSave() {
+  if (state_ != nullptr && state_->writer.joinable()) state_->writer.join();
+}
+
+int64_t CheckpointSave::step() const { return state_->stats.step; }
+
+absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& trainer, const std::string& root,
+                                                                      int64_t keep_last, bool background) {
+  auto s = std::make_unique<State>();
+  s->world = &trainer.world();
+  s->spec = trainer.spec();
+  s->mesh = trainer.mesh();
+  s->root = root;
+  s->keep_last = keep_last;
+  s->stats.step = trainer.step();
+  s->stats.path = (fs::path(root) / StepDirName(s->stats.step)).string();
+  s->tmp = s->stats.path + ".tmp";
+  const bool rank0 = s->world->rank() == 0;
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*s->world, rank0 ? PrepareDirectory(root, s->tmp) : absl::OkStatus()));
+
+  // Shared tensors by world rank 0; each expert range by the lowest rank of its replica set.
+  const bool writes_shared = rank0;
+  const bool writes_experts = trainer.replicas().rank() == 0;
+  for (LocalTensor& t : LocalTensors(trainer.layout(), &trainer.optimizer())) {
+    if (t.is_expert ? writes_experts : writes_shared) s->tensors.push_back(std::move(t));
+  }
+  int64_t total = 0;
+  for (const LocalTensor& t : s->tensors) total += t.size();
+  if (background && total > 0) s->copy.reset(new float[static_cast<size_t>(total)]);
+  int64_t at = 0;
+  for (const LocalTensor& t : s->tensors) {
+    const float* base = (t.kind == TENSOR_PARAM ? trainer.params().data() : trainer.optimizer().state().data()) + t.offset;
+    if (background) {
+      std::memcpy(s->copy.get() + at, base, static_cast<size_t>(t.size()) * sizeof(float));
+      base = s->copy.get() + at;
+      at += t.size();
+    }
+    s->sources.push_back(base);
+  }
+  s->data_states = trainer.DataStates();
+  State* raw = s.get();
+  if (background) {
+    s->threads = 1;  // leave the cores to training
+    s->writer = std::thread([raw] { raw->Write(); });
+  } else {
+    s->threads = CheckpointThreads();
+    s->Write();
+  }
+  s->blocking += s->timer.Seconds();
+  return std::unique_ptr<CheckpointSave>(new CheckpointSave(std::move(s)));
+}
+
+bool CheckpointSave::WrittenHere() const { return state_->written.load(std::memory_order_acquire); }
+
+absl::StatusOr<SaveStats> CheckpointSave::Finish() {
+  State& s = *state_;
+  Timer blocked;
+  if (s.writer.joinable()) s.writer.join();
+  Communicator& world = *s.world;
+  const bool rank0 = world.rank() == 0;
+  SaveStats& stats = s.stats;
+  const std::vector<std::string> gathered = AllGatherBytes(world, s.shard.SerializeAsString());
 
   CheckpointManifest manifest;
   absl::Status status = absl::OkStatus();
@@ -184,22 +248,21 @@ absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& ro
   }
   if (rank0) {
     if (status.ok()) {
-      const Mesh& mesh = trainer.mesh();
       manifest.set_format_version(kCheckpointFormatVersion);
       manifest.set_step(stats.step);
-      *manifest.mutable_job() = trainer.spec();
-      manifest.mutable_rng()->set_train_seed(trainer.spec().train().seed());
+      *manifest.mutable_job() = s.spec;
+      manifest.mutable_rng()->set_train_seed(s.spec.train().seed());
       manifest.mutable_rng()->set_step(stats.step);
-      manifest.set_num_chips(mesh.num_chips);
-      manifest.set_expert_parallel(mesh.expert_parallel);
+      manifest.set_num_chips(s.mesh.num_chips);
+      manifest.set_expert_parallel(s.mesh.expert_parallel);
       manifest.set_world_size(world.size());
       manifest.set_unix_time(static_cast<int64_t>(std::time(nullptr)));
-      status = Commit(manifest, tmp, stats.path, root);
+      status = Commit(manifest, s.tmp, stats.path, s.root);
     }
     if (!status.ok()) {
       std::error_code ec;
-      fs::remove_all(tmp, ec);
-      status = absl::Status(status.code(), absl::StrCat(status.message(), "; ", root,
+      fs::remove_all(s.tmp, ec);
+      status = absl::Status(status.code(), absl::StrCat(status.message(), "; ", s.root,
                                                         " keeps its previous checkpoints"));
     }
   }
@@ -208,12 +271,19 @@ absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& ro
 
   std::string pruned;
   if (rank0) {
-    for (const std::string& p : Prune(root, stats.step, keep_last)) absl::StrAppend(&pruned, p, "\n");
+    for (const std::string& p : Prune(s.root, stats.step, s.keep_last)) absl::StrAppend(&pruned, p, "\n");
   }
   world.Broadcast(&pruned, 0);
   for (absl::string_view p : absl::StrSplit(pruned, '\n', absl::SkipEmpty())) stats.pruned.emplace_back(p);
-  stats.seconds = timer.Seconds();
+  stats.seconds = s.timer.Seconds();
+  stats.blocking_seconds = s.blocking + blocked.Seconds();
   return stats;
+}
+
+absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& root, int64_t keep_last) {
+  absl::StatusOr<std::unique_ptr<CheckpointSave>> save = CheckpointSave::Start(trainer, root, keep_last, false);
+  if (!save.ok()) return save.status();
+  return (*save)->Finish();
 }
 
 }  // namespace openmoe

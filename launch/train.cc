@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <sched.h>
 #include <sys/resource.h>
 
 #include <thread>
@@ -25,16 +27,24 @@ namespace openmoe {
 
 namespace {
 
-// OpenBLAS threads for this rank: the job's setting, or this machine's cores shared among the
-// ranks running on it.
+// OpenBLAS threads for this rank: the job's train.threads, else OPENBLAS_NUM_THREADS, else the
+// cores this process may use shared among the ranks on its machine. Collective.
 int ThreadsFor(const JobSpec& spec) {
-  if (spec.train().threads() > 0) return static_cast<int>(spec.train().threads());
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
   int local_ranks = 1;
   MPI_Comm_size(local, &local_ranks);
   MPI_Comm_free(&local);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (spec.train().threads() > 0) return static_cast<int>(spec.train().threads());
+  if (const char* env = std::getenv("OPENBLAS_NUM_THREADS"); env != nullptr && std::atoi(env) > 0) {
+    return std::atoi(env);
+  }
+  // The cores this process may run on (its affinity mask: a scheduler's share, not the machine).
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int cores = sched_getaffinity(0, sizeof(set), &set) == 0
+                        ? CPU_COUNT(&set)
+                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::max(1, cores / local_ranks);
 }
 

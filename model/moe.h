@@ -42,22 +42,26 @@ struct MoeGrads {  // accumulated into
 
 // What an expert-parallel exchange keeps between forward and backward (unused on one process).
 struct ExpertExchangeState {
-  std::vector<int64_t> send_order;     // (A) dispatch-order row of each row of the send buffer
-  std::vector<int64_t> send_rows;      // (ranks) rows sent to each rank
-  std::vector<int64_t> recv_rows;      // (ranks) rows received from each rank
-  std::vector<int64_t> recv_to_expert; // (R) expert-major row of each received row
-  std::vector<int64_t> local_offsets;  // (E_local + 1) expert-major row ranges per local expert
-  Tensor send;        // (A, d) rows in send order
-  Tensor recv;        // (R, d) rows in receive order
-  Tensor expert_in;   // (R, d) received rows, expert-major: the local experts' inputs
-  Tensor expert_res;  // (R, d) the local experts' outputs (backward: their input gradients)
+  // A run of received rows from one source rank for one local expert.
+  struct Block {
+    int64_t begin = 0;         // first row in receive order
+    int64_t rows = 0;
+    int64_t local_expert = 0;  // index into the stacked local expert weights
+  };
+  std::vector<int64_t> send_rows;  // (ranks) rows sent to each rank, in dispatch order
+  std::vector<int64_t> recv_rows;  // (ranks) rows received from each rank
+  std::vector<Block> blocks;       // receive order: source-major, then expert
+  Tensor recv;        // (R, d) received rows: the local experts' inputs
+  Tensor expert_res;  // (R, d) the local experts' outputs (backward: their output gradients)
+  Tensor grad_in;     // (R, d) backward: the local experts' input gradients
+  Tensor returned;    // (A, d) backward: input gradients back in dispatch order
 };
 
 struct MoeCache {
   Routing routing;
   Tensor dispatched;                 // (A, d) expert inputs in dispatch order
   Tensor expert_out;                 // (A, d) expert outputs in dispatch order
-  std::vector<FfnCache> expert_ffn;  // (E_local)
+  std::vector<FfnCache> expert_ffn;  // per local expert (per received block on a mesh)
   ExpertExchangeState exchange;
   Tensor workspace;                  // backward scratch
 };

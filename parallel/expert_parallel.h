@@ -1,12 +1,16 @@
 // Expert parallelism: the MoE experts run on the ranks that hold them, reached by all-to-all.
 //
-// Forward (collective over `comm`, every rank calls it once per MoE layer, in layer order):
+// A rank that hosts whole expert groups (chips per rank >= expert_parallel) holds every expert
+// and keeps its tokens: it runs them in place, with no communication. Otherwise all its chips
+// lie in one expert group, and the forward (collective over `comm`, every rank calls it once per
+// MoE layer, in layer order) is:
 //   1. each kept assignment (token t of chip c, expert e) goes to the chip of c's expert group
 //      that holds e, hence to that chip's rank; rows are bucketed by (destination rank, expert);
 //   2. counts travel first (one all-to-all of E counts per rank pair), then the rows
 //      (an all-to-all-v aggregated per rank pair, so no padding to capacity is sent; pairs on one
 //      rank are copies);
-//   3. each local expert runs once on all rows it received, from every source;
+//   3. each local expert runs on the rows it received, block by block as they arrived (one GEMM
+//      chain per source rank; reordering them into one block would cost two more row copies);
 //   4. outputs return by the mirrored all-to-all-v into dispatch order.
 // Backward mirrors it: d outputs travel out, expert backward, d inputs travel back. Expert weight
 // gradients accumulate here only for local experts; the trainer reduces them over replicas.
@@ -21,11 +25,12 @@
 
 namespace openmoe {
 
-// Bytes moved by the all-to-alls (for the cost model and benchmarks), summed since construction.
+// Rows moved by the all-to-all-v's (dispatch and combine, forward and backward: four per MoE
+// layer call), summed since construction; each row is d_model floats.
 struct ExchangeCounters {
-  int64_t calls = 0;
-  int64_t rows_sent_remote = 0;  // rows to other ranks
-  int64_t rows_sent_local = 0;   // rows to this rank (copies)
+  int64_t exchanges = 0;
+  int64_t rows_remote = 0;  // rows sent to other ranks
+  int64_t rows_local = 0;   // rows sent to this rank (copies)
 };
 
 class ExpertParallelRunner final : public ExpertRunner {
@@ -41,15 +46,15 @@ class ExpertParallelRunner final : public ExpertRunner {
   const ExchangeCounters& counters() const { return counters_; }
 
  private:
-  // Sends `rows_in_send_order` (send order) out and brings the local experts' view back
-  // expert-major into state.expert_in-shaped `expert_major` (R, d).
-  void ScatterToExperts(int64_t d, ExpertExchangeState& state, float* expert_major);
-  // The reverse: expert-major rows (R, d) back to their senders, into `back` (A, d) send order.
-  void GatherFromExperts(int64_t d, ExpertExchangeState& state, const float* expert_major,
-                         float* back);
+  bool AllExpertsLocal() const;
+  // One all-to-all-v of rows: outbound sends state.send_rows[q] rows to rank q (dispatch order)
+  // and receives state.recv_rows (source-major); the return direction swaps the counts.
+  void Exchange(int64_t d, const float* send, float* recv, bool outbound,
+                ExpertExchangeState& state);
 
   const Mesh& mesh_;
   Communicator* comm_;
+  LocalExpertRunner local_;
   ExchangeCounters counters_;
 };
 

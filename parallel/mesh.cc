@@ -30,6 +30,12 @@ absl::StatusOr<Mesh> MakeMesh(const JobSpec& spec, int world_size, int rank) {
   }
   m.chips_per_rank = m.num_chips / world_size;
   if (m.num_experts > 0) {
+    if (m.expert_parallel < 1 || m.num_experts % m.expert_parallel != 0 ||
+        m.num_chips % m.expert_parallel != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "mesh.expert_parallel=%d must divide model.num_experts=%d and topology.num_chips=%d",
+          m.expert_parallel, m.num_experts, m.num_chips));
+    }
     if (m.chips_per_rank % m.expert_parallel != 0 && m.expert_parallel % m.chips_per_rank != 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%d chips per rank (topology.num_chips=%d over %d ranks) and mesh.expert_parallel=%d must "

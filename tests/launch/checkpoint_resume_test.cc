@@ -10,6 +10,7 @@
 #include "launch/checkpoint_manifest.h"
 #include "launch/checkpoint_reader.h"
 #include "launch/checkpoint_restore.h"
+#include "launch/checkpoint_session.h"
 #include "launch/checkpoint_writer.h"
 #include "tests/launch/checkpoint_test_util.h"
 
@@ -177,6 +178,48 @@ TEST(CheckpointResume, SavingTheSameStepAgainReplacesItCompletely) {
   ASSERT_TRUE(ResumeTraining(*again, "auto", dir.path()).ok());
   EXPECT_EQ(again->params()[0], trainer->params()[0]);
   EXPECT_EQ(ListCheckpoints(dir.path())->size(), 1u);
+}
+
+}  // namespace
+}  // namespace openmoe
+
+namespace openmoe {
+namespace {
+
+// Interval saves written in the background hold the state of their step, not of the steps
+// trained while they were being written; resuming from one is still bitwise exact.
+TEST(CheckpointSessionAsync, BackgroundSaveHoldsItsStepAndResumesExactly) {
+  ScratchDir dir;
+  JobSpec spec = CheckpointJob(8, 8, 4);
+  spec.mutable_checkpoint()->set_dir(dir.path());
+  spec.mutable_checkpoint()->set_every_steps(2);
+  spec.mutable_checkpoint()->set_keep_last(10);
+  ASSERT_TRUE(spec.checkpoint().async_save());
+  auto reference = MakeTrainer(spec);
+  std::vector<std::string> want;
+  for (int i = 0; i < 5; ++i) want.push_back(Record(spec, reference->Step()));
+
+  auto trainer = MakeTrainer(spec);
+  auto session = CheckpointSession::Start(*trainer);
+  ASSERT_TRUE(session.ok()) << session.status();
+  for (int i = 0; i < 3; ++i) {
+    trainer->Step();
+    auto stop = (*session)->AfterStep(*trainer);
+    ASSERT_TRUE(stop.ok()) << stop.status();
+    EXPECT_FALSE(*stop);
+  }
+  ASSERT_TRUE((*session)->Finish(*trainer).ok());  // commits step 2, saves step 3
+  session->reset();
+  auto list = ListCheckpoints(dir.path());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[1].step, 2);
+  EXPECT_TRUE(CheckpointReader::Open((*list)[1].path)->VerifyAllFiles().ok());
+
+  auto resumed = MakeTrainer(spec);
+  ASSERT_TRUE(RestoreCheckpoint(*resumed, (*list)[1].path).ok());
+  for (int i = 2; i < 5; ++i) EXPECT_EQ(Record(spec, resumed->Step()), want[i]) << "step " << i;
+  EXPECT_TRUE(SameBits(resumed->params().data(), reference->params().data(), reference->params().size()));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -42,6 +43,18 @@ TEST(Xxh64, LowBitsMatchZstdFrameChecksum) {
   ZSTD_freeCCtx(cctx);
 }
 
+TEST(Xxh64, StreamEqualsOneShotForAnySplit) {
+  std::string data;
+  for (int i = 0; i < 3000; ++i) data += static_cast<char>((i * 131) % 256);
+  for (size_t n : {0, 5, 31, 32, 33, 100, 3000}) {
+    for (size_t piece : {1, 3, 7, 32, 45, 1000}) {
+      Xxh64Stream stream;
+      for (size_t at = 0; at < n; at += piece) stream.Update(data.data() + at, std::min(piece, n - at));
+      EXPECT_EQ(stream.Digest(), Xxh64(data.data(), n)) << n << " in pieces of " << piece;
+    }
+  }
+}
+
 std::vector<float> Ramp(int64_t n) {
   std::vector<float> v(n);
   for (int64_t i = 0; i < n; ++i) v[i] = 0.001f * static_cast<float>(i % 977) - 0.3f;
@@ -73,6 +86,27 @@ TEST(TensorFile, RoundTripsBothEncodingsBitExactly) {
     ASSERT_TRUE(ReadTensorFile(path, EntryFor(*info, "t.zst"), back.data()).ok());
     EXPECT_EQ(std::memcmp(back.data(), values.data(), 4 * values.size()), 0);
   }
+}
+
+// Several shuffle blocks and a short last one; every float distinct so that a misplaced byte shows.
+TEST(TensorFile, ManyBlocksRoundTrip) {
+  ScratchDir dir;
+  const int64_t n = 2 * kShuffleBlockFloats + 12345;
+  std::vector<float> values(n);
+  for (int64_t i = 0; i < n; ++i) values[i] = static_cast<float>(i) * 1.0001f - 7.0f;
+  auto info = WriteTensorFile(dir.Sub("big.zst"), values.data(), n);
+  ASSERT_TRUE(info.ok()) << info.status();
+  std::vector<float> back(n);
+  ASSERT_TRUE(ReadTensorFile(dir.Sub("big.zst"), EntryFor(*info, "big.zst"), back.data()).ok());
+  EXPECT_EQ(std::memcmp(back.data(), values.data(), 4 * n), 0);
+  // A manifest that claims fewer or more floats than the file holds.
+  TensorEntry shorter = EntryFor(*info, "big.zst");
+  shorter.set_raw_bytes(info->raw_bytes - 4);
+  EXPECT_EQ(ReadTensorFile(dir.Sub("big.zst"), shorter, back.data()).code(), absl::StatusCode::kDataLoss);
+  TensorEntry longer = EntryFor(*info, "big.zst");
+  longer.set_raw_bytes(info->raw_bytes + 4);
+  back.resize(n + 1);
+  EXPECT_EQ(ReadTensorFile(dir.Sub("big.zst"), longer, back.data()).code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(TensorFile, EmptyTensorRoundTrips) {

@@ -58,5 +58,10 @@ TEST(Mesh, ChipsPerRankAndExpertParallelMustNest) {
   EXPECT_NE(m.status().message().find("mesh.expert_parallel=8"), std::string::npos);
 }
 
+TEST(Mesh, ExpertParallelMustDivideExpertsAndChips) {
+  EXPECT_FALSE(MakeMesh(Job(4, 8, 8), 1, 0).ok());   // more expert shards than chips
+  EXPECT_FALSE(MakeMesh(Job(16, 4, 6), 1, 0).ok());  // 6 experts over 4 shards
+}
+
 }  // namespace
 }  // namespace openmoe
