@@ -11,8 +11,9 @@
 //   ratio        raw bytes / file bytes (zstd level 1 of byte-shuffled floats)
 // BM_WriteRawBytes writes the same raw bytes uncompressed (one file, fsync): the time to write the
 // bytes, which a save should not exceed by much. BM_BackgroundSaveStall measures what an
-// interval save with checkpoint.async_save costs the training loop (see there). One process (no MPI); files go to --dir (default:
-// a new directory under $TMPDIR or /tmp), which is removed at the end.
+// interval save with checkpoint.async_save costs the training loop (see there). One process (no
+// MPI); files go to --dir (default: a new directory under $TMPDIR or /tmp), which is removed at the
+// end.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -47,9 +48,10 @@ const std::vector<Model>& Models() {
   static const std::vector<Model> kModels = {
       {"bench_small", {}, 2},
       {"large_342M",
-       {"model.d_model=1024", "model.num_heads=8", "model.head_dim=128", "model.d_ff=2048", "model.num_layers=6",
-        "model.vocab_size=32000", "train.batch_rows=4", "train.seq_len=64", "router.group_size=256",
-        "topology.num_chips=1", "topology.torus_x=1", "topology.torus_y=1", "mesh.expert_parallel=1"},
+       {"model.d_model=1024", "model.num_heads=8", "model.head_dim=128", "model.d_ff=2048",
+        "model.num_layers=6", "model.vocab_size=32000", "train.batch_rows=4", "train.seq_len=64",
+        "router.group_size=256", "topology.num_chips=1", "topology.torus_x=1", "topology.torus_y=1",
+        "mesh.expert_parallel=1"},
        1},
   };
   return kModels;
@@ -61,7 +63,8 @@ Trainer& TrainedModel(int index) {
   auto& slot = trainers[index];
   if (slot == nullptr) {
     const Model& m = Models()[index];
-    auto spec = LoadJob({std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/bench_small.pbtxt"}, m.sets);
+    auto spec =
+        LoadJob({std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/bench_small.pbtxt"}, m.sets);
     OPENMOE_CHECK_MSG(spec.ok(), "%s", std::string(spec.status().message()).c_str());
     auto created = Trainer::Create(*spec);
     OPENMOE_CHECK_MSG(created.ok(), "%s", std::string(created.status().message()).c_str());
@@ -73,7 +76,8 @@ Trainer& TrainedModel(int index) {
 
 std::string DirOf(int index) { return g_root + "/" + Models()[index].name; }
 
-void Report(benchmark::State& state, int64_t raw, int64_t file, double seconds, int64_t iterations) {
+void Report(benchmark::State& state, int64_t raw, int64_t file, double seconds,
+            int64_t iterations) {
   state.counters["raw_MBps"] = raw * iterations / seconds / 1e6;
   state.counters["file_MBps"] = file * iterations / seconds / 1e6;
   state.counters["ratio"] = static_cast<double>(raw) / static_cast<double>(file);
@@ -116,7 +120,8 @@ void BM_Load(benchmark::State& state) {
     OPENMOE_CHECK_MSG(restored.ok(), "%s", std::string(restored.status().message()).c_str());
     ++iterations;
   }
-  OPENMOE_CHECK(std::memcmp((*target)->params().data(), source.params().data(), 4 * source.params().size()) == 0);
+  OPENMOE_CHECK(std::memcmp((*target)->params().data(), source.params().data(),
+                            4 * source.params().size()) == 0);
   Report(state, saved->raw_bytes, saved->compressed_bytes, seconds, iterations);
 }
 
@@ -181,10 +186,19 @@ void BM_BackgroundSaveStall(benchmark::State& state) {
   state.counters["blocking_ms"] = 1e3 * blocking / iterations;
 }
 
-BENCHMARK(BM_BackgroundSaveStall)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(4.0);
+BENCHMARK(BM_BackgroundSaveStall)
+    ->Arg(0)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(4.0);
 BENCHMARK(BM_Save)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_Load)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
-BENCHMARK(BM_WriteRawBytes)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_WriteRawBytes)
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(2.0);
 
 }  // namespace
 }  // namespace openmoe
@@ -201,7 +215,8 @@ int main(int argc, char** argv) {
   bool made = false;
   if (openmoe::g_root.empty()) {
     const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr ? tmp : "/tmp") + "/openmoe_checkpoint_bench_XXXXXX";
+    std::string pattern =
+        std::string(tmp != nullptr ? tmp : "/tmp") + "/openmoe_checkpoint_bench_XXXXXX";
     OPENMOE_CHECK(mkdtemp(pattern.data()) != nullptr);
     openmoe::g_root = pattern;
     made = true;
@@ -214,7 +229,8 @@ int main(int argc, char** argv) {
   if (made) {
     std::filesystem::remove_all(openmoe::g_root, ec);
   } else {
-    for (const openmoe::Model& m : openmoe::Models()) std::filesystem::remove_all(openmoe::g_root + "/" + m.name, ec);
+    for (const openmoe::Model& m : openmoe::Models())
+      std::filesystem::remove_all(openmoe::g_root + "/" + m.name, ec);
   }
   return 0;
 }

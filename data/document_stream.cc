@@ -136,7 +136,7 @@ class ShardStream : public DocumentStream {
         continue;
       }
       if (f != loaded_) {
-        auto shard = LoadTokenShard(*files_[f].index, files_[f].shard);
+        auto shard = LoadSharedTokenShard(*files_[f].index, files_[f].shard);
         if (!shard.ok()) {
           if (!skip_bad_) return shard.status();
           bad_shards_.insert(f);
@@ -148,8 +148,8 @@ class ShardStream : public DocumentStream {
       }
       next_ = d + 1;
       const uint64_t j = static_cast<uint64_t>(d - first_[f]);
-      const auto begin = data_.tokens.begin() + static_cast<std::ptrdiff_t>(data_.offsets[j]);
-      const auto end = data_.tokens.begin() + static_cast<std::ptrdiff_t>(data_.offsets[j + 1]);
+      const auto begin = data_->tokens.begin() + static_cast<std::ptrdiff_t>(data_->offsets[j]);
+      const auto end = data_->tokens.begin() + static_cast<std::ptrdiff_t>(data_->offsets[j + 1]);
       auto bad = std::find_if(begin, end, [&](int32_t t) { return t < 0 || t >= vocab_size_; });
       if (bad != end) {
         const ShardIndex& index = *files_[f].index;
@@ -209,7 +209,7 @@ class ShardStream : public DocumentStream {
   std::vector<int64_t> first_;  // first record of each file, plus the total
   int64_t total_ = 0;
   int64_t loaded_ = -1;
-  TokenShard data_;
+  std::shared_ptr<const TokenShard> data_;  // shared with this rank's other chips' streams
   std::set<int64_t> bad_shards_;
   int64_t next_ = 0, epoch_ = 0, documents_in_pass_ = 0;
   bool seeked_past_start_ = false;

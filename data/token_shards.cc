@@ -1,5 +1,11 @@
 #include "data/token_shards.h"
 
+#include <memory>
+
+#include <mutex>
+
+#include <map>
+
 #include <cstring>
 #include <sstream>
 
@@ -186,6 +192,20 @@ absl::StatusOr<ShardIndex> TokenShardWriter::Finish() {
   }
   if (auto s = WriteFileAtomically(JoinPath(index_.dir, "index.txt"), text); !s.ok()) return s;
   return index_;
+}
+
+absl::StatusOr<std::shared_ptr<const TokenShard>> LoadSharedTokenShard(const ShardIndex& index,
+                                                                       int64_t i) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const TokenShard>> cache;
+  const std::string key = JoinPath(index.dir, index.shards[static_cast<size_t>(i)].file);
+  std::lock_guard<std::mutex> lock(mu);
+  if (std::shared_ptr<const TokenShard> held = cache[key].lock()) return held;
+  absl::StatusOr<TokenShard> loaded = LoadTokenShard(index, i);
+  if (!loaded.ok()) return loaded.status();
+  auto shard = std::make_shared<const TokenShard>(*std::move(loaded));
+  cache[key] = shard;
+  return shard;
 }
 
 }  // namespace openmoe

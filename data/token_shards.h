@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,12 @@ struct TokenShard {
 // Reads shard i, checking its size and checksum against the index and its contents against
 // itself. DataLoss naming the file on any mismatch.
 absl::StatusOr<TokenShard> LoadTokenShard(const ShardIndex& index, int64_t i);
+
+// LoadTokenShard through a process-wide cache: while any holder keeps a shard, loading it again
+// (by another chip's stream on this rank, reading the same file at its own documents) shares
+// it, so a rank's memory does not grow with the chips it hosts. Thread-safe.
+absl::StatusOr<std::shared_ptr<const TokenShard>> LoadSharedTokenShard(const ShardIndex& index,
+                                                                       int64_t i);
 
 // Writes a shard set. Documents go to the current shard until it holds >= shard_tokens tokens.
 class TokenShardWriter {

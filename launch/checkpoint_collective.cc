@@ -2,7 +2,6 @@
 
 #include <cstdint>
 
-
 namespace openmoe {
 
 absl::Status AgreeOnFirstError(Communicator& comm, const absl::Status& local) {

@@ -70,7 +70,8 @@ std::vector<LocalTensor> LocalTensors(const ParamLayout& layout, const Adafactor
 
 std::string TensorFileName(const LocalTensor& t) {
   std::string name = absl::StrCat(t.kind == TENSOR_PARAM ? "param." : "adafactor.", t.name);
-  if (t.is_expert) absl::StrAppend(&name, ".experts_", t.first_expert, "-", t.first_expert + t.num_experts - 1);
+  if (t.is_expert)
+    absl::StrAppend(&name, ".experts_", t.first_expert, "-", t.first_expert + t.num_experts - 1);
   return name + ".zst";
 }
 

@@ -21,15 +21,15 @@
 namespace openmoe {
 
 struct LocalTensor {
-  std::string name;                   // the parameter's global name
+  std::string name;  // the parameter's global name
   TensorKind kind = TENSOR_PARAM;
   std::vector<int64_t> global_shape;  // experts: (num_experts, ...)
   bool is_expert = false;
-  bool factored = false;              // TENSOR_ADAFACTOR only
-  int64_t first_expert = 0;           // experts: global id of the first local one
-  int64_t num_experts = 1;            // experts: how many this rank holds; shared: 1
-  int64_t per_expert = 0;             // floats per expert (shared: the whole tensor)
-  int64_t offset = 0;                 // into params (TENSOR_PARAM) or optimizer state
+  bool factored = false;     // TENSOR_ADAFACTOR only
+  int64_t first_expert = 0;  // experts: global id of the first local one
+  int64_t num_experts = 1;   // experts: how many this rank holds; shared: 1
+  int64_t per_expert = 0;    // floats per expert (shared: the whole tensor)
+  int64_t offset = 0;        // into params (TENSOR_PARAM) or optimizer state
   int64_t size() const { return num_experts * per_expert; }
 };
 
@@ -37,7 +37,8 @@ struct LocalTensor {
 std::vector<LocalTensor> LocalTensors(const ParamLayout& layout, const Adafactor* optimizer);
 
 // File name of a tensor piece: "param.<name>.zst", "adafactor.<name>.zst"; expert pieces add
-// ".experts_<first>-<last>" (inclusive ids), e.g. "param.layers.1.moe.experts.wi_0.experts_0-3.zst".
+// ".experts_<first>-<last>" (inclusive ids), e.g.
+// "param.layers.1.moe.experts.wi_0.experts_0-3.zst".
 std::string TensorFileName(const LocalTensor& t);
 
 // "param" or "adafactor state": how messages name a tensor kind.

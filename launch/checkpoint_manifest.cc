@@ -35,7 +35,8 @@ std::string StepDirName(int64_t step) { return absl::StrFormat("step_%08d", step
 
 std::optional<int64_t> ParseStepDirName(std::string_view name_view) {
   absl::string_view name(name_view.data(), name_view.size());
-  if (!absl::ConsumePrefix(&name, "step_") || name.size() < 8 || name.size() > 18) return std::nullopt;
+  if (!absl::ConsumePrefix(&name, "step_") || name.size() < 8 || name.size() > 18)
+    return std::nullopt;
   for (char c : name)
     if (!absl::ascii_isdigit(c)) return std::nullopt;
   int64_t step = 0;
@@ -48,7 +49,8 @@ absl::StatusOr<std::vector<CheckpointDir>> ListCheckpoints(const std::string& ro
   std::error_code ec;
   if (!fs::exists(root, ec)) return out;
   if (!fs::is_directory(root, ec)) {
-    return absl::FailedPreconditionError(absl::StrCat("checkpoint.dir=", root, " is not a directory"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint.dir=", root, " is not a directory"));
   }
   fs::directory_iterator it(root, ec);
   if (ec) return absl::InternalError(absl::StrCat(root, ": cannot list (", ec.message(), ")"));
@@ -65,34 +67,37 @@ std::string SerializeManifest(const CheckpointManifest& manifest) {
   std::string text;
   google::protobuf::TextFormat::PrintToString(manifest, &text);
   if (!text.empty() && text.back() != '\n') text += '\n';
-  return absl::StrCat(text, std::string(kChecksumPrefix), absl::StrFormat("%016x", Xxh64(text.data(), text.size())), "\n");
+  return absl::StrCat(text, std::string(kChecksumPrefix),
+                      absl::StrFormat("%016x", Xxh64(text.data(), text.size())), "\n");
 }
 
 absl::StatusOr<CheckpointManifest> ParseManifest(std::string_view text, const std::string& path) {
   // The checksum line is the last line; the body is everything before it.
   std::string_view trimmed = text;
   if (!trimmed.empty() && trimmed.back() == '\n') trimmed.remove_suffix(1);
-  const size_t line_start = trimmed.rfind('\n') == std::string_view::npos ? 0 : trimmed.rfind('\n') + 1;
+  const size_t line_start =
+      trimmed.rfind('\n') == std::string_view::npos ? 0 : trimmed.rfind('\n') + 1;
   absl::string_view last(trimmed.data() + line_start, trimmed.size() - line_start);
   const std::string_view body = text.substr(0, line_start);
   uint64_t stored = 0;
-  if (!absl::ConsumePrefix(&last, absl::string_view(kChecksumPrefix.data(), kChecksumPrefix.size())) || last.size() != 16 ||
-      !absl::SimpleHexAtoi(last, &stored)) {
+  if (!absl::ConsumePrefix(&last,
+                           absl::string_view(kChecksumPrefix.data(), kChecksumPrefix.size())) ||
+      last.size() != 16 || !absl::SimpleHexAtoi(last, &stored)) {
     return absl::DataLossError(absl::StrCat(path, ": no checksum line at the end (truncated?)"));
   }
   const uint64_t computed = Xxh64(body.data(), body.size());
   if (computed != stored) {
-    return absl::DataLossError(absl::StrFormat("%s: checksum mismatch (xxh64 %016x, the file says %016x)",
-                                               path, computed, stored));
+    return absl::DataLossError(absl::StrFormat(
+        "%s: checksum mismatch (xxh64 %016x, the file says %016x)", path, computed, stored));
   }
   CheckpointManifest manifest;
   if (!google::protobuf::TextFormat::ParseFromString(std::string(body), &manifest)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a valid CheckpointManifest"));
   }
   if (manifest.format_version() != kCheckpointFormatVersion) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: format_version=%d, this build reads version %d", path, manifest.format_version(),
-        kCheckpointFormatVersion));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: format_version=%d, this build reads version %d", path,
+                        manifest.format_version(), kCheckpointFormatVersion));
   }
   return manifest;
 }
@@ -118,7 +123,8 @@ absl::Status CheckModelCompatible(const JobSpec& saved, const JobSpec& job) {
     int64_t saved, job;
   };
   const Field fields[] = {
-      {"model.vocab_size (padded to model.vocab_pad_multiple)", a.padded_vocab_size, b.padded_vocab_size},
+      {"model.vocab_size (padded to model.vocab_pad_multiple)", a.padded_vocab_size,
+       b.padded_vocab_size},
       {"model.num_layers", a.num_layers, b.num_layers},
       {"model.d_model", a.d_model, b.d_model},
       {"model.num_heads", a.num_heads, b.num_heads},
@@ -143,8 +149,11 @@ absl::Status CheckTensorIndex(const CheckpointManifest& manifest) {
   // (kind, name) -> expert coverage count per expert id.
   std::map<std::pair<int, std::string>, std::vector<int>> coverage;
   for (const TensorEntry& t : manifest.tensors()) {
-    const std::string what = absl::StrCat(TensorKind_Name(t.kind()), " ", t.name(), " (", t.file(), ")");
-    if (t.dtype() != "F32") return absl::InvalidArgumentError(absl::StrCat("tensor ", what, ": dtype ", t.dtype(), " is not F32"));
+    const std::string what =
+        absl::StrCat(TensorKind_Name(t.kind()), " ", t.name(), " (", t.file(), ")");
+    if (t.dtype() != "F32")
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", what, ": dtype ", t.dtype(), " is not F32"));
     if (t.file().empty() || t.file().find('/') != std::string::npos || t.file()[0] == '.') {
       return absl::InvalidArgumentError(absl::StrCat("tensor ", what, ": bad file name"));
     }
@@ -152,8 +161,9 @@ absl::Status CheckTensorIndex(const CheckpointManifest& manifest) {
     if (t.is_expert()) {
       const int64_t experts = t.shape_size() > 0 ? t.shape(0) : 0;
       if (t.expert_begin() < 0 || t.expert_end() > experts || t.expert_begin() >= t.expert_end()) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "tensor %s: expert range [%d, %d) outside [0, %d)", what, t.expert_begin(), t.expert_end(), experts));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("tensor %s: expert range [%d, %d) outside [0, %d)", what,
+                            t.expert_begin(), t.expert_end(), experts));
       }
       elements = elements / experts * (t.expert_end() - t.expert_begin());
       std::vector<int>& seen = coverage[{t.kind(), t.name()}];
@@ -161,16 +171,16 @@ absl::Status CheckTensorIndex(const CheckpointManifest& manifest) {
       for (int64_t e = t.expert_begin(); e < t.expert_end(); ++e) ++seen[e];
     }
     if (t.raw_bytes() != elements * 4) {
-      return absl::InvalidArgumentError(absl::StrFormat("tensor %s: raw_bytes=%d, its shape needs %d", what,
-                                                        t.raw_bytes(), elements * 4));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor %s: raw_bytes=%d, its shape needs %d", what, t.raw_bytes(), elements * 4));
     }
   }
   for (const auto& [key, seen] : coverage) {
     for (size_t e = 0; e < seen.size(); ++e) {
       if (seen[e] != 1) {
-        return absl::InvalidArgumentError(absl::StrFormat("tensor %s %s: expert %d is held by %d files (want 1)",
-                                                          TensorKind_Name(static_cast<TensorKind>(key.first)),
-                                                          key.second, e, seen[e]));
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "tensor %s %s: expert %d is held by %d files (want 1)",
+            TensorKind_Name(static_cast<TensorKind>(key.first)), key.second, e, seen[e]));
       }
     }
   }

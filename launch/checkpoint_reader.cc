@@ -53,21 +53,24 @@ std::string CheckpointReader::PathOf(const TensorEntry& entry) const {
 absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
   auto it = index_.find({t.kind, t.name});
   if (it == index_.end()) {
-    return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": no ", TensorKindName(t.kind),
-                                                      " ", t.name, " (the model needs it)"));
+    return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": no ",
+                                                      TensorKindName(t.kind), " ", t.name,
+                                                      " (the model needs it)"));
   }
   const TensorEntry& any = manifest_.tensors(it->second.front());
   if (t.kind == TENSOR_ADAFACTOR && any.factored() != t.factored) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", dir_, ": adafactor state of ", t.name, " is ", any.factored() ? "factored" : "not factored",
+        "checkpoint ", dir_, ": adafactor state of ", t.name, " is ",
+        any.factored() ? "factored" : "not factored",
         " but this job's optimizer.factored / optimizer.min_dim_size_to_factor make it ",
         t.factored ? "factored" : "not factored"));
   }
   const std::vector<int64_t> shape(any.shape().begin(), any.shape().end());
   if (shape != t.global_shape || any.is_expert() != t.is_expert) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", dir_, ": ", TensorKindName(t.kind), " ", t.name, " has shape ", ShapeString(shape),
-        any.is_expert() ? " (experts)" : "", ", this job's model needs ", ShapeString(t.global_shape)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", dir_, ": ", TensorKindName(t.kind), " ", t.name, " has shape ",
+                     ShapeString(shape), any.is_expert() ? " (experts)" : "",
+                     ", this job's model needs ", ShapeString(t.global_shape)));
   }
   if (!t.is_expert) return ReadTensorFile(PathOf(any), any, out);  // errors name the file
 
@@ -86,33 +89,37 @@ absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
     }
     staging.resize(static_cast<size_t>(file_experts * t.per_expert));
     OPENMOE_RETURN_IF_ERROR(ReadTensorFile(PathOf(*e), *e, staging.data()));
-    std::memcpy(out + (b - lo) * t.per_expert, staging.data() + (b - e->expert_begin()) * t.per_expert,
+    std::memcpy(out + (b - lo) * t.per_expert,
+                staging.data() + (b - e->expert_begin()) * t.per_expert,
                 static_cast<size_t>((end - b) * t.per_expert) * sizeof(float));
   }
   if (covered != t.num_experts) {  // CheckTensorIndex makes this unreachable for checked manifests
-    return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": ", TensorKindName(t.kind), " ",
-                                                      t.name, " does not hold experts ", lo, "..", hi - 1));
+    return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": ",
+                                                      TensorKindName(t.kind), " ", t.name,
+                                                      " does not hold experts ", lo, "..", hi - 1));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckpointReader::LoadInto(const ParamLayout& layout, float* params, Adafactor* optimizer) const {
+absl::Status CheckpointReader::LoadInto(const ParamLayout& layout, float* params,
+                                        Adafactor* optimizer) const {
   const std::vector<LocalTensor> tensors = LocalTensors(layout, optimizer);
   std::set<std::pair<int, std::string>> wanted;
   for (const LocalTensor& t : tensors) wanted.insert({t.kind, t.name});
   for (const auto& [key, entries] : index_) {
     if (key.first == TENSOR_ADAFACTOR && optimizer == nullptr) continue;
     if (!wanted.count(key)) {
-      return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": holds ",
-                                                        TensorKindName(static_cast<TensorKind>(key.first)), " ",
-                                                        key.second, ", which this job's model does not have"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint ", dir_, ": holds ", TensorKindName(static_cast<TensorKind>(key.first)), " ",
+          key.second, ", which this job's model does not have"));
     }
   }
-  return ForEachInParallel(static_cast<int64_t>(tensors.size()), CheckpointThreads(), [&](int64_t i) {
-    const LocalTensor& t = tensors[i];
-    float* base = t.kind == TENSOR_PARAM ? params : optimizer->state().data();
-    return Read(t, base + t.offset);
-  });
+  return ForEachInParallel(
+      static_cast<int64_t>(tensors.size()), CheckpointThreads(), [&](int64_t i) {
+        const LocalTensor& t = tensors[i];
+        float* base = t.kind == TENSOR_PARAM ? params : optimizer->state().data();
+        return Read(t, base + t.offset);
+      });
 }
 
 absl::Status CheckpointReader::VerifyAllFiles() const {

@@ -22,26 +22,31 @@ absl::StatusOr<CheckpointManifest> ReadCheckedManifest(const std::string& dir, c
     // A directory of checkpoints given where one checkpoint was expected: say which to pick.
     absl::StatusOr<std::vector<CheckpointDir>> inside = ListCheckpoints(dir);
     if (inside.ok() && !inside->empty()) {
-      return absl::NotFoundError(absl::StrCat(dir, " is a directory of checkpoints, not a checkpoint; pass one of them, e.g. ",
-                                              inside->front().path, " (the newest)"));
+      return absl::NotFoundError(absl::StrCat(
+          dir, " is a directory of checkpoints, not a checkpoint; pass one of them, e.g. ",
+          inside->front().path, " (the newest)"));
     }
     return reader.status();
   }
   const absl::Status compatible = CheckModelCompatible(reader->manifest().job(), job);
   if (!compatible.ok()) {
-    return absl::Status(compatible.code(), absl::StrCat("checkpoint ", dir, ": ", compatible.message()));
+    return absl::Status(compatible.code(),
+                        absl::StrCat("checkpoint ", dir, ": ", compatible.message()));
   }
   return reader->manifest();
 }
 
 // The data states of this rank's chips, or nullopt-like empty with a warning when the checkpoint
 // was written for another chip count.
-absl::StatusOr<std::vector<std::string>> LocalDataStates(const Trainer& trainer, const CheckpointManifest& m,
-                                                         const std::string& dir, std::vector<std::string>* warnings) {
+absl::StatusOr<std::vector<std::string>> LocalDataStates(const Trainer& trainer,
+                                                         const CheckpointManifest& m,
+                                                         const std::string& dir,
+                                                         std::vector<std::string>* warnings) {
   const Mesh& mesh = trainer.mesh();
   if (m.num_chips() != mesh.num_chips) {
     warnings->push_back(absl::StrFormat(
-        "checkpoint %s was written on %d chips, this job has %d: data-iterator states are not restored "
+        "checkpoint %s was written on %d chips, this job has %d: data-iterator states are not "
+        "restored "
         "(they are per chip); generated data is positioned at step %d, corpus data starts afresh",
         dir, m.num_chips(), mesh.num_chips, m.step()));
     return std::vector<std::string>();
@@ -52,7 +57,8 @@ absl::StatusOr<std::vector<std::string>> LocalDataStates(const Trainer& trainer,
   for (int64_t c = mesh.FirstChip(); c < mesh.FirstChip() + mesh.chips_per_rank; ++c) {
     auto it = by_chip.find(c);
     if (it == by_chip.end()) {
-      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": no data-iterator state for chip ", c));
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", dir, ": no data-iterator state for chip ", c));
     }
     states.push_back(*it->second);
   }
@@ -91,13 +97,15 @@ absl::StatusOr<RestoreOutcome> RestoreCheckpoint(Trainer& trainer, const std::st
   absl::Status progress = states.status();
   if (states.ok()) progress = trainer.RestoreProgress(outcome.step, *states).status();
   if (!progress.ok()) {
-    progress = absl::Status(progress.code(), absl::StrCat("checkpoint ", dir, ": ", progress.message()));
+    progress =
+        absl::Status(progress.code(), absl::StrCat("checkpoint ", dir, ": ", progress.message()));
   }
   OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(world, progress));
   return outcome;
 }
 
-absl::StatusOr<RestoreOutcome> ResumeTraining(Trainer& trainer, const std::string& resume, const std::string& root) {
+absl::StatusOr<RestoreOutcome> ResumeTraining(Trainer& trainer, const std::string& resume,
+                                              const std::string& root) {
   if (resume == "never") return RestoreOutcome{};
   if (resume != "auto") return RestoreCheckpoint(trainer, resume);
   if (root.empty()) return RestoreOutcome{};

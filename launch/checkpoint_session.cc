@@ -37,8 +37,8 @@ absl::StatusOr<std::unique_ptr<CheckpointSession>> CheckpointSession::Start(Trai
   for (const std::string& w : session->restored_.warnings) Warn(session->rank0_, w);
   if (session->restored_.restored) {
     session->last_saved_step_ = session->restored_.step;
-    Info(session->rank0_, absl::StrFormat("checkpoint: resumed from %s at step %d", session->restored_.dir,
-                                          session->restored_.step));
+    Info(session->rank0_, absl::StrFormat("checkpoint: resumed from %s at step %d",
+                                          session->restored_.dir, session->restored_.step));
   } else if (!config.init_from_safetensors().empty()) {
     OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
         trainer.world(), LoadParamsFromSafetensors(config.init_from_safetensors(), trainer.layout(),
@@ -51,9 +51,10 @@ absl::StatusOr<std::unique_ptr<CheckpointSession>> CheckpointSession::Start(Trai
 
 void CheckpointSession::Report(const SaveStats& saved, const std::string& why, int64_t keep_last) {
   last_saved_step_ = saved.step;
-  Info(rank0_, absl::StrFormat("checkpoint: saved %s (%s; %d files, %.1f MB -> %.1f MB, %.2fs, %.2fs blocking)",
-                               saved.path, why, saved.files, saved.raw_bytes / 1e6, saved.compressed_bytes / 1e6,
-                               saved.seconds, saved.blocking_seconds));
+  Info(rank0_, absl::StrFormat(
+                   "checkpoint: saved %s (%s; %d files, %.1f MB -> %.1f MB, %.2fs, %.2fs blocking)",
+                   saved.path, why, saved.files, saved.raw_bytes / 1e6,
+                   saved.compressed_bytes / 1e6, saved.seconds, saved.blocking_seconds));
   for (const std::string& p : saved.pruned) {
     Info(rank0_, absl::StrFormat("checkpoint: removed %s (keep_last %d)", p, keep_last));
   }
@@ -96,12 +97,17 @@ absl::StatusOr<bool> CheckpointSession::AfterStep(Trainer& trainer) {
   const bool has_dir = !config.dir().empty();
   if (stop) {
     const int sig = StopSignalHandler::Received();
-    const char* name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal on another rank";
+    const char* name = sig == SIGINT    ? "SIGINT"
+                       : sig == SIGTERM ? "SIGTERM"
+                                        : "a signal on another rank";
     if (has_dir) {
-      OPENMOE_RETURN_IF_ERROR(Save(trainer, absl::StrFormat("stop requested by %s", name), /*background=*/false));
+      OPENMOE_RETURN_IF_ERROR(
+          Save(trainer, absl::StrFormat("stop requested by %s", name), /*background=*/false));
     } else {
-      Warn(rank0_, absl::StrFormat("stop requested by %s after step %d; checkpoint.dir is empty, so nothing is saved",
-                                   name, trainer.step()));
+      Warn(rank0_,
+           absl::StrFormat(
+               "stop requested by %s after step %d; checkpoint.dir is empty, so nothing is saved",
+               name, trainer.step()));
     }
     return true;
   }

@@ -98,10 +98,13 @@ absl::Status WriteSynced(const std::string& path, const char* bytes, size_t n) {
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat(path, ": cannot create"));
   absl::Status status = WriteAll(fd, bytes, injected.ok() ? n : n / 2, path);
   if (status.ok() && !injected.ok()) {
-    status = absl::Status(injected.code(), absl::StrCat(path, ": write failed (", injected.message(), ")"));
+    status = absl::Status(injected.code(),
+                          absl::StrCat(path, ": write failed (", injected.message(), ")"));
   }
-  if (status.ok() && ::fsync(fd) != 0) status = ErrnoStatus(errno, absl::StrCat(path, ": fsync failed"));
-  if (::close(fd) != 0 && status.ok()) status = ErrnoStatus(errno, absl::StrCat(path, ": close failed"));
+  if (status.ok() && ::fsync(fd) != 0)
+    status = ErrnoStatus(errno, absl::StrCat(path, ": fsync failed"));
+  if (::close(fd) != 0 && status.ok())
+    status = ErrnoStatus(errno, absl::StrCat(path, ": close failed"));
   return status;
 }
 
@@ -238,13 +241,15 @@ absl::StatusOr<TensorFileInfo> WriteTensorFile(const std::string& path, const fl
       ZSTD_outBuffer out{out_buffer.get(), ZSTD_CStreamOutSize(), 0};
       remaining = ZSTD_compressStream2(cctx.get(), &out, &in, last ? ZSTD_e_end : ZSTD_e_continue);
       if (ZSTD_isError(remaining)) {
-        return absl::InternalError(absl::StrCat(path, ": zstd compression failed (", ZSTD_getErrorName(remaining), ")"));
+        return absl::InternalError(
+            absl::StrCat(path, ": zstd compression failed (", ZSTD_getErrorName(remaining), ")"));
       }
       OPENMOE_RETURN_IF_ERROR(WriteAll(file.fd, out_buffer.get(), out.pos, path));
       file_hash.Update(out_buffer.get(), out.pos);
       info.compressed_bytes += static_cast<int64_t>(out.pos);
       if (!injected.ok() && info.compressed_bytes > 0) {
-        return absl::Status(injected.code(), absl::StrCat(path, ": write failed (", injected.message(), ")"));
+        return absl::Status(injected.code(),
+                            absl::StrCat(path, ": write failed (", injected.message(), ")"));
       }
     }
     done += n;
@@ -272,17 +277,20 @@ absl::Status ReadTensorFile(const std::string& path, const TensorEntry& entry, f
   if (::fstat(file.fd, &st) != 0) return ErrnoStatus(errno, absl::StrCat(path, ": cannot stat"));
   const int64_t size = st.st_size;
   if (size != entry.compressed_bytes()) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: %s: %d bytes on disk, the manifest says %d", path,
-        size < entry.compressed_bytes() ? "truncated" : "wrong size", size, entry.compressed_bytes()));
+    return absl::DataLossError(
+        absl::StrFormat("%s: %s: %d bytes on disk, the manifest says %d", path,
+                        size < entry.compressed_bytes() ? "truncated" : "wrong size", size,
+                        entry.compressed_bytes()));
   }
   const int64_t raw_bytes = entry.raw_bytes();
   if (raw_bytes % 4 != 0) {
-    return absl::DataLossError(absl::StrFormat("%s: raw size %d is not a whole number of floats", path, raw_bytes));
+    return absl::DataLossError(
+        absl::StrFormat("%s: raw size %d is not a whole number of floats", path, raw_bytes));
   }
   const int64_t count = raw_bytes / 4;
   const bool shuffle = entry.encoding() == ENCODING_SHUFFLE4_ZSTD;
-  std::unique_ptr<unsigned char[]> block(shuffle ? new unsigned char[4 * std::min(kShuffleBlockFloats, count)] : nullptr);
+  std::unique_ptr<unsigned char[]> block(
+      shuffle ? new unsigned char[4 * std::min(kShuffleBlockFloats, count)] : nullptr);
   const size_t chunk = ZSTD_DStreamInSize();
   std::unique_ptr<char[]> in_buffer(new char[chunk]);
   DCtx dctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
@@ -291,7 +299,8 @@ absl::Status ReadTensorFile(const std::string& path, const TensorEntry& entry, f
   int64_t file_read = 0;
   size_t frame_left = 1;  // ZSTD_decompressStream's hint; 0 once the frame is complete
   auto corrupt = [&](const std::string& what) {
-    return absl::DataLossError(absl::StrCat(path, ": ", what, " (at compressed byte ", file_read, ")"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": ", what, " (at compressed byte ", file_read, ")"));
   };
   // Decodes exactly `bytes` bytes into dst.
   auto decode = [&](unsigned char* dst, size_t bytes) -> absl::Status {
@@ -310,7 +319,8 @@ absl::Status ReadTensorFile(const std::string& path, const TensorEntry& entry, f
       }
       if (frame_left == 0) return corrupt("decompresses to fewer bytes than the manifest says");
       frame_left = ZSTD_decompressStream(dctx.get(), &o, &in);
-      if (ZSTD_isError(frame_left)) return corrupt(absl::StrCat("corrupt zstd data: ", ZSTD_getErrorName(frame_left)));
+      if (ZSTD_isError(frame_left))
+        return corrupt(absl::StrCat("corrupt zstd data: ", ZSTD_getErrorName(frame_left)));
     }
     return absl::OkStatus();
   };
@@ -332,17 +342,20 @@ absl::Status ReadTensorFile(const std::string& path, const TensorEntry& entry, f
     if (s.ok()) return corrupt("decompresses to more bytes than the manifest says");
     if (frame_left != 0) return s;
   }
-  if (in.pos != in.size || file_read != size) return corrupt("data after the end of the zstd frame");
+  if (in.pos != in.size || file_read != size)
+    return corrupt("data after the end of the zstd frame");
   const uint64_t file_checksum = file_hash.Digest();
   if (file_checksum != entry.file_checksum()) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: file checksum mismatch (xxh64 %016x, the manifest says %016x): the file was damaged or changed", path,
-        file_checksum, entry.file_checksum()));
+    return absl::DataLossError(
+        absl::StrFormat("%s: file checksum mismatch (xxh64 %016x, the manifest says %016x): the "
+                        "file was damaged or changed",
+                        path, file_checksum, entry.file_checksum()));
   }
   const uint64_t checksum = Xxh64(out, static_cast<size_t>(raw_bytes));
   if (checksum != entry.checksum()) {
-    return absl::DataLossError(absl::StrFormat("%s: checksum mismatch (xxh64 %016x, the manifest says %016x)",
-                                               path, checksum, entry.checksum()));
+    return absl::DataLossError(
+        absl::StrFormat("%s: checksum mismatch (xxh64 %016x, the manifest says %016x)", path,
+                        checksum, entry.checksum()));
   }
   return absl::OkStatus();
 }
@@ -355,7 +368,8 @@ absl::Status FsyncDirectory(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat(dir, ": cannot open directory to sync it"));
   absl::Status status = absl::OkStatus();
-  if (::fsync(fd) != 0) status = ErrnoStatus(errno, absl::StrCat(dir, ": fsync of the directory failed"));
+  if (::fsync(fd) != 0)
+    status = ErrnoStatus(errno, absl::StrCat(dir, ": fsync of the directory failed"));
   ::close(fd);
   return status;
 }

@@ -9,7 +9,8 @@
 
 namespace openmoe {
 
-absl::Status ForEachInParallel(int64_t n, int threads, const std::function<absl::Status(int64_t)>& fn) {
+absl::Status ForEachInParallel(int64_t n, int threads,
+                               const std::function<absl::Status(int64_t)>& fn) {
   std::vector<absl::Status> results(static_cast<size_t>(n));
   std::atomic<int64_t> next{0};
   auto work = [&] {

@@ -11,7 +11,8 @@ namespace openmoe {
 
 // Calls fn(0) .. fn(n - 1), each exactly once, on up to `threads` threads (the caller's included).
 // Returns the error of the lowest index that failed (the others still run), else OK.
-absl::Status ForEachInParallel(int64_t n, int threads, const std::function<absl::Status(int64_t)>& fn);
+absl::Status ForEachInParallel(int64_t n, int threads,
+                               const std::function<absl::Status(int64_t)>& fn);
 
 // Threads for checkpoint work in this process: the OpenBLAS thread count the trainer chose (the
 // cores of this machine shared among its ranks), at least 1.

@@ -1,5 +1,9 @@
 #include "launch/checkpoint_writer.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -36,10 +40,12 @@ absl::Status PrepareDirectory(const std::string& root, const std::string& tmp) {
   }
   for (const fs::directory_entry& e : fs::directory_iterator(root, ec)) {
     const std::string name = e.path().filename().string();
-    if (absl::StartsWith(name, "step_") && absl::EndsWith(name, ".tmp")) fs::remove_all(e.path(), ec);
+    if (absl::StartsWith(name, "step_") && absl::EndsWith(name, ".tmp"))
+      fs::remove_all(e.path(), ec);
   }
   fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec) || ec) return FsError(absl::StrCat(tmp, ": cannot create"), ec);
+  if (!fs::create_directory(tmp, ec) || ec)
+    return FsError(absl::StrCat(tmp, ": cannot create"), ec);
   return absl::OkStatus();
 }
 
@@ -69,10 +75,11 @@ std::vector<std::string> Prune(const std::string& root, int64_t step, int64_t ke
 }
 
 // Rank 0: the manifest, then the rename that makes the checkpoint visible.
-absl::Status Commit(const CheckpointManifest& manifest, const std::string& tmp, const std::string& final_dir,
-                    const std::string& root) {
+absl::Status Commit(const CheckpointManifest& manifest, const std::string& tmp,
+                    const std::string& final_dir, const std::string& root) {
   OPENMOE_RETURN_IF_ERROR(CheckTensorIndex(manifest));
-  OPENMOE_RETURN_IF_ERROR(WriteFileSynced((fs::path(tmp) / kManifestFile).string(), SerializeManifest(manifest)));
+  OPENMOE_RETURN_IF_ERROR(
+      WriteFileSynced((fs::path(tmp) / kManifestFile).string(), SerializeManifest(manifest)));
   OPENMOE_RETURN_IF_ERROR(FsyncDirectory(tmp));
   std::error_code ec;
   const std::string replaced = final_dir + ".replaced.tmp";
@@ -80,7 +87,9 @@ absl::Status Commit(const CheckpointManifest& manifest, const std::string& tmp, 
   if (had_old) {
     fs::remove_all(replaced, ec);
     fs::rename(final_dir, replaced, ec);
-    if (ec) return FsError(absl::StrCat(final_dir, ": cannot move the old checkpoint of this step aside"), ec);
+    if (ec)
+      return FsError(absl::StrCat(final_dir, ": cannot move the old checkpoint of this step aside"),
+                     ec);
   }
   fs::rename(tmp, final_dir, ec);
   if (ec) {
@@ -106,16 +115,18 @@ struct CheckpointSave::State {
   SaveStats stats;
   Timer timer;
   double blocking = 0;
-  std::vector<LocalTensor> tensors;       // what this rank writes
-  std::vector<const float*> sources;      // their data
-  std::unique_ptr<float[]> copy;          // background saves: the data, copied
-  std::vector<std::string> data_states;   // this rank's chips
+  std::vector<LocalTensor> tensors;      // what this rank writes
+  std::vector<const float*> sources;     // their data
+  std::unique_ptr<float[]> copy;         // background saves: the data, copied
+  std::vector<std::string> data_states;  // this rank's chips
   int threads = 1;
-  CheckpointShard shard;                  // the result of Write()
+  CheckpointShard shard;  // the result of Write()
   std::atomic<bool> written{false};
   std::thread writer;
 
-  std::string PathOf(size_t i) const { return (fs::path(tmp) / TensorFileName(tensors[i])).string(); }
+  std::string PathOf(size_t i) const {
+    return (fs::path(tmp) / TensorFileName(tensors[i])).string();
+  }
 
   // Compresses and writes every file, then fsyncs them; fills `shard` (entries or the error).
   void Write() {
@@ -145,7 +156,8 @@ struct CheckpointSave::State {
       return absl::OkStatus();
     });
     // Every file was handed to writeback as it was written; now wait for all of them.
-    if (status.ok()) status = ForEachInParallel(n, threads, [&](int64_t i) { return SyncFile(PathOf(i)); });
+    if (status.ok())
+      status = ForEachInParallel(n, threads, [&](int64_t i) { return SyncFile(PathOf(i)); });
     shard.set_rank(world->rank());
     if (!status.ok()) {
       shard.set_error(std::string(status.message()));
@@ -171,8 +183,10 @@ CheckpointSave::~CheckpointSave() {
 
 int64_t CheckpointSave::step() const { return state_->stats.step; }
 
-absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& trainer, const std::string& root,
-                                                                      int64_t keep_last, bool background) {
+absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& trainer,
+                                                                      const std::string& root,
+                                                                      int64_t keep_last,
+                                                                      bool background) {
   auto s = std::make_unique<State>();
   s->world = &trainer.world();
   s->spec = trainer.spec();
@@ -183,7 +197,8 @@ absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& t
   s->stats.path = (fs::path(root) / StepDirName(s->stats.step)).string();
   s->tmp = s->stats.path + ".tmp";
   const bool rank0 = s->world->rank() == 0;
-  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*s->world, rank0 ? PrepareDirectory(root, s->tmp) : absl::OkStatus()));
+  OPENMOE_RETURN_IF_ERROR(
+      AgreeOnFirstError(*s->world, rank0 ? PrepareDirectory(root, s->tmp) : absl::OkStatus()));
 
   // Shared tensors by world rank 0; each expert range by the lowest rank of its replica set.
   const bool writes_shared = rank0;
@@ -196,7 +211,9 @@ absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& t
   if (background && total > 0) s->copy.reset(new float[static_cast<size_t>(total)]);
   int64_t at = 0;
   for (const LocalTensor& t : s->tensors) {
-    const float* base = (t.kind == TENSOR_PARAM ? trainer.params().data() : trainer.optimizer().state().data()) + t.offset;
+    const float* base =
+        (t.kind == TENSOR_PARAM ? trainer.params().data() : trainer.optimizer().state().data()) +
+        t.offset;
     if (background) {
       std::memcpy(s->copy.get() + at, base, static_cast<size_t>(t.size()) * sizeof(float));
       base = s->copy.get() + at;
@@ -208,7 +225,11 @@ absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& t
   State* raw = s.get();
   if (background) {
     s->threads = 1;  // leave the cores to training
-    s->writer = std::thread([raw] { raw->Write(); });
+    s->writer = std::thread([raw] {
+      // The lowest priority: training keeps its cores; the save uses what they leave idle.
+      setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
+      raw->Write();
+    });
   } else {
     s->threads = CheckpointThreads();
     s->Write();
@@ -235,8 +256,8 @@ absl::StatusOr<SaveStats> CheckpointSave::Finish() {
     OPENMOE_CHECK(shard.ParseFromString(bytes));
     if (!shard.error().empty() && status.ok()) {
       status = absl::Status(static_cast<absl::StatusCode>(shard.error_code()),
-                            absl::StrCat("checkpoint save of step ", stats.step, " failed on rank ", shard.rank(), ": ",
-                                         shard.error()));
+                            absl::StrCat("checkpoint save of step ", stats.step, " failed on rank ",
+                                         shard.rank(), ": ", shard.error()));
     }
     for (const TensorEntry& t : shard.tensors()) {
       *manifest.add_tensors() = t;
@@ -271,17 +292,21 @@ absl::StatusOr<SaveStats> CheckpointSave::Finish() {
 
   std::string pruned;
   if (rank0) {
-    for (const std::string& p : Prune(s.root, stats.step, s.keep_last)) absl::StrAppend(&pruned, p, "\n");
+    for (const std::string& p : Prune(s.root, stats.step, s.keep_last))
+      absl::StrAppend(&pruned, p, "\n");
   }
   world.Broadcast(&pruned, 0);
-  for (absl::string_view p : absl::StrSplit(pruned, '\n', absl::SkipEmpty())) stats.pruned.emplace_back(p);
+  for (absl::string_view p : absl::StrSplit(pruned, '\n', absl::SkipEmpty()))
+    stats.pruned.emplace_back(p);
   stats.seconds = s.timer.Seconds();
   stats.blocking_seconds = s.blocking + blocked.Seconds();
   return stats;
 }
 
-absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& root, int64_t keep_last) {
-  absl::StatusOr<std::unique_ptr<CheckpointSave>> save = CheckpointSave::Start(trainer, root, keep_last, false);
+absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& root,
+                                         int64_t keep_last) {
+  absl::StatusOr<std::unique_ptr<CheckpointSave>> save =
+      CheckpointSave::Start(trainer, root, keep_last, false);
   if (!save.ok()) return save.status();
   return (*save)->Finish();
 }

@@ -1,7 +1,7 @@
 // Saving a checkpoint: collective, atomic, each rank writing what it owns.
 //
-//   <root>/step_<N>.tmp/   while the save runs (left over only by a crash; removed by the next save)
-//   <root>/step_<N>/       once complete: manifest.pbtxt + one .zst file per tensor piece
+//   <root>/step_<N>.tmp/   while the save runs (left over only by a crash; removed by the next
+//   save) <root>/step_<N>/       once complete: manifest.pbtxt + one .zst file per tensor piece
 //
 // Who writes what: shared tensors (parameters and their Adafactor state) by world rank 0; each
 // range of experts by the lowest world rank of the replica set holding it
@@ -14,16 +14,15 @@
 //
 // A save can run in the background (CheckpointSave::Start(..., background = true)): the tensors
 // are copied, written by a background thread while training goes on, and committed by a later
-// collective Finish(). Files are compressed on CheckpointThreads() threads in the foreground and on
-// one thread in the background; each file's writeback starts as soon as it is written and all are
-// fsync'd before the manifest.
+// collective Finish(). Files are compressed on CheckpointThreads() threads in the foreground and
+// on one thread at the lowest CPU priority (nice 19) in the background; each file's writeback
+// starts as soon as it is written, and all are fsync'd before the manifest.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
-
-#include <memory>
 
 #include "absl/status/statusor.h"
 #include "launch/trainer.h"
@@ -31,13 +30,13 @@
 namespace openmoe {
 
 struct SaveStats {
-  std::string path;              // the checkpoint directory written
+  std::string path;  // the checkpoint directory written
   int64_t step = 0;
-  int64_t files = 0;             // tensor files, all ranks
-  int64_t raw_bytes = 0;         // uncompressed tensor bytes, all ranks
-  int64_t compressed_bytes = 0;  // tensor file bytes, all ranks
-  double seconds = 0;            // wall time from the start of the save to its commit, this rank
-  double blocking_seconds = 0;   // of which the caller was blocked (Start + Finish), this rank
+  int64_t files = 0;                // tensor files, all ranks
+  int64_t raw_bytes = 0;            // uncompressed tensor bytes, all ranks
+  int64_t compressed_bytes = 0;     // tensor file bytes, all ranks
+  double seconds = 0;               // wall time from the start of the save to its commit, this rank
+  double blocking_seconds = 0;      // of which the caller was blocked (Start + Finish), this rank
   std::vector<std::string> pruned;  // older checkpoints removed (every rank gets the list)
 };
 
@@ -50,7 +49,8 @@ class CheckpointSave {
   //   background = true: on a background thread, from a copy taken now (memory: the bytes this
   //     rank writes), so that training can go on; the trainer may change freely afterwards.
   // Finish any earlier save under `root` first (this one removes leftover `.tmp` directories).
-  static absl::StatusOr<std::unique_ptr<CheckpointSave>> Start(Trainer& trainer, const std::string& root,
+  static absl::StatusOr<std::unique_ptr<CheckpointSave>> Start(Trainer& trainer,
+                                                               const std::string& root,
                                                                int64_t keep_last, bool background);
   // Waits for the background thread, if any. A save never finished leaves its `.tmp` directory
   // (removed by the next save).
@@ -74,6 +74,7 @@ class CheckpointSave {
 
 // Start (in the foreground) and Finish: the trainer's state as `<root>/step_<trainer.step()>`
 // (replacing a checkpoint of that step once the new one is complete), then pruned to keep_last.
-absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& root, int64_t keep_last);
+absl::StatusOr<SaveStats> SaveCheckpoint(Trainer& trainer, const std::string& root,
+                                         int64_t keep_last);
 
 }  // namespace openmoe

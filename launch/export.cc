@@ -26,7 +26,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir, const std::string& out) {
+absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
+                                              const std::string& out) {
   absl::StatusOr<CheckpointReader> reader = CheckpointReader::Open(checkpoint_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointManifest& manifest = reader->manifest();
@@ -37,11 +38,13 @@ absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
   for (const LocalTensor& t : tensors) header.emplace_back(t.name, t.global_shape);
   std::string job_text;
   google::protobuf::TextFormat::PrintToString(manifest.job(), &job_text);
-  const std::map<std::string, std::string> metadata = {{"format", "openmoe"},
-                                                       {"openmoe.step", absl::StrCat(manifest.step())},
-                                                       {"openmoe.job", job_text},
-                                                       {"openmoe.layout", kLayoutNote}};
-  absl::StatusOr<std::unique_ptr<SafetensorsWriter>> writer = SafetensorsWriter::Create(out, header, metadata);
+  const std::map<std::string, std::string> metadata = {
+      {"format", "openmoe"},
+      {"openmoe.step", absl::StrCat(manifest.step())},
+      {"openmoe.job", job_text},
+      {"openmoe.layout", kLayoutNote}};
+  absl::StatusOr<std::unique_ptr<SafetensorsWriter>> writer =
+      SafetensorsWriter::Create(out, header, metadata);
   if (!writer.ok()) return writer.status();
 
   ExportStats stats;
@@ -58,7 +61,8 @@ absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
   return stats;
 }
 
-absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayout& layout, float* params) {
+absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayout& layout,
+                                       float* params) {
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
   std::set<std::string> names;
@@ -66,20 +70,24 @@ absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayou
     names.insert(t.name);
     const SafetensorsEntry* e = file->Find(t.name);
     if (e == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(path, ": no tensor ", t.name, " (the model needs ",
-                                                        ShapeString(t.global_shape), ")"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": no tensor ", t.name, " (the model needs ", ShapeString(t.global_shape), ")"));
     }
     if (e->shape != t.global_shape) {
-      return absl::FailedPreconditionError(absl::StrCat(path, ": tensor ", t.name, " has shape ", ShapeString(e->shape),
-                                                        ", the model needs ", ShapeString(t.global_shape)));
+      return absl::FailedPreconditionError(absl::StrCat(path, ": tensor ", t.name, " has shape ",
+                                                        ShapeString(e->shape), ", the model needs ",
+                                                        ShapeString(t.global_shape)));
     }
-    if (absl::Status s = file->ReadF32(*e, t.first_expert * t.per_expert, t.size(), params + t.offset); !s.ok()) {
+    if (absl::Status s =
+            file->ReadF32(*e, t.first_expert * t.per_expert, t.size(), params + t.offset);
+        !s.ok()) {
       return s;
     }
   }
   for (const SafetensorsEntry& e : file->tensors()) {
     if (!names.count(e.name)) {
-      return absl::FailedPreconditionError(absl::StrCat(path, ": tensor ", e.name, " is not a parameter of this model"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": tensor ", e.name, " is not a parameter of this model"));
     }
   }
   return absl::OkStatus();
@@ -88,11 +96,13 @@ absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayou
 absl::StatusOr<JobSpec> JobFromSafetensors(const SafetensorsFile& file) {
   auto it = file.metadata().find("openmoe.job");
   if (it == file.metadata().end()) {
-    return absl::NotFoundError(absl::StrCat(file.path(), ": no openmoe.job metadata (pass the model's --job)"));
+    return absl::NotFoundError(
+        absl::StrCat(file.path(), ": no openmoe.job metadata (pass the model's --job)"));
   }
   JobSpec spec;
   if (!google::protobuf::TextFormat::ParseFromString(it->second, &spec)) {
-    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": openmoe.job metadata is not a valid job spec"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": openmoe.job metadata is not a valid job spec"));
   }
   return spec;
 }

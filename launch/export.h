@@ -30,13 +30,15 @@ struct ExportStats {
 
 // Writes the parameters of checkpoint `checkpoint_dir` (written by any layout) to `out`, reading
 // one tensor at a time (memory: the largest tensor). Every file read is checked.
-absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir, const std::string& out);
+absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
+                                              const std::string& out);
 
 // Fills `params` (layout.total_size()) from safetensors file `path`: shared tensors by name, expert
 // tensors at the layout's global expert ids. Every parameter must be present, F32, with its global
 // shape (FailedPrecondition naming the tensor otherwise), and the file must hold no tensor the
 // model lacks.
-absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayout& layout, float* params);
+absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayout& layout,
+                                       float* params);
 
 // The job spec an exported file carries in its metadata ("openmoe.job"); NotFound when absent.
 absl::StatusOr<JobSpec> JobFromSafetensors(const SafetensorsFile& file);

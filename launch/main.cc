@@ -57,8 +57,8 @@ int Score(const CommandLine& cl) {
 int Export(const CommandLine& cl) {
   auto stats = ExportSafetensors(cl.Get("checkpoint"), cl.Get("out"));
   if (!stats.ok()) return Fail(stats.status());
-  absl::PrintF("exported %d tensors (%.1f MB, step %d) to %s\n", stats->tensors, stats->bytes / 1e6, stats->step,
-               cl.Get("out"));
+  absl::PrintF("exported %d tensors (%.1f MB, step %d) to %s\n", stats->tensors,
+               stats->bytes / 1e6, stats->step, cl.Get("out"));
   return 0;
 }
 

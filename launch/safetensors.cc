@@ -43,7 +43,9 @@ class JsonParser {
     return absl::InvalidArgumentError(absl::StrCat("bad JSON header at byte ", pos_, ": ", what));
   }
   void SkipSpace() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t')) ++pos_;
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t'))
+      ++pos_;
   }
   bool Consume(char c) {
     SkipSpace();
@@ -104,8 +106,9 @@ class JsonParser {
       }
     }
     const size_t start = pos_;
-    while (pos_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '-' ||
-                                s_[pos_] == '+' || s_[pos_] == '.' || s_[pos_] == 'e' || s_[pos_] == 'E')) {
+    while (pos_ < s_.size() &&
+           (std::isdigit(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '-' ||
+            s_[pos_] == '+' || s_[pos_] == '.' || s_[pos_] == 'e' || s_[pos_] == 'E')) {
       ++pos_;
     }
     if (pos_ == start) return Error(absl::StrCat("unexpected character '", std::string(1, c), "'"));
@@ -127,19 +130,37 @@ class JsonParser {
       if (pos_ >= s_.size()) break;
       c = s_[pos_++];
       switch (c) {
-        case '"': case '\\': case '/': out += c; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+        case '\\':
+        case '/':
+          out += c;
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           uint32_t code = 0;
-          if (pos_ + 4 > s_.size() || !absl::SimpleHexAtoi(absl::string_view(s_.data() + pos_, 4), &code)) return Error("bad \\u escape");
+          if (pos_ + 4 > s_.size() ||
+              !absl::SimpleHexAtoi(absl::string_view(s_.data() + pos_, 4), &code))
+            return Error("bad \\u escape");
           pos_ += 4;
-          if (code >= 0xD800 && code < 0xDC00 && pos_ + 6 <= s_.size() && s_.substr(pos_, 2) == "\\u") {
+          if (code >= 0xD800 && code < 0xDC00 && pos_ + 6 <= s_.size() &&
+              s_.substr(pos_, 2) == "\\u") {
             uint32_t low = 0;
-            if (absl::SimpleHexAtoi(absl::string_view(s_.data() + pos_ + 2, 4), &low) && low >= 0xDC00 && low < 0xE000) {
+            if (absl::SimpleHexAtoi(absl::string_view(s_.data() + pos_ + 2, 4), &low) &&
+                low >= 0xDC00 && low < 0xE000) {
               code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
               pos_ += 6;
             }
@@ -147,7 +168,8 @@ class JsonParser {
           AppendUtf8(code, &out);
           break;
         }
-        default: return Error("bad escape");
+        default:
+          return Error("bad escape");
       }
     }
     if (pos_ >= s_.size()) return Error("unterminated string");
@@ -181,11 +203,21 @@ std::string JsonQuote(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += absl::StrFormat("\\u%04x", c);
@@ -201,7 +233,8 @@ int64_t DtypeBytes(const std::string& dtype) {
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
   if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
-  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2") return 1;
+  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2")
+    return 1;
   return 0;
 }
 
@@ -215,16 +248,19 @@ absl::StatusOr<int64_t> JsonInt(const Json& v, const std::string& what) {
 
 absl::Status ParseEntry(const std::string& name, const Json& v, SafetensorsEntry* e) {
   const std::string what = absl::StrCat("tensor ", name);
-  if (v.type != Json::kObject) return absl::InvalidArgumentError(absl::StrCat(what, ": not a JSON object"));
+  if (v.type != Json::kObject)
+    return absl::InvalidArgumentError(absl::StrCat(what, ": not a JSON object"));
   e->name = name;
   bool has_dtype = false, has_shape = false, has_offsets = false;
   for (const auto& [key, field] : v.fields) {
     if (key == "dtype") {
-      if (field.type != Json::kString) return absl::InvalidArgumentError(absl::StrCat(what, ": dtype is not a string"));
+      if (field.type != Json::kString)
+        return absl::InvalidArgumentError(absl::StrCat(what, ": dtype is not a string"));
       e->dtype = field.text;
       has_dtype = true;
     } else if (key == "shape") {
-      if (field.type != Json::kArray) return absl::InvalidArgumentError(absl::StrCat(what, ": shape is not an array"));
+      if (field.type != Json::kArray)
+        return absl::InvalidArgumentError(absl::StrCat(what, ": shape is not an array"));
       for (const Json& d : field.items) {
         absl::StatusOr<int64_t> dim = JsonInt(d, absl::StrCat(what, ": a shape entry"));
         if (!dim.ok()) return dim.status();
@@ -236,7 +272,8 @@ absl::Status ParseEntry(const std::string& name, const Json& v, SafetensorsEntry
         return absl::InvalidArgumentError(absl::StrCat(what, ": data_offsets is not [begin, end]"));
       }
       absl::StatusOr<int64_t> b = JsonInt(field.items[0], absl::StrCat(what, ": data_offsets[0]"));
-      absl::StatusOr<int64_t> end = JsonInt(field.items[1], absl::StrCat(what, ": data_offsets[1]"));
+      absl::StatusOr<int64_t> end =
+          JsonInt(field.items[1], absl::StrCat(what, ": data_offsets[1]"));
       if (!b.ok()) return b.status();
       if (!end.ok()) return end.status();
       e->begin = *b;
@@ -248,12 +285,13 @@ absl::Status ParseEntry(const std::string& name, const Json& v, SafetensorsEntry
     return absl::InvalidArgumentError(absl::StrCat(what, ": needs dtype, shape and data_offsets"));
   }
   const int64_t elem = DtypeBytes(e->dtype);
-  if (elem == 0) return absl::InvalidArgumentError(absl::StrCat(what, ": unknown dtype ", e->dtype));
+  if (elem == 0)
+    return absl::InvalidArgumentError(absl::StrCat(what, ": unknown dtype ", e->dtype));
   int64_t n = 1;
   for (int64_t d : e->shape) n *= d;
   if (e->end < e->begin || e->end - e->begin != n * elem) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: data_offsets [%d, %d] do not hold %d %s values", what,
-                                                      e->begin, e->end, n, e->dtype));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: data_offsets [%d, %d] do not hold %d %s values", what, e->begin, e->end, n, e->dtype));
   }
   return absl::OkStatus();
 }
@@ -267,7 +305,8 @@ absl::Status ErrnoError(const std::string& what) {
 // ---------------- writer ----------------
 
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
-    const std::string& path, const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
+    const std::string& path,
+    const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
     const std::map<std::string, std::string>& metadata) {
   std::string header = "{";
   if (!metadata.empty()) {
@@ -288,8 +327,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
       n *= shape[d];
       absl::StrAppend(&dims, d ? "," : "", shape[d]);
     }
-    absl::StrAppend(&header, metadata.empty() && i == 0 ? "" : ",", JsonQuote(name), ":{\"dtype\":\"F32\",\"shape\":[",
-                    dims, "],\"data_offsets\":[", offset, ",", offset + 4 * n, "]}");
+    absl::StrAppend(&header, metadata.empty() && i == 0 ? "" : ",", JsonQuote(name),
+                    ":{\"dtype\":\"F32\",\"shape\":[", dims, "],\"data_offsets\":[", offset, ",",
+                    offset + 4 * n, "]}");
     offset += 4 * n;
   }
   header += "}";
@@ -302,8 +342,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   w->file_ = std::fopen(w->tmp_.c_str(), "wb");
   if (w->file_ == nullptr) return ErrnoError(absl::StrCat(w->tmp_, ": cannot create"));
   unsigned char length[8];
-  for (int b = 0; b < 8; ++b) length[b] = static_cast<unsigned char>(static_cast<uint64_t>(header.size()) >> (8 * b));
-  if (std::fwrite(length, 1, 8, w->file_) != 8 || std::fwrite(header.data(), 1, header.size(), w->file_) != header.size()) {
+  for (int b = 0; b < 8; ++b)
+    length[b] = static_cast<unsigned char>(static_cast<uint64_t>(header.size()) >> (8 * b));
+  if (std::fwrite(length, 1, 8, w->file_) != 8 ||
+      std::fwrite(header.data(), 1, header.size(), w->file_) != header.size()) {
     return ErrnoError(absl::StrCat(w->tmp_, ": write failed"));
   }
   return w;
@@ -320,7 +362,8 @@ absl::Status SafetensorsWriter::Append(const float* data, int64_t count) {
   if (written_bytes_ + 4 * count > expected_bytes_) {
     return absl::InternalError(absl::StrCat(path_, ": more data than the header describes"));
   }
-  if (count > 0 && std::fwrite(data, sizeof(float), static_cast<size_t>(count), file_) != static_cast<size_t>(count)) {
+  if (count > 0 && std::fwrite(data, sizeof(float), static_cast<size_t>(count), file_) !=
+                       static_cast<size_t>(count)) {
     return ErrnoError(absl::StrCat(tmp_, ": write failed"));
   }
   written_bytes_ += 4 * count;
@@ -329,10 +372,11 @@ absl::Status SafetensorsWriter::Append(const float* data, int64_t count) {
 
 absl::Status SafetensorsWriter::Close() {
   if (written_bytes_ != expected_bytes_) {
-    return absl::InternalError(absl::StrFormat("%s: %d data bytes written, the header describes %d", path_,
-                                               written_bytes_, expected_bytes_));
+    return absl::InternalError(absl::StrFormat("%s: %d data bytes written, the header describes %d",
+                                               path_, written_bytes_, expected_bytes_));
   }
-  if (std::fflush(file_) != 0 || ::fsync(fileno(file_)) != 0) return ErrnoError(absl::StrCat(tmp_, ": write failed"));
+  if (std::fflush(file_) != 0 || ::fsync(fileno(file_)) != 0)
+    return ErrnoError(absl::StrCat(tmp_, ": write failed"));
   const int closed = std::fclose(file_);
   file_ = nullptr;
   if (closed != 0) {
@@ -351,7 +395,8 @@ absl::Status SafetensorsWriter::Close() {
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open (", std::strerror(errno), ")"));
+  if (fd < 0)
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open (", std::strerror(errno), ")"));
   struct stat st {};
   ::fstat(fd, &st);
   const int64_t file_size = st.st_size;
@@ -373,8 +418,10 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
         "%s: not a safetensors file (header length %d, file size %d)", path, n, file_size));
   }
   absl::StatusOr<Json> json = JsonParser(header).ParseDocument();
-  if (!json.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", json.status().message()));
-  if (json->type != Json::kObject) return absl::InvalidArgumentError(absl::StrCat(path, ": the header is not a JSON object"));
+  if (!json.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", json.status().message()));
+  if (json->type != Json::kObject)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the header is not a JSON object"));
 
   SafetensorsFile f;
   f.path_ = path;
@@ -382,10 +429,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   const int64_t data_size = file_size - f.data_start_;
   for (const auto& [key, value] : json->fields) {
     if (key == "__metadata__") {
-      if (value.type != Json::kObject) return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ is not an object"));
+      if (value.type != Json::kObject)
+        return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ is not an object"));
       for (const auto& [mk, mv] : value.fields) {
         if (mv.type != Json::kString) {
-          return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ value ", mk, " is not a string"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ": __metadata__ value ", mk, " is not a string"));
         }
         f.metadata_[mk] = mv.text;
       }
@@ -395,19 +444,21 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     const absl::Status parsed = ParseEntry(key, value, &e);
     if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.message()));
     if (e.end > data_size) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s: tensor %s ends at data byte %d, the file holds %d (truncated?)",
-                                                        path, e.name, e.end, data_size));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor %s ends at data byte %d, the file holds %d (truncated?)",
+                          path, e.name, e.end, data_size));
     }
     f.tensors_.push_back(std::move(e));
   }
   std::vector<const SafetensorsEntry*> by_offset;
   for (const SafetensorsEntry& e : f.tensors_) by_offset.push_back(&e);
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const SafetensorsEntry* a, const SafetensorsEntry* b) { return a->begin < b->begin; });
+  std::sort(
+      by_offset.begin(), by_offset.end(),
+      [](const SafetensorsEntry* a, const SafetensorsEntry* b) { return a->begin < b->begin; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     if (by_offset[i]->begin < by_offset[i - 1]->end) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensors ", by_offset[i - 1]->name, " and ",
-                                                     by_offset[i]->name, " overlap"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensors ", by_offset[i - 1]->name,
+                                                     " and ", by_offset[i]->name, " overlap"));
     }
   }
   return f;
@@ -419,16 +470,19 @@ const SafetensorsEntry* SafetensorsFile::Find(const std::string& name) const {
   return nullptr;
 }
 
-absl::Status SafetensorsFile::ReadF32(const SafetensorsEntry& entry, int64_t first, int64_t count, float* out) const {
+absl::Status SafetensorsFile::ReadF32(const SafetensorsEntry& entry, int64_t first, int64_t count,
+                                      float* out) const {
   if (entry.dtype != "F32") {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor ", entry.name, " is ", entry.dtype, "; only F32 is read"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": tensor ", entry.name, " is ", entry.dtype, "; only F32 is read"));
   }
   if (first < 0 || count < 0 || entry.begin + 4 * (first + count) > entry.end) {
-    return absl::OutOfRangeError(absl::StrFormat("%s: tensor %s: elements [%d, %d) out of range", path_, entry.name,
-                                                 first, first + count));
+    return absl::OutOfRangeError(absl::StrFormat("%s: tensor %s: elements [%d, %d) out of range",
+                                                 path_, entry.name, first, first + count));
   }
   const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path_, ": cannot open (", std::strerror(errno), ")"));
+  if (fd < 0)
+    return absl::NotFoundError(absl::StrCat(path_, ": cannot open (", std::strerror(errno), ")"));
   char* dst = reinterpret_cast<char*>(out);
   int64_t remaining = 4 * count;
   int64_t offset = data_start_ + entry.begin + 4 * first;
@@ -437,7 +491,8 @@ absl::Status SafetensorsFile::ReadF32(const SafetensorsEntry& entry, int64_t fir
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       ::close(fd);
-      return absl::DataLossError(absl::StrCat(path_, ": tensor ", entry.name, ": read failed (truncated file?)"));
+      return absl::DataLossError(
+          absl::StrCat(path_, ": tensor ", entry.name, ": read failed (truncated file?)"));
     }
     dst += r;
     remaining -= r;

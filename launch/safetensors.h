@@ -37,7 +37,8 @@ class SafetensorsWriter {
   // Writes `path` (as `path`.tmp until Close) with a header for `tensors` (name, shape), F32, in
   // this order, and string metadata.
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
-      const std::string& path, const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
+      const std::string& path,
+      const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
       const std::map<std::string, std::string>& metadata);
   ~SafetensorsWriter();  // removes the temporary file unless Close succeeded
 
@@ -66,7 +67,8 @@ class SafetensorsFile {
   const SafetensorsEntry* Find(const std::string& name) const;
 
   // Elements [first, first + count) of F32 tensor `entry` (row-major) into `out`.
-  absl::Status ReadF32(const SafetensorsEntry& entry, int64_t first, int64_t count, float* out) const;
+  absl::Status ReadF32(const SafetensorsEntry& entry, int64_t first, int64_t count,
+                       float* out) const;
 
  private:
   std::string path_;

@@ -76,7 +76,8 @@ Batch CausalRows(const TokenArray& t, int64_t first_row, int64_t rows) {
 double Ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
 
 std::string Doubles(const std::vector<double>& v) {
-  return absl::StrJoin(v, ",", [](std::string* out, double x) { absl::StrAppendFormat(out, "%.8g", x); });
+  return absl::StrJoin(v, ",",
+                       [](std::string* out, double x) { absl::StrAppendFormat(out, "%.8g", x); });
 }
 
 }  // namespace
@@ -87,7 +88,8 @@ absl::StatusOr<TokenArray> ReadNpyTokens(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   const std::string bytes = buffer.str();
-  if (bytes.size() < 10 || bytes.compare(0, 6, kNpyMagic) != 0) return NpyError(path, "not a .npy file (bad magic)");
+  if (bytes.size() < 10 || bytes.compare(0, 6, kNpyMagic) != 0)
+    return NpyError(path, "not a .npy file (bad magic)");
   const int major = static_cast<unsigned char>(bytes[6]);
   size_t header_len = 0, header_start = 0;
   if (major == 1) {
@@ -95,7 +97,8 @@ absl::StatusOr<TokenArray> ReadNpyTokens(const std::string& path) {
     header_start = 10;
   } else if (major == 2 || major == 3) {
     if (bytes.size() < 12) return NpyError(path, "truncated header");
-    for (int b = 3; b >= 0; --b) header_len = header_len << 8 | static_cast<unsigned char>(bytes[8 + b]);
+    for (int b = 3; b >= 0; --b)
+      header_len = header_len << 8 | static_cast<unsigned char>(bytes[8 + b]);
     header_start = 12;
   } else {
     return NpyError(path, absl::StrCat("unsupported .npy version ", major));
@@ -111,17 +114,22 @@ absl::StatusOr<TokenArray> ReadNpyTokens(const std::string& path) {
   } else if (descr == "'<i8'") {
     item = 8;
   } else {
-    return NpyError(path, absl::StrCat("dtype ", descr.empty() ? "?" : descr, " is not int32 ('<i4') or int64 ('<i8')"));
+    return NpyError(path, absl::StrCat("dtype ", descr.empty() ? "?" : descr,
+                                       " is not int32 ('<i4') or int64 ('<i8')"));
   }
-  if (fortran != "False") return NpyError(path, "fortran_order arrays are not supported (save a C-order array)");
+  if (fortran != "False")
+    return NpyError(path, "fortran_order arrays are not supported (save a C-order array)");
   std::vector<int64_t> dims;
-  for (absl::string_view d : absl::StrSplit(absl::StripSuffix(absl::StripPrefix(shape, "("), ")"), ',', absl::SkipWhitespace())) {
+  for (absl::string_view d : absl::StrSplit(absl::StripSuffix(absl::StripPrefix(shape, "("), ")"),
+                                            ',', absl::SkipWhitespace())) {
     int64_t x = 0;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(d), &x) || x < 0) return NpyError(path, absl::StrCat("bad shape ", shape));
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(d), &x) || x < 0)
+      return NpyError(path, absl::StrCat("bad shape ", shape));
     dims.push_back(x);
   }
   if (dims.size() != 2 || dims[0] == 0 || dims[1] < 2) {
-    return NpyError(path, absl::StrCat("shape ", shape, " is not [rows, seq_len] with rows >= 1 and seq_len >= 2"));
+    return NpyError(path, absl::StrCat("shape ", shape,
+                                       " is not [rows, seq_len] with rows >= 1 and seq_len >= 2"));
   }
   TokenArray t;
   t.rows = dims[0];
@@ -129,8 +137,9 @@ absl::StatusOr<TokenArray> ReadNpyTokens(const std::string& path) {
   const int64_t n = t.rows * t.seq_len;
   const size_t data_start = header_start + header_len;
   if (static_cast<int64_t>(bytes.size() - data_start) != n * item) {
-    return NpyError(path, absl::StrFormat("holds %d data bytes, shape %s needs %d (truncated?)",
-                                          static_cast<int64_t>(bytes.size() - data_start), shape, n * item));
+    return NpyError(
+        path, absl::StrFormat("holds %d data bytes, shape %s needs %d (truncated?)",
+                              static_cast<int64_t>(bytes.size() - data_start), shape, n * item));
   }
   t.tokens.resize(static_cast<size_t>(n));
   const char* data = bytes.data() + data_start;
@@ -141,8 +150,8 @@ absl::StatusOr<TokenArray> ReadNpyTokens(const std::string& path) {
       int64_t v;
       std::memcpy(&v, data + 8 * i, 8);
       if (v < INT32_MIN || v > INT32_MAX) {
-        return NpyError(path, absl::StrFormat("token %d at row %d, column %d does not fit int32", v, i / t.seq_len,
-                                              i % t.seq_len));
+        return NpyError(path, absl::StrFormat("token %d at row %d, column %d does not fit int32", v,
+                                              i / t.seq_len, i % t.seq_len));
       }
       t.tokens[i] = static_cast<int32_t>(v);
     }
@@ -151,29 +160,33 @@ absl::StatusOr<TokenArray> ReadNpyTokens(const std::string& path) {
 }
 
 absl::Status WriteNpyTokens(const std::string& path, const TokenArray& tokens) {
-  std::string header = absl::StrFormat("{'descr': '<i4', 'fortran_order': False, 'shape': (%d, %d), }",
-                                       tokens.rows, tokens.seq_len);
+  std::string header = absl::StrFormat(
+      "{'descr': '<i4', 'fortran_order': False, 'shape': (%d, %d), }", tokens.rows, tokens.seq_len);
   // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
   header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
   header += '\n';
   std::ofstream out(path, std::ios::binary);
   out.write(kNpyMagic, 6);
-  const char version[4] = {1, 0, static_cast<char>(header.size() & 0xff), static_cast<char>(header.size() >> 8)};
+  const char version[4] = {1, 0, static_cast<char>(header.size() & 0xff),
+                           static_cast<char>(header.size() >> 8)};
   out.write(version, 4);
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(reinterpret_cast<const char*>(tokens.tokens.data()), static_cast<std::streamsize>(tokens.tokens.size() * 4));
+  out.write(reinterpret_cast<const char*>(tokens.tokens.data()),
+            static_cast<std::streamsize>(tokens.tokens.size() * 4));
   out.close();
   if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
   return absl::OkStatus();
 }
 
-absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params, const TokenArray& tokens) {
+absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params,
+                                        const TokenArray& tokens) {
   const ModelDims dims = DimsFromSpec(spec);
   for (int64_t i = 0; i < static_cast<int64_t>(tokens.tokens.size()); ++i) {
     const int32_t v = tokens.tokens[i];
     if (v < 0 || v >= dims.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrFormat("token %d at row %d, column %d is outside [0, model.vocab_size=%d)",
-                                                        v, i / tokens.seq_len, i % tokens.seq_len, dims.vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("token %d at row %d, column %d is outside [0, model.vocab_size=%d)", v,
+                          i / tokens.seq_len, i % tokens.seq_len, dims.vocab_size));
     }
   }
   const ParamLayout layout(dims);
@@ -217,9 +230,11 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
     int64_t layer_routed = 0, layer_kept = 0;
     for (int64_t v : st.routed_per_expert) layer_routed += v;
     for (int64_t v : st.kept_per_expert) layer_kept += v;
-    ls.drop_fraction = 1.0 - Ratio(static_cast<double>(layer_kept), static_cast<double>(layer_routed));
+    ls.drop_fraction =
+        1.0 - Ratio(static_cast<double>(layer_kept), static_cast<double>(layer_routed));
     for (size_t j = 0; j < st.dropped_by_choice.size(); ++j) {
-      ls.drop_fraction_by_choice.push_back(Ratio(static_cast<double>(st.dropped_by_choice[j]), st.tokens));
+      ls.drop_fraction_by_choice.push_back(
+          Ratio(static_cast<double>(st.dropped_by_choice[j]), st.tokens));
       if (j < dropped_by_choice.size()) dropped_by_choice[j] += st.dropped_by_choice[j];
     }
     ls.fully_dropped_fraction = Ratio(static_cast<double>(st.tokens_fully_dropped), st.tokens);
@@ -233,32 +248,39 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
     fully_dropped += st.tokens_fully_dropped;
     r.layers.push_back(std::move(ls));
   }
-  r.drop_fraction = routed > 0 ? 1.0 - Ratio(static_cast<double>(kept), static_cast<double>(routed)) : 0.0;
+  r.drop_fraction =
+      routed > 0 ? 1.0 - Ratio(static_cast<double>(kept), static_cast<double>(routed)) : 0.0;
   for (size_t j = 0; j < dropped_by_choice.size(); ++j) {
-    r.drop_fraction_by_choice[j] = Ratio(static_cast<double>(dropped_by_choice[j]), static_cast<double>(tokens_seen));
+    r.drop_fraction_by_choice[j] =
+        Ratio(static_cast<double>(dropped_by_choice[j]), static_cast<double>(tokens_seen));
   }
-  r.fully_dropped_fraction = Ratio(static_cast<double>(fully_dropped), static_cast<double>(tokens_seen));
+  r.fully_dropped_fraction =
+      Ratio(static_cast<double>(fully_dropped), static_cast<double>(tokens_seen));
   r.loss = r.cross_entropy + spec.loss().output_z_loss_weight() * r.output_z_loss +
-           spec.router().aux_loss_weight() * r.load_balance_loss + spec.router().z_loss_weight() * r.router_z_loss;
+           spec.router().aux_loss_weight() * r.load_balance_loss +
+           spec.router().z_loss_weight() * r.router_z_loss;
   return r;
 }
 
 std::string ScoreJson(const ScoreResult& r) {
   std::string out = absl::StrFormat(
-      "{\"rows\":%d,\"seq_len\":%d,\"padded_rows\":%d,\"target_tokens\":%.0f,\"capacity_factor\":%.6g,"
-      "\"cross_entropy\":%.8g,\"perplexity\":%.8g,\"output_z_loss\":%.8g,\"load_balance_loss\":%.8g,"
+      "{\"rows\":%d,\"seq_len\":%d,\"padded_rows\":%d,\"target_tokens\":%.0f,\"capacity_factor\":%."
+      "6g,"
+      "\"cross_entropy\":%.8g,\"perplexity\":%.8g,\"output_z_loss\":%.8g,\"load_balance_loss\":%."
+      "8g,"
       "\"router_z_loss\":%.8g,\"loss\":%.8g,\"accuracy\":%.6g,\"drop_fraction\":%.6g,"
       "\"drop_fraction_by_choice\":[%s],\"fully_dropped_fraction\":%.6g,\"moe_layers\":[",
-      r.rows, r.seq_len, r.padded_rows, r.target_tokens, r.capacity_factor, r.cross_entropy, std::exp(r.cross_entropy),
-      r.output_z_loss, r.load_balance_loss, r.router_z_loss, r.loss, r.accuracy, r.drop_fraction,
-      Doubles(r.drop_fraction_by_choice), r.fully_dropped_fraction);
+      r.rows, r.seq_len, r.padded_rows, r.target_tokens, r.capacity_factor, r.cross_entropy,
+      std::exp(r.cross_entropy), r.output_z_loss, r.load_balance_loss, r.router_z_loss, r.loss,
+      r.accuracy, r.drop_fraction, Doubles(r.drop_fraction_by_choice), r.fully_dropped_fraction);
   for (size_t i = 0; i < r.layers.size(); ++i) {
     const LayerScore& l = r.layers[i];
-    absl::StrAppendFormat(&out,
-                          "%s{\"layer\":%d,\"drop_fraction\":%.6g,\"drop_fraction_by_choice\":[%s],"
-                          "\"fully_dropped_fraction\":%.6g,\"load_balance_loss\":%.8g,\"router_z_loss\":%.8g}",
-                          i ? "," : "", l.layer, l.drop_fraction, Doubles(l.drop_fraction_by_choice),
-                          l.fully_dropped_fraction, l.load_balance_loss, l.router_z_loss);
+    absl::StrAppendFormat(
+        &out,
+        "%s{\"layer\":%d,\"drop_fraction\":%.6g,\"drop_fraction_by_choice\":[%s],"
+        "\"fully_dropped_fraction\":%.6g,\"load_balance_loss\":%.8g,\"router_z_loss\":%.8g}",
+        i ? "," : "", l.layer, l.drop_fraction, Doubles(l.drop_fraction_by_choice),
+        l.fully_dropped_fraction, l.load_balance_loss, l.router_z_loss);
   }
   return out + "]}";
 }
@@ -273,12 +295,13 @@ std::string ScoreText(const ScoreResult& r) {
       "loss               %.6f (the training objective with the job's weights)\n"
       "accuracy           %.4f\n"
       "drop_fraction      %.4f (by choice: %s; every choice dropped: %.4f)\n",
-      r.rows, r.seq_len, r.padded_rows, r.target_tokens, r.capacity_factor, r.cross_entropy, std::exp(r.cross_entropy),
-      r.output_z_loss, r.load_balance_loss, r.router_z_loss, r.loss, r.accuracy, r.drop_fraction,
-      Doubles(r.drop_fraction_by_choice), r.fully_dropped_fraction);
+      r.rows, r.seq_len, r.padded_rows, r.target_tokens, r.capacity_factor, r.cross_entropy,
+      std::exp(r.cross_entropy), r.output_z_loss, r.load_balance_loss, r.router_z_loss, r.loss,
+      r.accuracy, r.drop_fraction, Doubles(r.drop_fraction_by_choice), r.fully_dropped_fraction);
   for (const LayerScore& l : r.layers) {
-    absl::StrAppendFormat(&out, "  layer %d: drop %.4f (by choice: %s), load_balance %.6f, router_z %.6f\n", l.layer,
-                          l.drop_fraction, Doubles(l.drop_fraction_by_choice), l.load_balance_loss, l.router_z_loss);
+    absl::StrAppendFormat(
+        &out, "  layer %d: drop %.4f (by choice: %s), load_balance %.6f, router_z %.6f\n", l.layer,
+        l.drop_fraction, Doubles(l.drop_fraction_by_choice), l.load_balance_loss, l.router_z_loss);
   }
   return out;
 }
@@ -309,7 +332,9 @@ absl::Status RunScore(const ScoreOptions& options, std::ostream& out) {
     if (!loaded.ok()) return loaded.status();
     if (reader) {
       const absl::Status compatible = CheckModelCompatible(reader->manifest().job(), *loaded);
-      if (!compatible.ok()) return absl::Status(compatible.code(), absl::StrCat("checkpoint ", options.checkpoint, ": ", compatible.message()));
+      if (!compatible.ok())
+        return absl::Status(compatible.code(), absl::StrCat("checkpoint ", options.checkpoint, ": ",
+                                                            compatible.message()));
     }
     spec = *loaded;
   } else {
@@ -326,7 +351,9 @@ absl::Status RunScore(const ScoreOptions& options, std::ostream& out) {
     OPENMOE_RETURN_IF_ERROR(LoadParamsFromSafetensors(options.checkpoint, layout, params.data()));
   }
   absl::StatusOr<ScoreResult> result = ScoreTokens(spec, params.data(), *tokens);
-  if (!result.ok()) return absl::Status(result.status().code(), absl::StrCat(options.tokens, ": ", result.status().message()));
+  if (!result.ok())
+    return absl::Status(result.status().code(),
+                        absl::StrCat(options.tokens, ": ", result.status().message()));
   out << (options.json ? ScoreJson(*result) + "\n" : ScoreText(*result));
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // `openmoe score`: the model's losses on given tokens, with evaluation routing.
 //
-//   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--set f=v ...] [--json]
+//   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--set f=v
+//   ...] [--json]
 //
 // The tokens are a 2-D C-order .npy array (int32 '<i4', or int64 '<i8' with values that fit) of
 // shape [rows, seq_len]; each row is one causal LM sequence: position s predicts the token at
@@ -39,11 +40,11 @@ absl::Status WriteNpyTokens(const std::string& path, const TokenArray& tokens);
 
 struct LayerScore {
   int64_t layer = 0;
-  double drop_fraction = 0;                   // dropped assignments / routed assignments
+  double drop_fraction = 0;                     // dropped assignments / routed assignments
   std::vector<double> drop_fraction_by_choice;  // (top_k) dropped choice-j assignments / tokens
-  double fully_dropped_fraction = 0;          // tokens with every choice dropped / tokens
-  double load_balance_loss = 0;               // mean over groups
-  double router_z_loss = 0;                   // mean over tokens
+  double fully_dropped_fraction = 0;            // tokens with every choice dropped / tokens
+  double load_balance_loss = 0;                 // mean over groups
+  double router_z_loss = 0;                     // mean over tokens
 };
 
 struct ScoreResult {
@@ -65,7 +66,8 @@ struct ScoreResult {
 
 // Forward of `params` (the full ParamLayout of `spec`'s model, all experts) on `tokens`.
 // InvalidArgument for a token id outside [0, model.vocab_size), naming row and column.
-absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params, const TokenArray& tokens);
+absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params,
+                                        const TokenArray& tokens);
 
 std::string ScoreJson(const ScoreResult& r);
 std::string ScoreText(const ScoreResult& r);

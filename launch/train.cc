@@ -106,8 +106,10 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
   OPENMOE_RETURN_IF_ERROR(AgreeOnStatus(*world, opened));
   const int64_t steps = spec.train().steps();
   const int64_t print_every = std::max<int64_t>(1, spec.logging().print_every());
-  // Resume (or init from safetensors), interval / stop-signal / final saves: launch/checkpoint_session.h.
-  OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSession> checkpoints, CheckpointSession::Start(trainer));
+  // Resume (or init from safetensors); interval, stop-signal and final saves
+  // (launch/checkpoint_session.h).
+  OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSession> checkpoints,
+                           CheckpointSession::Start(trainer));
   const int64_t first_step = trainer.step();  // > 0 when resumed
   double total_seconds = 0;
   for (int64_t i = first_step; i < steps; ++i) {

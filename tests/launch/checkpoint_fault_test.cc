@@ -55,13 +55,15 @@ class CheckpointFault : public ::testing::Test {
     EXPECT_EQ(outcome->step, 1);
     EXPECT_EQ(outcome->dir, Step(1));
     ASSERT_GE(outcome->warnings.size(), 1u);
-    EXPECT_NE(outcome->warnings[0].find("skipping checkpoint " + Step(2)), std::string::npos) << outcome->warnings[0];
+    EXPECT_NE(outcome->warnings[0].find("skipping checkpoint " + Step(2)), std::string::npos)
+        << outcome->warnings[0];
     EXPECT_NE(outcome->warnings[0].find(what), std::string::npos) << outcome->warnings[0];
     EXPECT_TRUE(fs::exists(Step(2))) << "a damaged checkpoint is reported, not deleted";
     // Loaded exactly step 1: the same as a trainer that resumed from it explicitly.
     auto explicit_one = MakeTrainer(spec_);
     ASSERT_TRUE(RestoreCheckpoint(*explicit_one, Step(1)).ok());
-    EXPECT_TRUE(testing::SameBits(fresh->params().data(), explicit_one->params().data(), fresh->params().size()));
+    EXPECT_TRUE(testing::SameBits(fresh->params().data(), explicit_one->params().data(),
+                                  fresh->params().size()));
   }
   // Loading step 2 explicitly fails with `code`, naming `what`.
   void ExpectExplicitFails(absl::StatusCode code, const std::string& what) {
@@ -130,7 +132,8 @@ TEST_F(CheckpointFault, ManifestOfAnIncompatibleModel) {
   other->Step();
   ASSERT_TRUE(SaveCheckpoint(*other, dir_.path(), 5).ok());
   ExpectFallsBackToStep1("model.d_model=32 in the checkpoint, 16 in this job");
-  ExpectExplicitFails(absl::StatusCode::kFailedPrecondition, "model.d_model=32 in the checkpoint, 16 in this job");
+  ExpectExplicitFails(absl::StatusCode::kFailedPrecondition,
+                      "model.d_model=32 in the checkpoint, 16 in this job");
 }
 
 TEST_F(CheckpointFault, OptimizerStateOfAnotherFactoring) {
@@ -147,7 +150,8 @@ TEST_F(CheckpointFault, OptimizerStateOfAnotherFactoring) {
   auto loader = MakeTrainer(unfactored);
   auto outcome = RestoreCheckpoint(*loader, saved->path);
   EXPECT_EQ(outcome.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(outcome.status().message().find("optimizer.factored"), std::string::npos) << outcome.status();
+  EXPECT_NE(outcome.status().message().find("optimizer.factored"), std::string::npos)
+      << outcome.status();
 }
 
 TEST_F(CheckpointFault, NoUsableCheckpointIsAnErrorListingEach) {
@@ -158,17 +162,20 @@ TEST_F(CheckpointFault, NoUsableCheckpointIsAnErrorListingEach) {
   EXPECT_EQ(outcome.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(outcome.status().message().find(Step(1)), std::string::npos) << outcome.status();
   EXPECT_NE(outcome.status().message().find(Step(2)), std::string::npos) << outcome.status();
-  EXPECT_NE(outcome.status().message().find("--resume never"), std::string::npos) << outcome.status();
+  EXPECT_NE(outcome.status().message().find("--resume never"), std::string::npos)
+      << outcome.status();
 }
 
 // A write that fails partway through a save (a full disk): named, and nothing existing changes.
 void ExpectFailedSaveChangesNothing(Trainer& trainer, const std::string& root,
-                                    const std::string& fail_on, const std::string& expect_in_message) {
+                                    const std::string& fail_on,
+                                    const std::string& expect_in_message) {
   const auto before = Snapshot(root);
   int writes = 0;
   SetWriteFaultHookForTesting([&](const std::string& path) {
     ++writes;
-    if (path.find(fail_on) != std::string::npos) return absl::ResourceExhaustedError("No space left on device (injected)");
+    if (path.find(fail_on) != std::string::npos)
+      return absl::ResourceExhaustedError("No space left on device (injected)");
     return absl::OkStatus();
   });
   trainer.Step();
@@ -178,12 +185,14 @@ void ExpectFailedSaveChangesNothing(Trainer& trainer, const std::string& root,
   EXPECT_GT(writes, 0);
   EXPECT_EQ(saved.status().code(), absl::StatusCode::kResourceExhausted) << saved.status();
   EXPECT_NE(saved.status().message().find(expect_in_message), std::string::npos) << saved.status();
-  EXPECT_NE(saved.status().message().find("keeps its previous checkpoints"), std::string::npos) << saved.status();
+  EXPECT_NE(saved.status().message().find("keeps its previous checkpoints"), std::string::npos)
+      << saved.status();
   EXPECT_EQ(Snapshot(root), before) << "a failed save changed the checkpoint directory";
 }
 
 TEST_F(CheckpointFault, FailedTensorWriteMidSave) {
-  ExpectFailedSaveChangesNothing(*trainer_, dir_.path(), "param.layers.1.attn.wq.zst", "param.layers.1.attn.wq.zst");
+  ExpectFailedSaveChangesNothing(*trainer_, dir_.path(), "param.layers.1.attn.wq.zst",
+                                 "param.layers.1.attn.wq.zst");
   // Both earlier checkpoints are intact: resume takes step 2 without a warning.
   auto fresh = MakeTrainer(spec_);
   auto outcome = ResumeTraining(*fresh, "auto", dir_.path());
@@ -205,7 +214,8 @@ TEST_F(CheckpointFault, CheckpointDirThatCannotBeCreated) {
   WriteBytes(dir_.Sub("a_file"), "x");
   auto saved = SaveCheckpoint(*trainer_, dir_.Sub("a_file/ckpt"), 1);
   ASSERT_FALSE(saved.ok());
-  EXPECT_NE(saved.status().message().find("checkpoint.dir=" + dir_.Sub("a_file/ckpt")), std::string::npos)
+  EXPECT_NE(saved.status().message().find("checkpoint.dir=" + dir_.Sub("a_file/ckpt")),
+            std::string::npos)
       << saved.status();
 }
 

@@ -17,14 +17,16 @@ TEST(StepDirName, RoundTripsAndRejectsOtherNames) {
   EXPECT_EQ(StepDirName(123456789), "step_123456789");
   EXPECT_EQ(ParseStepDirName("step_00000042"), 42);
   EXPECT_EQ(ParseStepDirName("step_123456789"), 123456789);
-  for (const char* bad : {"step_42", "step_00000042.tmp", "step_0000004x", "steps_00000042", "step_", ""}) {
+  for (const char* bad :
+       {"step_42", "step_00000042.tmp", "step_0000004x", "steps_00000042", "step_", ""}) {
     EXPECT_FALSE(ParseStepDirName(bad).has_value()) << bad;
   }
 }
 
 TEST(ListCheckpoints, NewestFirstIgnoringTemporaryAndOtherEntries) {
   ScratchDir dir;
-  for (const char* d : {"step_00000002", "step_00000010", "step_00000005", "step_00000011.tmp", "notes"}) {
+  for (const char* d :
+       {"step_00000002", "step_00000010", "step_00000005", "step_00000011.tmp", "notes"}) {
     std::filesystem::create_directory(dir.Sub(d));
   }
   testing::WriteBytes(dir.Sub("step_00000020"), "a file, not a directory");
@@ -65,7 +67,8 @@ TEST(Manifest, EditedOrTruncatedTextIsDataLoss) {
   std::string edited = text;
   edited.replace(edited.find("step: 7"), 7, "step: 8");
   EXPECT_EQ(ParseManifest(edited, "m").status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(ParseManifest(text.substr(0, text.size() / 2), "m").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ParseManifest(text.substr(0, text.size() / 2), "m").status().code(),
+            absl::StatusCode::kDataLoss);
   EXPECT_EQ(ParseManifest("", "m").status().code(), absl::StatusCode::kDataLoss);
 }
 
@@ -96,7 +99,9 @@ TEST(CheckModelCompatible, NamesTheFirstDifferingField) {
   b.mutable_model()->set_d_model(32);
   absl::Status s = CheckModelCompatible(a, b);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("model.d_model=16 in the checkpoint, 32 in this job"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("model.d_model=16 in the checkpoint, 32 in this job"),
+            std::string::npos)
+      << s;
 
   b = a;
   b.mutable_model()->set_num_experts(8);

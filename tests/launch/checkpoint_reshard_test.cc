@@ -45,26 +45,32 @@ void ExpectReshards(const JobSpec& from, const std::vector<JobSpec>& to) {
     const bool same_chips = spec.topology().num_chips() == from.topology().num_chips();
     EXPECT_EQ(outcome->warnings.empty(), same_chips) << where;
     if (!same_chips) {
-      EXPECT_NE(outcome->warnings[0].find("data-iterator states are not restored"), std::string::npos);
+      EXPECT_NE(outcome->warnings[0].find("data-iterator states are not restored"),
+                std::string::npos);
     }
 
     // Every piece (parameter and Adafactor state) equals the checkpoint's, read independently.
     for (const LocalTensor& t : LocalTensors(loaded->layout(), &loaded->optimizer())) {
       std::vector<float> expect(static_cast<size_t>(t.size()));
       ASSERT_TRUE(reader->Read(t, expect.data()).ok());
-      const float* got = (t.kind == TENSOR_PARAM ? loaded->params().data() : loaded->optimizer().state().data()) + t.offset;
-      EXPECT_TRUE(testing::SameBits(got, expect.data(), t.size())) << where << " " << TensorKindName(t.kind) << " " << t.name;
+      const float* got =
+          (t.kind == TENSOR_PARAM ? loaded->params().data() : loaded->optimizer().state().data()) +
+          t.offset;
+      EXPECT_TRUE(testing::SameBits(got, expect.data(), t.size()))
+          << where << " " << TensorKindName(t.kind) << " " << t.name;
     }
     for (int i = 0; i < kStepsAfter; ++i) {
       const double got = loaded->Step().loss;
-      EXPECT_NEAR(got, want[i], 1e-5 * std::fabs(want[i])) << where << " step " << kStepsBeforeSave + i;
+      EXPECT_NEAR(got, want[i], 1e-5 * std::fabs(want[i]))
+          << where << " step " << kStepsBeforeSave + i;
     }
   }
 }
 
 TEST(CheckpointReshard, EightChipsEp8ToOneChipSixteenChipsAndOthers) {
-  ExpectReshards(CheckpointJob(16, 8, 8), {CheckpointJob(16, 1, 1), CheckpointJob(16, 16, 16), CheckpointJob(16, 64, 8),
-                                           CheckpointJob(16, 8, 2), CheckpointJob(16, 8, 8)});
+  ExpectReshards(CheckpointJob(16, 8, 8),
+                 {CheckpointJob(16, 1, 1), CheckpointJob(16, 16, 16), CheckpointJob(16, 64, 8),
+                  CheckpointJob(16, 8, 2), CheckpointJob(16, 8, 8)});
 }
 
 TEST(CheckpointReshard, OneChipToExpertParallel) {

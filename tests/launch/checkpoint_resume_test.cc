@@ -12,6 +12,7 @@
 #include "launch/checkpoint_restore.h"
 #include "launch/checkpoint_session.h"
 #include "launch/checkpoint_writer.h"
+#include "tests/data/fixtures.h"
 #include "tests/launch/checkpoint_test_util.h"
 
 namespace openmoe {
@@ -25,14 +26,17 @@ using testing::ScratchDir;
 // Everything a step reports except its wall time, every float in hex (bitwise comparison).
 std::string Record(const JobSpec&, const StepResult& r) {
   const DecoderSums& s = r.sums;
-  std::string out = absl::StrFormat("step %d loss %a lr %a grad_norm %a tokens %d ce %a z %a weight %a correct %d", r.step,
-                                    r.loss, r.learning_rate, r.grad_norm, r.tokens, s.lm.cross_entropy, s.lm.z_loss,
-                                    s.lm.weight, s.lm.correct);
-  for (const RouterLossSums& l : s.router) absl::StrAppendFormat(&out, " lb %a rz %a", l.load_balance, l.z_loss);
+  std::string out = absl::StrFormat(
+      "step %d loss %a lr %a grad_norm %a tokens %d ce %a z %a weight %a correct %d", r.step,
+      r.loss, r.learning_rate, r.grad_norm, r.tokens, s.lm.cross_entropy, s.lm.z_loss, s.lm.weight,
+      s.lm.correct);
+  for (const RouterLossSums& l : s.router)
+    absl::StrAppendFormat(&out, " lb %a rz %a", l.load_balance, l.z_loss);
   for (const RoutingStats& st : s.routing) {
     absl::StrAppend(&out, " routed ", absl::StrJoin(st.routed_per_expert, ","), " kept ",
-                    absl::StrJoin(st.kept_per_expert, ","), " dropped ", absl::StrJoin(st.dropped_by_choice, ","),
-                    " by_position ", absl::StrJoin(st.dropped_by_position_bucket, ","), " full ",
+                    absl::StrJoin(st.kept_per_expert, ","), " dropped ",
+                    absl::StrJoin(st.dropped_by_choice, ","), " by_position ",
+                    absl::StrJoin(st.dropped_by_position_bucket, ","), " full ",
                     st.tokens_fully_dropped);
     absl::StrAppendFormat(&out, " entropy %a", st.entropy_sum);
   }
@@ -60,12 +64,15 @@ void ExpectResumeIsBitwiseExact(const JobSpec& spec, int n) {
   EXPECT_TRUE(outcome->warnings.empty());
   EXPECT_EQ(resumed->step(), n);
   for (int i = n; i < 2 * n; ++i) EXPECT_EQ(Record(spec, resumed->Step()), want[i]) << "step " << i;
-  EXPECT_TRUE(SameBits(resumed->params().data(), reference->params().data(), reference->params().size()));
+  EXPECT_TRUE(
+      SameBits(resumed->params().data(), reference->params().data(), reference->params().size()));
   EXPECT_TRUE(SameBits(resumed->optimizer().state().data(), reference->optimizer().state().data(),
                        reference->optimizer().state().size()));
 }
 
-TEST(CheckpointResume, OneChipIsBitwiseExact) { ExpectResumeIsBitwiseExact(CheckpointJob(4, 1, 1), 3); }
+TEST(CheckpointResume, OneChipIsBitwiseExact) {
+  ExpectResumeIsBitwiseExact(CheckpointJob(4, 1, 1), 3);
+}
 
 TEST(CheckpointResume, EightChipsExpertParallelIsBitwiseExact) {
   ExpectResumeIsBitwiseExact(CheckpointJob(8, 8, 4), 3);
@@ -75,7 +82,21 @@ TEST(CheckpointResume, MicrobatchesAreBitwiseExact) {
   ExpectResumeIsBitwiseExact(CheckpointJob(4, 4, 2, /*microbatches=*/2), 2);
 }
 
-TEST(CheckpointResume, DenseModelIsBitwiseExact) { ExpectResumeIsBitwiseExact(CheckpointJob(0, 2, 1), 2); }
+TEST(CheckpointResume, DenseModelIsBitwiseExact) {
+  ExpectResumeIsBitwiseExact(CheckpointJob(0, 2, 1), 2);
+}
+
+// Real data: a jsonl corpus through the sentencepiece tokenizer, the UL2 mixture and packing, each
+// chip with its own iterator whose state the checkpoint carries.
+TEST(CheckpointResume, CorpusDataWithUl2IsBitwiseExact) {
+  ScratchDir dir;
+  const std::string corpus = dir.Sub("corpus.jsonl");
+  testing::WriteOrDie(corpus, testing::JsonlOf(testing::GeneratedDocuments(7, 300)));
+  JobSpec spec = CheckpointJob(4, 4, 2);
+  spec.mutable_model()->set_vocab_size(512);
+  *spec.mutable_data() = testing::CorpusJob({corpus}, spec.train().seq_len(), OBJECTIVE_UL2).data();
+  ExpectResumeIsBitwiseExact(spec, 3);
+}
 
 TEST(CheckpointResume, SavedCheckpointVerifiesAndRecordsTheRun) {
   ScratchDir dir;
@@ -159,11 +180,13 @@ TEST(CheckpointResume, NeverAutoAndExplicitDirectory) {
 
   auto missing = ResumeTraining(*fresh, dir.Sub("step_00000099"), dir.path());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(missing.status().message().find("step_00000099"), std::string::npos) << missing.status();
+  EXPECT_NE(missing.status().message().find("step_00000099"), std::string::npos)
+      << missing.status();
 
   // The directory of checkpoints instead of one of them: the error says which to pass.
   auto parent = ResumeTraining(*fresh, dir.path(), "");
-  EXPECT_NE(parent.status().message().find("step_00000003 (the newest)"), std::string::npos) << parent.status();
+  EXPECT_NE(parent.status().message().find("step_00000003 (the newest)"), std::string::npos)
+      << parent.status();
 }
 
 TEST(CheckpointResume, SavingTheSameStepAgainReplacesItCompletely) {
@@ -194,7 +217,7 @@ TEST(CheckpointSessionAsync, BackgroundSaveHoldsItsStepAndResumesExactly) {
   spec.mutable_checkpoint()->set_dir(dir.path());
   spec.mutable_checkpoint()->set_every_steps(2);
   spec.mutable_checkpoint()->set_keep_last(10);
-  ASSERT_TRUE(spec.checkpoint().async_save());
+  spec.mutable_checkpoint()->set_async_save(true);
   auto reference = MakeTrainer(spec);
   std::vector<std::string> want;
   for (int i = 0; i < 5; ++i) want.push_back(Record(spec, reference->Step()));
@@ -219,7 +242,8 @@ TEST(CheckpointSessionAsync, BackgroundSaveHoldsItsStepAndResumesExactly) {
   auto resumed = MakeTrainer(spec);
   ASSERT_TRUE(RestoreCheckpoint(*resumed, (*list)[1].path).ok());
   for (int i = 2; i < 5; ++i) EXPECT_EQ(Record(spec, resumed->Step()), want[i]) << "step " << i;
-  EXPECT_TRUE(SameBits(resumed->params().data(), reference->params().data(), reference->params().size()));
+  EXPECT_TRUE(
+      SameBits(resumed->params().data(), reference->params().data(), reference->params().size()));
 }
 
 }  // namespace

@@ -78,9 +78,17 @@ Child Start(const std::vector<std::string>& args) {
 }
 
 std::vector<std::string> TrainArgs(const std::string& ckpt, int steps) {
-  return {"train", "--job", std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt", "--set",
-          "train.steps=" + std::to_string(steps), "--set", "train.threads=1", "--set", "logging.print_every=1",
-          "--set", "checkpoint.dir=" + ckpt};
+  return {"train",
+          "--job",
+          std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt",
+          "--set",
+          "train.steps=" + std::to_string(steps),
+          "--set",
+          "train.threads=1",
+          "--set",
+          "logging.print_every=1",
+          "--set",
+          "checkpoint.dir=" + ckpt};
 }
 
 void ExpectStopsCleanlyOn(int sig, const char* name) {
@@ -91,7 +99,8 @@ void ExpectStopsCleanlyOn(int sig, const char* name) {
   kill(child.pid, sig);
   const int code = child.Finish();
   EXPECT_EQ(code, 0) << child.seen;
-  EXPECT_NE(child.seen.find(std::string("stop requested by ") + name), std::string::npos) << child.seen;
+  EXPECT_NE(child.seen.find(std::string("stop requested by ") + name), std::string::npos)
+      << child.seen;
 
   auto list = ListCheckpoints(ckpt);
   ASSERT_TRUE(list.ok());
@@ -106,10 +115,12 @@ void ExpectStopsCleanlyOn(int sig, const char* name) {
   // The run continues from there to a later end.
   Child resumed = Start(TrainArgs(ckpt, static_cast<int>(step) + 2));
   EXPECT_EQ(resumed.Finish(), 0) << resumed.seen;
-  EXPECT_NE(resumed.seen.find("resumed from " + list->front().path + " at step " + std::to_string(step)),
-            std::string::npos)
+  EXPECT_NE(
+      resumed.seen.find("resumed from " + list->front().path + " at step " + std::to_string(step)),
+      std::string::npos)
       << resumed.seen;
-  EXPECT_NE(resumed.seen.find("step " + std::to_string(step + 2) + "/"), std::string::npos) << resumed.seen;
+  EXPECT_NE(resumed.seen.find("step " + std::to_string(step + 2) + "/"), std::string::npos)
+      << resumed.seen;
   EXPECT_EQ(ListCheckpoints(ckpt)->front().step, step + 2);
 }
 
@@ -124,7 +135,8 @@ TEST(CheckpointSignal, BadResumeDirectoryFailsWithOneLine) {
   args.push_back(dir.Sub("no_such_checkpoint"));
   Child child = Start(args);
   EXPECT_EQ(child.Finish(), 1);
-  EXPECT_NE(child.seen.find("openmoe: " + dir.Sub("no_such_checkpoint") + ": no such checkpoint directory"),
+  EXPECT_NE(child.seen.find("openmoe: " + dir.Sub("no_such_checkpoint") +
+                            ": no such checkpoint directory"),
             std::string::npos)
       << child.seen;
 }

@@ -49,7 +49,8 @@ TEST(Xxh64, StreamEqualsOneShotForAnySplit) {
   for (size_t n : {0, 5, 31, 32, 33, 100, 3000}) {
     for (size_t piece : {1, 3, 7, 32, 45, 1000}) {
       Xxh64Stream stream;
-      for (size_t at = 0; at < n; at += piece) stream.Update(data.data() + at, std::min(piece, n - at));
+      for (size_t at = 0; at < n; at += piece)
+        stream.Update(data.data() + at, std::min(piece, n - at));
       EXPECT_EQ(stream.Digest(), Xxh64(data.data(), n)) << n << " in pieces of " << piece;
     }
   }
@@ -102,11 +103,13 @@ TEST(TensorFile, ManyBlocksRoundTrip) {
   // A manifest that claims fewer or more floats than the file holds.
   TensorEntry shorter = EntryFor(*info, "big.zst");
   shorter.set_raw_bytes(info->raw_bytes - 4);
-  EXPECT_EQ(ReadTensorFile(dir.Sub("big.zst"), shorter, back.data()).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ReadTensorFile(dir.Sub("big.zst"), shorter, back.data()).code(),
+            absl::StatusCode::kDataLoss);
   TensorEntry longer = EntryFor(*info, "big.zst");
   longer.set_raw_bytes(info->raw_bytes + 4);
   back.resize(n + 1);
-  EXPECT_EQ(ReadTensorFile(dir.Sub("big.zst"), longer, back.data()).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ReadTensorFile(dir.Sub("big.zst"), longer, back.data()).code(),
+            absl::StatusCode::kDataLoss);
 }
 
 TEST(TensorFile, EmptyTensorRoundTrips) {
@@ -184,7 +187,8 @@ TEST_F(TensorFileDamage, MissingFileIsNotFound) {
 
 TEST(TensorFile, InjectedWriteFailureLeavesPartialFileAndNamesIt) {
   ScratchDir dir;
-  SetWriteFaultHookForTesting([](const std::string&) { return absl::ResourceExhaustedError("disk full (injected)"); });
+  SetWriteFaultHookForTesting(
+      [](const std::string&) { return absl::ResourceExhaustedError("disk full (injected)"); });
   const std::vector<float> values = Ramp(1000);
   auto info = WriteTensorFile(dir.Sub("t.zst"), values.data(), 1000);
   SetWriteFaultHookForTesting(nullptr);

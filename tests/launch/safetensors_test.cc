@@ -24,14 +24,16 @@ using testing::WriteBytes;
 
 std::string LengthPrefixed(const std::string& header) {
   std::string out(8, '\0');
-  for (int b = 0; b < 8; ++b) out[b] = static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * b));
+  for (int b = 0; b < 8; ++b)
+    out[b] = static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * b));
   return out + header;
 }
 
 TEST(Safetensors, WritesTheDocumentedLayout) {
   ScratchDir dir;
   const std::string path = dir.Sub("a.safetensors");
-  auto w = SafetensorsWriter::Create(path, {{"x", {2, 3}}, {"y", {4}}}, {{"note", "a \"quoted\"\nline é"}});
+  auto w = SafetensorsWriter::Create(path, {{"x", {2, 3}}, {"y", {4}}},
+                                     {{"note", "a \"quoted\"\nline é"}});
   ASSERT_TRUE(w.ok()) << w.status();
   const float x[6] = {1, 2, 3, 4, 5, 6}, y[4] = {-1, -2, -3, -4};
   ASSERT_TRUE((*w)->Append(x, 4).ok());
@@ -44,8 +46,12 @@ TEST(Safetensors, WritesTheDocumentedLayout) {
   for (int b = 7; b >= 0; --b) n = n << 8 | static_cast<unsigned char>(bytes[b]);
   EXPECT_EQ((8 + n) % 8, 0u) << "data starts 8-byte aligned";
   const std::string header = bytes.substr(8, n);
-  EXPECT_NE(header.find("\"x\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"), std::string::npos) << header;
-  EXPECT_NE(header.find("\"y\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}"), std::string::npos) << header;
+  EXPECT_NE(header.find("\"x\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"),
+            std::string::npos)
+      << header;
+  EXPECT_NE(header.find("\"y\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}"),
+            std::string::npos)
+      << header;
   ASSERT_EQ(bytes.size(), 8 + n + 40);
   EXPECT_EQ(std::memcmp(bytes.data() + 8 + n, x, 24), 0);
   EXPECT_EQ(std::memcmp(bytes.data() + 8 + n + 24, y, 16), 0);
@@ -89,12 +95,15 @@ TEST(Safetensors, MalformedFilesAreNamed) {
       {"abc", "not a safetensors file"},
       {LengthPrefixed("{" + ok_entry + "}") + "1234", "truncated"},
       {LengthPrefixed("{" + ok_entry) + std::string(8, '\0'), "bad JSON header"},
-      {LengthPrefixed("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}") + std::string(8, '\0'),
+      {LengthPrefixed("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}") +
+           std::string(8, '\0'),
        "do not hold 3 F32 values"},
-      {LengthPrefixed("{" + ok_entry + ",\"u\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}") +
+      {LengthPrefixed("{" + ok_entry +
+                      ",\"u\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}") +
            std::string(8, '\0'),
        "overlap"},
-      {LengthPrefixed("{\"t\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}") + std::string(8, '\0'),
+      {LengthPrefixed("{\"t\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}") +
+           std::string(8, '\0'),
        "unknown dtype Q4"},
   };
   for (const auto& [bytes, what] : cases) {
@@ -144,7 +153,9 @@ TEST_F(ExportImport, ImportGivesIdenticalParameters) {
   Tensor params({layout.total_size()});
   ASSERT_TRUE(LoadParamsFromSafetensors(file(), layout, params.data()).ok());
   for (const ParamInfo& p : layout.params()) {
-    EXPECT_TRUE(testing::SameBits(params.data() + p.offset, trainer_->params().data() + p.offset, p.size)) << p.name;
+    EXPECT_TRUE(
+        testing::SameBits(params.data() + p.offset, trainer_->params().data() + p.offset, p.size))
+        << p.name;
   }
 }
 
@@ -177,7 +188,8 @@ TEST_F(ExportImport, ShardedLayoutsReadTheirExperts) {
     for (const ParamInfo& p : shard.params()) {
       const ParamInfo& q = full.Get(p.name);
       const int64_t skip = p.is_expert ? first * (p.size / p.shape[0]) : 0;
-      EXPECT_TRUE(testing::SameBits(part.data() + p.offset, all.data() + q.offset + skip, p.size)) << p.name;
+      EXPECT_TRUE(testing::SameBits(part.data() + p.offset, all.data() + q.offset + skip, p.size))
+          << p.name;
     }
   }
 }
@@ -189,13 +201,17 @@ TEST_F(ExportImport, ImportOfAnotherModelIsNamed) {
   Tensor params({layout.total_size()});
   const absl::Status s = LoadParamsFromSafetensors(file(), layout, params.data());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("layers.0.mlp.wi_0 has shape [16, 64], the model needs [16, 128]"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("layers.0.mlp.wi_0 has shape [16, 64], the model needs [16, 128]"),
+            std::string::npos)
+      << s;
 
   JobSpec deeper = spec_;
   deeper.mutable_model()->set_num_layers(3);
   const ParamLayout deeper_layout(DimsFromSpec(deeper));
   Tensor p3({deeper_layout.total_size()});
-  EXPECT_NE(LoadParamsFromSafetensors(file(), deeper_layout, p3.data()).message().find("no tensor layers.2"),
+  EXPECT_NE(LoadParamsFromSafetensors(file(), deeper_layout, p3.data())
+                .message()
+                .find("no tensor layers.2"),
             std::string::npos);
 
   JobSpec shallower = spec_;
@@ -203,7 +219,9 @@ TEST_F(ExportImport, ImportOfAnotherModelIsNamed) {
   shallower.mutable_model()->set_num_experts(0);
   const ParamLayout shallow_layout(DimsFromSpec(shallower));
   Tensor p1({shallow_layout.total_size()});
-  EXPECT_NE(LoadParamsFromSafetensors(file(), shallow_layout, p1.data()).message().find("is not a parameter of this model"),
+  EXPECT_NE(LoadParamsFromSafetensors(file(), shallow_layout, p1.data())
+                .message()
+                .find("is not a parameter of this model"),
             std::string::npos);
 }
 
@@ -220,15 +238,18 @@ TEST_F(ExportImport, InitFromSafetensorsStartsAFreshRunFromTheWeights) {
   for (const ParamInfo& p : trainer->layout().params()) {
     const ParamInfo& q = trainer_->layout().Get(p.name);
     const int64_t skip = p.is_expert ? p.first_expert * (p.size / p.shape[0]) : 0;
-    EXPECT_TRUE(testing::SameBits(trainer->params().data() + p.offset, trainer_->params().data() + q.offset + skip, p.size))
+    EXPECT_TRUE(testing::SameBits(trainer->params().data() + p.offset,
+                                  trainer_->params().data() + q.offset + skip, p.size))
         << p.name;
   }
-  for (int64_t i = 0; i < trainer->optimizer().state().size(); ++i) ASSERT_EQ(trainer->optimizer().state()[i], 0.0f);
+  for (int64_t i = 0; i < trainer->optimizer().state().size(); ++i)
+    ASSERT_EQ(trainer->optimizer().state()[i], 0.0f);
 
   spec.mutable_checkpoint()->set_init_from_safetensors(dir_.Sub("absent.safetensors"));
   auto missing = MakeTrainer(spec);
   auto failed = CheckpointSession::Start(*missing);
-  EXPECT_NE(failed.status().message().find("absent.safetensors"), std::string::npos) << failed.status();
+  EXPECT_NE(failed.status().message().find("absent.safetensors"), std::string::npos)
+      << failed.status();
 }
 
 }  // namespace

@@ -132,7 +132,8 @@ TEST_F(Score, EqualsOneForwardOnCausalRows) {
   const double groups = 48.0 / 16;
   EXPECT_NEAR(r->load_balance_loss, sums.router[1].load_balance / groups, 1e-12);
   EXPECT_NEAR(r->router_z_loss, sums.router[1].z_loss / 48, 1e-12);
-  const double expected_loss = r->cross_entropy + spec_.loss().output_z_loss_weight() * r->output_z_loss +
+  const double expected_loss = r->cross_entropy +
+                               spec_.loss().output_z_loss_weight() * r->output_z_loss +
                                spec_.router().aux_loss_weight() * r->load_balance_loss +
                                spec_.router().z_loss_weight() * r->router_z_loss;
   EXPECT_NEAR(r->loss, expected_loss, 1e-12);
@@ -167,7 +168,8 @@ TEST_F(Score, TokenOutsideTheVocabularyIsNamed) {
   TokenArray t = RandomTokens(2, 8, 64, 6);
   t.tokens[11] = 64;
   auto r = ScoreTokens(spec_, trainer_->params().data(), t);
-  EXPECT_NE(r.status().message().find("token 64 at row 1, column 3"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("token 64 at row 1, column 3"), std::string::npos)
+      << r.status();
 }
 
 // The subcommand on a checkpoint and on its export: the same bytes of JSON.

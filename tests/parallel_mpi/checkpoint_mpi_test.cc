@@ -5,8 +5,8 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 
 #include "gtest/gtest.h"
 #include "launch/checkpoint_manifest.h"
@@ -64,8 +64,8 @@ std::unique_ptr<Trainer> Make(const JobSpec& spec, Communicator* comm) {
 }
 
 std::string Where(const JobSpec& spec, int ranks) {
-  return "chips=" + std::to_string(spec.topology().num_chips()) + " ep=" +
-         std::to_string(spec.mesh().expert_parallel()) + " ranks=" + std::to_string(ranks);
+  return "chips=" + std::to_string(spec.topology().num_chips()) +
+         " ep=" + std::to_string(spec.mesh().expert_parallel()) + " ranks=" + std::to_string(ranks);
 }
 
 // Saves `from` (on the world) after 2 steps; each of `to` loads it (on the world, or on this
@@ -140,7 +140,9 @@ TEST(CheckpointMpi, ResumeOnTheSameLayoutIsBitwiseExact) {
   ASSERT_TRUE(outcome.ok()) << outcome.status();
   EXPECT_TRUE(outcome->warnings.empty());
   for (int i = 2; i < 4; ++i) EXPECT_EQ(resumed->Step().loss, want[i]) << "step " << i;
-  EXPECT_EQ(std::memcmp(resumed->params().data(), reference->params().data(), 4 * reference->params().size()), 0);
+  EXPECT_EQ(std::memcmp(resumed->params().data(), reference->params().data(),
+                        4 * reference->params().size()),
+            0);
   EXPECT_EQ(std::memcmp(resumed->optimizer().state().data(), reference->optimizer().state().data(),
                         4 * reference->optimizer().state().size()),
             0);
@@ -155,17 +157,20 @@ TEST(CheckpointMpi, FailedWriteOnOneRankFailsTheSaveEverywhereAndKeepsTheOldOne)
   const int victim = world->size() - 1;
   if (world->rank() == victim) {
     SetWriteFaultHookForTesting([](const std::string& path) {
-      return path.find("moe.experts.wi_1") != std::string::npos ? absl::ResourceExhaustedError("injected")
-                                                                 : absl::OkStatus();
+      return path.find("moe.experts.wi_1") != std::string::npos
+                 ? absl::ResourceExhaustedError("injected")
+                 : absl::OkStatus();
     });
   }
   trainer->Step();
   auto failed = SaveCheckpoint(*trainer, dir.path(), 1);
   SetWriteFaultHookForTesting(nullptr);
   ASSERT_FALSE(failed.ok());
-  EXPECT_NE(failed.status().message().find("failed on rank " + std::to_string(victim)), std::string::npos)
+  EXPECT_NE(failed.status().message().find("failed on rank " + std::to_string(victim)),
+            std::string::npos)
       << failed.status();
-  EXPECT_NE(failed.status().message().find("moe.experts.wi_1"), std::string::npos) << failed.status();
+  EXPECT_NE(failed.status().message().find("moe.experts.wi_1"), std::string::npos)
+      << failed.status();
   dir.Barrier();
   auto list = ListCheckpoints(dir.path());
   ASSERT_TRUE(list.ok());
