@@ -1,12 +1,9 @@
 #include "data/token_shards.h"
 
-#include <memory>
-
-#include <mutex>
-
-#include <map>
-
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <sstream>
 
 #include "absl/strings/numbers.h"

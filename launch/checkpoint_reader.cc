@@ -27,7 +27,17 @@ absl::Status Prefixed(const std::string& dir, const absl::Status& s) {
 
 absl::StatusOr<CheckpointReader> CheckpointReader::Open(const std::string& dir) {
   absl::StatusOr<CheckpointManifest> manifest = ReadManifest(dir);
-  if (!manifest.ok()) return manifest.status();  // names the manifest file
+  if (!manifest.ok()) {
+    // A directory of checkpoints given where one checkpoint was expected: say which to pick.
+    absl::StatusOr<std::vector<CheckpointDir>> inside = ListCheckpoints(dir);
+    if (manifest.status().code() == absl::StatusCode::kNotFound && inside.ok() &&
+        !inside->empty()) {
+      return absl::NotFoundError(absl::StrCat(
+          dir, " is a directory of checkpoints, not a checkpoint; pass one of them, e.g. ",
+          inside->front().path, " (the newest)"));
+    }
+    return manifest.status();  // names the manifest file
+  }
   const absl::Status index = CheckTensorIndex(*manifest);
   if (!index.ok()) return Prefixed(dir, index);
   return CheckpointReader(dir, *std::move(manifest));

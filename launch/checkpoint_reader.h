@@ -25,7 +25,8 @@ namespace openmoe {
 
 class CheckpointReader {
  public:
-  // Reads and checks `dir`'s manifest (its checksum and its tensor index).
+  // Reads and checks `dir`'s manifest (its checksum and its tensor index). A `dir` holding
+  // checkpoints (a checkpoint.dir) is NotFound naming the newest of them.
   static absl::StatusOr<CheckpointReader> Open(const std::string& dir);
   // From a manifest already read and checked (e.g. broadcast by rank 0).
   CheckpointReader(std::string dir, CheckpointManifest manifest);

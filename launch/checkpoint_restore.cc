@@ -18,16 +18,7 @@ namespace {
 // Rank 0: the manifest of `dir`, checked on its own and against this job's model.
 absl::StatusOr<CheckpointManifest> ReadCheckedManifest(const std::string& dir, const JobSpec& job) {
   absl::StatusOr<CheckpointReader> reader = CheckpointReader::Open(dir);
-  if (!reader.ok()) {
-    // A directory of checkpoints given where one checkpoint was expected: say which to pick.
-    absl::StatusOr<std::vector<CheckpointDir>> inside = ListCheckpoints(dir);
-    if (inside.ok() && !inside->empty()) {
-      return absl::NotFoundError(absl::StrCat(
-          dir, " is a directory of checkpoints, not a checkpoint; pass one of them, e.g. ",
-          inside->front().path, " (the newest)"));
-    }
-    return reader.status();
-  }
+  if (!reader.ok()) return reader.status();
   const absl::Status compatible = CheckModelCompatible(reader->manifest().job(), job);
   if (!compatible.ok()) {
     return absl::Status(compatible.code(),
