@@ -13,7 +13,8 @@ absl::Status AgreeOnFirstError(Communicator& comm, const absl::Status& local) {
     // The failing rank's code (one byte) and message.
     std::string payload;
     if (r == comm.rank()) {
-      payload = std::string(1, static_cast<char>(local.code())) + std::string(local.message());
+      payload.push_back(static_cast<char>(local.code()));
+      payload.append(local.message().data(), local.message().size());
     }
     comm.Broadcast(&payload, r);
     if (r == comm.rank()) return local;

@@ -27,7 +27,7 @@ absl::StatusOr<CheckpointManifest> ReadCheckedManifest(const std::string& dir, c
   return reader->manifest();
 }
 
-// The data states of this rank's chips, or nullopt-like empty with a warning when the checkpoint
+// The data states of this rank's chips, or none (with a warning) when the checkpoint
 // was written for another chip count.
 absl::StatusOr<std::vector<std::string>> LocalDataStates(const Trainer& trainer,
                                                          const CheckpointManifest& m,

@@ -1,9 +1,10 @@
 // SIGTERM and SIGINT as a request to stop cleanly: finish the step, save, exit 0 (the way a
 // preempted TPU job behaves).
 //
-// The handler only sets a flag. The training loop asks AnyRankRequested() after every step, an
-// all-reduce, so that every rank stops after the same step even when the signal reached only some
-// of them. A second signal while a stop is pending gets the default action (a second Ctrl-C kills).
+// The handler only sets a flag. After every step the training loop (CheckpointSession::AfterStep)
+// sums Received() != 0 over the ranks, as AnyRankRequested() does, so that every rank stops after
+// the same step even when the signal reached only some of them. A second signal while a stop is
+// pending gets the default action (a second Ctrl-C kills).
 //
 // Under mpirun: Open MPI forwards SIGTERM to the ranks and kills them odls_base_sigkill_timeout
 // seconds later (default 1): raise it (`--mca odls_base_sigkill_timeout 120`) or signal the ranks
