@@ -17,18 +17,21 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${1:-$root/bench/results/scaling_v3_here.csv}"
+out="${1:-$root/bench/results/scaling_v3_${SCALING:-strong}.csv}"
 np="${NP:-2}" steps="${STEPS:-3}"
-batch_rows="${BATCH_ROWS:-512}" group_size="${GROUP_SIZE:-64}" ep="${EXPERT_PARALLEL:-4}"
+group_size="${GROUP_SIZE:-64}" ep="${EXPERT_PARALLEL:-4}"
+# strong: one global batch (BATCH_ROWS) on every slice; weak: ROWS_PER_CHIP rows on every chip.
+scaling="${SCALING:-strong}" rows_per_chip="${ROWS_PER_CHIP:-1}"
 (( steps >= 2 )) || { echo "$0: STEPS must be >= 2 (the first step is not timed)" >&2; exit 2; }
 mkdir -p "$(dirname "$out")"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-echo "topology,chips,ranks,chips_per_rank,expert_parallel,batch_rows,seq_len,group_size,steps_timed,tokens_per_s,mean_step_s,final_loss,peak_rss_mib_max,peak_rss_mib_per_rank,rss_source" >"$out"
+echo "scaling,topology,chips,ranks,chips_per_rank,expert_parallel,batch_rows,seq_len,group_size,steps_timed,tokens_per_s,mean_step_s,final_loss,v3_step_s,v3_compute_s,v3_all_to_all_s,v3_all_reduce_s,v3_tokens_per_s,v3_mfu,drop_fraction,load_balance_loss,peak_rss_mib_max,peak_rss_mib_per_rank,rss_source" >"$out"
 printf '%-8s %6s %5s %10s %12s %9s %14s\n' topology chips ranks chips/rank tokens/s step_s peak_MiB/rank
 for n in ${TOPOLOGIES:-64 128 256 512}; do
   log="$tmp/v3-$n.log" metrics="$tmp/v3-$n.jsonl"
+  if [[ "$scaling" == weak ]]; then batch_rows=$(( rows_per_chip * n )); else batch_rows="${BATCH_ROWS:-512}"; fi
   # /usr/bin/time -v reports the largest RSS among mpirun's children: the fallback for binaries
   # without the peak_rss_mib report.
   /usr/bin/time -v -o "$tmp/time-$n.txt" "$root/launch/mpirun_local.sh" "$np" train \
@@ -47,6 +50,13 @@ for n in ${TOPOLOGIES:-64 128 256 512}; do
         match($0, /"loss":[0-9.eE+-]+/); loss = substr($0, RSTART + 7, RLENGTH - 7)
         if (NR > 1) { t += tok; s += sec; k++ } }
       END { printf "%d %.0f %.4f %s\n", k, (s > 0 ? t / s : 0), (k > 0 ? s / k : 0), loss }' "$metrics")
+  # The cost model's v3 prediction and the routing health of the last step.
+  last="$(tail -1 "$metrics")"
+  field() { grep -o "\"$1\":[0-9.eE+-]*" <<<"$2" | head -1 | cut -d: -f2; }
+  v3="$(grep -o '"v3_predicted":{[^}]*}' <<<"$last")"
+  drop="$(grep -o '"drop_fraction":[0-9.eE+-]*' <<<"$last" | cut -d: -f2 | awk '{ s += $1; k++ } END { printf "%.4f", k ? s / k : 0 }')"
+  v3_cols="$(field step_seconds "$v3"),$(field compute_seconds "$v3"),$(field all_to_all_seconds "$v3"),$(field all_reduce_seconds "$v3"),$(field tokens_per_second "$v3"),$(field mfu "$v3")"
+  lb="$(field load_balance_loss "$last")"
   per_rank="$(sed -n 's/^peak_rss_mib rank [0-9]*: *\([0-9.]*\).*/\1/p' "$log" | paste -sd';' -)"
   if [[ -n "$per_rank" ]]; then
     source_="openmoe"
@@ -56,7 +66,7 @@ for n in ${TOPOLOGIES:-64 128 256 512}; do
     peak="$(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$tmp/time-$n.txt")"
     per_rank=""
   fi
-  echo "v3-$n,$n,$np,$chips_per_rank,$ep,$batch_rows,$seq_len,$group_size,$timed,$tps,$mean_s,$loss,$peak,$per_rank,$source_" >>"$out"
+  echo "$scaling,v3-$n,$n,$np,$chips_per_rank,$ep,$batch_rows,$seq_len,$group_size,$timed,$tps,$mean_s,$loss,$v3_cols,$drop,$lb,$peak,$per_rank,$source_" >>"$out"
   printf '%-8s %6d %5d %10d %12s %9s %14s\n' "v3-$n" "$n" "$np" "$chips_per_rank" "$tps" "$mean_s" "${per_rank:-$peak (max)}"
 done
 echo "wrote $out"
