@@ -2,7 +2,7 @@
 # Scaling on this machine: the tiny job for a few steps on each v3 topology (64, 128, 256, 512
 # simulated chips) with NP MPI ranks, one line per topology: chips, ranks, tokens/s, peak memory.
 #
-#   bench/scaling_v3.sh [OUT.csv]        (default bench/results/scaling_v3_here.csv)
+#   bench/scaling_v3.sh [OUT.csv]        (default bench/results/scaling_v3_$SCALING.csv; SCALING=strong or weak)
 #
 # Every topology trains the same global batch (512 rows x 64 tokens, routing groups of one
 # 64-token row, expert_parallel 4), so the routing and the losses are the same everywhere and only
