@@ -8,9 +8,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/check.h"
-#include "launch/checkpoint_collective.h"
 #include "launch/checkpoint_manifest.h"
 #include "launch/checkpoint_reader.h"
+#include "parallel/collective_status.h"
 
 namespace openmoe {
 namespace {

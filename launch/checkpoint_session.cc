@@ -6,9 +6,9 @@
 
 #include "absl/strings/str_format.h"
 #include "core/check.h"
-#include "launch/checkpoint_collective.h"
 #include "launch/checkpoint_writer.h"
 #include "launch/export.h"
+#include "parallel/collective_status.h"
 
 namespace openmoe {
 namespace {

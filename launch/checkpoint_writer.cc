@@ -16,11 +16,11 @@
 #include "absl/strings/str_split.h"
 #include "core/check.h"
 #include "core/timer.h"
-#include "launch/checkpoint_collective.h"
 #include "launch/checkpoint_index.h"
 #include "launch/checkpoint_manifest.h"
 #include "launch/checkpoint_tensor_file.h"
 #include "launch/checkpoint_threads.h"
+#include "parallel/collective_status.h"
 
 namespace openmoe {
 namespace {

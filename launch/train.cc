@@ -20,6 +20,7 @@
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
 #include "launch/trainer.h"
+#include "parallel/collective_status.h"
 #include "parallel/communicator.h"
 #include "model/param_count.h"
 
@@ -77,15 +78,6 @@ void ReportPeakMemory(Communicator& world) {
   std::fflush(stdout);
 }
 
-// Collective: every rank learns whether any rank failed. Returns this rank's own error, or, on a
-// rank that was fine, a note that another one failed (main() prints the lowest failing rank's).
-absl::Status AgreeOnStatus(Communicator& world, absl::Status local) {
-  int64_t failed = local.ok() ? 0 : 1;
-  world.AllReduceSum(&failed, 1);
-  if (failed == 0 || !local.ok()) return local;
-  return absl::AbortedError("stopping because another rank failed");
-}
-
 }  // namespace
 
 absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
@@ -103,7 +95,7 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
   MetricsWriter metrics;
   absl::Status opened = absl::OkStatus();
   if (rank0 && !spec.logging().metrics_path().empty()) opened = metrics.Open(spec.logging().metrics_path());
-  OPENMOE_RETURN_IF_ERROR(AgreeOnStatus(*world, opened));
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*world, opened));
   const int64_t steps = spec.train().steps();
   const int64_t print_every = std::max<int64_t>(1, spec.logging().print_every());
   // Resume (or init from safetensors); interval, stop-signal and final saves
@@ -121,7 +113,7 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
       return absl::InternalError(absl::StrFormat("step %d: loss is %f; stopping", r.step, r.loss));
     }
     OPENMOE_RETURN_IF_ERROR(
-        AgreeOnStatus(*world, rank0 ? metrics.Write(StepRecordJson(spec, r, v3)) : absl::OkStatus()));
+        AgreeOnFirstError(*world, rank0 ? metrics.Write(StepRecordJson(spec, r, v3)) : absl::OkStatus()));
     if (rank0 && ((i + 1) % print_every == 0 || i + 1 == steps)) {
       std::printf("%s\n", ProgressLine(r, steps, total_seconds / (i + 1 - first_step), v3).c_str());
       std::fflush(stdout);

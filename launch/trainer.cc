@@ -6,6 +6,7 @@
 #include "core/kernels.h"
 #include "core/timer.h"
 #include "model/schedule.h"
+#include "parallel/collective_status.h"
 
 namespace openmoe {
 
@@ -29,12 +30,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec, Co
       data_status = source.status();
     }
   }
-  // Every rank must leave together: a rank that fails here would otherwise leave the others
-  // waiting in the first collective.
-  int64_t failed = data_status.ok() ? 0 : 1;
-  comm->AllReduceSum(&failed, 1);
-  if (!data_status.ok()) return data_status;
-  if (failed > 0) return absl::AbortedError("another rank could not open its data");
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*comm, data_status));
   return std::unique_ptr<Trainer>(
       new Trainer(spec, *mesh, comm, std::move(owned), std::move(sources)));
 }
@@ -188,10 +184,7 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
   StepResult r;
   r.step = step_;
   absl::StatusOr<Batch> batch = NextLocalBatch();
-  int64_t failed = batch.ok() ? 0 : 1;
-  comm_->AllReduceSum(&failed, 1);
-  if (!batch.ok()) return batch.status();
-  if (failed > 0) return absl::AbortedError("another rank's data failed");
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*comm_, batch.status()));
   r.sums = ComputeGradients(*batch);
   r.loss = r.sums.loss;
   r.tokens = spec_.train().batch_rows() * spec_.train().seq_len();

@@ -1,4 +1,4 @@
-#include "launch/checkpoint_collective.h"
+#include "parallel/collective_status.h"
 
 #include <cstdint>
 

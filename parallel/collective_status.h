@@ -1,4 +1,5 @@
-// Collective helpers of checkpoint save and restore, on top of Communicator.
+// Collective helpers on top of Communicator for errors and small records: a rank that fails alone
+// must not leave the others waiting in the next collective, so every rank learns the first error.
 //
 // Every function is collective over `comm`: all its ranks call it, in the same order.
 #pragma once
