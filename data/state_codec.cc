@@ -66,34 +66,31 @@ absl::StatusOr<uint64_t> StateReader::Uint(const std::string& name) const {
   return v;
 }
 
-absl::StatusOr<std::vector<int32_t>> StateReader::Ints(const std::string& name) const {
+template <typename T, typename ParseFn>
+absl::StatusOr<std::vector<T>> StateReader::CountedList(const std::string& name, ParseFn parse,
+                                                        const char* element) const {
   auto f = Field(name);
   if (!f.ok()) return f.status();
   size_t n;
   if ((*f)->empty() || !absl::SimpleAtoi((**f)[0], &n) || (*f)->size() != n + 1)
     return absl::InvalidArgumentError(
         absl::StrCat(what_, ": field '", name, "' is not a counted list"));
-  std::vector<int32_t> out(n);
+  std::vector<T> out(n);
   for (size_t i = 0; i < n; ++i)
-    if (!absl::SimpleAtoi((**f)[i + 1], &out[i]))
+    if (!parse((**f)[i + 1], &out[i]))
       return absl::InvalidArgumentError(
-          absl::StrCat(what_, ": field '", name, "' has a non-integer"));
+          absl::StrCat(what_, ": field '", name, "' has a non-", element));
   return out;
 }
 
+absl::StatusOr<std::vector<int32_t>> StateReader::Ints(const std::string& name) const {
+  return CountedList<int32_t>(
+      name, [](absl::string_view s, int32_t* v) { return absl::SimpleAtoi(s, v); }, "integer");
+}
+
 absl::StatusOr<std::vector<float>> StateReader::Floats(const std::string& name) const {
-  auto f = Field(name);
-  if (!f.ok()) return f.status();
-  size_t n;
-  if ((*f)->empty() || !absl::SimpleAtoi((**f)[0], &n) || (*f)->size() != n + 1)
-    return absl::InvalidArgumentError(
-        absl::StrCat(what_, ": field '", name, "' is not a counted list"));
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i)
-    if (!absl::SimpleAtof((**f)[i + 1], &out[i]))
-      return absl::InvalidArgumentError(
-          absl::StrCat(what_, ": field '", name, "' has a non-number"));
-  return out;
+  return CountedList<float>(
+      name, [](absl::string_view s, float* v) { return absl::SimpleAtof(s, v); }, "number");
 }
 
 }  // namespace openmoe

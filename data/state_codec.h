@@ -35,6 +35,10 @@ class StateReader {
 
  private:
   absl::StatusOr<const std::vector<std::string>*> Field(const std::string& name) const;
+  // A field "n v1 .. vn", each value parsed by parse(text, &value); `element` names the type.
+  template <typename T, typename ParseFn>
+  absl::StatusOr<std::vector<T>> CountedList(const std::string& name, ParseFn parse,
+                                             const char* element) const;
   std::string what_;
   std::map<std::string, std::vector<std::string>> fields_;
 };

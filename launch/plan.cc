@@ -97,21 +97,6 @@ std::string Seconds(double s) {
   return absl::StrFormat("%.3g us", s * 1e6);
 }
 
-// The slice's layout as the cost model sees it: one process, all chips (the world size does not
-// change where chips sit on the torus).
-Mesh SliceMesh(const JobSpec& spec) {
-  Mesh m;
-  m.num_chips = spec.topology().num_chips();
-  m.torus_x = spec.topology().torus_x();
-  m.torus_y = spec.topology().torus_y();
-  m.chips_per_host = spec.topology().chips_per_host();
-  m.expert_parallel = spec.mesh().expert_parallel();
-  m.num_experts = spec.model().num_experts();
-  m.chips_per_rank = m.num_chips;
-  m.num_local_experts = m.num_experts;
-  return m;
-}
-
 void AppendCostText(const PlanReport& r, std::string* s) {
   const CostModelConfig& c = r.cost_config;
   const CostBreakdown& b = r.cost;
@@ -241,7 +226,11 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.flops_per_chip_step = r.flops_per_step / static_cast<double>(r.num_chips);
   r.memory = MemoryPerChip(layout, spec.optimizer(), r.expert_parallel);
   r.cost_config = spec.cost_model();
-  r.cost = PredictStepTime(spec, SliceMesh(spec));
+  // The slice as one process hosting every chip: the world size does not change where chips sit
+  // on the torus. The spec is valid here, so the mesh is too.
+  const absl::StatusOr<Mesh> slice = MakeMesh(spec, /*world_size=*/1, /*rank=*/0);
+  OPENMOE_CHECK_MSG(slice.ok(), "%s", std::string(slice.status().message()).c_str());
+  r.cost = PredictStepTime(spec, *slice);
   return r;
 }
 
