@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/testing/torus_groups.h"
 
 namespace openmoe {
 namespace {
@@ -12,25 +13,9 @@ constexpr double kH = 1e-6;  // s per hop
 constexpr double kB = 1e9;   // bytes per chip
 const LinkParams kLink{kW, kH};
 
-Mesh SliceMesh(int64_t x, int64_t y, int64_t ep) {
-  Mesh m;
-  m.num_chips = x * y;
-  m.torus_x = x;
-  m.torus_y = y;
-  m.expert_parallel = ep;
-  m.num_experts = 512;
-  return m;
-}
-
-Footprint Group(int64_t x, int64_t y, int64_t ep, bool wraparound = true) {
-  const Mesh m = SliceMesh(x, y, ep);
-  return FootprintOf(TorusOf(m, wraparound), ExpertGroupChips(m, 0));
-}
-
-Footprint Replicas(int64_t x, int64_t y, int64_t ep) {
-  const Mesh m = SliceMesh(x, y, ep);
-  return FootprintOf(TorusOf(m, true), ExpertReplicaChips(m, 0));
-}
+using testing::Group;
+using testing::Replicas;
+using testing::SliceMesh;
 
 TEST(RingAllReduce, RingOfEightUsesBothDirections) {
   // 2 (n-1)/n B / (2W) + 2 (n-1) h.

@@ -1,29 +1,14 @@
 #include "parallel/torus_footprint.h"
 
 #include "gtest/gtest.h"
+#include "tests/testing/torus_groups.h"
 
 namespace openmoe {
 namespace {
 
-Mesh SliceMesh(int64_t x, int64_t y, int64_t ep) {
-  Mesh m;
-  m.num_chips = x * y;
-  m.torus_x = x;
-  m.torus_y = y;
-  m.expert_parallel = ep;
-  m.num_experts = 64;
-  return m;
-}
-
-Footprint Group(int64_t x, int64_t y, int64_t ep, bool wraparound = true) {
-  const Mesh m = SliceMesh(x, y, ep);
-  return FootprintOf(TorusOf(m, wraparound), ExpertGroupChips(m, 0));
-}
-
-Footprint Replicas(int64_t x, int64_t y, int64_t ep, int64_t slot = 0) {
-  const Mesh m = SliceMesh(x, y, ep);
-  return FootprintOf(TorusOf(m, true), ExpertReplicaChips(m, slot));
-}
+using testing::Group;
+using testing::Replicas;
+using testing::SliceMesh;
 
 void ExpectDim(const FootprintDim& d, int64_t size, int64_t stride, bool ring) {
   EXPECT_EQ(d.size, size);
