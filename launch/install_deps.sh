@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project builds and runs with (skips apt when all are present).
+#
+#   launch/install_deps.sh [EXTRA_PACKAGE ...]
+#
+# Extra Debian packages named on the command line (e.g. gnuplot-nox for launch/plot_metrics.sh)
+# are installed too when missing; they are not part of the build, so only the scripts that need
+# them ask for them.
 set -euo pipefail
 packages=(
   g++ cmake make pkg-config
@@ -10,6 +16,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   libzstd-dev zstd
   libgtest-dev libgmock-dev libbenchmark-dev
+  "$@"
 )
 missing=()
 for p in "${packages[@]}"; do
