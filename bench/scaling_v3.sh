@@ -13,7 +13,8 @@
 # report, or, if the binary does not print it, /usr/bin/time's maximum RSS of the largest process.
 #
 # Environment: NP (2), STEPS (3), BATCH_ROWS (512), GROUP_SIZE (64), EXPERT_PARALLEL (4),
-# OPENMOE_BIN (build/launch/openmoe), TOPOLOGIES ("64 128 256 512").
+# OPENMOE_BIN (build/launch/openmoe), TOPOLOGIES ("64 128 256 512"), PLOT (1: plot when both
+# bench/results/scaling_v3_{strong,weak}.csv exist; 0: never).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,3 +71,13 @@ for n in ${TOPOLOGIES:-64 128 256 512}; do
   printf '%-8s %6d %5d %10d %12s %9s %14s\n' "v3-$n" "$n" "$np" "$chips_per_rank" "$tps" "$mean_s" "${per_rank:-$peak (max)}"
 done
 echo "wrote $out"
+# Once both sweeps are in bench/results, plot them (bench/scaling_v3_plot.gp) into
+# bench/results/scaling_v3.png; gnuplot-nox is installed first if gnuplot is missing (a fresh
+# machine has none). PLOT=0 skips this.
+strong_csv="$root/bench/results/scaling_v3_strong.csv" weak_csv="$root/bench/results/scaling_v3_weak.csv"
+if [[ "${PLOT:-1}" != 0 && -s "$strong_csv" && -s "$weak_csv" ]]; then
+  command -v gnuplot >/dev/null || "$root/launch/install_deps.sh" gnuplot-nox
+  gnuplot -e "strong='$strong_csv'; weak='$weak_csv'; out='$root/bench/results/scaling_v3.png'" \
+    "$root/bench/scaling_v3_plot.gp"
+  echo "wrote $root/bench/results/scaling_v3.png"
+fi
