@@ -45,12 +45,8 @@ void Adafactor::Update(int64_t step, double learning_rate, float* params, const 
   const double beta2 = 1.0 - std::pow(static_cast<double>(step) + 1.0, -config_.decay_exponent());
   // Global-norm clipping multiplies every gradient by one factor. grads is const (and large), so
   // the factor is folded into each slice's arithmetic instead of being applied to a copy.
-  double grad_scale = 1.0;
-  if (config_.global_norm_clip() > 0) {
-    const double norm =
-        global_grad_norm >= 0 ? global_grad_norm : std::sqrt(SumSquares(grads, total_size_));
-    grad_scale = std::min(1.0, config_.global_norm_clip() / norm);
-  }
+  const double grad_scale =
+      GlobalNormClipScale(config_.global_norm_clip(), global_grad_norm, grads, total_size_);
   for (const Slice& s : slices_) {
     if (s.factored) {
       UpdateFactored(s, beta2, grad_scale, learning_rate, params, grads);

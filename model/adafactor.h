@@ -17,24 +17,27 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "model/optimizer.h"
 #include "model/params.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {
 
-class Adafactor {
+class Adafactor final : public Optimizer {
  public:
   Adafactor(const AdafactorConfig& config, const ParamLayout& layout);
+
+  OptimizerKind kind() const override { return OPTIMIZER_ADAFACTOR; }
 
   // params, grads: flat buffers in `layout`. step counts from 0.
   // global_grad_norm: the norm for global_norm_clip when the gradient is spread over ranks
   // (negative: the norm of `grads` itself).
   void Update(int64_t step, double learning_rate, float* params, const float* grads,
-              double global_grad_norm = -1.0);
+              double global_grad_norm = -1.0) override;
 
   // All second-moment statistics in one flat buffer (for checkpoints and reductions).
-  Tensor& state() { return state_; }
-  const Tensor& state() const { return state_; }
+  Tensor& state() override { return state_; }
+  const Tensor& state() const override { return state_; }
 
   // One independently updated matrix (a whole tensor, or one expert's slice of it).
   struct Slice {
