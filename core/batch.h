@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <numeric>
 #include <vector>
 
 namespace openmoe {
@@ -17,6 +18,10 @@ struct Batch {
   std::vector<int32_t> targets;       // (rows, seq_len)
   std::vector<float> loss_weights;    // (rows, seq_len)
   std::vector<int32_t> segment_ids;   // (rows, seq_len)
+  // Where the rows sit in the training stream (keys router jitter): the step whose global batch
+  // they belong to, and each row's index in that global batch; empty: 0..rows-1.
+  int64_t step = 0;
+  std::vector<int64_t> row_ids;       // (rows) or empty
 
   int64_t num_tokens() const { return rows * seq_len; }
   void Resize(int64_t new_rows, int64_t new_seq_len) {
@@ -27,10 +32,27 @@ struct Batch {
     targets.assign(n, 0);
     loss_weights.assign(n, 0.0f);
     segment_ids.assign(n, 0);
+    row_ids.clear();
+  }
+  // These rows are global rows [first_row, first_row + rows) of step `at_step`'s batch.
+  void SetOrigin(int64_t at_step, int64_t first_row) {
+    step = at_step;
+    row_ids.resize(static_cast<size_t>(rows));
+    std::iota(row_ids.begin(), row_ids.end(), first_row);
   }
   // Appends other's rows (same seq_len) after this batch's.
   void Append(const Batch& other) {
-    if (rows == 0) seq_len = other.seq_len;
+    if (rows == 0) {
+      seq_len = other.seq_len;
+      step = other.step;
+    }
+    // Row ids survive only when both sides carry them.
+    if (static_cast<int64_t>(row_ids.size()) == rows &&
+        static_cast<int64_t>(other.row_ids.size()) == other.rows) {
+      row_ids.insert(row_ids.end(), other.row_ids.begin(), other.row_ids.end());
+    } else {
+      row_ids.clear();
+    }
     rows += other.rows;
     tokens.insert(tokens.end(), other.tokens.begin(), other.tokens.end());
     targets.insert(targets.end(), other.targets.begin(), other.targets.end());
@@ -48,6 +70,8 @@ struct Batch {
     b.targets.assign(targets.begin() + lo, targets.begin() + hi);
     b.loss_weights.assign(loss_weights.begin() + lo, loss_weights.begin() + hi);
     b.segment_ids.assign(segment_ids.begin() + lo, segment_ids.begin() + hi);
+    b.step = step;
+    if (!row_ids.empty()) b.row_ids.assign(row_ids.begin() + begin, row_ids.begin() + begin + count);
     return b;
   }
 };

@@ -38,7 +38,9 @@ RoutingConfig RoutingFromSpec(const JobSpec& spec, bool eval) {
           .capacity_factor = eval ? r.eval_capacity_factor() : r.capacity_factor(),
           .min_capacity = r.min_capacity(),
           .drop_policy = r.drop_policy(),
-          .dropless = r.dropless()};
+          .dropless = r.dropless(),
+          .jitter_noise = eval ? 0.0 : r.jitter_noise(),
+          .jitter_seed = spec.train().seed()};
 }
 
 }  // namespace openmoe

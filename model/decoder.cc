@@ -7,6 +7,7 @@
 #include "core/gemm.h"
 #include "core/kernels.h"
 #include "model/rmsnorm.h"
+#include "model/router_jitter.h"
 
 namespace openmoe {
 
@@ -77,6 +78,12 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
       break;
     case Kind::kMoe: {
       const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
+      if (routing_.jitter_noise > 0) {
+        FillRouterJitter(routing_.jitter_noise, routing_.jitter_seed, b.layer, batch, d,
+                         &b.moe.jitter);
+      } else {
+        b.moe.jitter.Resize({0});
+      }
       sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, b.normed.data(),
                                          &b.moe, out, runner_);
       break;

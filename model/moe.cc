@@ -64,7 +64,16 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
   const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
   OPENMOE_CHECK(routing_config.num_experts == num_experts);
   Routing& r = cache->routing;
-  ComputeRouting(routing_config, x, w.router, num_tokens, d, &r);
+  const float* router_x = x;
+  if (cache->jitter.size() > 0) {
+    OPENMOE_CHECK(cache->jitter.size() == num_tokens * d);
+    cache->router_input.ResizeUninitialized({num_tokens, d});
+    const float* noise = cache->jitter.data();
+    float* jittered = cache->router_input.data();
+    for (int64_t i = 0; i < num_tokens * d; ++i) jittered[i] = x[i] * noise[i];
+    router_x = jittered;
+  }
+  ComputeRouting(routing_config, router_x, w.router, num_tokens, d, &r);
 
   // Dispatch: gather the kept tokens' rows, expert by expert.
   const int64_t num_kept = r.NumKept();
@@ -123,8 +132,19 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
   RouterSoftmaxBackward(r, dprobs, dlogits);
   RouterLossBackward(r, load_balance_scale, z_scale, dlogits);
   if (num_tokens == 0) return;
-  Gemm({.transpose_a = true, .beta = 1.0f}, d, num_experts, num_tokens, x, dlogits, grads.router);
-  Gemm({.transpose_b = true, .beta = 1.0f}, num_tokens, d, num_experts, dlogits, w.router, dx);
+  if (cache->jitter.size() == 0) {
+    Gemm({.transpose_a = true, .beta = 1.0f}, d, num_experts, num_tokens, x, dlogits, grads.router);
+    Gemm({.transpose_b = true, .beta = 1.0f}, num_tokens, d, num_experts, dlogits, w.router, dx);
+    return;
+  }
+  // Jittered: logits = (x * jitter) @ w_router, so d x += (dlogits @ w_router^T) * jitter. The
+  // jittered input is spent once the router gradient has it, so its buffer takes the product.
+  float* scratch = cache->router_input.data();
+  Gemm({.transpose_a = true, .beta = 1.0f}, d, num_experts, num_tokens, scratch, dlogits,
+       grads.router);
+  Gemm({.transpose_b = true}, num_tokens, d, num_experts, dlogits, w.router, scratch);
+  const float* noise = cache->jitter.data();
+  for (int64_t i = 0; i < num_tokens * d; ++i) dx[i] += scratch[i] * noise[i];
 }
 
 }  // namespace openmoe

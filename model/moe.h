@@ -59,6 +59,11 @@ struct ExpertExchangeState {
 
 struct MoeCache {
   Routing routing;
+  // Router jitter: (T, d) noise the router input is multiplied by, filled by the caller before
+  // MoeForward; empty means none (the router sees x itself). router_input (T, d) = x * jitter,
+  // and backward scratch after that.
+  Tensor jitter;
+  Tensor router_input;
   Tensor dispatched;                 // (A, d) expert inputs in dispatch order
   Tensor expert_out;                 // (A, d) expert outputs in dispatch order
   std::vector<FfnCache> expert_ffn;  // per local expert (per received block on a mesh)
@@ -93,7 +98,8 @@ FfnWeights ExpertFfnWeights(const MoeDims& dims, const MoeWeights& w, int64_t lo
 FfnGrads ExpertFfnGrads(const MoeDims& dims, const MoeGrads& g, int64_t local_expert);
 
 // x: (T, d); y: (T, d), overwritten. Returns the router loss sums of this call. runner: where the
-// experts run (null: LocalExpertRunner).
+// experts run (null: LocalExpertRunner). With cache->jitter set, the router sees x * jitter and
+// the experts x.
 RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_config,
                           const MoeWeights& w, const float* x, MoeCache* cache, float* y,
                           ExpertRunner* runner = nullptr);

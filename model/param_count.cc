@@ -82,4 +82,14 @@ ChipMemory MemoryPerChip(const ParamLayout& layout, const AdafactorConfig& optim
   return mem;
 }
 
+ChipMemory MemoryPerChip(const ParamLayout& layout, const JobSpec& spec, int64_t expert_parallel) {
+  ChipMemory mem = MemoryPerChip(layout, spec.optimizer(), expert_parallel);
+  if (spec.train().optimizer() == OPTIMIZER_ADAMW) {
+    mem.optimizer_state = 2 * mem.params;  // m and v, elementwise
+    mem.optimizer_bytes = mem.optimizer_state * 4;
+    mem.total_bytes = mem.params_bytes + mem.grads_bytes + mem.optimizer_bytes;
+  }
+  return mem;
+}
+
 }  // namespace openmoe

@@ -79,5 +79,7 @@ struct ChipMemory {
 
 ChipMemory MemoryPerChip(const ParamLayout& layout, const AdafactorConfig& optimizer,
                          int64_t expert_parallel);
+// The job's optimizer: Adafactor as above, or AdamW's m and v (2 x the parameters held).
+ChipMemory MemoryPerChip(const ParamLayout& layout, const JobSpec& spec, int64_t expert_parallel);
 
 }  // namespace openmoe

@@ -24,6 +24,9 @@ struct RoutingConfig {
   int64_t min_capacity = 4;
   DropPolicy drop_policy = DROP_TOKEN_ORDER;
   bool dropless = false;
+  // Router jitter (model/router_jitter.h): training only; 0 disables.
+  double jitter_noise = 0;
+  uint64_t jitter_seed = 0;
 };
 
 // The capacity formula, written once. Dropless routing has capacity group_size (never binding).

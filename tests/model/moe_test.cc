@@ -23,6 +23,7 @@ struct Layer {
   MoeDims dims;
   RoutingConfig config;
   std::vector<float> router, wi_0, wi_1, wo, x, r;
+  std::vector<float> jitter;  // (T, d) router-input noise, or empty (no jitter)
 
   Layer(int64_t tokens, int64_t d, int64_t f, int64_t experts, FfnForm form) {
     dims = {.tokens = tokens, .d_model = d, .expert_d_ff = f, .form = form, .num_experts = experts};
@@ -44,6 +45,10 @@ struct Layer {
   }
   std::vector<float> Forward(MoeCache* cache, RouterLossSums* sums = nullptr) const {
     std::vector<float> y(x.size(), std::nanf(""));  // MoeForward must overwrite every entry
+    if (!jitter.empty()) {
+      cache->jitter.ResizeUninitialized({dims.tokens, dims.d_model});
+      std::copy(jitter.begin(), jitter.end(), cache->jitter.data());
+    }
     const RouterLossSums s = MoeForward(dims, config, Weights(), x.data(), cache, y.data());
     if (sums != nullptr) *sums = s;
     return y;
@@ -181,6 +186,23 @@ void CheckGradients(Layer layer, double a, double b) {
 TEST(MoeGradTest, FullLossWithDrops) { CheckGradients(DropLayer(FFN_OPENMOE), 0.3, 0.05); }
 
 TEST(MoeGradTest, FullLossWithDropsSwiglu) { CheckGradients(DropLayer(FFN_SWIGLU), 0.3, 0.05); }
+
+// Router jitter of 5% (uniform noise fixed across evaluations): x reaches the loss through the
+// experts un-jittered and through the router jittered; both paths' gradients must match.
+TEST(MoeGradTest, FullLossWithRouterJitter) {
+  Layer layer = DropLayer(FFN_OPENMOE);
+  layer.jitter.resize(layer.x.size());
+  const CounterRng rng(3, 4);
+  for (size_t i = 0; i < layer.jitter.size(); ++i)
+    layer.jitter[i] = static_cast<float>(0.95 + 0.1 * rng.Uniform(i));
+  CheckGradients(layer, 0.3, 0.05);
+  // The jitter acts: the router's logits differ from the un-jittered ones.
+  Layer plain = DropLayer(FFN_OPENMOE);
+  MoeCache with, without;
+  layer.Forward(&with);
+  plain.Forward(&without);
+  EXPECT_NE(with.routing.logits[0], without.routing.logits[0]);
+}
 
 TEST(MoeGradTest, RouterLossesAlone) {
   Layer layer = DropLayer(FFN_OPENMOE);
