@@ -2,10 +2,27 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/check.h"
+#include "model/adafactor.h"
 
 namespace openmoe {
 
-std::vector<LocalTensor> LocalTensors(const ParamLayout& layout, const Adafactor* optimizer) {
+namespace {
+
+// AdamW's m (at offset 0) or v (at offset total_size) of each parameter: the parameter's shape.
+void AppendAdamWState(const ParamLayout& layout, TensorKind kind, std::vector<LocalTensor>* out) {
+  const size_t num_params = layout.params().size();
+  const int64_t base = kind == TENSOR_ADAMW_M ? 0 : layout.total_size();
+  for (size_t i = 0; i < num_params; ++i) {
+    LocalTensor t = (*out)[i];
+    t.kind = kind;
+    t.offset = base + t.offset;
+    out->push_back(std::move(t));
+  }
+}
+
+}  // namespace
+
+std::vector<LocalTensor> LocalTensors(const ParamLayout& layout, const Optimizer* base_optimizer) {
   std::vector<LocalTensor> out;
   const int64_t total_experts = layout.dims().num_experts;
   for (const ParamInfo& p : layout.params()) {
@@ -25,7 +42,14 @@ std::vector<LocalTensor> LocalTensors(const ParamLayout& layout, const Adafactor
     }
     out.push_back(std::move(t));
   }
-  if (optimizer == nullptr) return out;
+  if (base_optimizer == nullptr) return out;
+  if (base_optimizer->kind() == OPTIMIZER_ADAMW) {
+    AppendAdamWState(layout, TENSOR_ADAMW_M, &out);
+    AppendAdamWState(layout, TENSOR_ADAMW_V, &out);
+    return out;
+  }
+  const Adafactor* optimizer = dynamic_cast<const Adafactor*>(base_optimizer);
+  OPENMOE_CHECK(optimizer != nullptr);
 
   const std::vector<Adafactor::Slice>& slices = optimizer->slices();
   size_t s = 0;
@@ -69,14 +93,34 @@ std::vector<LocalTensor> LocalTensors(const ParamLayout& layout, const Adafactor
 }
 
 std::string TensorFileName(const LocalTensor& t) {
-  std::string name = absl::StrCat(t.kind == TENSOR_PARAM ? "param." : "adafactor.", t.name);
+  std::string name = absl::StrCat(TensorFilePrefix(t.kind), ".", t.name);
   if (t.is_expert)
     absl::StrAppend(&name, ".experts_", t.first_expert, "-", t.first_expert + t.num_experts - 1);
   return name + ".zst";
 }
 
+const char* TensorFilePrefix(TensorKind kind) {
+  switch (kind) {
+    case TENSOR_PARAM: return "param";
+    case TENSOR_ADAFACTOR: return "adafactor";
+    case TENSOR_ADAMW_M: return "adamw_m";
+    case TENSOR_ADAMW_V: return "adamw_v";
+  }
+  return "unknown";
+}
+
 const char* TensorKindName(TensorKind kind) {
-  return kind == TENSOR_PARAM ? "param" : "adafactor state";
+  switch (kind) {
+    case TENSOR_PARAM: return "param";
+    case TENSOR_ADAFACTOR: return "adafactor state";
+    case TENSOR_ADAMW_M: return "adamw m";
+    case TENSOR_ADAMW_V: return "adamw v";
+  }
+  return "unknown tensor";
+}
+
+OptimizerKind OptimizerOfTensor(TensorKind kind) {
+  return kind == TENSOR_ADAFACTOR ? OPTIMIZER_ADAFACTOR : OPTIMIZER_ADAMW;
 }
 
 }  // namespace openmoe

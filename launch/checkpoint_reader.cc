@@ -112,12 +112,21 @@ absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
 }
 
 absl::Status CheckpointReader::LoadInto(const ParamLayout& layout, float* params,
-                                        Adafactor* optimizer) const {
+                                        Optimizer* optimizer) const {
   const std::vector<LocalTensor> tensors = LocalTensors(layout, optimizer);
   std::set<std::pair<int, std::string>> wanted;
   for (const LocalTensor& t : tensors) wanted.insert({t.kind, t.name});
   for (const auto& [key, entries] : index_) {
-    if (key.first == TENSOR_ADAFACTOR && optimizer == nullptr) continue;
+    const auto kind = static_cast<TensorKind>(key.first);
+    if (kind != TENSOR_PARAM && optimizer == nullptr) continue;
+    // The state of another optimizer cannot seed this one: say so rather than "not in the model".
+    if (kind != TENSOR_PARAM && OptimizerOfTensor(kind) != optimizer->kind()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint ", dir_, ": holds ", TensorKindName(kind), " ", key.second,
+          " but this job's train.optimizer is ", OptimizerKind_Name(optimizer->kind()),
+          "; resume with the optimizer it was written with, or start from its weights "
+          "(openmoe export, then checkpoint.init_from_safetensors)"));
+    }
     if (!wanted.count(key)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "checkpoint ", dir_, ": holds ", TensorKindName(static_cast<TensorKind>(key.first)), " ",

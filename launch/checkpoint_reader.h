@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "launch/checkpoint_index.h"
-#include "model/adafactor.h"
+#include "model/optimizer.h"
 #include "model/params.h"
 #include "proto/checkpoint.pb.h"
 
@@ -39,8 +39,10 @@ class CheckpointReader {
   absl::Status Read(const LocalTensor& t, float* out) const;
 
   // Every parameter of `layout` into `params` (layout.total_size()), and, when `optimizer` is
-  // non-null, its Adafactor state. Every tensor of the checkpoint must be one the model has.
-  absl::Status LoadInto(const ParamLayout& layout, float* params, Adafactor* optimizer) const;
+  // non-null, its state. Every tensor of the checkpoint must be one the model has; optimizer state
+  // written by another optimizer (Adafactor vs AdamW) fails naming the tensor and
+  // train.optimizer.
+  absl::Status LoadInto(const ParamLayout& layout, float* params, Optimizer* optimizer) const;
 
   // Reads every file the manifest lists and checks it (for `--resume` diagnostics and tests).
   absl::Status VerifyAllFiles() const;

@@ -224,7 +224,7 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.flops_per_token = TrainingFlopsPerToken(layout, r.seq_len);
   r.flops_per_step = r.flops_per_token.total * static_cast<double>(r.tokens_per_step);
   r.flops_per_chip_step = r.flops_per_step / static_cast<double>(r.num_chips);
-  r.memory = MemoryPerChip(layout, spec.optimizer(), r.expert_parallel);
+  r.memory = MemoryPerChip(layout, spec, r.expert_parallel);
   r.cost_config = spec.cost_model();
   // The slice as one process hosting every chip: the world size does not change where chips sit
   // on the torus. The spec is valid here, so the mesh is too.

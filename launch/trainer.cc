@@ -47,7 +47,7 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
       layout_(dims_, {mesh.first_local_expert, mesh.num_local_experts}),
       params_({layout_.total_size()}),
       grads_({layout_.total_size()}),
-      optimizer_(spec.optimizer(), layout_),
+      optimizer_(MakeOptimizer(spec, layout_)),
       runner_(dims_.num_experts > 0 ? std::make_unique<ExpertParallelRunner>(mesh_, comm_) : nullptr),
       decoder_(layout_, RoutingFromSpec(spec, /*eval=*/false), runner_.get()),
       sources_(std::move(sources)) {
@@ -57,8 +57,12 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
 absl::StatusOr<Batch> Trainer::NextLocalBatch() {
   const int64_t rows_per_chip = spec_.train().batch_rows() / mesh_.num_chips;
   Batch local, chip_rows;
+  int64_t chip = mesh_.FirstChip();
   for (const std::unique_ptr<BatchSource>& source : sources_) {
     OPENMOE_RETURN_IF_ERROR(source->Next(rows_per_chip, spec_.train().seq_len(), &chip_rows));
+    // The rows' place in the global batch (chip c holds rows [c * rpc, (c + 1) * rpc)) keys the
+    // router jitter, so its noise does not depend on the layout.
+    chip_rows.SetOrigin(step_, chip++ * rows_per_chip);
     local.Append(chip_rows);
   }
   return local;
@@ -189,8 +193,8 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
   r.loss = r.sums.loss;
   r.tokens = spec_.train().batch_rows() * spec_.train().seq_len();
   r.grad_norm = GlobalGradNorm();
-  r.learning_rate = LearningRate(spec_.schedule(), step_);
-  optimizer_.Update(step_, r.learning_rate, params_.data(), grads_.data(), r.grad_norm);
+  r.learning_rate = LearningRate(spec_.schedule(), step_, spec_.train().steps());
+  optimizer_->Update(step_, r.learning_rate, params_.data(), grads_.data(), r.grad_norm);
   ++step_;
   r.data_counters = DataCounters();
   r.seconds = timer.Seconds();

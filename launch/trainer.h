@@ -9,7 +9,7 @@
 //      normalised by global counts, see LossScales);
 //   3. gradients are summed: shared parameters over all ranks, each expert over the ranks that
 //      hold it; loss sums and routing statistics over all ranks;
-//   4. Adafactor updates, identically on every replica.
+//   4. the optimizer (Adafactor or AdamW) updates, identically on every replica.
 // The same job gives the same losses on any number of ranks (to float rounding).
 #pragma once
 
@@ -22,7 +22,7 @@
 #include "core/batch.h"
 #include "core/tensor.h"
 #include "data/batch_source.h"
-#include "model/adafactor.h"
+#include "model/optimizer.h"
 #include "model/decoder.h"
 #include "model/params.h"
 #include "parallel/communicator.h"
@@ -71,7 +71,7 @@ class Trainer {
   Tensor& grads() { return grads_; }
   int64_t step() const { return step_; }
   const ExpertParallelRunner* runner() const { return runner_.get(); }
-  Adafactor& optimizer() { return optimizer_; }
+  Optimizer& optimizer() { return *optimizer_; }
   Communicator& world() { return *comm_; }
   // The ranks holding the same experts as this one (expert gradients are reduced over it).
   Communicator& replicas() { return *replica_comm_; }
@@ -105,7 +105,7 @@ class Trainer {
   ParamLayout layout_;
   Tensor params_;
   Tensor grads_;
-  Adafactor optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;  // train.optimizer: Adafactor or AdamW
   std::unique_ptr<ExpertParallelRunner> runner_;
   Decoder decoder_;
   std::vector<std::unique_ptr<BatchSource>> sources_;  // one per local chip

@@ -74,7 +74,7 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   w.activation_bytes_per_chip =
       traffic.saved_elements * act_bytes * static_cast<double>(w.tokens_per_chip_microbatch);
 
-  const ChipMemory memory = MemoryPerChip(layout, spec.optimizer(), ep);
+  const ChipMemory memory = MemoryPerChip(layout, spec, ep);
   w.state_bytes_per_chip = memory.total_bytes;
   w.optimizer_bytes_per_chip = static_cast<double>(memory.params) * grad_bytes *
                                static_cast<double>(4 + 2 * (w.microbatches - 1));
