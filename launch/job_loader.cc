@@ -312,6 +312,26 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   p.NonNegative("optimizer.global_norm_clip", o.global_norm_clip());
   p.Positive("schedule.peak_learning_rate", spec.schedule().peak_learning_rate());
   p.AtLeast("schedule.warmup_steps", spec.schedule().warmup_steps(), 1);
+  {  // AdamW, the cosine schedule and router jitter.
+    const AdamWConfig& a = spec.adamw();
+    const ScheduleConfig& sc = spec.schedule();
+    auto fraction = [&](const char* field, double v, bool open_top) {
+      if (!(v >= 0 && (open_top ? v < 1 : v <= 1)))
+        p.Add(absl::StrFormat("%s=%g must be in [0, 1%s", field, v, open_top ? ")" : "]"));
+    };
+    fraction("adamw.beta1", a.beta1(), true);
+    fraction("adamw.beta2", a.beta2(), true);
+    p.Positive("adamw.epsilon", a.epsilon());
+    p.NonNegative("adamw.weight_decay", a.weight_decay());
+    fraction("schedule.final_learning_rate_fraction", sc.final_learning_rate_fraction(), false);
+    p.AtLeast("schedule.decay_steps", sc.decay_steps(), 0);
+    const int64_t decay = sc.decay_steps() > 0 ? sc.decay_steps() : spec.train().steps();
+    if (sc.kind() == SCHEDULE_WARMUP_COSINE && sc.warmup_steps() > decay)
+      p.Add(absl::StrFormat("schedule.warmup_steps=%d must be <= the cosine's end %d "
+                            "(schedule.decay_steps, or train.steps when it is 0)",
+                            sc.warmup_steps(), decay));
+    fraction("router.jitter_noise", spec.router().jitter_noise(), true);
+  }
 
   // Batch: whole rows per chip and microbatch; whole routing groups per chip.
   p.AtLeast("train.steps", tr.steps(), 0);

@@ -29,5 +29,24 @@ TEST(LayoutInvariance, OneRankSixtyFourChips) {
   ExpectSameAsOneChip(OnMesh(LayoutJob(16), 64, 8, 16), &self, 2);
 }
 
+// AdamW with router jitter and microbatches: the noise is keyed by global row, step and layer, so
+// 8 chips (ep 4, 2 microbatches) match one chip; and the jitter does act (the loss moves).
+TEST(LayoutInvariance, AdamWWithRouterJitter) {
+  JobSpec spec = LayoutJob(8);
+  spec.mutable_train()->set_optimizer(OPTIMIZER_ADAMW);
+  spec.mutable_schedule()->set_kind(SCHEDULE_WARMUP_COSINE);
+  spec.mutable_schedule()->set_peak_learning_rate(1e-2);
+  spec.mutable_schedule()->set_warmup_steps(2);
+  spec.mutable_router()->set_jitter_noise(0.1);
+  SelfCommunicator self;
+  ExpectSameAsOneChip(OnMesh(spec, 8, 4, 4, /*microbatches=*/2), &self, 3);
+
+  JobSpec plain = spec;
+  plain.mutable_router()->set_jitter_noise(0);
+  const double jittered = Trainer::Create(spec).value()->Step().loss;
+  const double unjittered = Trainer::Create(plain).value()->Step().loss;
+  EXPECT_NE(jittered, unjittered);
+}
+
 }  // namespace
 }  // namespace openmoe
