@@ -13,6 +13,7 @@
 #include "launch/checkpoint_writer.h"
 #include "launch/job_loader.h"
 #include "model/adamw.h"
+#include "model/param_count.h"
 #include "tests/launch/checkpoint_test_util.h"
 
 namespace openmoe {
@@ -144,6 +145,21 @@ TEST(OptimizerOptions, AdamWCheckpointReshardsAcrossExpertParallelSizes) {
     const double got = loaded->Step().loss;
     EXPECT_NEAR(got, want, 1e-5 * std::fabs(want)) << where;
   }
+}
+
+TEST(OptimizerOptions, MemoryEstimateCountsTwiceTheParametersForAdamW) {
+  JobSpec spec = AdamWJob(8, 8, 4);
+  const ParamLayout layout(DimsFromSpec(spec));
+  const ChipMemory adamw = MemoryPerChip(layout, spec, 4);
+  // Per chip: every shared parameter and 2 of the 8 experts of each expert tensor.
+  int64_t held = 0;
+  for (const ParamInfo& p : layout.params()) held += p.is_expert ? p.size / 4 : p.size;
+  EXPECT_EQ(adamw.params, held);
+  EXPECT_EQ(adamw.optimizer_bytes, 2 * 4 * held);
+  EXPECT_EQ(adamw.total_bytes, 4 * 4 * held);
+  spec.mutable_train()->set_optimizer(OPTIMIZER_ADAFACTOR);
+  EXPECT_EQ(MemoryPerChip(layout, spec, 4).optimizer_bytes,
+            MemoryPerChip(layout, spec.optimizer(), 4).optimizer_bytes);
 }
 
 TEST(OptimizerOptions, CheckpointOfTheOtherOptimizerFailsNamingTensorAndField) {
