@@ -31,6 +31,8 @@ void Axpy(float a, const float* x, float* y, int64_t n);
 double Dot(const float* x, const float* y, int64_t n);
 // sum_i x[i]^2 accumulated in double (n)
 double SumSquares(const float* x, int64_t n);
+// Index of the first NaN or infinity in x (n), or -1 when every value is finite.
+int64_t FirstNonFinite(const float* x, int64_t n);
 
 inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float Silu(float x) { return x * Sigmoid(x); }

@@ -79,6 +79,12 @@ absl::StatusOr<RestoreOutcome> RestoreCheckpoint(Trainer& trainer, const std::st
   OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
       world, reader.LoadInto(trainer.layout(), trainer.params().data(), &trainer.optimizer())));
 
+  // A NaN or infinity (written by an older version, or by hand) would only fail the run again.
+  const absl::Status finite = trainer.CheckParamsFinite();
+  if (!finite.ok()) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": ", finite.message()));
+  }
+
   RestoreOutcome outcome;
   outcome.restored = true;
   outcome.dir = dir;

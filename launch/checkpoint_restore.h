@@ -34,7 +34,7 @@ absl::StatusOr<RestoreOutcome> RestoreCheckpoint(Trainer& trainer, const std::st
 // Where training starts, per checkpoint.resume:
 //   "never": nothing is loaded;
 //   "auto": the newest checkpoint under `root` (checkpoint.dir) that loads; each one that does not
-//     (incomplete, corrupted, written by another model) is skipped with a warning naming it. No
+//     (incomplete, corrupted, written by another model, holding a NaN or infinity) is skipped with a warning naming it. No
 //     checkpoint at all: a fresh start. Checkpoints, but none usable: an error listing why (so a
 //     run never silently starts over next to its damaged checkpoints);
 //   anything else: that checkpoint directory, or an error.

@@ -7,22 +7,20 @@
 #include "absl/strings/str_format.h"
 #include "core/check.h"
 #include "launch/checkpoint_writer.h"
+#include "launch/console.h"
 #include "launch/export.h"
 #include "parallel/collective_status.h"
 
 namespace openmoe {
 namespace {
 
+// Through the console (launch/console.h): a stalled stdout must not stall training.
 void Info(bool rank0, const std::string& line) {
-  if (!rank0) return;
-  std::printf("%s\n", line.c_str());
-  std::fflush(stdout);
+  if (rank0) console::Out(line);
 }
 
 void Warn(bool rank0, const std::string& line) {
-  if (!rank0) return;
-  std::fprintf(stderr, "openmoe: warning: %s\n", line.c_str());
-  std::fflush(stderr);
+  if (rank0) console::Warn(line);
 }
 
 }  // namespace
@@ -37,6 +35,7 @@ absl::StatusOr<std::unique_ptr<CheckpointSession>> CheckpointSession::Start(Trai
   for (const std::string& w : session->restored_.warnings) Warn(session->rank0_, w);
   if (session->restored_.restored) {
     session->last_saved_step_ = session->restored_.step;
+    session->last_saved_path_ = session->restored_.dir;
     Info(session->rank0_, absl::StrFormat("checkpoint: resumed from %s at step %d",
                                           session->restored_.dir, session->restored_.step));
   } else if (!config.init_from_safetensors().empty()) {
@@ -51,6 +50,7 @@ absl::StatusOr<std::unique_ptr<CheckpointSession>> CheckpointSession::Start(Trai
 
 void CheckpointSession::Report(const SaveStats& saved, const std::string& why, int64_t keep_last) {
   last_saved_step_ = saved.step;
+  last_saved_path_ = saved.path;
   Info(rank0_, absl::StrFormat(
                    "checkpoint: saved %s (%s; %d files, %.1f MB -> %.1f MB, %.2fs, %.2fs blocking)",
                    saved.path, why, saved.files, saved.raw_bytes / 1e6,
@@ -72,6 +72,20 @@ absl::Status CheckpointSession::FinishPending(Trainer& trainer) {
 absl::Status CheckpointSession::Save(Trainer& trainer, const std::string& why, bool background) {
   OPENMOE_RETURN_IF_ERROR(FinishPending(trainer));
   if (last_saved_step_ == trainer.step()) return absl::OkStatus();
+  // Parameters that just gave a non-finite loss are not worth keeping over the last checkpoint.
+  if (trainer.last_step_skipped()) {
+    Warn(rank0_, absl::StrFormat("not saving a checkpoint at step %d (%s): its loss or gradient "
+                                 "was not finite; the newest checkpoint stays %s",
+                                 trainer.step(), why,
+                                 last_saved_path_.empty() ? "(none)" : last_saved_path_));
+    return absl::OkStatus();
+  }
+  // A checkpoint never holds a NaN or infinity: resuming from one could only fail again.
+  const absl::Status finite = trainer.CheckParamsFinite();
+  if (!finite.ok()) {
+    return absl::DataLossError(absl::StrFormat("not saving a checkpoint at step %d (%s): %s",
+                                               trainer.step(), why, finite.message()));
+  }
   const CheckpointConfig& config = trainer.spec().checkpoint();
   absl::StatusOr<std::unique_ptr<CheckpointSave>> save =
       CheckpointSave::Start(trainer, config.dir(), config.keep_last(), background);
@@ -97,9 +111,8 @@ absl::StatusOr<bool> CheckpointSession::AfterStep(Trainer& trainer) {
   const bool has_dir = !config.dir().empty();
   if (stop) {
     const int sig = StopSignalHandler::Received();
-    const char* name = sig == SIGINT    ? "SIGINT"
-                       : sig == SIGTERM ? "SIGTERM"
-                                        : "a signal on another rank";
+    const char* name = sig != 0 ? StopSignalHandler::Name(sig) : "a signal on another rank";
+    stopped_by_ = name;
     if (has_dir) {
       OPENMOE_RETURN_IF_ERROR(
           Save(trainer, absl::StrFormat("stop requested by %s", name), /*background=*/false));

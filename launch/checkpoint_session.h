@@ -8,7 +8,7 @@
 //           empty. With checkpoint.async_save, interval saves are written in the background and
 //           committed after the first later step at which every rank's files are written (or
 //           before the next save, a stop, or the end)
-//   signal  the step in progress finishes, every rank agrees, the checkpoint is saved, and
+//   signal  SIGUSR1, SIGUSR2, SIGTERM or SIGINT (launch/checkpoint_signal.h): the step in progress finishes, every rank agrees, the checkpoint is saved, and
 //           AfterStep says stop: RunTrain returns OK (exit status 0)
 //
 // Every method is collective over trainer.world(). Rank 0 prints what happened (resumed from,
@@ -40,6 +40,10 @@ class CheckpointSession {
   absl::Status Finish(Trainer& trainer);
 
   const RestoreOutcome& restored() const { return restored_; }
+  // The newest checkpoint saved or resumed from in this run (empty: none).
+  const std::string& last_saved_path() const { return last_saved_path_; }
+  // The signal that stopped the run ("SIGUSR1", ...), empty while none has.
+  const std::string& stopped_by() const { return stopped_by_; }
 
  private:
   CheckpointSession() = default;
@@ -52,6 +56,8 @@ class CheckpointSession {
   RestoreOutcome restored_;
   bool rank0_ = false;
   int64_t last_saved_step_ = -1;
+  std::string last_saved_path_;
+  std::string stopped_by_;
 };
 
 }  // namespace openmoe

@@ -16,9 +16,13 @@
 #include "absl/strings/str_format.h"
 #include "core/check.h"
 #include "core/gemm.h"
+#include "core/timer.h"
 #include "launch/checkpoint_session.h"
+#include "launch/console.h"
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
+#include "launch/run_lock.h"
+#include "launch/run_records.h"
 #include "launch/trainer.h"
 #include "parallel/collective_status.h"
 #include "parallel/communicator.h"
@@ -54,16 +58,16 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
   // Counts of the whole model (rank 0 holds only its experts).
   const ParamCounts counts = CountParams(ParamLayout(DimsFromSpec(spec)));
   const Mesh& mesh = trainer.mesh();
-  absl::PrintF("openmoe train: %s\n--- resolved job spec ---\n%s-------------------------\n",
-              job_description.c_str(), DescribeJob(spec).c_str());
-  absl::PrintF("parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
-              "\nmesh: %d chips (%dx%d torus), expert_parallel %d, %d MPI ranks x %d chips,"
-              " experts %d..%d on rank 0 | OpenBLAS threads per rank: %d\n",
-              counts.total / 1e6, counts.activated / 1e6, counts.non_embedding_total / 1e6,
-              counts.non_embedding_activated / 1e6, mesh.num_chips, mesh.torus_x, mesh.torus_y,
-              mesh.expert_parallel, ranks, mesh.chips_per_rank, mesh.first_local_expert,
-              mesh.first_local_expert + mesh.num_local_experts - 1, threads);
-  std::fflush(stdout);
+  console::Out(absl::StrFormat("--- resolved job spec (%s) ---\n%s-------------------------",
+                               job_description, DescribeJob(spec)));
+  console::Out(absl::StrFormat(
+      "parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
+      "\nmesh: %d chips (%dx%d torus), expert_parallel %d, %d MPI ranks x %d chips,"
+      " experts %d..%d on rank 0 | OpenBLAS threads per rank: %d",
+      counts.total / 1e6, counts.activated / 1e6, counts.non_embedding_total / 1e6,
+      counts.non_embedding_activated / 1e6, mesh.num_chips, mesh.torus_x, mesh.torus_y,
+      mesh.expert_parallel, ranks, mesh.chips_per_rank, mesh.first_local_expert,
+      mesh.first_local_expert + mesh.num_local_experts - 1, threads));
 }
 
 // Every rank's peak resident memory (MiB), printed by rank 0. Collective.
@@ -74,56 +78,108 @@ void ReportPeakMemory(Communicator& world) {
   kib[world.rank()] = usage.ru_maxrss;  // KiB on Linux
   world.AllReduceSum(kib.data(), static_cast<int64_t>(kib.size()));
   if (world.rank() != 0) return;
-  for (int r = 0; r < world.size(); ++r) absl::PrintF("peak_rss_mib rank %d: %.1f\n", r, kib[r] / 1024.0);
-  std::fflush(stdout);
+  for (int r = 0; r < world.size(); ++r)
+    console::Out(absl::StrFormat("peak_rss_mib rank %d: %.1f", r, kib[r] / 1024.0));
+}
+
+// The steps from the trainer's current step to train.steps, each recorded in `metrics` and
+// `summary`; stops early (OK) when the checkpoint session says so (a stop signal). Collective.
+absl::Status RunSteps(Trainer& trainer, CheckpointSession& checkpoints, MetricsWriter& metrics,
+                      const CostBreakdown& v3, const std::string& run_id, RunSummary& summary) {
+  const JobSpec& spec = trainer.spec();
+  const bool rank0 = trainer.world().rank() == 0;
+  const int64_t steps = spec.train().steps();
+  const int64_t print_every = std::max<int64_t>(1, spec.logging().print_every());
+  ThroughputWindow recent(std::max<int64_t>(1, spec.logging().throughput_window()));
+  while (trainer.step() < steps) {
+    OPENMOE_ASSIGN_OR_RETURN(const StepResult r, trainer.TryStep());
+    summary.Add(r);
+    recent.Add(r.tokens, r.seconds);
+    OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
+        trainer.world(),
+        rank0 ? metrics.Write(StepRecordJson(spec, r, v3, run_id)) : absl::OkStatus()));
+    const int64_t done = r.step + 1;
+    if (rank0 && (done % print_every == 0 || done == steps || r.skipped)) {
+      console::Out(ProgressLine(r, steps, recent.TokensPerSecond(), recent.SecondsPerStep(), v3));
+    }
+    OPENMOE_ASSIGN_OR_RETURN(const bool stop, checkpoints.AfterStep(trainer));
+    if (stop) {
+      summary.status = absl::StrCat("stopped by ", checkpoints.stopped_by());
+      return absl::OkStatus();
+    }
+  }
+  return checkpoints.Finish(trainer);
 }
 
 }  // namespace
 
 absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
+  Timer wall;
   std::unique_ptr<Communicator> world = MakeWorldCommunicator();
   const bool rank0 = world->rank() == 0;
+  if (rank0) {
+    console::Out(absl::StrFormat(
+        "openmoe train: %s | %d MPI ranks | building the mesh, the model and the data sources...",
+        job_description, world->size()));
+  }
   const int threads = ThreadsFor(spec);
   SetGemmThreads(threads);
 
-  absl::StatusOr<std::unique_ptr<Trainer>> created = Trainer::Create(spec, world.get());
-  if (!created.ok()) return created.status();
-  Trainer& trainer = **created;
+  // Before any compute: one run per checkpoint.dir, and a directory every rank can write.
+  std::unique_ptr<RunLock> lock;
+  if (!spec.checkpoint().dir().empty()) {
+    OPENMOE_ASSIGN_OR_RETURN(lock, RunLock::Acquire(spec.checkpoint().dir(), *world));
+  }
+  OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> created, Trainer::Create(spec, world.get()));
+  Trainer& trainer = *created;
   if (rank0) PrintStart(spec, job_description, trainer, threads, world->size());
   // The same job on a real v3 slice of this topology, for comparison on every progress line.
   const CostBreakdown v3 = PredictStepTime(spec, trainer.mesh());
-  MetricsWriter metrics;
-  absl::Status opened = absl::OkStatus();
-  if (rank0 && !spec.logging().metrics_path().empty()) opened = metrics.Open(spec.logging().metrics_path());
-  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*world, opened));
-  const int64_t steps = spec.train().steps();
-  const int64_t print_every = std::max<int64_t>(1, spec.logging().print_every());
   // Resume (or init from safetensors); interval, stop-signal and final saves
   // (launch/checkpoint_session.h).
   OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSession> checkpoints,
                            CheckpointSession::Start(trainer));
-  const int64_t first_step = trainer.step();  // > 0 when resumed
-  double total_seconds = 0;
-  for (int64_t i = first_step; i < steps; ++i) {
-    absl::StatusOr<StepResult> step = trainer.TryStep();
-    if (!step.ok()) return step.status();
-    const StepResult& r = *step;
-    total_seconds += r.seconds;
-    if (!std::isfinite(r.loss)) {
-      return absl::InternalError(absl::StrFormat("step %d: loss is %f; stopping", r.step, r.loss));
+
+  const std::string run_id = NewRunId();  // rank 0's is the one written
+  RunHeader header = MakeRunHeader(spec, job_description, world->size(), run_id);
+  header.first_step = trainer.step();
+  header.resumed_from = checkpoints->restored().dir;
+  RunSummary summary(run_id, trainer.step());
+  MetricsWriter metrics;
+  const std::string& metrics_path = spec.logging().metrics_path();
+  if (rank0 && !metrics_path.empty()) {
+    std::string moved_to;
+    absl::Status opened =
+        metrics.Open(metrics_path, checkpoints->restored().restored ? trainer.step() : -1, &moved_to);
+    if (opened.ok()) opened = metrics.Write(RunHeaderJson(header));
+    if (!moved_to.empty()) {
+      console::Warn(absl::StrFormat("a fresh run: the previous metrics in %s were moved to %s",
+                                    metrics_path, moved_to));
     }
-    OPENMOE_RETURN_IF_ERROR(
-        AgreeOnFirstError(*world, rank0 ? metrics.Write(StepRecordJson(spec, r, v3)) : absl::OkStatus()));
-    if (rank0 && ((i + 1) % print_every == 0 || i + 1 == steps)) {
-      std::printf("%s\n", ProgressLine(r, steps, total_seconds / (i + 1 - first_step), v3).c_str());
-      std::fflush(stdout);
-    }
-    OPENMOE_ASSIGN_OR_RETURN(const bool stop, checkpoints->AfterStep(trainer));
-    if (stop) break;
+    summary.metrics_path = metrics_path;
+    OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*world, opened));
+  } else {
+    OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*world, absl::OkStatus()));
   }
-  OPENMOE_RETURN_IF_ERROR(checkpoints->Finish(trainer));
-  ReportPeakMemory(*world);
-  return absl::OkStatus();
+
+  const absl::Status status = RunSteps(trainer, *checkpoints, metrics, v3, run_id, summary);
+  if (!status.ok()) summary.status = absl::StrCat("error: ", status.message());
+  summary.checkpoint = checkpoints->last_saved_path();
+  summary.wall_seconds = wall.Seconds();
+  if (rank0) {
+    // Best effort on the error path: the run's own error is the one to report.
+    const absl::Status wrote = metrics.Write(summary.Json());
+    console::Out(summary.Text());
+    if (status.ok() && !wrote.ok()) {
+      console::Flush(5.0);
+      return wrote;
+    }
+  }
+  // Every error above is agreed by every rank, so this collective is reached by all or none.
+  if (status.ok()) ReportPeakMemory(*world);
+  // A stalled stdout must not keep the process from exiting with its checkpoint saved.
+  console::Flush(5.0);
+  return status;
 }
 
 }  // namespace openmoe

@@ -1,13 +1,8 @@
 // The `openmoe` binary end to end: SIGTERM / SIGINT during `openmoe train` finish the step, leave
 // a valid checkpoint and exit 0, and the run resumes from it; a bad --resume fails with one line.
 // OPENMOE_BINARY is the path of the built binary (tests/CMakeLists.txt).
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <string>
 #include <vector>
 
@@ -15,67 +10,14 @@
 #include "launch/checkpoint_manifest.h"
 #include "launch/checkpoint_reader.h"
 #include "tests/launch/checkpoint_test_util.h"
+#include "tests/launch/child_process.h"
 
 namespace openmoe {
 namespace {
 
+using testing::Child;
 using testing::ScratchDir;
-
-struct Child {
-  pid_t pid = -1;
-  int out = -1;  // stdout and stderr, merged
-  std::string seen;
-
-  // Reads output until `text` appears (true) or the child ends / `seconds` pass (false).
-  bool WaitFor(const std::string& text, double seconds) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    while (seen.find(text) == std::string::npos) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      pollfd p{out, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      char buf[4096];
-      const ssize_t n = read(out, buf, sizeof buf);
-      if (n <= 0) return seen.find(text) != std::string::npos;
-      seen.append(buf, static_cast<size_t>(n));
-    }
-    return true;
-  }
-  // Reads the rest of the output and returns the exit status (-1: did not exit normally).
-  int Finish() {
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(out, buf, sizeof buf)) > 0) seen.append(buf, static_cast<size_t>(n));
-    close(out);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-};
-
-Child Start(const std::vector<std::string>& args) {
-  int pipe_fds[2];
-  EXPECT_EQ(pipe(pipe_fds), 0);
-  Child c;
-  c.pid = fork();
-  if (c.pid == 0) {
-    dup2(pipe_fds[1], 1);
-    dup2(pipe_fds[1], 2);
-    close(pipe_fds[0]);
-    close(pipe_fds[1]);
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    std::vector<char*> argv;
-    std::string binary = OPENMOE_BINARY;
-    argv.push_back(binary.data());
-    std::vector<std::string> copy = args;
-    for (std::string& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
-  close(pipe_fds[1]);
-  c.out = pipe_fds[0];
-  return c;
-}
+using testing::Start;
 
 std::vector<std::string> TrainArgs(const std::string& ckpt, int steps) {
   return {"train",
