@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "absl/strings/str_format.h"
+
 #include "core/check.h"
 #include "core/kernels.h"
 #include "core/timer.h"
@@ -194,11 +196,46 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
   r.tokens = spec_.train().batch_rows() * spec_.train().seq_len();
   r.grad_norm = GlobalGradNorm();
   r.learning_rate = LearningRate(spec_.schedule(), step_, spec_.train().steps());
-  optimizer_->Update(step_, r.learning_rate, params_.data(), grads_.data(), r.grad_norm);
+  // Loss and norm are reduced over every rank, so every rank takes the same branch.
+  r.skipped = !std::isfinite(r.loss) || !std::isfinite(r.grad_norm);
+  if (r.skipped) {
+    // A finite step followed by a non-finite one: either this batch is bad (skip it), or the
+    // previous update broke the parameters, which no skipping repairs.
+    const absl::Status finite = CheckParamsFinite();
+    if (!finite.ok()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "step %d: %s: the update of step %d made the parameters non-finite (learning rate too "
+          "high?); stopping without saving",
+          step_ + 1, finite.message(), step_));
+    }
+    ++skipped_steps_;
+    if (skipped_steps_ > spec_.train().max_skipped_steps()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "step %d: loss %g, gradient norm %g: %d steps had a non-finite loss or gradient, more "
+          "than train.max_skipped_steps=%d; stopping",
+          step_ + 1, r.loss, r.grad_norm, skipped_steps_, spec_.train().max_skipped_steps()));
+    }
+  } else {
+    optimizer_->Update(step_, r.learning_rate, params_.data(), grads_.data(), r.grad_norm);
+  }
+  r.skipped_steps = skipped_steps_;
+  last_step_skipped_ = r.skipped;
   ++step_;
   r.data_counters = DataCounters();
   r.seconds = timer.Seconds();
   return r;
+}
+
+absl::Status Trainer::CheckParamsFinite() {
+  const int64_t bad = FirstNonFinite(params_.data(), layout_.total_size());
+  std::string what;
+  for (const ParamInfo& p : layout_.params()) {
+    if (bad >= p.offset && bad < p.offset + p.size) {
+      what = absl::StrFormat("parameter %s holds %g at index %d", p.name, params_[bad],
+                             bad - p.offset);
+    }
+  }
+  return AgreeOnFirstError(*comm_, what.empty() ? absl::OkStatus() : absl::DataLossError(what));
 }
 
 std::vector<std::string> Trainer::DataStates() const {

@@ -40,6 +40,10 @@ struct StepResult {
   double grad_norm = 0;      // global L2 norm of the gradient before the update
   int64_t tokens = 0;        // tokens in the global batch
   double seconds = 0;        // wall time of the step
+  // The loss or the gradient norm was not finite: the update was not applied (the batch was used
+  // and the step counted). skipped_steps counts such steps since the trainer was created.
+  bool skipped = false;
+  int64_t skipped_steps = 0;
   // Data pipeline counters summed over every chip (documents, bad records skipped, ...).
   std::vector<std::pair<std::string, int64_t>> data_counters;
 };
@@ -51,7 +55,9 @@ class Trainer {
                                                          Communicator* comm = nullptr);
 
   // Reads the next global batch (this rank's rows of it) and takes one optimizer step. A data
-  // error on any rank fails the step on every rank (before any compute).
+  // error on any rank fails the step on every rank (before any compute). A step whose loss or
+  // global gradient norm is not finite is skipped (no update); more than train.max_skipped_steps
+  // of them, or parameters that an update made non-finite, fail it on every rank.
   absl::StatusOr<StepResult> TryStep();
   // TryStep, aborting on a data error: for tests and benchmarks whose data is generated.
   StepResult Step();
@@ -70,11 +76,18 @@ class Trainer {
   Tensor& params() { return params_; }
   Tensor& grads() { return grads_; }
   int64_t step() const { return step_; }
+  // The last step was skipped (non-finite loss or gradient): the parameters are suspect.
+  bool last_step_skipped() const { return last_step_skipped_; }
   const ExpertParallelRunner* runner() const { return runner_.get(); }
   Optimizer& optimizer() { return *optimizer_; }
   Communicator& world() { return *comm_; }
   // The ranks holding the same experts as this one (expert gradients are reduced over it).
   Communicator& replicas() { return *replica_comm_; }
+
+  // Collective: OK when every parameter on every rank is finite, else an error naming the first
+  // tensor (lowest rank first) holding a NaN or infinity and the element's index in this rank's
+  // piece of it.
+  absl::Status CheckParamsFinite();
 
   // What a checkpoint needs besides parameters and optimizer state: the next step, and the data
   // iterator state of each chip this rank hosts (opaque strings, one per local chip).
@@ -110,6 +123,8 @@ class Trainer {
   Decoder decoder_;
   std::vector<std::unique_ptr<BatchSource>> sources_;  // one per local chip
   int64_t step_ = 0;
+  int64_t skipped_steps_ = 0;
+  bool last_step_skipped_ = false;
 };
 
 }  // namespace openmoe
