@@ -235,6 +235,14 @@ absl::Status Trainer::CheckParamsFinite() {
                              bad - p.offset);
     }
   }
+  if (what.empty()) {
+    const Tensor& state = optimizer_->state();
+    const int64_t bad_state = FirstNonFinite(state.data(), state.size());
+    if (bad_state >= 0) {
+      what = absl::StrFormat("%s state holds %g at index %d", OptimizerName(optimizer_->kind()),
+                             state[bad_state], bad_state);
+    }
+  }
   return AgreeOnFirstError(*comm_, what.empty() ? absl::OkStatus() : absl::DataLossError(what));
 }
 

@@ -84,9 +84,9 @@ class Trainer {
   // The ranks holding the same experts as this one (expert gradients are reduced over it).
   Communicator& replicas() { return *replica_comm_; }
 
-  // Collective: OK when every parameter on every rank is finite, else an error naming the first
-  // tensor (lowest rank first) holding a NaN or infinity and the element's index in this rank's
-  // piece of it.
+  // Collective: OK when every parameter and optimizer statistic on every rank is finite, else an
+  // error naming the first tensor (lowest rank first) holding a NaN or infinity and the element's
+  // index in this rank's piece of it.
   absl::Status CheckParamsFinite();
 
   // What a checkpoint needs besides parameters and optimizer state: the next step, and the data
