@@ -101,20 +101,28 @@ std::string TensorFileName(const LocalTensor& t) {
 
 const char* TensorFilePrefix(TensorKind kind) {
   switch (kind) {
-    case TENSOR_PARAM: return "param";
-    case TENSOR_ADAFACTOR: return "adafactor";
-    case TENSOR_ADAMW_M: return "adamw_m";
-    case TENSOR_ADAMW_V: return "adamw_v";
+    case TENSOR_PARAM:
+      return "param";
+    case TENSOR_ADAFACTOR:
+      return "adafactor";
+    case TENSOR_ADAMW_M:
+      return "adamw_m";
+    case TENSOR_ADAMW_V:
+      return "adamw_v";
   }
   return "unknown";
 }
 
 const char* TensorKindName(TensorKind kind) {
   switch (kind) {
-    case TENSOR_PARAM: return "param";
-    case TENSOR_ADAFACTOR: return "adafactor state";
-    case TENSOR_ADAMW_M: return "adamw m";
-    case TENSOR_ADAMW_V: return "adamw v";
+    case TENSOR_PARAM:
+      return "param";
+    case TENSOR_ADAFACTOR:
+      return "adafactor state";
+    case TENSOR_ADAMW_M:
+      return "adamw m";
+    case TENSOR_ADAMW_V:
+      return "adamw v";
   }
   return "unknown tensor";
 }

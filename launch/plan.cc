@@ -225,6 +225,7 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.flops_per_step = r.flops_per_token.total * static_cast<double>(r.tokens_per_step);
   r.flops_per_chip_step = r.flops_per_step / static_cast<double>(r.num_chips);
   r.memory = MemoryPerChip(layout, spec, r.expert_parallel);
+  r.optimizer = spec.train().optimizer();
   r.cost_config = spec.cost_model();
   // The slice as one process hosting every chip: the world size does not change where chips sit
   // on the torus. The spec is valid here, so the mesh is too.
@@ -307,7 +308,8 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
                         WithCommas(r.memory.params_bytes), Bytes(r.memory.params_bytes));
   absl::StrAppendFormat(&s, "  gradients         %s bytes (%s)\n", WithCommas(r.memory.grads_bytes),
                         Bytes(r.memory.grads_bytes));
-  absl::StrAppendFormat(&s, "  adafactor state   %s bytes (%s)\n",
+  absl::StrAppendFormat(&s, "  %s   %s bytes (%s)\n",
+                        r.optimizer == OPTIMIZER_ADAMW ? "adamw m and v  " : "adafactor state",
                         WithCommas(r.memory.optimizer_bytes), Bytes(r.memory.optimizer_bytes));
   absl::StrAppendFormat(&s, "  total             %s bytes (%s)\n", WithCommas(r.memory.total_bytes),
                         Bytes(r.memory.total_bytes));

@@ -50,6 +50,7 @@ struct PlanReport {
   double flops_per_step = 0;       // flops_per_token.total * tokens_per_step
   double flops_per_chip_step = 0;  // flops_per_step / num_chips
   ChipMemory memory;               // per chip
+  OptimizerKind optimizer = OPTIMIZER_ADAFACTOR;  // whose state `memory` counts
 
   // The TPU v3 cost model (parallel/cost_model.h) on this slice, with its constants.
   CostModelConfig cost_config;

@@ -7,8 +7,8 @@
 
 namespace openmoe {
 
-void FillRouterJitter(double eps, uint64_t seed, int64_t layer, const Batch& batch,
-                      int64_t d_model, Tensor* noise) {
+void FillRouterJitter(double eps, uint64_t seed, int64_t layer, const Batch& batch, int64_t d_model,
+                      Tensor* noise) {
   OPENMOE_CHECK(batch.row_ids.empty() || static_cast<int64_t>(batch.row_ids.size()) == batch.rows);
   // One stream per (layer, step); the counter is the element's index in the global batch.
   const CounterRng rng(seed, StreamId("router_jitter.layer_" + std::to_string(layer) + ".step_" +

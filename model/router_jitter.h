@@ -14,7 +14,7 @@ namespace openmoe {
 
 // noise: resized to (batch.num_tokens(), d_model). Rows are keyed by batch.row_ids (their global
 // row in the step's global batch; local indices when absent) and batch.step.
-void FillRouterJitter(double eps, uint64_t seed, int64_t layer, const Batch& batch,
-                      int64_t d_model, Tensor* noise);
+void FillRouterJitter(double eps, uint64_t seed, int64_t layer, const Batch& batch, int64_t d_model,
+                      Tensor* noise);
 
 }  // namespace openmoe

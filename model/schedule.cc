@@ -24,8 +24,7 @@ double WarmupCosine(const ScheduleConfig& config, int64_t step, int64_t train_st
   const double floor = peak * config.final_learning_rate_fraction();
   const int64_t decay = DecayEndStep(config, train_steps);
   if (step >= decay) return floor;
-  const double progress =
-      static_cast<double>(step - warmup) / static_cast<double>(decay - warmup);
+  const double progress = static_cast<double>(step - warmup) / static_cast<double>(decay - warmup);
   return floor + (peak - floor) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
 }
 

@@ -90,7 +90,8 @@ TEST(RouterJitterTest, UnitJitterIsBitIdenticalToNone) {
   EXPECT_EQ(0, std::memcmp(dr0.data(), dr1.data(), dr0.size() * sizeof(float)));
   // dx: the jittered path computes dlogits @ w^T into scratch and adds it, the plain path
   // accumulates in the GEMM; equal to rounding.
-  for (size_t i = 0; i < dx0.size(); ++i) EXPECT_NEAR(dx0[i], dx1[i], 1e-6 * (1 + std::fabs(dx0[i])));
+  for (size_t i = 0; i < dx0.size(); ++i)
+    EXPECT_NEAR(dx0[i], dx1[i], 1e-6 * (1 + std::fabs(dx0[i])));
 }
 
 }  // namespace

@@ -27,8 +27,8 @@ TEST(ScheduleKindsTest, WarmupRisesLinearlyFromPeakOverWarmupToPeak) {
 
 TEST(ScheduleKindsTest, CosineFromPeakToFloorAtDecayStepsThenFlat) {
   const ScheduleConfig c = Cosine(1e-3, 4, 20, 0.1);
-  EXPECT_DOUBLE_EQ(LearningRate(c, 4, 100), 1e-3);           // cos(0) = 1: the peak
-  EXPECT_NEAR(LearningRate(c, 12, 100), 0.55e-3, 1e-15);     // halfway: (peak + floor) / 2
+  EXPECT_DOUBLE_EQ(LearningRate(c, 4, 100), 1e-3);        // cos(0) = 1: the peak
+  EXPECT_NEAR(LearningRate(c, 12, 100), 0.55e-3, 1e-15);  // halfway: (peak + floor) / 2
   // A quarter of the way: floor + (peak - floor) * (1 + cos(pi / 4)) / 2.
   EXPECT_NEAR(LearningRate(c, 8, 100), 1e-4 + 9e-4 * (1 + std::sqrt(0.5)) / 2, 1e-15);
   EXPECT_DOUBLE_EQ(LearningRate(c, 20, 100), 1e-4);
