@@ -3,10 +3,18 @@
 // 256 tokens = 4096 tokens per step), from token shards and from text tokenized on the fly.
 //
 //   build/bench/data_bench [benchmark flags]
+//   build/bench/data_bench --huge_record_mb=50   (peak RSS of one 50 MB jsonl line, then exits)
 //
 // Uses the embedded corpus (data/corpus/, made by data/gather_corpus.sh) when it is there: the
 // first 8 MB of its prose with its tokenizer. Otherwise it generates pseudo-English and trains a
 // small tokenizer first (the numbers are then only indicative).
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -76,7 +84,7 @@ const Fixture& GetFixture() {
         f->text_bytes += static_cast<int64_t>(docs.back().size());
       }
       TokenizerTrainingOptions o;
-      o.vocab_size = 2000;
+      o.vocab_size = 300;  // the 23-word generated text supports ~337 pieces
       o.max_sentences = 20000;
       auto model = TrainTokenizer(docs, o);
       OPENMOE_CHECK(model.ok());
@@ -159,7 +167,81 @@ BENCHMARK(BM_LoaderShardsUl2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LoaderShardsCausal)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LoaderTextUl2)->Unit(benchmark::kMillisecond);
 
+int64_t PeakRssBytes() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+// Peak resident memory of reading one jsonl record of `mb` MB through the trainer's path (a
+// DATA_CORPUS BatchSource, causal LM, one batch: the whole record is read, parsed and tokenized).
+// The tokenizer and the file are made in a child process so their memory is not in the peak.
+int HugeRecordRss(int64_t mb) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / "openmoe_data_bench_rss").string();
+  OPENMOE_CHECK(MakeDirectories(dir).ok());
+  const std::string model = dir + "/bench.model", jsonl = dir + "/huge.jsonl";
+  const pid_t child = fork();
+  if (child == 0) {
+    std::vector<std::string> docs;
+    for (int64_t i = 0; i < 400; ++i) docs.push_back(GeneratedDocument(i));
+    TokenizerTrainingOptions o;
+    o.vocab_size = 300;
+    o.threads = 1;
+    auto trained = TrainTokenizer(docs, o);
+    OPENMOE_CHECK(trained.ok());
+    OPENMOE_CHECK(WriteFileAtomically(model, *trained).ok());
+    std::FILE* f = std::fopen(jsonl.c_str(), "wb");
+    OPENMOE_CHECK(f != nullptr);
+    std::fputs("{\"text\": \"", f);
+    for (int64_t i = 0, written = 0; written < mb * 1000000; ++i) {
+      const std::string quoted = JsonQuote(GeneratedDocument(i));
+      std::fwrite(quoted.data() + 1, 1, quoted.size() - 2, f);
+      written += static_cast<int64_t>(quoted.size() - 2);
+    }
+    std::fputs("\"}\n", f);
+    std::fclose(f);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  OPENMOE_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const int64_t file_bytes = static_cast<int64_t>(std::filesystem::file_size(jsonl));
+  JobSpec spec;
+  spec.mutable_model()->set_vocab_size(8192);
+  spec.mutable_train()->set_seq_len(kSeqLen);
+  DataConfig* d = spec.mutable_data();
+  d->set_source(DATA_CORPUS);
+  d->set_objective(OBJECTIVE_CAUSAL_LM);
+  d->mutable_tokenizer()->set_model(model);
+  d->set_max_record_bytes(2 * file_bytes);
+  d->add_sources()->add_paths(jsonl);
+  auto source = MakeBatchSource(spec, 0, 1);
+  OPENMOE_CHECK(source.ok());
+  const int64_t baseline = PeakRssBytes();
+  Batch b;
+  const absl::Status s = (*source)->Next(kRowsPerChip, kSeqLen, &b);
+  OPENMOE_CHECK(s.ok());
+  const int64_t peak = PeakRssBytes();
+  std::printf(
+      "huge record: %.1f MB jsonl line; peak RSS %.1f MB before reading, %.1f MB after: "
+      "%.1f MB above the baseline, %.2f bytes per input byte\n",
+      file_bytes / 1e6, baseline / 1e6, peak / 1e6, (peak - baseline) / 1e6,
+      static_cast<double>(peak - baseline) / static_cast<double>(file_bytes));
+  std::filesystem::remove_all(dir);
+  return 0;
+}
+
 }  // namespace
 }  // namespace openmoe
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strncmp(argv[i], "--huge_record_mb=", 17) == 0)
+      return openmoe::HugeRecordRss(std::atoll(argv[i] + 17));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

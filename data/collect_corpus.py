@@ -12,6 +12,7 @@ standard library, C headers under /usr/include, Perl modules. Each kind is cappe
 import argparse
 import glob
 import html.parser
+import itertools
 import json
 import os
 import random
@@ -125,9 +126,59 @@ def write_zst(path, records):
     os.replace(tmp, path)
 
 
+def training_docs(path):
+    """(paths, content hashes) of the records of a training .jsonl.zst."""
+    paths, hashes = set(), set()
+    proc = subprocess.Popen(["zstd", "-q", "-dc", path], stdout=subprocess.PIPE)
+    for line in proc.stdout:
+        r = json.loads(line)
+        text = r.get("text", r.get("content", ""))
+        paths.add(r.get("path") or r.get("meta", {}).get("path"))
+        hashes.add(hash(text))
+    if proc.wait() != 0:
+        raise SystemExit(f"zstd failed reading {path}")
+    return paths, hashes
+
+
+def heldout(out, parts, train_file, kb, max_file, convert=None):
+    """Documents of `parts` that are not in `train_file` (by path and by content), about `kb` KB
+    taken evenly from the parts: evaluation text the model never trained on."""
+    paths, hashes = training_docs(train_file)
+    docs, per_part = [], kb * 1000 // len(parts)
+    for name, lang, candidates in parts:
+        used = 0
+        for path in reversed(candidates):  # the training pass takes files from the front
+            if path in paths or used >= per_part:
+                continue
+            text = read_text(path, min(max_file, 64 * 1024))
+            if text is None:
+                continue
+            if convert and path.endswith(".html"):
+                p = HtmlText()
+                p.feed(text)
+                text = p.text()
+            if len(text.strip()) < 256 or hash(text) in hashes:
+                continue
+            docs.append((name, lang, path, text))
+            used += len(text.encode("utf-8"))
+    return docs
+
+
+def write_jsonl(path, records):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--heldout_kb", type=int, default=0,
+                    help="instead of the training files: write held-out heldout_text.jsonl, "
+                         "heldout_code.jsonl and heldout.jsonl (both, as {\"text\"}) of about "
+                         "this many KB each, disjoint from the training files in OUT")
     ap.add_argument("--text_mb", type=float, default=28)
     ap.add_argument("--code_mb", type=float, default=28)
     ap.add_argument("--max_file_kb", type=int, default=512)
@@ -135,21 +186,42 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     max_file = a.max_file_kb * 1024
 
-    print("collecting prose:", file=sys.stderr)
-    prose = gather([
+    prose_parts = [
         ("git-doc", "asciidoc", files(["/usr/share/doc/git-doc/**/*.txt"])),
         ("perl-doc", "pod", files(["/usr/share/perl/5*/pod/*.pod"])),
         ("python-doc", "restructuredtext", files(["/usr/share/doc/python3*/html/_sources/**/*.txt"])),
         ("postgresql-doc", "html", files(["/usr/share/doc/postgresql-doc-*/html/*.html"])),
-    ], int(a.text_mb * 1e6), max_file, convert=True)
-    print("collecting code:", file=sys.stderr)
-    code = gather([
+    ]
+    code_parts = [
         ("go", "go", files(["/usr/share/go-*/src/**/*.go", "/usr/lib/go-*/src/**/*.go"],
                            exclude=("/testdata/",))),
         ("python", "python", files(["/usr/lib/python3.*/**/*.py"], exclude=("/site-packages/", "/dist-packages/"))),
         ("c", "c", files(["/usr/include/**/*.h"])),
         ("perl", "perl", files(["/usr/share/perl/5*/**/*.pm"])),
-    ], int(a.code_mb * 1e6), max_file)
+    ]
+    if a.heldout_kb > 0:
+        text = heldout(a.out, prose_parts, os.path.join(a.out, "text.jsonl.zst"), a.heldout_kb,
+                       max_file, convert=True)
+        code = heldout(a.out, code_parts, os.path.join(a.out, "code.jsonl.zst"), a.heldout_kb,
+                       max_file)
+        rng = random.Random(1)
+        rng.shuffle(text)
+        rng.shuffle(code)
+        write_jsonl(os.path.join(a.out, "heldout_text.jsonl"),
+                    ({"text": t, "meta": {"source": n, "path": p}} for n, _, p, t in text))
+        write_jsonl(os.path.join(a.out, "heldout_code.jsonl"),
+                    ({"content": t, "lang": l, "path": p} for _, l, p, t in code))
+        # Both kinds interleaved, one field: what `openmoe prep --npy` reads by default.
+        mixed = [d for pair in itertools.zip_longest(text, code) for d in pair if d is not None]
+        write_jsonl(os.path.join(a.out, "heldout.jsonl"),
+                    ({"text": t, "meta": {"source": n, "path": p}} for n, _, p, t in mixed))
+        print(f"wrote held-out {len(text)} prose and {len(code)} code documents to {a.out}",
+              file=sys.stderr)
+        return
+    print("collecting prose:", file=sys.stderr)
+    prose = gather(prose_parts, int(a.text_mb * 1e6), max_file, convert=True)
+    print("collecting code:", file=sys.stderr)
+    code = gather(code_parts, int(a.code_mb * 1e6), max_file)
 
     rng = random.Random(0)
     rng.shuffle(prose)

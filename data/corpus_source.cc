@@ -47,8 +47,8 @@ absl::StatusOr<std::unique_ptr<CorpusBatchSource>> CorpusBatchSource::Create(con
   for (int i = 0; i < data.sources_size(); ++i) {
     auto resolved = ResolveSource(data.sources(i), i);
     if (!resolved.ok()) return resolved.status();
-    auto stream =
-        OpenDocumentStream(*resolved, c->tokenizer_, shard, num_shards, data.skip_bad_records());
+    auto stream = OpenDocumentStream(*resolved, c->tokenizer_, shard, num_shards,
+                                     data.skip_bad_records(), data.max_record_bytes());
     if (!stream.ok()) return stream.status();
     Source s;
     s.resolved = std::move(*resolved);
@@ -70,6 +70,7 @@ absl::Status CorpusBatchSource::NextExample(Example* out) {
   // cumulative_[i - 1] <= u < cumulative_[i]: source i has a positive weight.
   i = std::min(i, sources_.size() - 1);
   Source& s = sources_[i];
+  last_source_ = i;
   while (!s.has_doc || objective_->Exhausted(s.doc, s.offset)) {
     if (auto st = s.stream->Next(&s.doc, &s.doc_pos); !st.ok()) return st;
     s.has_doc = true;
@@ -85,8 +86,12 @@ absl::Status CorpusBatchSource::Next(int64_t rows, int64_t seq_len, Batch* out) 
         "data: asked for rows of ", seq_len, " tokens, the job has train.seq_len=", seq_len_));
   out->Resize(rows, seq_len);
   const Packer::Pull pull = [this](Example* e) { return NextExample(e); };
-  for (int64_t r = 0; r < rows; ++r)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t padding = packer_.padding_tokens();
     if (auto s = packer_.FillRow(pull, out, r); !s.ok()) return s;
+    // A row is padded only when the example pulled last did not fit: that source caused it.
+    sources_[last_source_].padding_tokens += packer_.padding_tokens() - padding;
+  }
   rows_ += rows;
   return absl::OkStatus();
 }
@@ -190,9 +195,11 @@ std::vector<std::pair<std::string, int64_t>> CorpusBatchSource::Counters() const
   CounterList out;
   for (const Source& s : sources_)
     s.stream->AddCounters(absl::StrCat("data.", s.resolved.name, "."), &out);
-  for (size_t i = 0; i < sources_.size(); ++i)
-    out.push_back({absl::StrCat("data.", sources_[i].resolved.name, ".examples"),
-                   static_cast<int64_t>(sources_[i].examples)});
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    const std::string p = absl::StrCat("data.", sources_[i].resolved.name, ".");
+    out.push_back({p + "examples", static_cast<int64_t>(sources_[i].examples)});
+    out.push_back({p + "padding_tokens", sources_[i].padding_tokens});
+  }
   out.push_back({"data.rows", rows_});
   out.push_back({"data.examples", packer_.examples()});
   out.push_back({"data.padding_tokens", packer_.padding_tokens()});

@@ -6,6 +6,12 @@
 // examples into rows. The state is: the mixture's example count, per source the position of the
 // document being cut (epoch, record), the offset in it and its example count, and the example
 // waiting for the next row. Restoring re-reads only the documents being cut.
+//
+// Counters(), per source "data.<source>.": documents, tokens, bad_records (skipped under
+// data.skip_bad_records), skipped_files, blank_lines, empty_documents, epoch, examples and
+// padding_tokens (a row's end padding is charged to the source whose example did not fit in it
+// and so started the next row); then the totals data.rows, data.examples, data.padding_tokens,
+// data.loss_tokens.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +50,7 @@ class CorpusBatchSource : public BatchSource {
     StreamPosition doc_pos;
     int64_t offset = 0;
     uint64_t examples = 0;
+    int64_t padding_tokens = 0;  // counter only (not state)
   };
   CorpusBatchSource() = default;
   absl::Status NextExample(Example* out);
@@ -58,6 +65,7 @@ class CorpusBatchSource : public BatchSource {
   uint64_t drawn_ = 0;
   Packer packer_;
   int64_t rows_ = 0;
+  size_t last_source_ = 0;  // the source of the example pulled last
 };
 
 }  // namespace openmoe

@@ -2,37 +2,20 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "data/file_util.h"
+#include "data/utf8.h"
 
 namespace openmoe {
 namespace {
 
+// Text-tree files: valid UTF-8 without NUL bytes (binaries, images and the like are not).
 bool IsUtf8Text(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    int extra;
-    if (c < 0x80)
-      extra = 0;
-    else if ((c & 0xE0) == 0xC0 && c >= 0xC2)
-      extra = 1;
-    else if ((c & 0xF0) == 0xE0)
-      extra = 2;
-    else if ((c & 0xF8) == 0xF0 && c <= 0xF4)
-      extra = 3;
-    else
-      return false;
-    if (extra > 0 && i + static_cast<size_t>(extra) >= s.size()) return false;
-    for (int k = 1; k <= extra; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    i += static_cast<size_t>(extra) + 1;
-  }
-  return true;
+  return s.find('\0') == std::string_view::npos && FindInvalidUtf8(s) == std::string_view::npos;
 }
 
 bool StartsWithZstdMagic(const std::string& path) {
@@ -170,7 +153,8 @@ absl::StatusOr<ResolvedSource> ResolveSource(const SourceConfig& config, int64_t
 absl::StatusOr<std::unique_ptr<DocumentReader>> DocumentReader::Open(const ResolvedSource& source,
                                                                      int64_t shard,
                                                                      int64_t num_shards,
-                                                                     bool skip_bad_records) {
+                                                                     bool skip_bad_records,
+                                                                     int64_t max_record_bytes) {
   if (source.format == FORMAT_TOKEN_SHARDS)
     return absl::InvalidArgumentError(absl::StrCat(source.name, ": token shards are not text"));
   std::unique_ptr<DocumentReader> r(new DocumentReader());
@@ -178,6 +162,7 @@ absl::StatusOr<std::unique_ptr<DocumentReader>> DocumentReader::Open(const Resol
   r->shard_ = shard;
   r->num_shards_ = num_shards;
   r->skip_bad_ = skip_bad_records;
+  r->max_record_bytes_ = std::max<int64_t>(0, max_record_bytes);
   r->fields_.resize(source.config.lang_field().empty() ? 1 : 2);
   r->fields_[0].name = source.config.text_field();
   if (r->fields_.size() > 1) r->fields_[1].name = source.config.lang_field();
@@ -208,8 +193,8 @@ absl::StatusOr<bool> DocumentReader::NextJsonl(Document* doc) {
     const std::string& path = source_.files[file_];
     if (lines_ == nullptr) {
       // Compressed when the name says so or the bytes start with the zstd magic number.
-      auto opened =
-          LineReader::Open(path, absl::EndsWith(path, ".zst") || StartsWithZstdMagic(path));
+      auto opened = LineReader::Open(
+          path, absl::EndsWith(path, ".zst") || StartsWithZstdMagic(path), max_record_bytes_);
       if (!opened.ok()) {
         // A missing or unreadable file is never skipped: the source is misconfigured.
         return opened.status();
@@ -218,6 +203,13 @@ absl::StatusOr<bool> DocumentReader::NextJsonl(Document* doc) {
     }
     std::string_view line;
     auto more = lines_->Next(&line);
+    if (absl::IsResourceExhausted(more.status())) {
+      // An over-long line: a record like any other (it counts for sharding), read past.
+      const int64_t record = next_record_++;
+      if (record < skip_until_ || record % num_shards_ != shard_) continue;
+      if (auto s = Bad(more.status()); !s.ok()) return s;
+      continue;
+    }
     if (!more.ok()) {
       // Corrupt or truncated zstd: the rest of this file is lost; skip it when allowed.
       if (auto s = Bad(more.status()); !s.ok()) return s;
@@ -253,6 +245,7 @@ absl::StatusOr<bool> DocumentReader::NextJsonl(Document* doc) {
         return b;
       continue;
     }
+    if (line.size() > (size_t{1} << 20)) lines_->ReleaseLongLineMemory();
     doc->text = std::move(fields_[0].value);
     doc->lang = fields_.size() > 1 && fields_[1].is_string ? fields_[1].value : "";
     doc->record = record;
@@ -267,6 +260,21 @@ absl::StatusOr<bool> DocumentReader::NextTreeFile(Document* doc) {
     const std::string& path = source_.files[file_++];
     const int64_t record = next_record_++;
     if (record < skip_until_ || record % num_shards_ != shard_) continue;
+    // The size decides before any byte is read: a huge file is never loaded.
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (!ec && static_cast<int64_t>(size) > source_.config.max_file_bytes()) {
+      ++skipped_files_;
+      continue;
+    }
+    if (!ec && max_record_bytes_ > 0 && static_cast<int64_t>(size) > max_record_bytes_) {
+      if (auto b = Bad(absl::ResourceExhaustedError(
+              absl::StrCat(path, ": record of ", size,
+                           " bytes is longer than data.max_record_bytes=", max_record_bytes_)));
+          !b.ok())
+        return b;
+      continue;
+    }
     auto bytes = ReadFile(path);
     if (!bytes.ok()) {
       if (auto b = Bad(bytes.status()); !b.ok()) return b;

@@ -9,8 +9,11 @@
 // Bad input is reported as one line naming the file and line: a malformed JSON line, a record
 // whose text field is missing or not a string, a missing file, corrupt or truncated zstd. With
 // skip_bad_records such a record (or the rest of a broken .zst file) is skipped and counted
-// instead. Blank jsonl lines, and tree files that are not UTF-8 text or are larger than
-// max_file_bytes, are skipped and counted (they are not errors).
+// instead. Also bad: a record longer than max_record_bytes (data.max_record_bytes: a jsonl line,
+// the decompressed line of a .jsonl.zst, a tree file), which is never held whole in memory, and a
+// JSON string that is not valid UTF-8 or leaves a lone surrogate (the message gives the byte
+// offset in the line). Blank jsonl lines, and tree files that are not UTF-8 text or are larger
+// than max_file_bytes, are skipped and counted (they are not errors).
 #pragma once
 
 #include <cstdint>
@@ -56,9 +59,9 @@ std::string LanguageOfPath(const std::string& path);
 
 class DocumentReader {
  public:
-  static absl::StatusOr<std::unique_ptr<DocumentReader>> Open(const ResolvedSource& source,
-                                                              int64_t shard, int64_t num_shards,
-                                                              bool skip_bad_records);
+  static absl::StatusOr<std::unique_ptr<DocumentReader>> Open(
+      const ResolvedSource& source, int64_t shard, int64_t num_shards, bool skip_bad_records,
+      int64_t max_record_bytes = DataConfig::default_instance().max_record_bytes());
   // The next document of this shard in this pass; false at the end of the pass.
   absl::StatusOr<bool> Next(Document* doc);
   // Starts the pass over; then skips to the first record >= `record`.
@@ -77,7 +80,8 @@ class DocumentReader {
   int64_t shard_ = 0;
   int64_t num_shards_ = 1;
   bool skip_bad_ = false;
-  size_t file_ = 0;  // index into source_.files
+  int64_t max_record_bytes_ = 0;  // 0: no limit
+  size_t file_ = 0;               // index into source_.files
   std::unique_ptr<LineReader> lines_;
   int64_t next_record_ = 0;
   int64_t skip_until_ = 0;  // records before this are skipped without parsing

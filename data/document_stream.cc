@@ -57,6 +57,8 @@ class TextStream : public DocumentStream {
       ++documents_;
       tokens_ += static_cast<int64_t>(tokens->size());
       text_bytes_ += static_cast<int64_t>(doc_.text.size());
+      // The tokens are what is kept; a huge text need not stay resident while they are cut.
+      if (doc_.text.size() > (size_t{1} << 20)) std::string().swap(doc_.text);
       *at = {epoch_, doc_.record};
       return absl::OkStatus();
     }
@@ -191,6 +193,8 @@ class ShardStream : public DocumentStream {
     out->push_back({prefix + "empty_documents", empty_documents_});
     out->push_back({prefix + "bad_records", bad_records_});
     out->push_back({prefix + "bad_shards", static_cast<int64_t>(bad_shards_.size())});
+    // Shards have no files to skip; the counter is there so every source reports the same names.
+    out->push_back({prefix + "skipped_files", 0});
   }
 
  private:
@@ -220,12 +224,13 @@ class ShardStream : public DocumentStream {
 
 absl::StatusOr<std::unique_ptr<DocumentStream>> OpenDocumentStream(
     const ResolvedSource& source, std::shared_ptr<const Tokenizer> tokenizer, int64_t shard,
-    int64_t num_shards, bool skip_bad_records) {
+    int64_t num_shards, bool skip_bad_records, int64_t max_record_bytes) {
   if (tokenizer == nullptr)
     return absl::InvalidArgumentError(
         absl::StrCat("data source '", source.name, "': needs data.tokenizer.model"));
   if (source.format != FORMAT_TOKEN_SHARDS) {
-    auto reader = DocumentReader::Open(source, shard, num_shards, skip_bad_records);
+    auto reader =
+        DocumentReader::Open(source, shard, num_shards, skip_bad_records, max_record_bytes);
     if (!reader.ok()) return reader.status();
     return std::unique_ptr<DocumentStream>(
         new TextStream(source, std::move(*reader), std::move(tokenizer), shard, num_shards));

@@ -44,6 +44,7 @@ class DocumentStream {
 // token shards is checked against the shards' index.
 absl::StatusOr<std::unique_ptr<DocumentStream>> OpenDocumentStream(
     const ResolvedSource& source, std::shared_ptr<const Tokenizer> tokenizer, int64_t shard,
-    int64_t num_shards, bool skip_bad_records);
+    int64_t num_shards, bool skip_bad_records,
+    int64_t max_record_bytes = DataConfig::default_instance().max_record_bytes());
 
 }  // namespace openmoe

@@ -13,6 +13,11 @@
 #      tokenizer.model; with 100 extra ids (sentinels) on top the vocabulary is 8100 ids, which
 #      launch/configs/tiny_corpus.pbtxt sets as model.vocab_size (padded to 8192).
 #   4. openmoe prep: token shards text_shards/ and code_shards/ for training.
+#   5. held-out evaluation text, disjoint from the training files (by path and content):
+#      heldout_text.jsonl ({"text"}), heldout_code.jsonl ({"content", "lang"}) and heldout.jsonl
+#      (both kinds as {"text"}), ~200 KB each; spm.model is a link to tokenizer.model. Rows for
+#      `openmoe score`: openmoe prep --input data/corpus/heldout.jsonl --tokenizer
+#      data/corpus/spm.model --npy OUT.npy --rows 64 --seq_len 64
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/data/corpus"
@@ -63,5 +68,11 @@ for kind in text code; do
     echo "gather_corpus: $out/${kind}_shards exists, skipping"
   fi
 done
+if [ ! -s "$out/heldout.jsonl" ] || [ ! -s "$out/heldout_text.jsonl" ] || [ ! -s "$out/heldout_code.jsonl" ]; then
+  python3 "$root/data/collect_corpus.py" --out "$out" --heldout_kb 200
+else
+  echo "gather_corpus: $out/heldout*.jsonl exist, skipping"
+fi
+ln -sf tokenizer.model "$out/spm.model"
 echo "gather_corpus: done; train with:"
 echo "  build/launch/openmoe train --job launch/configs/tiny.pbtxt --job launch/configs/tiny_corpus.pbtxt"

@@ -1,7 +1,10 @@
 #include "data/json_line.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "data/utf8.h"
 
 namespace openmoe {
 namespace {
@@ -29,8 +32,13 @@ class Parser {
     while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r'))
       ++i_;
   }
-  absl::Status Error(const char* what) const {
+  absl::Status Error(const std::string& what) const {
     return absl::InvalidArgumentError(absl::StrCat("column ", i_ + 1, ": ", what));
+  }
+  // For errors a reader must locate in a long line: the 0-based byte offset too.
+  absl::Status ErrorAt(size_t at, const std::string& what) {
+    i_ = at;
+    return Error(absl::StrCat(what, " at byte offset ", at, " of the line"));
   }
 
   absl::Status Value(int depth) {
@@ -126,12 +134,28 @@ class Parser {
   // Parses a string at s_[i_] == '"'; appends its unescaped value to *out when out != null.
   absl::Status String(std::string* out) {
     ++i_;
+    if (out != nullptr) {
+      // Reserve the raw length (the value is at most that): a huge value is allocated once,
+      // rather than grown by doubling to up to twice its size.
+      size_t j = i_;
+      while (j < s_.size() && s_[j] != '"') j += s_[j] == '\\' ? 2 : 1;
+      out->reserve(out->size() + std::min(j, s_.size()) - i_);
+    }
     while (true) {
       // Copy the run of plain characters at once.
       size_t j = i_;
       while (j < s_.size() && s_[j] != '"' && s_[j] != '\\' &&
-             static_cast<unsigned char>(s_[j]) >= 0x20)
-        ++j;
+             static_cast<unsigned char>(s_[j]) >= 0x20) {
+        if (static_cast<unsigned char>(s_[j]) < 0x80) {
+          ++j;
+          continue;
+        }
+        const size_t n = Utf8SequenceLength(s_, j);
+        if (n == 0)
+          return ErrorAt(
+              j, absl::StrFormat("invalid UTF-8 (byte 0x%02x)", static_cast<unsigned char>(s_[j])));
+        j += n;
+      }
       if (out != nullptr) out->append(s_.data() + i_, j - i_);
       i_ = j;
       if (i_ >= s_.size()) return Error("unterminated string");
@@ -171,24 +195,27 @@ class Parser {
           plain = '\t';
           break;
         case 'u': {
+          const size_t escape = i_ - 2;
           uint32_t cp;
           if (!Hex4(&cp)) return Error("bad \\u escape (four hex digits expected)");
           if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t lo;
-            if (s_.substr(i_, 2) == "\\u") {
+            // A high surrogate must be followed by a low one; a lone one is not a character
+            // (it cannot be written as UTF-8), so the record is bad rather than silently altered.
+            uint32_t lo = 0;
+            const bool pair = s_.substr(i_, 2) == "\\u";
+            if (pair) {
               i_ += 2;
               if (!Hex4(&lo)) return Error("bad \\u escape (four hex digits expected)");
-              if (lo >= 0xDC00 && lo <= 0xDFFF) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-              } else {
-                if (out != nullptr) AppendUtf8(0xFFFD, out);
-                cp = lo;  // lone high surrogate: replacement char, then the next escape
-              }
-            } else {
-              cp = 0xFFFD;
             }
+            if (!pair || lo < 0xDC00 || lo > 0xDFFF)
+              return ErrorAt(escape, absl::StrFormat("lone surrogate \\u%04x (a high surrogate "
+                                                     "not followed by a low one)",
+                                                     cp));
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            cp = 0xFFFD;  // lone low surrogate
+            return ErrorAt(escape, absl::StrFormat("lone surrogate \\u%04x (a low surrogate "
+                                                   "without a high one before it)",
+                                                   cp));
           }
           if (out != nullptr) AppendUtf8(cp, out);
           continue;

@@ -2,6 +2,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -11,12 +12,17 @@
 namespace openmoe {
 namespace {
 constexpr size_t kChunk = 1 << 17;
+// Compressed bytes handed to the decoder per call: the decoder does not say where in its input
+// it failed, so a small feed is what makes the reported offset of corrupt data meaningful.
+constexpr size_t kFeed = 4096;
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path, bool zstd) {
+absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path, bool zstd,
+                                                             int64_t max_line_bytes) {
   std::unique_ptr<LineReader> r(new LineReader());
   r->path_ = path;
   r->zstd_ = zstd;
+  r->max_line_bytes_ = max_line_bytes;
   r->file_ = std::fopen(path.c_str(), "rb");
   if (r->file_ == nullptr) {
     if (!PathExists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
@@ -84,33 +90,79 @@ absl::Status LineReader::Fill() {
     }
     const size_t old = buffer_.size();
     buffer_.resize(old + ZSTD_DStreamOutSize());
-    ZSTD_inBuffer in{in_.data(), in_size_, in_pos_};
+    const size_t feed = std::min(kFeed, in_size_ - in_pos_);
+    ZSTD_inBuffer in{in_.data(), in_pos_ + feed, in_pos_};
     ZSTD_outBuffer out{buffer_.data() + old, ZSTD_DStreamOutSize(), 0};
     const size_t r = ZSTD_decompressStream(dctx, &out, &in);
-    in_pos_ = in.pos;
     buffer_.resize(old + out.pos);
     if (ZSTD_isError(r)) {
-      return absl::DataLossError(
-          absl::StrCat(path_, ": corrupt zstd data near compressed byte ",
-                       compressed_read_ - static_cast<int64_t>(in_size_ - in_pos_), " (after line ",
-                       line_number_, "): ", ZSTD_getErrorName(r)));
+      // The input consumed when the error was seen: the end of this call's feed (the decoder
+      // leaves in.pos where it was on error).
+      const int64_t at = compressed_read_ - static_cast<int64_t>(in_size_ - in_pos_ - feed);
+      return absl::DataLossError(absl::StrCat(path_, ": corrupt zstd data near compressed byte ",
+                                              at, " (after line ", line_number_,
+                                              "): ", ZSTD_getErrorName(r)));
     }
+    in_pos_ = in.pos;
     frame_left_ = r;
     if (out.pos > 0) return absl::OkStatus();
   }
 }
 
+void LineReader::ReleaseLongLineMemory() {
+  if (buffer_.capacity() <= 8 * kChunk) return;
+  buffer_.erase(0, pos_);
+  pos_ = 0;
+  buffer_.shrink_to_fit();
+}
+
+absl::Status LineReader::SkipLongLine(int64_t seen) {
+  const int64_t line = line_number_ + 1;
+  int64_t length = seen;
+  buffer_.clear();
+  pos_ = 0;
+  while (true) {
+    if (auto s = Fill(); !s.ok()) return s;
+    const size_t nl = buffer_.find('\n');
+    if (nl != std::string::npos) {
+      length += static_cast<int64_t>(nl);
+      pos_ = nl + 1;
+      break;
+    }
+    length += static_cast<int64_t>(buffer_.size());
+    buffer_.clear();
+    if (eof_) break;
+  }
+  line_number_ = line;
+  return absl::ResourceExhaustedError(absl::StrCat(
+      path_, ":", line, ": record of ", length, " bytes", zstd_ ? " (decompressed)" : "",
+      " is longer than data.max_record_bytes=", max_line_bytes_));
+}
+
 absl::StatusOr<bool> LineReader::Next(std::string_view* line) {
+  const size_t max = max_line_bytes_ > 0 ? static_cast<size_t>(max_line_bytes_) : 0;
   size_t scan = pos_;
   while (true) {
     const size_t nl = buffer_.find('\n', scan);
     if (nl != std::string::npos) {
+      if (max > 0 && nl - pos_ > max) {
+        ++line_number_;
+        const size_t length = nl - pos_;
+        pos_ = nl + 1;
+        return absl::ResourceExhaustedError(
+            absl::StrCat(path_, ":", line_number_, ": record of ", length, " bytes",
+                         zstd_ ? " (decompressed)" : "",
+                         " is longer than data.max_record_bytes=", max_line_bytes_));
+      }
       size_t end = nl;
       if (end > pos_ && buffer_[end - 1] == '\r') --end;
       *line = std::string_view(buffer_.data() + pos_, end - pos_);
       pos_ = nl + 1;
       ++line_number_;
       return true;
+    }
+    if (max > 0 && buffer_.size() - pos_ > max) {
+      if (auto s = SkipLongLine(static_cast<int64_t>(buffer_.size() - pos_)); !s.ok()) return s;
     }
     if (eof_) {
       if (pos_ >= buffer_.size()) return false;

@@ -7,11 +7,13 @@
 #include "absl/strings/str_format.h"
 #include "data/document_reader.h"
 #include "data/file_util.h"
+#include "data/objective.h"
 
 namespace openmoe {
 namespace {
 
-// Calls fn(doc) for every document of every input, in order.
+// Calls fn(doc) for every document of every input, in order; fn returning Cancelled stops early
+// (with OK).
 template <typename Fn>
 absl::Status ForEachDocument(const PrepOptions& options, int64_t* bad_records, Fn fn) {
   for (size_t i = 0; i < options.inputs.size(); ++i) {
@@ -20,14 +22,18 @@ absl::Status ForEachDocument(const PrepOptions& options, int64_t* bad_records, F
     if (resolved->format == FORMAT_TOKEN_SHARDS)
       return absl::InvalidArgumentError(
           absl::StrCat(options.inputs[i].paths(0), ": already token shards"));
-    auto reader = DocumentReader::Open(*resolved, 0, 1, options.skip_bad_records);
+    auto reader =
+        DocumentReader::Open(*resolved, 0, 1, options.skip_bad_records, options.max_record_bytes);
     if (!reader.ok()) return reader.status();
     Document doc;
     while (true) {
       auto more = (*reader)->Next(&doc);
       if (!more.ok()) return more.status();
       if (!*more) break;
-      if (auto s = fn(std::move(doc)); !s.ok()) return s;
+      if (auto s = fn(std::move(doc)); !s.ok()) {
+        if (absl::IsCancelled(s)) return absl::OkStatus();  // fn has what it needs
+        return s;
+      }
     }
     CounterList counters;
     (*reader)->AddCounters("", &counters);
@@ -143,6 +149,48 @@ absl::StatusOr<PrepResult> RunPrep(const PrepOptions& options, std::ostream* log
         result.bad_records, t, t > 0 ? result.text_bytes / 1e6 / t : 0.0);
   }
   return result;
+}
+
+absl::StatusOr<std::vector<int32_t>> CausalLmRows(const PrepOptions& options, int64_t rows,
+                                                  int64_t seq_len) {
+  if (options.inputs.empty()) return absl::InvalidArgumentError("prep: no --input given");
+  if (options.tokenizer_model.empty())
+    return absl::InvalidArgumentError("prep --npy: needs --tokenizer MODEL");
+  if (rows < 1 || seq_len < 2)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prep --npy: needs --rows >= 1 and --seq_len >= 2 (got ", rows, " and ", seq_len, ")"));
+  auto tokenizer = Tokenizer::Load(options.tokenizer_model, options.extra_ids);
+  if (!tokenizer.ok()) return tokenizer.status();
+  const CausalLmObjective objective((*tokenizer)->eos_id(), seq_len);
+  const int64_t wanted = rows * seq_len;
+  std::vector<int32_t> stream, doc;
+  Example example;
+  int64_t documents = 0, bad = 0;
+  auto s = ForEachDocument(options, &bad, [&](Document d) -> absl::Status {
+    if (auto e = (*tokenizer)->Encode(d.text, &doc); !e.ok())
+      return absl::InternalError(absl::StrCat(d.where, ": ", e.message()));
+    if (doc.empty()) return absl::OkStatus();
+    ++documents;
+    // The objective's examples of one document, inputs concatenated, are EOS d: the stream.
+    for (int64_t offset = 0; !objective.Exhausted(doc, offset);) {
+      objective.Next(doc, &offset, 0, &example);
+      stream.insert(stream.end(), example.tokens.begin(), example.tokens.end());
+    }
+    if (static_cast<int64_t>(stream.size()) >= wanted) return absl::CancelledError();
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  if (static_cast<int64_t>(stream.size()) < wanted) {
+    std::string names;
+    for (const SourceConfig& in : options.inputs)
+      absl::StrAppend(&names, names.empty() ? "" : ", ", in.paths(0));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "prep --npy: ", names, " make only ", static_cast<int64_t>(stream.size()) / seq_len,
+        " full rows of ", seq_len, " tokens (", documents, " documents, ", stream.size(),
+        " tokens); --rows ", rows, " asked"));
+  }
+  stream.resize(static_cast<size_t>(wanted));
+  return stream;
 }
 
 }  // namespace openmoe

@@ -128,13 +128,47 @@ Tokenizer::~Tokenizer() {
   }
 }
 
+namespace {
+
+// Sentencepiece's encoder builds a lattice of about 200 bytes per input byte, so a huge document
+// is encoded in chunks of at most this many bytes.
+constexpr size_t kEncodeChunkBytes = size_t{1} << 16;
+
+// Where the chunk of `text` starting at `start` ends, and where the next one starts. Preferred
+// cut: a single space between two non-spaces, which is dropped, because the next chunk's dummy
+// prefix (the "▁" sentencepiece puts before every input) stands for it exactly, and no piece
+// spans a word boundary: the ids are those of encoding the whole text. Else after a newline,
+// else at a UTF-8 character boundary (there the ids can differ slightly from a whole encoding).
+std::pair<size_t, size_t> NextCut(std::string_view text, size_t start) {
+  if (text.size() - start <= kEncodeChunkBytes) return {text.size(), text.size()};
+  const size_t limit = start + kEncodeChunkBytes;
+  const size_t floor = start + kEncodeChunkBytes / 2;
+  for (size_t i = limit - 1; i > floor; --i)
+    if (text[i] == ' ' && text[i - 1] != ' ' && text[i - 1] != '\n' && text[i + 1] != ' ' &&
+        text[i + 1] != '\n')
+      return {i, i + 1};
+  for (size_t i = limit - 1; i > floor; --i)
+    if (text[i] == '\n') return {i + 1, i + 1};
+  size_t cut = limit;
+  while (cut > start + 1 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return {cut, cut};
+}
+
+}  // namespace
+
 absl::Status Tokenizer::Encode(std::string_view text, std::vector<int32_t>* ids) const {
   const spm::Api* api = *Module();  // loaded: processor_ exists
   std::vector<int> out;
   std::string error;
-  if (!api->encode(processor_, text.data(), text.size(), &out, &error))
-    return absl::InternalError(absl::StrCat(name_, ": sentencepiece encode failed: ", error));
-  ids->assign(out.begin(), out.end());
+  ids->clear();
+  size_t start = 0;
+  do {
+    const auto [end, next] = NextCut(text, start);
+    if (!api->encode(processor_, text.data() + start, end - start, &out, &error))
+      return absl::InternalError(absl::StrCat(name_, ": sentencepiece encode failed: ", error));
+    ids->insert(ids->end(), out.begin(), out.end());
+    start = next;
+  } while (start < text.size());
   return absl::OkStatus();
 }
 

@@ -36,6 +36,8 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
+  // A text of more than 64 KiB is encoded in chunks cut at single spaces (the ids are those of
+  // the whole text), else after newlines: memory stays bounded for a document of any size.
   absl::Status Encode(std::string_view text, std::vector<int32_t>* ids) const;
   // Decodes pieces; extra ids are written as <extra_id_i> (i = sentinel number).
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const;

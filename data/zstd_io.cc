@@ -3,6 +3,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -27,12 +28,16 @@ absl::StatusOr<std::string> DecompressZstd(std::string_view bytes, const std::st
   ZSTD_inBuffer in{bytes.data(), bytes.size(), 0};
   std::string chunk(ZSTD_DStreamOutSize(), '\0');
   size_t last = 1;
-  while (in.pos < in.size) {
+  // Input is handed over in small feeds: on error the decoder does not move in.pos, so the end of
+  // the current feed is where (to within a feed) the damage was seen.
+  constexpr size_t kFeed = 4096;
+  while (in.pos < bytes.size()) {
+    in.size = std::min(bytes.size(), in.pos + kFeed);
     ZSTD_outBuffer o{chunk.data(), chunk.size(), 0};
     last = ZSTD_decompressStream(dctx.get(), &o, &in);
     if (ZSTD_isError(last))
-      return absl::DataLossError(absl::StrCat(name, ": corrupt zstd data at compressed byte ",
-                                              in.pos, " (", ZSTD_getErrorName(last), ")"));
+      return absl::DataLossError(absl::StrCat(name, ": corrupt zstd data near compressed byte ",
+                                              in.size, " (", ZSTD_getErrorName(last), ")"));
     out.append(chunk.data(), o.pos);
   }
   // Flush whatever the last input still holds.

@@ -1,8 +1,16 @@
 #include "launch/prep.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "data/file_util.h"
 #include "data/prep.h"
+#include "launch/score.h"
 
 namespace openmoe {
 namespace {
@@ -14,6 +22,38 @@ absl::Status IntFlag(const CommandLine& cl, const std::string& name, int64_t min
   if (!absl::SimpleAtoi(text, value) || *value < minimum)
     return absl::InvalidArgumentError(
         absl::StrCat("flag --", name, " needs an integer >= ", minimum, ", got '", text, "'"));
+  return absl::OkStatus();
+}
+
+// `prep --npy`: the rows, written atomically (temporary file, then rename).
+absl::Status WriteHeldOutRows(const CommandLine& cl, const PrepOptions& o, std::ostream& out) {
+  const std::string path = cl.Get("npy");
+  if (!o.out_dir.empty() || !o.train_tokenizer.empty())
+    return absl::InvalidArgumentError(
+        "prep --npy: give it with --tokenizer MODEL only (not with --out or --train_tokenizer)");
+  if (!cl.Has("rows") || !cl.Has("seq_len"))
+    return absl::InvalidArgumentError("prep --npy: needs --rows R and --seq_len S");
+  TokenArray t;
+  for (const absl::Status& s :
+       {IntFlag(cl, "rows", 1, &t.rows), IntFlag(cl, "seq_len", 2, &t.seq_len)})
+    if (!s.ok()) return s;
+  if (PathExists(path) && !cl.GetBool("force"))
+    return absl::AlreadyExistsError(
+        absl::StrCat(path, ": exists; not overwritten (give --force to replace it)"));
+  auto rows = CausalLmRows(o, t.rows, t.seq_len);
+  if (!rows.ok()) return rows.status();
+  t.tokens = std::move(*rows);
+  const std::string tmp = absl::StrCat(path, ".tmp", getpid());
+  if (auto s = WriteNpyTokens(tmp, t); !s.ok()) {
+    std::remove(tmp.c_str());
+    return s;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    return absl::DataLossError(absl::StrCat(path, ": rename failed (", why, ")"));
+  }
+  out << "prep: wrote " << path << " (" << t.rows << " rows x " << t.seq_len << " tokens, int32)\n";
   return absl::OkStatus();
 }
 
@@ -59,6 +99,7 @@ absl::Status RunPrepCommand(const CommandLine& cl, std::ostream& out) {
     if (!s.ok()) return s;
   }
   o.training.threads = o.threads;
+  if (cl.Has("npy")) return WriteHeldOutRows(cl, o, out);
   auto result = RunPrep(o, &out);
   return result.status();
 }
