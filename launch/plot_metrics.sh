@@ -34,4 +34,4 @@ for s in "$tmp" "$out" "$metrics"; do
   [[ "$s" != *"'"* ]] || { echo "$0: $s: paths with a single quote are not supported" >&2; exit 2; }
 done
 gnuplot -e "data='$tmp'; out='$out'; run='$(basename "$metrics")'" "$here/plot_metrics.gp"
-echo "plot_metrics: wrote $(cd "$out" && ls -1 ./*.png | sed 's|^\./||' | paste -sd' ' -) in $out"
+echo "plot_metrics: wrote $(cd "$out" && echo ./*.png | sed 's|\./||g') in $out"
