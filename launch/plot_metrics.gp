@@ -26,9 +26,11 @@ set title run.': learning rate'
 set ylabel 'learning rate'
 set format y '%.1e'
 set yrange [0:*]
+set offsets 0, 0, graph 0.05, 0  # a flat rate stays off the top border
 plot data.'/scalars.dat' using 1:4 with lines lw 2 title 'learning rate'
 set format y '% h'
 set autoscale y
+set offsets 0, 0, 0, 0
 
 if (num_layers > 0) {
   set output out.'/drop_fraction.png'
