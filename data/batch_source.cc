@@ -93,6 +93,8 @@ std::vector<std::string> DataConfigProblems(const JobSpec& spec) {
       p.push_back(absl::StrCat(at, ".max_file_bytes=", s.max_file_bytes(), " must be >= 1"));
   }
   if (d.sources_size() > 0 && !(total > 0)) p.push_back("data.sources weights sum to 0");
+  if (d.max_record_bytes() < 1)
+    p.push_back(absl::StrCat("data.max_record_bytes=", d.max_record_bytes(), " must be >= 1"));
   if (d.tokenizer().model().empty())
     p.push_back("data.tokenizer.model is empty (DATA_CORPUS needs a sentencepiece .model)");
   if (d.tokenizer().extra_ids() < 0)

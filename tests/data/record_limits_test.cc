@@ -327,3 +327,18 @@ TEST_F(RecordLimitsTest, CausalLmRowsAreTheEosSeparatedStreamOfTheInputs) {
 
 }  // namespace
 }  // namespace openmoe
+
+namespace openmoe {
+namespace {
+
+TEST(RecordLimitsSpecTest, NonPositiveMaxRecordBytesIsAProblemOfTheSpec) {
+  JobSpec spec = testing::CorpusJob({"/nonexistent.jsonl"}, 16, OBJECTIVE_CAUSAL_LM);
+  EXPECT_TRUE(DataConfigProblems(spec).empty());
+  spec.mutable_data()->set_max_record_bytes(0);
+  const std::vector<std::string> p = DataConfigProblems(spec);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0], "data.max_record_bytes=0 must be >= 1");
+}
+
+}  // namespace
+}  // namespace openmoe
