@@ -44,8 +44,13 @@ absl::Status PrepareDirectory(const std::string& root, const std::string& tmp) {
       fs::remove_all(e.path(), ec);
   }
   fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec) || ec)
-    return FsError(absl::StrCat(tmp, ": cannot create"), ec);
+  const bool created = fs::create_directory(tmp, ec);
+  if (ec) return FsError(absl::StrCat(tmp, ": cannot create"), ec);
+  // Removed a moment ago: only another process saving into this checkpoint.dir recreates it.
+  if (!created) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(tmp, ": exists already: is another run saving to this checkpoint.dir?"));
+  }
   return absl::OkStatus();
 }
 

@@ -23,6 +23,7 @@
 #include "launch/metrics.h"
 #include "launch/run_lock.h"
 #include "launch/run_records.h"
+#include "launch/thread_default.h"
 #include "launch/trainer.h"
 #include "parallel/collective_status.h"
 #include "parallel/communicator.h"
@@ -32,8 +33,9 @@ namespace openmoe {
 
 namespace {
 
-// OpenBLAS threads for this rank: the job's train.threads, else OPENBLAS_NUM_THREADS, else the
-// cores this process may use shared among the ranks on its machine. Collective.
+// OpenBLAS threads for this rank: the job's train.threads, else OPENBLAS_NUM_THREADS, else
+// DefaultGemmThreads of the cores this process may use shared among the ranks on its machine
+// (one thread for small models). Collective.
 int ThreadsFor(const JobSpec& spec) {
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
@@ -50,7 +52,7 @@ int ThreadsFor(const JobSpec& spec) {
   const int cores = sched_getaffinity(0, sizeof(set), &set) == 0
                         ? CPU_COUNT(&set)
                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, cores / local_ranks);
+  return DefaultGemmThreads(spec, std::max(1, cores / local_ranks));
 }
 
 void PrintStart(const JobSpec& spec, const std::string& job_description, const Trainer& trainer,
