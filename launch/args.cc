@@ -28,6 +28,9 @@ constexpr FlagSpec kJobFlag = {"job", "FILE", true, true,
                                "job spec (protobuf text); repeat to merge, later files win"};
 constexpr FlagSpec kSetFlag = {"set", "field.path=value", true, false,
                                "override one job field after the files; repeatable"};
+constexpr FlagSpec kAllowDefaultsFlag = {
+    "allow_defaults", nullptr, false, false,
+    "accept a job file that sets no field (else an error: it would run the defaults)"};
 
 const std::vector<SubcommandSpec>& Subcommands() {
   static const std::vector<SubcommandSpec> kSubcommands = {
@@ -35,12 +38,16 @@ const std::vector<SubcommandSpec>& Subcommands() {
        "train a model (standalone or under mpirun)",
        {kJobFlag,
         kSetFlag,
+        kAllowDefaultsFlag,
         {"resume", "auto|never|DIR", false, false,
          "auto: continue from the newest checkpoint in checkpoint.dir if any (default); never: "
          "start fresh; DIR: resume from that checkpoint directory"}}},
       {"plan",
        "print mesh, parameter counts, FLOPs per token and memory per chip without running",
-       {kJobFlag, kSetFlag, {"json", nullptr, false, false, "print JSON instead of text"}}},
+       {kJobFlag,
+        kSetFlag,
+        kAllowDefaultsFlag,
+        {"json", nullptr, false, false, "print JSON instead of text"}}},
       {"prep",
        "make token shards from corpora (and/or train a sentencepiece tokenizer)",
        {{"input", "FILE|DIR", true, true,
@@ -80,7 +87,9 @@ const std::vector<SubcommandSpec>& Subcommands() {
       {"export",
        "write a checkpoint's parameters as a safetensors file",
        {{"checkpoint", "DIR", false, true, "a checkpoint directory (step_N)"},
-        {"out", "FILE.safetensors", false, true, "the file to write"}}},
+        {"out", "FILE.safetensors", false, true, "the file to write"},
+        {"allow_nonfinite", nullptr, false, false,
+         "export tensors holding NaN or inf (else an error naming the tensor and index)"}}},
       {"help", "print this help, or `openmoe help SUBCOMMAND` for one subcommand", {}},
   };
   return kSubcommands;

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/text_format.h>
 
+#include <cmath>
 #include <map>
 #include <set>
 #include <utility>
@@ -27,7 +28,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }  // namespace
 
 absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
-                                              const std::string& out) {
+                                              const std::string& out, bool allow_nonfinite) {
   absl::StatusOr<CheckpointReader> reader = CheckpointReader::Open(checkpoint_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointManifest& manifest = reader->manifest();
@@ -53,6 +54,15 @@ absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
   for (const LocalTensor& t : tensors) {
     buffer.resize(static_cast<size_t>(t.size()));
     if (absl::Status s = reader->Read(t, buffer.data()); !s.ok()) return s;
+    if (!allow_nonfinite) {
+      for (size_t i = 0; i < buffer.size(); ++i) {
+        if (!std::isfinite(buffer[i])) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              checkpoint_dir, ": tensor ", t.name, " ", ShapeString(t.global_shape), " holds ",
+              buffer[i], " at flat index ", i, "; nothing written (--allow_nonfinite exports it)"));
+        }
+      }
+    }
     if (absl::Status s = (*writer)->Append(buffer.data(), t.size()); !s.ok()) return s;
     ++stats.tensors;
     stats.bytes += 4 * t.size();

@@ -29,9 +29,13 @@ struct ExportStats {
 };
 
 // Writes the parameters of checkpoint `checkpoint_dir` (written by any layout) to `out`, reading
-// one tensor at a time (memory: the largest tensor). Every file read is checked.
+// one tensor at a time (memory: the largest tensor). Every file read is checked. A tensor holding
+// a NaN or inf fails the export (FailedPrecondition naming the tensor and its first bad flat
+// index) unless `allow_nonfinite`. The file is written as `out`.tmp and renamed on success, so a
+// failed export leaves no `out` (and an existing one untouched).
 absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
-                                              const std::string& out);
+                                              const std::string& out,
+                                              bool allow_nonfinite = false);
 
 // Fills `params` (layout.total_size()) from safetensors file `path`: shared tensors by name, expert
 // tensors at the layout's global expert ids. Every parameter must be present, F32, with its global

@@ -1,6 +1,8 @@
 #include "launch/job_loader.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -133,12 +135,223 @@ class Problems {
     if (num > 0 && den > 0 && num % den != 0)
       Add(absl::StrFormat("%s=%d is not divisible by %s=%d", num_desc, num, den_desc, den));
   }
+  // `field` must be <= `max` (sizes that code casts to int32 or passes to BLAS as blasint).
+  void AtMost(const char* field, int64_t value, int64_t max) {
+    if (value > max) Add(absl::StrFormat("%s=%d must be <= %d", field, value, max));
+  }
+  // `value` (a float or double) must lie in [lo, hi].
+  void InRange(const char* field, double value, double lo, double hi) {
+    if (!(value >= lo && value <= hi))
+      Add(absl::StrFormat("%s=%g must be in [%g, %g]", field, value, lo, hi));
+  }
   bool empty() const { return list_.empty(); }
   std::string Join() const { return absl::StrJoin(list_, "; "); }
 
  private:
   std::vector<std::string> list_;
 };
+
+// Largest size code may cast to int (BLAS dimensions, MPI counts, loop indices).
+constexpr int64_t kMaxInt32 = 2147483647;
+
+// Every float and double the spec sets, at any depth and in repeated fields, must be finite: a NaN
+// passes no `x > 0` check yet an inf passes all of them, and an inf turned into an integer (the
+// expert capacity) is undefined. Unset fields hold their (finite) declared defaults.
+void NonFiniteProblems(const Message& m, const std::string& prefix, Problems* p) {
+  const Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const std::string name = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      const std::string at = f->is_repeated() ? absl::StrCat(name, "[", i, "]") : name;
+      double value = 0;
+      switch (f->cpp_type()) {
+        case FieldDescriptor::CPPTYPE_MESSAGE:
+          NonFiniteProblems(f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f),
+                            at, p);
+          continue;
+        case FieldDescriptor::CPPTYPE_DOUBLE:
+          value = f->is_repeated() ? r->GetRepeatedDouble(m, f, i) : r->GetDouble(m, f);
+          break;
+        case FieldDescriptor::CPPTYPE_FLOAT:
+          value = f->is_repeated() ? r->GetRepeatedFloat(m, f, i) : r->GetFloat(m, f);
+          break;
+        default:
+          continue;
+      }
+      if (!std::isfinite(value)) p->Add(absl::StrFormat("%s=%g must be finite", at, value));
+    }
+  }
+}
+
+// A product of named sizes, checked for int64 overflow (and, when `limit` > 0, against it):
+// `what (a=1 * b=2 * ...) = N overflows int64`. Returns the product, or -1 after adding a
+// problem. Factors < 1 yield -1 without a problem (the size checks report those).
+int64_t CheckedProduct(Problems* p, const std::string& what,
+                       const std::vector<std::pair<std::string, int64_t>>& factors,
+                       int64_t limit = 0, const std::string& limit_reason = "") {
+  std::vector<std::string> names;
+  int64_t product = 1;
+  bool overflow = false;
+  for (const auto& [name, value] : factors) {
+    if (value < 1) return -1;
+    names.push_back(absl::StrCat(name, "=", value));
+    if (!overflow && __builtin_mul_overflow(product, value, &product)) overflow = true;
+  }
+  const std::string expr = absl::StrJoin(names, " * ");
+  if (overflow) {
+    p->Add(absl::StrCat(what, " (", expr, ") overflows int64"));
+    return -1;
+  }
+  if (limit > 0 && product > limit) {
+    p->Add(absl::StrCat(what, " (", expr, ") = ", product, " exceeds ", limit, " (", limit_reason,
+                        ")"));
+    return -1;
+  }
+  return product;
+}
+
+// Ranges of the float fields and the int32 bounds and int64 products of the sizes: everything
+// that has to hold before ParamLayout, the plan or the Trainer may compute or allocate sizes.
+void SizeProblems(const JobSpec& spec, Problems* p) {
+  const ModelConfig& m = spec.model();
+  const RouterConfig& r = spec.router();
+  const TrainConfig& tr = spec.train();
+  const TopologyConfig& t = spec.topology();
+  const bool moe = m.num_experts() > 0;
+
+  // Float ranges (finiteness is checked for every field by NonFiniteProblems; signs by the rules
+  // of ValidateJob). The model casts rms_norm_eps and rope_base to float: outside these they
+  // become 0 or inf.
+  if (m.rms_norm_eps() > 0) p->InRange("model.rms_norm_eps", m.rms_norm_eps(), 1e-30, 1.0);
+  if (m.rope_base() > 0) p->InRange("model.rope_base", m.rope_base(), 1.0, 1e30);
+
+  // Sizes that reach int32 (BLAS blasint dimensions, MPI counts, `int` indices).
+  p->AtMost("model.vocab_size", m.vocab_size(), kMaxInt32);
+  p->AtMost("model.vocab_pad_multiple", m.vocab_pad_multiple(), kMaxInt32);
+  p->AtMost("model.num_layers", m.num_layers(), 10000);  // ParamLayout lists every tensor
+  p->AtMost("model.d_model", m.d_model(), kMaxInt32);
+  p->AtMost("model.num_heads", m.num_heads(), kMaxInt32);
+  p->AtMost("model.head_dim", m.head_dim(), kMaxInt32);
+  p->AtMost("model.d_ff", m.d_ff(), kMaxInt32 / 2);  // OpenMoE's wi_0 is (d, 2 * d_ff)
+  p->AtMost("model.expert_d_ff", m.expert_d_ff(), kMaxInt32 / 2);
+  p->AtMost("model.num_experts", m.num_experts(), kMaxInt32);
+  p->AtMost("router.top_k", r.top_k(), kMaxInt32);
+  p->AtMost("router.group_size", r.group_size(), kMaxInt32);
+  p->AtMost("router.min_capacity", r.min_capacity(), kMaxInt32);
+  p->AtMost("train.batch_rows", tr.batch_rows(), kMaxInt32);
+  p->AtMost("train.seq_len", tr.seq_len(), kMaxInt32);
+  p->AtMost("train.microbatches", tr.microbatches(), kMaxInt32);
+  p->AtMost("train.threads", tr.threads(), 4096);  // cast to int for OpenBLAS
+  p->AtMost("topology.num_chips", t.num_chips(), kMaxInt32);
+  p->AtMost("topology.torus_x", t.torus_x(), kMaxInt32);
+  p->AtMost("topology.torus_y", t.torus_y(), kMaxInt32);
+  p->AtMost("topology.chips_per_host", t.chips_per_host(), kMaxInt32);
+  p->AtMost("mesh.expert_parallel", spec.mesh().expert_parallel(), kMaxInt32);
+  p->AtMost("logging.position_buckets", spec.logging().position_buckets(), kMaxInt32);
+  if (!p->empty()) return;  // the products below assume the bounds
+
+  // Parameter counts: every tensor and the whole model in int64.
+  const int64_t pad = std::max<int64_t>(1, m.vocab_pad_multiple());
+  const int64_t vocab = (m.vocab_size() + pad - 1) / pad * pad;
+  const int64_t d = m.d_model();
+  const int64_t expert_d_ff = m.expert_d_ff() > 0 ? m.expert_d_ff() : m.d_ff();
+  const int64_t attn = CheckedProduct(p, "attention width",
+                                      {{"model.num_heads", m.num_heads()},
+                                       {"model.head_dim", m.head_dim()}},
+                                      kMaxInt32, "a matrix dimension must fit int32");
+  const int64_t embed = CheckedProduct(
+      p, "embedding parameters", {{"padded model.vocab_size", vocab}, {"model.d_model", d}});
+  const int64_t attn_params =
+      CheckedProduct(p, "attention parameters per layer",
+                     {{"4", 4}, {"model.d_model", d}, {"model.num_heads", m.num_heads()},
+                      {"model.head_dim", m.head_dim()}});
+  const int64_t ffn_params = CheckedProduct(
+      p, "FFN parameters per layer", {{"3", 3}, {"model.d_model", d}, {"model.d_ff", m.d_ff()}});
+  int64_t expert_params = 0;
+  if (moe) {
+    expert_params = CheckedProduct(p, "expert parameters per layer",
+                                   {{"3", 3},
+                                    {"model.num_experts", m.num_experts()},
+                                    {"model.d_model", d},
+                                    {"expert d_ff", expert_d_ff}});
+  }
+  if (embed > 0 && attn_params > 0 && ffn_params > 0 && expert_params >= 0 && attn > 0) {
+    // In double: only an upper bound is needed, and 2^62 leaves room for norms and routers.
+    const double total = 2.0 * static_cast<double>(embed) +
+                         static_cast<double>(m.num_layers()) *
+                             (static_cast<double>(attn_params) + 2.0 * static_cast<double>(ffn_params) +
+                              static_cast<double>(expert_params));
+    if (total > 4.6e18) {
+      p->Add(absl::StrFormat(
+          "the model has ~%.3g parameters (model.num_layers=%d, model.d_model=%d, model.d_ff=%d, "
+          "model.num_experts=%d, model.vocab_size=%d): its size overflows int64",
+          total, m.num_layers(), d, m.d_ff(), m.num_experts(), m.vocab_size()));
+    }
+  }
+
+  // Tokens and attention scores.
+  CheckedProduct(p, "tokens per step",
+                 {{"train.batch_rows", tr.batch_rows()}, {"train.seq_len", tr.seq_len()}});
+  CheckedProduct(p, "attention scores per step",
+                 {{"train.batch_rows", tr.batch_rows()},
+                  {"model.num_heads", m.num_heads()},
+                  {"train.seq_len", tr.seq_len()},
+                  {"train.seq_len", tr.seq_len()}});
+  if (t.num_chips() > 0 && tr.microbatches() > 0) {
+    // The rows of every activation matrix of one chip's microbatch are a BLAS dimension.
+    const int64_t slices = t.num_chips() * tr.microbatches();
+    const int64_t rows = tr.batch_rows() / std::max<int64_t>(1, slices);
+    CheckedProduct(p, "tokens per chip per microbatch",
+                   {{"train.batch_rows / (topology.num_chips * train.microbatches)", rows},
+                    {"train.seq_len", tr.seq_len()}},
+                   kMaxInt32, "a matrix dimension must fit int32");
+  }
+
+  // Expert capacity and the capacity buffers (E x C rows of d_model per routing group).
+  if (moe && r.group_size() > 0) {
+    for (const auto& [name, factor] :
+         {std::pair<const char*, double>{"router.capacity_factor", r.capacity_factor()},
+          std::pair<const char*, double>{"router.eval_capacity_factor", r.eval_capacity_factor()}}) {
+      const double raw = factor * static_cast<double>(r.group_size()) /
+                         static_cast<double>(m.num_experts());
+      if (!(raw <= static_cast<double>(kMaxInt32))) {
+        p->Add(absl::StrFormat(
+            "expert capacity %s=%g * router.group_size=%d / model.num_experts=%d = %g exceeds %d",
+            name, factor, r.group_size(), m.num_experts(), raw, kMaxInt32));
+        continue;
+      }
+      const int64_t capacity = r.dropless() ? r.group_size()
+                                            : std::max<int64_t>(r.min_capacity(),
+                                                                static_cast<int64_t>(raw + 0.5));
+      const int64_t slots =
+          CheckedProduct(p, absl::StrCat("capacity buffer rows (", name, ")"),
+                         {{"model.num_experts", m.num_experts()}, {"expert capacity", capacity}},
+                         kMaxInt32, "a matrix dimension must fit int32");
+      if (slots > 0) {
+        // Rows of d_model (dispatch, combine) and of the expert hidden layer (2 * d_ff wide).
+        CheckedProduct(p, absl::StrCat("capacity buffer elements (", name, ")"),
+                       {{"model.num_experts * capacity", slots},
+                        {"max(model.d_model, 2 * expert d_ff)", std::max(d, 2 * expert_d_ff)}});
+      }
+    }
+  }
+}
+
+// Whether a parsed job file sets anything: a file of comments, whitespace or empty messages
+// (`model { }`) does not.
+bool SetsAnyField(const Message& m) {
+  const Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE || f->is_repeated()) return true;
+    if (SetsAnyField(r->GetMessage(m, f))) return true;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -234,6 +447,13 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   const MeshConfig& mesh = spec.mesh();
   const TrainConfig& tr = spec.train();
   const bool moe = m.num_experts() > 0;
+  const std::string job = job_description.empty() ? "defaults" : job_description;
+
+  // Finite floats, int32-bounded sizes and int64 products first, and alone: the rules below
+  // multiply and divide these sizes.
+  NonFiniteProblems(spec, "", &p);
+  if (p.empty()) SizeProblems(spec, &p);
+  if (!p.empty()) return absl::InvalidArgumentError(absl::StrCat("job (", job, "): ", p.Join()));
 
   // Model sizes.
   p.AtLeast("model.vocab_size", m.vocab_size(), 2);
@@ -388,13 +608,20 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
 }
 
 absl::StatusOr<JobSpec> LoadJob(const std::vector<std::string>& job_files,
-                                const std::vector<std::string>& sets) {
+                                const std::vector<std::string>& sets, bool allow_defaults) {
   JobSpec spec;
   for (const std::string& path : job_files) {
     auto text = ReadFile(path);
     if (!text.ok()) return text.status();
     JobSpec file_spec;
     OPENMOE_RETURN_IF_ERROR(ParseText(*text, path, &file_spec));
+    // An empty file (a truncated copy, a wrong path to a placeholder) would silently train the
+    // defaults.
+    if (!allow_defaults && !SetsAnyField(file_spec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job file ", path,
+          ": sets no field (empty, or only comments); pass --allow_defaults to run the defaults"));
+    }
     spec.MergeFrom(file_spec);
   }
   for (const std::string& s : sets) OPENMOE_RETURN_IF_ERROR(ApplySet(s, &spec));

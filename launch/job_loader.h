@@ -19,9 +19,10 @@
 namespace openmoe {
 
 // Loads, merges, overrides and validates. Errors: NotFound for a missing file, InvalidArgument
-// for a parse error, a bad `--set` or a failed validation.
+// for a parse error, a bad `--set`, a failed validation, or a file that sets no field at all
+// (empty or comments only) unless `allow_defaults`.
 absl::StatusOr<JobSpec> LoadJob(const std::vector<std::string>& job_files,
-                                const std::vector<std::string>& sets);
+                                const std::vector<std::string>& sets, bool allow_defaults = false);
 
 // Applies one `field.path=value` override. The path is resolved with the descriptors (an unknown
 // component, or a component that is not a message, is an error naming the path); the value is
@@ -30,8 +31,11 @@ absl::StatusOr<JobSpec> LoadJob(const std::vector<std::string>& job_files,
 absl::Status ApplySet(const std::string& assignment, JobSpec* spec);
 
 // Checks every cross-field rule (positive sizes, divisibility of experts and batch over the
-// mesh, groups within one chip, ...). On failure: InvalidArgument with one line
-// `job (<description>): <field>=<value> <problem>[; <next problem>...]`.
+// mesh, groups within one chip, ...). First, and alone: every float/double set anywhere in the
+// spec is finite; floats lie in their ranges; sizes that code casts to int32 (BLAS dimensions)
+// are at most 2^31 - 1; parameter counts, tokens per step, attention scores and capacity buffers
+// fit int64 (so nothing downstream overflows while sizing or allocating). On failure:
+// InvalidArgument with one line `job (<description>): <field>=<value> <problem>[; <next>...]`.
 absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description = "");
 
 // "a.pbtxt, b.pbtxt --set train.steps=10": how messages name a job.

@@ -2,24 +2,32 @@
 // here as one line `openmoe: <message>` on stderr and exit status 1; library code only returns
 // absl::Status.
 //
-//   openmoe train --job FILE ... [--set field.path=value ...] [--resume auto|never|DIR]
-//   openmoe plan --job FILE ... [--set field.path=value ...] [--json]
+//   openmoe train --job FILE ... [--set field.path=value ...] [--allow_defaults]
+//                 [--resume auto|never|DIR]
+//   openmoe plan --job FILE ... [--set field.path=value ...] [--allow_defaults] [--json]
 //   openmoe prep --input FILE|DIR ... (--tokenizer MODEL | --train_tokenizer MODEL) [--out DIR]
 //   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--json]
-//   openmoe export --checkpoint DIR --out FILE.safetensors
+//   openmoe export --checkpoint DIR --out FILE.safetensors [--allow_nonfinite]
 //   openmoe help [SUBCOMMAND]
+//
+// No exception leaves main: std::bad_alloc becomes `openmoe: out of memory ...`, any other
+// std::exception `openmoe: internal error: ...`, both exit 1 (never abort's 134).
 #include <mpi.h>
 
 #include <cstdio>
+#include <exception>
 #include <iostream>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "launch/args.h"
 #include "launch/export.h"
 #include "launch/job_loader.h"
+#include "launch/memory_check.h"
 #include "launch/plan.h"
 #include "launch/score.h"
 #include "launch/prep.h"
@@ -34,7 +42,7 @@ int Fail(const absl::Status& status) {
 }
 
 int Plan(const CommandLine& cl) {
-  auto spec = LoadJob(cl.GetAll("job"), cl.GetAll("set"));
+  auto spec = LoadJob(cl.GetAll("job"), cl.GetAll("set"), cl.GetBool("allow_defaults"));
   if (!spec.ok()) return Fail(spec.status());
   const absl::Status status = RunPlan(*spec, cl.GetBool("json"), std::cout);
   std::cout.flush();
@@ -55,15 +63,17 @@ int Score(const CommandLine& cl) {
 }
 
 int Export(const CommandLine& cl) {
-  auto stats = ExportSafetensors(cl.Get("checkpoint"), cl.Get("out"));
+  auto stats =
+      ExportSafetensors(cl.Get("checkpoint"), cl.Get("out"), cl.GetBool("allow_nonfinite"));
   if (!stats.ok()) return Fail(stats.status());
   absl::PrintF("exported %d tensors (%.1f MB, step %d) to %s\n", stats->tensors,
                stats->bytes / 1e6, stats->step, cl.Get("out"));
   return 0;
 }
 
-// Rank 0 loads and validates the job and broadcasts it (or its error), so that every rank agrees
-// on the spec and on failing, and only rank 0 reports a job error.
+// Rank 0 loads and validates the job, checks that its share fits this machine's memory, and
+// broadcasts the spec (or the error), so that every rank agrees on the spec and on failing, and
+// only rank 0 reports a job error.
 int Train(const CommandLine& cl, int* argc, char*** argv) {
   MPI_Init(argc, argv);
   int rank = 0, world = 1;
@@ -78,7 +88,17 @@ int Train(const CommandLine& cl, int* argc, char*** argv) {
   if (rank == 0) {
     std::vector<std::string> all_sets = sets;
     if (cl.Has("resume")) all_sets.push_back("checkpoint.resume=" + cl.Get("resume"));
-    auto spec = LoadJob(files, all_sets);
+    absl::StatusOr<JobSpec> spec = LoadJob(files, all_sets, cl.GetBool("allow_defaults"));
+    if (spec.ok()) {
+      // Before the Trainer allocates: a job too large for the machine fails here with one line
+      // rather than being killed halfway through allocating.
+      std::string what;
+      const int64_t available = AvailableMemoryBytes(&what);
+      if (absl::Status fits = CheckRankMemory(*spec, world, rank, available, description, what);
+          !fits.ok()) {
+        spec = fits;
+      }
+    }
     loaded = spec.ok() ? 1 : 0;
     payload = spec.ok() ? spec->SerializeAsString() : std::string(spec.status().message());
   }
@@ -115,10 +135,7 @@ int Train(const CommandLine& cl, int* argc, char*** argv) {
   return first_failed < world ? 1 : 0;
 }
 
-}  // namespace
-}  // namespace openmoe
-
-int main(int argc, char** argv) {
+int Dispatch(int argc, char** argv) {
   auto cl = openmoe::ParseCommandLine(argc, argv);
   if (!cl.ok()) {
     openmoe::Fail(cl.status());
@@ -139,4 +156,35 @@ int main(int argc, char** argv) {
   if (cl->subcommand == "export") return openmoe::Export(*cl);
   return openmoe::Fail(
       absl::UnimplementedError("subcommand '" + cl->subcommand + "' is not implemented"));
+}
+
+// Ends a failed run after an exception: alone, MPI is finalized so that the exit is clean; under
+// mpirun the other ranks may be blocked in a collective, so the job is aborted.
+int FailAfterException(const std::string& message) {
+  std::fprintf(stderr, "openmoe: %s\n", message.c_str());
+  std::fflush(stderr);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) {
+    int world = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    MPI_Finalize();
+  }
+  return 1;
+}
+
+}  // namespace
+}  // namespace openmoe
+
+int main(int argc, char** argv) {
+  try {
+    return openmoe::Dispatch(argc, argv);
+  } catch (const std::bad_alloc& e) {
+    return openmoe::FailAfterException(absl::StrFormat(
+        "out of memory (%s); reduce the model or batch size, or use more ranks", e.what()));
+  } catch (const std::exception& e) {
+    return openmoe::FailAfterException(absl::StrCat("internal error: ", e.what()));
+  }
 }

@@ -1,0 +1,89 @@
+#include "launch/memory_check.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "model/config.h"
+#include "model/param_count.h"
+#include "model/params.h"
+#include "model/router.h"
+#include "parallel/hbm_traffic.h"
+#include "parallel/mesh.h"
+
+namespace openmoe {
+
+absl::Status EstimateRankMemory(const JobSpec& spec, int world_size, int rank,
+                                RankMemoryEstimate* out) {
+  absl::StatusOr<Mesh> mesh = MakeMesh(spec, world_size, rank);
+  if (!mesh.ok()) return mesh.status();
+  const ModelDims dims = DimsFromSpec(spec);
+  const ParamLayout layout(dims, {mesh->first_local_expert,
+                                  dims.num_experts > 0 ? mesh->num_local_experts : -1});
+  // The local layout's expert tensors hold only this rank's experts: expert_parallel 1.
+  const ChipMemory held = MemoryPerChip(layout, spec.optimizer(), 1);
+  constexpr double kFloat = 4;
+  RankMemoryEstimate e;
+  e.chips_per_rank = mesh->chips_per_rank;
+  e.params_bytes = kFloat * static_cast<double>(layout.total_size());
+  e.grads_bytes = e.params_bytes;
+  e.optimizer_bytes = spec.train().optimizer() == OPTIMIZER_ADAMW
+                          ? 2 * e.params_bytes
+                          : kFloat * static_cast<double>(held.optimizer_state);
+
+  double expert_rows_per_token = 0;
+  if (dims.num_experts > 0) {
+    const RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/false);
+    const double rows = routing.dropless
+                            ? static_cast<double>(routing.top_k * routing.group_size)
+                            : static_cast<double>(routing.num_experts) *
+                                  static_cast<double>(ExpertCapacity(routing));
+    expert_rows_per_token = rows / static_cast<double>(routing.group_size);
+  }
+  const TokenTraffic traffic =
+      TrafficPerToken(dims, spec.train().seq_len(), expert_rows_per_token);
+  const double tokens = static_cast<double>(spec.train().batch_rows()) *
+                        static_cast<double>(spec.train().seq_len()) /
+                        static_cast<double>(std::max<int64_t>(1, spec.topology().num_chips())) /
+                        static_cast<double>(std::max<int64_t>(1, spec.train().microbatches())) *
+                        static_cast<double>(mesh->chips_per_rank);
+  e.activation_bytes = kFloat * traffic.saved_elements * tokens;
+  e.total_bytes = e.params_bytes + e.grads_bytes + e.optimizer_bytes + e.activation_bytes;
+  *out = e;
+  return absl::OkStatus();
+}
+
+int64_t AvailableMemoryBytes(std::string* what) {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  int64_t bytes = pages > 0 && page_size > 0 ? static_cast<int64_t>(pages) * page_size : INT64_MAX;
+  if (what != nullptr) *what = "this machine has";
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur < static_cast<rlim_t>(bytes)) {
+    bytes = static_cast<int64_t>(limit.rlim_cur);
+    if (what != nullptr) *what = "the address-space limit (ulimit -v) is";
+  }
+  return bytes;
+}
+
+absl::Status CheckRankMemory(const JobSpec& spec, int world_size, int rank,
+                             int64_t available_bytes, const std::string& job_description,
+                             const std::string& available_what) {
+  RankMemoryEstimate e;
+  if (!EstimateRankMemory(spec, world_size, rank, &e).ok()) return absl::OkStatus();
+  if (e.total_bytes <= static_cast<double>(available_bytes)) return absl::OkStatus();
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "job (%s): needs ~%.1f GiB per rank (params %.1f + grads %.1f + optimizer %.1f + "
+      "activations %.1f GiB, %d chips per rank), %s %.1f GiB; reduce model size, "
+      "train.batch_rows or train.seq_len, raise train.microbatches, or use more ranks",
+      job_description.empty() ? "defaults" : job_description, e.total_bytes / kGiB,
+      e.params_bytes / kGiB, e.grads_bytes / kGiB, e.optimizer_bytes / kGiB,
+      e.activation_bytes / kGiB, e.chips_per_rank, available_what,
+      static_cast<double>(available_bytes) / kGiB));
+}
+
+}  // namespace openmoe

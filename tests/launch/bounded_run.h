@@ -1,0 +1,154 @@
+// Runs the `openmoe` binary (OPENMOE_BINARY) to completion as a child process for the bad-spec
+// and fuzz tests: stdout and stderr captured apart, a wall-clock timeout (SIGKILL when it passes),
+// and optional RLIMIT_AS / RLIMIT_CPU limits. The child runs with OPENBLAS_NUM_THREADS=1 in `cwd`
+// (when given). RunBoundedAll runs many, a few at a time.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+
+namespace openmoe::testing {
+
+struct RunLimits {
+  double timeout_seconds = 30;
+  int64_t address_space_bytes = 0;  // RLIMIT_AS; 0: none
+  int64_t cpu_seconds = 0;          // RLIMIT_CPU; 0: none
+  std::string cwd;
+};
+
+struct RunResult {
+  bool exited = false;  // exited normally (then exit_code is valid)
+  int exit_code = -1;
+  int signal = 0;  // the terminating signal, when killed by one
+  bool timed_out = false;
+  std::string out, err;
+  double seconds = 0;
+
+  // The non-empty lines of stderr.
+  std::vector<std::string> ErrLines() const {
+    return absl::StrSplit(err, '\n', absl::SkipEmpty());
+  }
+  std::string Describe() const {
+    return "exited=" + std::to_string(exited) + " rc=" + std::to_string(exit_code) +
+           " signal=" + std::to_string(signal) + " timed_out=" + std::to_string(timed_out) +
+           "\n--- stderr ---\n" + err + "--- stdout (tail) ---\n" +
+           (out.size() > 2000 ? out.substr(out.size() - 2000) : out);
+  }
+};
+
+inline RunResult RunBounded(const std::vector<std::string>& args, const RunLimits& limits = {}) {
+  RunResult result;
+  // Everything the child needs is built before fork: between fork and exec it only calls
+  // async-signal-safe functions, and the pipes are close-on-exec (a run started by another thread
+  // does not hold this one's open), so runs may start from several threads at once.
+  std::vector<std::string> copy = args;
+  std::string binary = OPENMOE_BINARY;
+  std::vector<char*> argv = {binary.data()};
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings = {"OPENBLAS_NUM_THREADS=1"};
+  for (char** e = ::environ; *e != nullptr; ++e)
+    if (std::string(*e).rfind("OPENBLAS_NUM_THREADS=", 0) != 0) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const rlimit as{static_cast<rlim_t>(limits.address_space_bytes),
+                  static_cast<rlim_t>(limits.address_space_bytes)};
+  const rlimit cpu{static_cast<rlim_t>(limits.cpu_seconds),
+                   static_cast<rlim_t>(limits.cpu_seconds)};
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) return result;
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    close(out_pipe[0]);
+    close(out_pipe[1]);
+    return result;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
+    close(out_pipe[0]);
+    close(out_pipe[1]);
+    close(err_pipe[0]);
+    close(err_pipe[1]);
+    if (!limits.cwd.empty() && chdir(limits.cwd.c_str()) != 0) _exit(126);
+    if (limits.address_space_bytes > 0) setrlimit(RLIMIT_AS, &as);
+    if (limits.cpu_seconds > 0) setrlimit(RLIMIT_CPU, &cpu);
+    execve(binary.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  if (pid < 0) {
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    return result;
+  }
+  const auto deadline = start + std::chrono::duration<double>(limits.timeout_seconds);
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* sinks[2] = {&result.out, &result.err};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      result.timed_out = true;
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(fds, 2, 100) <= 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      char buf[4096];
+      const ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  for (const pollfd& p : fds)
+    if (p.fd >= 0) close(p.fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.exited = WIFEXITED(status);
+  if (result.exited) result.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
+  return result;
+}
+
+// Runs every argument list (each as RunBounded with `limits`), `parallel` at a time; results in
+// the order of `runs`. Most of a run's wall time is MPI start-up latency, not CPU, so a few at a
+// time cost this 2-core machine little.
+inline std::vector<RunResult> RunBoundedAll(const std::vector<std::vector<std::string>>& runs,
+                                            const RunLimits& limits, int parallel = 4) {
+  std::vector<RunResult> results(runs.size());
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < std::max(1, parallel); ++w) {
+    workers.emplace_back([&] {
+      for (size_t i = next++; i < runs.size(); i = next++) results[i] = RunBounded(runs[i], limits);
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  return results;
+}
+
+}  // namespace openmoe::testing
