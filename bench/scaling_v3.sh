@@ -44,15 +44,17 @@ for n in ${TOPOLOGIES:-64 128 256 512}; do
 
   chips_per_rank=$(( n / np ))
   seq_len="$(sed -n 's/^ *seq_len: *\([0-9]*\).*/\1/p' "$root/launch/configs/tiny.pbtxt" | head -1)"
-  # Steps 2..STEPS from the metrics records.
+  # Steps 2..STEPS from the metrics' step records (the file also holds a run header and summary).
+  steps_only="$tmp/v3-$n.steps.jsonl"
+  grep '"record":"step"' "$metrics" >"$steps_only"
   read -r timed tps mean_s loss < <(awk -v RS='\n' '
       { match($0, /"tokens":[0-9]+/); tok = substr($0, RSTART + 9, RLENGTH - 9)
         match($0, /"step_seconds":[0-9.eE+-]+/); sec = substr($0, RSTART + 15, RLENGTH - 15)
         match($0, /"loss":[0-9.eE+-]+/); loss = substr($0, RSTART + 7, RLENGTH - 7)
         if (NR > 1) { t += tok; s += sec; k++ } }
-      END { printf "%d %.0f %.4f %s\n", k, (s > 0 ? t / s : 0), (k > 0 ? s / k : 0), loss }' "$metrics")
+      END { printf "%d %.0f %.4f %s\n", k, (s > 0 ? t / s : 0), (k > 0 ? s / k : 0), loss }' "$steps_only")
   # The cost model's v3 prediction and the routing health of the last step.
-  last="$(tail -1 "$metrics")"
+  last="$(tail -1 "$steps_only")"
   field() { grep -o "\"$1\":[0-9.eE+-]*" <<<"$2" | head -1 | cut -d: -f2; }
   v3="$(grep -o '"v3_predicted":{[^}]*}' <<<"$last")"
   drop="$(grep -o '"drop_fraction":[0-9.eE+-]*' <<<"$last" | cut -d: -f2 | awk '{ s += $1; k++ } END { printf "%.4f", k ? s / k : 0 }')"

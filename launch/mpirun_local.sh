@@ -6,8 +6,9 @@
 #
 # Adds --allow-run-as-root when run as root, --oversubscribe when NP exceeds the cores, and
 # --bind-to none (ranks share the cores with their OpenBLAS threads), and exports
-# OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = max(1, cores / NP). `openmoe train` picks the same
-# count itself unless the job sets train.threads (which wins over the environment).
+# OMP_NUM_THREADS = max(1, cores / NP). `openmoe train` divides the cores over the ranks itself
+# (one thread for small models) unless the job sets train.threads or the caller sets
+# OPENBLAS_NUM_THREADS.
 #
 # Environment: OPENMOE_BIN (default build/launch/openmoe), MPIRUN (default mpirun),
 # MPIRUN_ARGS (extra mpirun flags, split on spaces).
@@ -48,9 +49,11 @@ fi
 cores="$(nproc)"
 threads=$(( cores / np ))
 (( threads >= 1 )) || threads=1
-export OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads"
-
-flags=(-np "$np" --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS)
+export OMP_NUM_THREADS="$threads"
+flags=(-np "$np" --bind-to none -x OMP_NUM_THREADS)
+# OPENBLAS_NUM_THREADS is passed on only when the caller set it: it overrides `openmoe train`'s own
+# choice, which gives small models one thread (launch/thread_default.h).
+[[ -n "${OPENBLAS_NUM_THREADS:-}" ]] && flags+=(-x OPENBLAS_NUM_THREADS)
 [[ "$(id -u)" -eq 0 ]] && flags+=(--allow-run-as-root)
 (( np > cores )) && flags+=(--oversubscribe)
 # shellcheck disable=SC2206  # MPIRUN_ARGS is meant to split on spaces
