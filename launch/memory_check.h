@@ -7,10 +7,11 @@
 //                            experts), as Trainer allocates them
 //   optimizer state          Adafactor's statistics (MemoryPerChip's rule, model/param_count.h)
 //                            or AdamW's two moments (2 * parameters)
-//   activations              TrafficPerToken(...).saved_elements (parallel/hbm_traffic.h) per
-//                            token of one microbatch of all the rank's chips (kept for the
-//                            backward pass)
-// It is a lower bound of the peak (workspace, data pipeline and MPI buffers are not counted).
+//   activations              2 * TrafficPerToken(...).saved_elements (parallel/hbm_traffic.h)
+//                            per token of one microbatch of all the rank's chips (kept for the
+//                            backward pass, and their gradients)
+//   runtime                  a fixed 256 MiB (MPI, OpenBLAS, the binary, the data pipeline)
+// An estimate, not a bound: a job near the limit may still fail while allocating.
 // Nothing here is collective.
 #pragma once
 
@@ -27,6 +28,7 @@ struct RankMemoryEstimate {
   double grads_bytes = 0;
   double optimizer_bytes = 0;
   double activation_bytes = 0;
+  double runtime_bytes = 0;
   double total_bytes = 0;
   int64_t chips_per_rank = 0;
 };

@@ -1,0 +1,58 @@
+// CheckRankMemory: the estimate's parts add up, the parameters are the rank's layout in fp32,
+// and the verdict flips at the estimate.
+#include "launch/memory_check.h"
+
+#include <cmath>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "launch/job_loader.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace openmoe {
+namespace {
+
+JobSpec Tiny() {
+  auto spec = LoadJob({std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt"}, {});
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return *spec;
+}
+
+TEST(MemoryCheck, ParamsAreTheRankLayoutAndPartsAddUp) {
+  const JobSpec spec = Tiny();
+  RankMemoryEstimate one, two;
+  ASSERT_TRUE(EstimateRankMemory(spec, 1, 0, &one).ok());
+  ASSERT_TRUE(EstimateRankMemory(spec, 2, 0, &two).ok());
+  // One rank holds all 4 experts: the whole layout.
+  EXPECT_EQ(one.params_bytes, 4.0 * ParamLayout(DimsFromSpec(spec)).total_size());
+  EXPECT_EQ(one.grads_bytes, one.params_bytes);
+  EXPECT_EQ(one.total_bytes, one.params_bytes + one.grads_bytes + one.optimizer_bytes +
+                                 one.activation_bytes + one.runtime_bytes);
+  // Two ranks: 2 of the 4 chips each, so half the activations and fewer expert parameters.
+  EXPECT_EQ(one.chips_per_rank, 4);
+  EXPECT_EQ(two.chips_per_rank, 2);
+  EXPECT_DOUBLE_EQ(two.activation_bytes, one.activation_bytes / 2);
+  EXPECT_LT(two.params_bytes, one.params_bytes);
+}
+
+TEST(MemoryCheck, FailsWithOneLineJustBelowTheEstimate) {
+  const JobSpec spec = Tiny();
+  RankMemoryEstimate e;
+  ASSERT_TRUE(EstimateRankMemory(spec, 1, 0, &e).ok());
+  const int64_t need = static_cast<int64_t>(std::ceil(e.total_bytes));
+  EXPECT_TRUE(CheckRankMemory(spec, 1, 0, need, "tiny").ok());
+  const absl::Status short_of = CheckRankMemory(spec, 1, 0, need - 1, "tiny");
+  ASSERT_EQ(short_of.code(), absl::StatusCode::kResourceExhausted);
+  const std::string message(short_of.message());
+  EXPECT_TRUE(absl::StartsWith(message, "job (tiny): needs ~")) << message;
+  EXPECT_TRUE(absl::StrContains(message, "GiB per rank")) << message;
+  EXPECT_TRUE(absl::StrContains(message, "or use more ranks")) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos);
+  // A mesh that does not fit the world (3 ranks for 4 chips) is left to Trainer::Create.
+  EXPECT_TRUE(CheckRankMemory(spec, 3, 0, 1, "tiny").ok());
+}
+
+}  // namespace
+}  // namespace openmoe
