@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "absl/strings/str_join.h"
 #include "core/check.h"
@@ -34,7 +35,8 @@ void Tensor::ResizeUninitialized(std::vector<int64_t> shape) {
     // Round the byte count up to the alignment, as aligned_alloc requires.
     const size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
     float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-    OPENMOE_CHECK_MSG(p != nullptr, "out of memory allocating %zu bytes", bytes);
+    // Thrown, not aborted: `openmoe` turns it into one line and exit 1 (launch/main.cc).
+    if (p == nullptr) throw std::bad_alloc();
     data_.reset(p);
     capacity_ = n;
   }

@@ -1,17 +1,16 @@
-// Runs the `openmoe` binary (or mpirun) as a child process for end-to-end tests: its stdout and
-// stderr merged into one pipe that the test reads, or stdout left unread to stall it.
+// Runs the `openmoe` binary (or mpirun) as a child process that a test talks to while it runs
+// (waits for output, sends signals): its stdout and stderr merged into one pipe that the test
+// reads, or stdout left unread to stall it. For runs to completion with limits, bounded_run.h.
 // OPENMOE_BINARY, OPENMOE_SOURCE_DIR and OPENMOE_MPIEXEC come from tests/CMakeLists.txt.
 #pragma once
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdint>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,108 +110,6 @@ inline Child StartProgram(const std::string& program, const std::vector<std::str
   c.out = pipe_fds[0];
   c.stalled_stdout = stall_fds[0];
   return c;
-}
-
-// Limits for RunOpenmoe's child: wall clock (then SIGKILL), CPU seconds and address space
-// (setrlimit; 0: none), and the working directory (empty: the test's).
-struct ChildLimits {
-  double timeout_seconds = 120;
-  int64_t cpu_seconds = 0;
-  int64_t address_space_bytes = 0;
-  std::string cwd;
-};
-
-// How a child run ended, with its stdout and stderr apart.
-struct ChildResult {
-  bool exited = false;  // by exit(), with exit_code
-  int exit_code = -1;
-  int signal = 0;       // the signal that ended it, or 0
-  bool timed_out = false;
-  std::string out, err;
-  // stderr's non-empty lines.
-  std::vector<std::string> ErrLines() const {
-    std::vector<std::string> lines;
-    size_t begin = 0;
-    while (begin < err.size()) {
-      size_t end = err.find('\n', begin);
-      if (end == std::string::npos) end = err.size();
-      if (end > begin) lines.push_back(err.substr(begin, end - begin));
-      begin = end + 1;
-    }
-    return lines;
-  }
-  std::string Describe() const {
-    return "exited=" + std::to_string(exited) + " code=" + std::to_string(exit_code) +
-           " signal=" + std::to_string(signal) + " timed_out=" + std::to_string(timed_out) +
-           "\nstdout:\n" + out + "\nstderr:\n" + err;
-  }
-};
-
-// Runs `openmoe <args>` to its end (or the timeout) with OPENBLAS_NUM_THREADS=1.
-inline ChildResult RunOpenmoe(const std::vector<std::string>& args, const ChildLimits& limits = {}) {
-  int out_fds[2], err_fds[2];
-  EXPECT_EQ(pipe(out_fds), 0);
-  EXPECT_EQ(pipe(err_fds), 0);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out_fds[1], 1);
-    dup2(err_fds[1], 2);
-    for (int fd : {out_fds[0], out_fds[1], err_fds[0], err_fds[1]}) close(fd);
-    if (!limits.cwd.empty() && chdir(limits.cwd.c_str()) != 0) _exit(126);
-    if (limits.cpu_seconds > 0) {
-      const rlimit r{static_cast<rlim_t>(limits.cpu_seconds), static_cast<rlim_t>(limits.cpu_seconds)};
-      setrlimit(RLIMIT_CPU, &r);
-    }
-    if (limits.address_space_bytes > 0) {
-      const rlimit r{static_cast<rlim_t>(limits.address_space_bytes),
-                     static_cast<rlim_t>(limits.address_space_bytes)};
-      setrlimit(RLIMIT_AS, &r);
-    }
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    std::string binary = OPENMOE_BINARY;
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv = {binary.data()};
-    for (std::string& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
-  close(out_fds[1]);
-  close(err_fds[1]);
-  ChildResult result;
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::duration<double>(limits.timeout_seconds);
-  pollfd fds[2] = {{out_fds[0], POLLIN, 0}, {err_fds[0], POLLIN, 0}};
-  std::string* sinks[2] = {&result.out, &result.err};
-  int open_fds = 2;
-  while (open_fds > 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      result.timed_out = true;
-      kill(pid, SIGKILL);
-      break;
-    }
-    if (poll(fds, 2, 100) <= 0) continue;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
-      char buf[4096];
-      const ssize_t n = read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        sinks[i]->append(buf, static_cast<size_t>(n));
-      } else {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  for (const pollfd& p : fds)
-    if (p.fd >= 0) close(p.fd);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  result.exited = WIFEXITED(status);
-  result.exit_code = result.exited ? WEXITSTATUS(status) : -1;
-  result.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-  return result;
 }
 
 // `openmoe <args>`.
