@@ -496,7 +496,15 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   p.NonNegative("loss.output_z_loss_weight", spec.loss().output_z_loss_weight());
 
   // Topology and mesh.
-  if (t.chip().empty()) p.Add("topology.chip is empty (e.g. \"tpu_v3\")");
+  // The chips parallel/cost_model.h has figures for: any other name would be costed as a v3.
+  static constexpr const char* kCostModelChips[] = {"tpu_v3"};
+  if (t.chip().empty()) {
+    p.Add("topology.chip is empty (e.g. \"tpu_v3\")");
+  } else if (std::find(std::begin(kCostModelChips), std::end(kCostModelChips), t.chip()) ==
+             std::end(kCostModelChips)) {
+    p.Add(absl::StrCat("topology.chip=\"", t.chip(), "\" is not a chip the cost model knows (",
+                       absl::StrJoin(kCostModelChips, ", "), ")"));
+  }
   p.AtLeast("topology.num_chips", t.num_chips(), 1);
   p.AtLeast("topology.chips_per_host", t.chips_per_host(), 1);
   const bool single_chip_torus = t.torus_x() == 0 && t.torus_y() == 0 && t.num_chips() == 1;

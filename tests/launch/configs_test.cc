@@ -1,8 +1,10 @@
-// Every job spec shipped under launch/configs loads, validates and plans.
+// Every job spec shipped under launch/configs (recursively) loads, validates and plans, overlays
+// merged over the base job README says they go with.
 #include <filesystem>
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "launch/job_loader.h"
@@ -12,30 +14,100 @@ namespace openmoe {
 namespace {
 
 std::filesystem::path ConfigDir() {
-  // tests/launch/configs_test.cc -> repository root.
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "launch" /
-         "configs";
+  // OPENMOE_SOURCE_DIR (tests/CMakeLists.txt), not __FILE__: with ccache's base dir __FILE__ is
+  // relative to the build directory, so the test would depend on where it is run from.
+  return std::filesystem::path(OPENMOE_SOURCE_DIR) / "launch" / "configs";
+}
+
+// How README's configs table says each file is used: top-level jobs load alone (tiny_corpus also
+// merged over tiny, as its header says); topology/* are merged over tiny.pbtxt with the overrides
+// launch/mpirun_local.sh lists for them; data/* are merged over a model job.
+struct ConfigLoad {
+  std::vector<std::string> files;
+  std::vector<std::string> sets;
+  std::string want_model_name;
+};
+
+std::vector<ConfigLoad> LoadsFor(const std::filesystem::path& file) {
+  const std::string dir = file.parent_path().filename().string();
+  const std::string tiny = (ConfigDir() / "tiny.pbtxt").string();
+  if (dir == "topology") {
+    return {{{tiny, file.string()},
+             {"train.batch_rows=512", "router.group_size=64", "mesh.expert_parallel=4"},
+             "tiny"}};
+  }
+  if (dir == "data") {
+    return {{{(ConfigDir() / "openmoe_base_16e.pbtxt").string(), file.string()}, {},
+             "openmoe_base_16e"}};
+  }
+  std::vector<ConfigLoad> loads = {{{file.string()}, {}, file.stem().string()}};
+  if (file.filename() == "tiny_corpus.pbtxt") loads.push_back({{tiny, file.string()}, {}, "tiny_corpus"});
+  return loads;
 }
 
 TEST(ConfigsTest, EveryConfigLoadsValidatesAndPlans) {
   std::set<std::string> seen;
-  for (const auto& entry : std::filesystem::directory_iterator(ConfigDir())) {
-    if (entry.path().extension() != ".pbtxt") continue;
-    SCOPED_TRACE(entry.path().string());
-    auto spec = LoadJob({entry.path().string()}, {});
-    ASSERT_TRUE(spec.ok()) << spec.status();
-    EXPECT_EQ(spec->model().name(), entry.path().stem().string());
-    std::ostringstream text, json;
-    EXPECT_TRUE(RunPlan(*spec, false, text).ok());
-    EXPECT_TRUE(RunPlan(*spec, true, json).ok());
-    EXPECT_NE(text.str().find("expert_parallel"), std::string::npos);
-    seen.insert(entry.path().filename().string());
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(ConfigDir())) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".pbtxt") continue;
+    for (const ConfigLoad& load : LoadsFor(entry.path())) {
+      SCOPED_TRACE(JobDescription(load.files, load.sets));
+      auto spec = LoadJob(load.files, load.sets);
+      ASSERT_TRUE(spec.ok()) << spec.status();
+      EXPECT_EQ(spec->model().name(), load.want_model_name);
+      std::ostringstream text, json;
+      EXPECT_TRUE(RunPlan(*spec, false, text).ok());
+      EXPECT_TRUE(RunPlan(*spec, true, json).ok());
+      EXPECT_NE(text.str().find("expert_parallel"), std::string::npos);
+      // An overlay must change what it claims to set, not be silently overridden or empty.
+      if (load.files.size() > 1) {
+        auto base = LoadJob({load.files[0]}, load.sets);
+        ASSERT_TRUE(base.ok()) << base.status();
+        EXPECT_NE(spec->SerializeAsString(), base->SerializeAsString());
+      }
+    }
+    seen.insert(std::filesystem::relative(entry.path(), ConfigDir()).string());
   }
   for (const char* required :
        {"openmoe_base_16e.pbtxt", "openmoe_8b_32e.pbtxt", "openmoe_34b_32e.pbtxt",
-        "openllama_base.pbtxt", "tiny.pbtxt", "bench_small.pbtxt"}) {
+        "openllama_base.pbtxt", "tiny.pbtxt", "bench_small.pbtxt", "tiny_corpus.pbtxt",
+        "topology/v3-64.pbtxt", "topology/v3-128.pbtxt", "topology/v3-256.pbtxt",
+        "topology/v3-512.pbtxt", "data/redpajama_stack_umt5.pbtxt"}) {
     EXPECT_EQ(seen.count(required), 1u) << required;
   }
+}
+
+TEST(ConfigsTest, TopologyOverlaysSetTheirSlice) {
+  struct Slice {
+    const char* file;
+    int64_t chips, x, y;
+  };
+  for (const Slice& want : {Slice{"v3-64.pbtxt", 64, 8, 8}, Slice{"v3-128.pbtxt", 128, 8, 16},
+                            Slice{"v3-256.pbtxt", 256, 16, 16}, Slice{"v3-512.pbtxt", 512, 16, 32}}) {
+    SCOPED_TRACE(want.file);
+    const std::filesystem::path file = ConfigDir() / "topology" / want.file;
+    const ConfigLoad load = LoadsFor(file)[0];
+    auto spec = LoadJob(load.files, load.sets);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(spec->topology().num_chips(), want.chips);
+    EXPECT_EQ(spec->topology().torus_x(), want.x);
+    EXPECT_EQ(spec->topology().torus_y(), want.y);
+    EXPECT_EQ(spec->topology().chips_per_host(), 4);
+    EXPECT_EQ(spec->topology().chip(), "tpu_v3");
+    EXPECT_EQ(spec->model().d_model(), 64);  // tiny's model survives the merge
+  }
+}
+
+TEST(ConfigsTest, DataOverlayKeepsTheModelAndSetsTheCorpus) {
+  const ConfigLoad load = LoadsFor(ConfigDir() / "data" / "redpajama_stack_umt5.pbtxt")[0];
+  auto spec = LoadJob(load.files, load.sets);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model().d_model(), 768);
+  EXPECT_EQ(spec->model().vocab_size(), 256300);  // 256000 umT5 pieces + 300 extra ids
+  EXPECT_EQ(spec->data().tokenizer().extra_ids(), 300);
+  EXPECT_EQ(spec->data().source(), DATA_CORPUS);
+  ASSERT_EQ(spec->data().sources_size(), 2);
+  EXPECT_EQ(spec->data().sources(0).text_field(), "text");
+  EXPECT_EQ(spec->data().sources(1).text_field(), "content");
 }
 
 TEST(ConfigsTest, ReferenceConfigsHaveTheDesignDimensions) {

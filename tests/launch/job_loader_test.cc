@@ -201,6 +201,8 @@ TEST_F(JobLoaderTest, EachValidationRuleNamesItsFields) {
       {{"router.z_loss_weight=-1"}, "router.z_loss_weight=-1"},
       {{"loss.output_z_loss_weight=-1"}, "loss.output_z_loss_weight=-1"},
       {{"topology.chip="}, "topology.chip is empty"},
+      {{"topology.chip=tpu_v4"},
+       "topology.chip=\"tpu_v4\" is not a chip the cost model knows (tpu_v3)"},
       {{"topology.num_chips=0"}, "topology.num_chips=0 must be >= 1"},
       {{"topology.num_chips=8"}, "topology.num_chips=8 != topology.torus_x=2 * topology.torus_y=2"},
       {{"topology.torus_x=0"}, "topology.torus_x=0"},
