@@ -165,7 +165,8 @@ void RunOne(int64_t ep, int reps, Communicator& world) {
       .router = w_router.data(), .wi_0 = wi_0.data(), .wi_1 = wi_1.data(), .wo = wo.data()};
 
   ExpertParallelRunner runner(mesh, &world);
-  const double t_forward = TimeCollective(reps, [&] { runner.Forward(dims, w, &cache); });
+  const double t_forward =
+      TimeCollective(reps, [&] { runner.Forward(/*layer=*/0, dims, w, &cache); });
 
   if (mesh.chips_per_rank >= mesh.expert_parallel) {
     // Whole expert groups on each rank: the runner computes in place and sends nothing.
@@ -177,13 +178,13 @@ void RunOne(int64_t ep, int reps, Communicator& world) {
     return;
   }
   // The FFN part of Forward alone, on the rows the last Forward received.
-  ExpertExchangeState& s = cache.exchange;
+  const ExpertExchangeState& s = *runner.exchange_state(/*layer=*/0);
   const int64_t received = s.recv.dim(0);
   Tensor ffn_out({received, d});
   std::vector<FfnCache> ffn_cache(s.blocks.size());
   const double t_ffn = TimeCollective(reps, [&] {
     for (size_t i = 0; i < s.blocks.size(); ++i) {
-      const ExpertExchangeState::Block& b = s.blocks[i];
+      const ExpertBlock& b = s.blocks[i];
       FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
                  s.recv.data() + b.begin * d, &ffn_cache[i], ffn_out.data() + b.begin * d);
     }

@@ -13,6 +13,7 @@
 #include "data/file_util.h"
 #include "data/json_line.h"
 #include "model/config.h"
+#include "model/loss_summary.h"
 
 namespace openmoe {
 
@@ -62,30 +63,19 @@ double DropFraction(const StepResult& r) {
 
 std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostBreakdown& v3,
                            const std::string& run_id) {
-  const ModelDims dims = DimsFromSpec(spec);
   const DecoderSums& s = r.sums;
-  const double n = s.lm.weight > 0 ? s.lm.weight : 1.0;
-  const int64_t moe_layers = dims.NumMoeLayers();
-  const double groups = static_cast<double>(r.tokens) / spec.router().group_size();
-  double load_balance = 0, router_z = 0;
-  for (const RouterLossSums& rl : s.router) {
-    load_balance += rl.load_balance;
-    router_z += rl.z_loss;
-  }
-  if (moe_layers > 0) {
-    load_balance /= moe_layers * groups;
-    router_z /= moe_layers * static_cast<double>(r.tokens);
-  }
+  const LossSummary losses =
+      SummarizeLosses(s, LossCountsFor(spec, s.lm.weight, r.tokens), LossWeightsFor(spec));
   std::vector<std::string> data;
   for (const auto& [name, value] : r.data_counters)
     data.push_back(absl::StrCat(JsonQuote(name), ":", value));
   std::string out = absl::StrCat(
       "{\"record\":\"step\",\"run_id\":", JsonQuote(run_id), ",\"step\":", r.step + 1,
-      ",\"loss\":", JsonNumber(r.loss), ",\"cross_entropy\":", JsonNumber(s.lm.cross_entropy / n),
-      ",\"output_z_loss\":", JsonNumber(s.lm.z_loss / n),
-      ",\"load_balance_loss\":", JsonNumber(load_balance),
-      ",\"router_z_loss\":", JsonNumber(router_z),
-      ",\"accuracy\":", JsonNumber(static_cast<double>(s.lm.correct) / n),
+      ",\"loss\":", JsonNumber(r.loss), ",\"cross_entropy\":", JsonNumber(losses.cross_entropy),
+      ",\"output_z_loss\":", JsonNumber(losses.output_z_loss),
+      ",\"load_balance_loss\":", JsonNumber(losses.load_balance_loss),
+      ",\"router_z_loss\":", JsonNumber(losses.router_z_loss),
+      ",\"accuracy\":", JsonNumber(losses.accuracy),
       ",\"learning_rate\":", JsonNumber(r.learning_rate), ",\"grad_norm\":", JsonNumber(r.grad_norm),
       ",\"skipped\":", r.skipped ? "true" : "false", ",\"skipped_steps\":", r.skipped_steps,
       ",\"tokens\":", r.tokens, ",\"target_tokens\":", JsonNumber(s.lm.weight),
@@ -100,10 +90,9 @@ std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostB
                   ",\"tokens_per_second\":", JsonNumber(v3.tokens_per_second),
                   ",\"mfu\":", JsonNumber(v3.mfu), "},\"moe_layers\":[");
   bool first = true;
-  for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
-    if (!dims.IsMoeLayer(layer)) continue;
+  for (const LayerLossSummary& ll : losses.layers) {
+    const int64_t layer = ll.layer;
     const RoutingStats& st = s.routing[layer];
-    const RouterLossSums& rl = s.router[layer];
     int64_t routed = 0, kept = 0;
     for (int64_t v : st.routed_per_expert) routed += v;
     for (int64_t v : st.kept_per_expert) kept += v;
@@ -122,9 +111,8 @@ std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostB
         "],\"drop_fraction_by_position\":[", Numbers(by_position),
         "],\"fully_dropped_tokens\":", JsonNumber(Ratio(st.tokens_fully_dropped, st.tokens)),
         ",\"router_entropy\":", JsonNumber(st.tokens > 0 ? st.entropy_sum / st.tokens : 0.0),
-        ",\"load_balance_loss\":", JsonNumber(groups > 0 ? rl.load_balance / groups : 0.0),
-        ",\"router_z_loss\":",
-        JsonNumber(r.tokens > 0 ? rl.z_loss / static_cast<double>(r.tokens) : 0.0), "}");
+        ",\"load_balance_loss\":", JsonNumber(ll.load_balance_loss),
+        ",\"router_z_loss\":", JsonNumber(ll.router_z_loss), "}");
     first = false;
   }
   out += "]}";

@@ -23,6 +23,7 @@
 #include "launch/job_loader.h"
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/loss_summary.h"
 #include "model/params.h"
 
 namespace openmoe {
@@ -211,19 +212,21 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
     sums.Add(decoder.Forward(params, batch, scales, spec.logging().position_buckets()));
   }
 
-  const double n = sums.lm.weight;
-  const double all_tokens = static_cast<double>(total_rows * tokens.seq_len);
-  const double groups = all_tokens / static_cast<double>(group);
-  r.target_tokens = n;
-  r.cross_entropy = Ratio(sums.lm.cross_entropy, n);
-  r.output_z_loss = Ratio(sums.lm.z_loss, n);
-  r.accuracy = Ratio(static_cast<double>(sums.lm.correct), n);
-  const int64_t moe_layers = dims.NumMoeLayers();
+  // The loss terms as the trainer's metrics report them (model/loss_summary.h).
+  const LossSummary losses = SummarizeLosses(
+      sums, LossCountsFor(spec, sums.lm.weight, total_rows * tokens.seq_len), LossWeightsFor(spec));
+  r.target_tokens = losses.target_tokens;
+  r.cross_entropy = losses.cross_entropy;
+  r.output_z_loss = losses.output_z_loss;
+  r.accuracy = losses.accuracy;
+  r.load_balance_loss = losses.load_balance_loss;
+  r.router_z_loss = losses.router_z_loss;
+  r.loss = losses.objective;
   int64_t routed = 0, kept = 0, tokens_seen = 0, fully_dropped = 0;
   r.drop_fraction_by_choice.assign(dims.num_experts > 0 ? dims.top_k : 0, 0.0);
   std::vector<int64_t> dropped_by_choice(r.drop_fraction_by_choice.size(), 0);
-  for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
-    if (!dims.IsMoeLayer(layer)) continue;
+  for (const LayerLossSummary& layer_losses : losses.layers) {
+    const int64_t layer = layer_losses.layer;
     const RoutingStats& st = sums.routing[layer];
     LayerScore ls;
     ls.layer = layer;
@@ -238,10 +241,8 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
       if (j < dropped_by_choice.size()) dropped_by_choice[j] += st.dropped_by_choice[j];
     }
     ls.fully_dropped_fraction = Ratio(static_cast<double>(st.tokens_fully_dropped), st.tokens);
-    ls.load_balance_loss = Ratio(sums.router[layer].load_balance, groups);
-    ls.router_z_loss = Ratio(sums.router[layer].z_loss, all_tokens);
-    r.load_balance_loss += ls.load_balance_loss / moe_layers;
-    r.router_z_loss += ls.router_z_loss / moe_layers;
+    ls.load_balance_loss = layer_losses.load_balance_loss;
+    ls.router_z_loss = layer_losses.router_z_loss;
     routed += layer_routed;
     kept += layer_kept;
     tokens_seen += st.tokens;
@@ -256,9 +257,6 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
   }
   r.fully_dropped_fraction =
       Ratio(static_cast<double>(fully_dropped), static_cast<double>(tokens_seen));
-  r.loss = r.cross_entropy + spec.loss().output_z_loss_weight() * r.output_z_loss +
-           spec.router().aux_loss_weight() * r.load_balance_loss +
-           spec.router().z_loss_weight() * r.router_z_loss;
   return r;
 }
 

@@ -98,17 +98,9 @@ LossScales Trainer::ScalesFor(const Batch& local_batch) {
   double weight = 0;
   for (float w : local_batch.loss_weights) weight += w;
   comm_->AllReduceSum(&weight, 1);
-  const double tokens = static_cast<double>(spec_.train().batch_rows() * spec_.train().seq_len());
-  const double moe_layers = static_cast<double>(dims_.NumMoeLayers());
-  LossScales s;
-  s.lm_normalizer = weight > 0 ? 1.0 / weight : 0.0;
-  s.output_z_weight = spec_.loss().output_z_loss_weight();
-  if (moe_layers > 0) {
-    const double groups = tokens / static_cast<double>(spec_.router().group_size());
-    s.load_balance_scale = spec_.router().aux_loss_weight() / (moe_layers * groups);
-    s.router_z_scale = spec_.router().z_loss_weight() / (moe_layers * tokens);
-  }
-  return s;
+  return MakeLossScales(
+      LossCountsFor(spec_, weight, spec_.train().batch_rows() * spec_.train().seq_len()),
+      LossWeightsFor(spec_));
 }
 
 void Trainer::ReduceGradients() {

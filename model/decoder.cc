@@ -11,21 +11,6 @@
 
 namespace openmoe {
 
-void DecoderSums::Add(const DecoderSums& other) {
-  lm.cross_entropy += other.lm.cross_entropy;
-  lm.z_loss += other.lm.z_loss;
-  lm.weight += other.lm.weight;
-  lm.correct += other.lm.correct;
-  if (router.size() < other.router.size()) router.resize(other.router.size());
-  if (routing.size() < other.routing.size()) routing.resize(other.routing.size());
-  for (size_t i = 0; i < other.router.size(); ++i) {
-    router[i].load_balance += other.router[i].load_balance;
-    router[i].z_loss += other.router[i].z_loss;
-  }
-  for (size_t i = 0; i < other.routing.size(); ++i) routing[i].Add(other.routing[i]);
-  loss += other.loss;
-}
-
 Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, ExpertRunner* runner)
     : layout_(layout), dims_(layout.dims()), routing_(routing), runner_(runner) {
   embedding_ = &layout.Get("embedding");
@@ -85,7 +70,7 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
         b.moe.jitter.Resize({0});
       }
       sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, b.normed.data(),
-                                         &b.moe, out, runner_);
+                                         &b.moe, out, runner_, b.layer);
       break;
     }
   }
@@ -135,10 +120,7 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   sums.lm = LmLossForwardBackward(logits_buffer_.data(), batch.targets.data(),
                                   batch.loss_weights.data(), t, v, scales.output_z_weight,
                                   scales.lm_normalizer, logits_buffer_.data());
-  sums.loss = scales.lm_normalizer * (sums.lm.cross_entropy + scales.output_z_weight * sums.lm.z_loss);
-  for (const RouterLossSums& r : sums.router) {
-    sums.loss += scales.load_balance_scale * r.load_balance + scales.router_z_scale * r.z_loss;
-  }
+  sums.loss = ObjectiveOf(sums.lm, sums.router, scales);
   return sums;
 }
 
@@ -163,7 +145,8 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
     case Kind::kMoe: {
       const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
       MoeBackward(md, {w(0), w(1), w(2), w(3)}, b.normed.data(), &b.moe, dy,
-                  scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn, runner_);
+                  scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn, runner_,
+                  b.layer);
       break;
     }
   }

@@ -16,6 +16,7 @@
 #include "model/attention.h"
 #include "model/config.h"
 #include "model/ffn.h"
+#include "model/loss_summary.h"
 #include "model/losses.h"
 #include "model/moe.h"
 #include "model/params.h"
@@ -23,29 +24,12 @@
 
 namespace openmoe {
 
-// How this microbatch's sums become the global loss. With N real target tokens, G routing groups
-// and T tokens in the whole global batch (over all microbatches and chips), and M MoE layers:
-//   loss = (CE_sum + z_w * Z_sum) / N + aux_w * LB_sum / (M * G) + rz_w * RZ_sum / (M * T)
-struct LossScales {
-  double lm_normalizer = 0;        // 1 / N
-  double output_z_weight = 0;      // z_w
-  double load_balance_scale = 0;   // aux_w / (M * G)
-  double router_z_scale = 0;       // rz_w / (M * T)
-};
-
-// Sums of one Decoder call (add them up over microbatches and ranks).
-struct DecoderSums {
-  LmLossSums lm;
-  std::vector<RouterLossSums> router;  // (layers) zero for dense layers
-  std::vector<RoutingStats> routing;   // (layers) empty for dense layers
-  // The loss as LossScales defines it, this call's share.
-  double loss = 0;
-  void Add(const DecoderSums& other);
-};
-
+// LossScales (how this call's sums become its share of the global objective) and DecoderSums:
+// model/loss_summary.h.
 class Decoder {
  public:
-  // runner: where MoE experts run (null: all in this process; see model/moe.h).
+  // runner: where MoE experts run (null: all in this process; see model/moe.h). Each MoE layer
+  // passes its layer index as its key to the runner.
   Decoder(const ParamLayout& layout, const RoutingConfig& routing, ExpertRunner* runner = nullptr);
 
   // Routing used by MoE layers from now on (e.g. the eval capacity factor).

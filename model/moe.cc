@@ -8,47 +8,28 @@
 
 namespace openmoe {
 
-FfnDims ExpertFfnDims(const MoeDims& dims, int64_t tokens) {
-  return {.tokens = tokens, .d_model = dims.d_model, .d_ff = dims.expert_d_ff, .form = dims.form};
-}
-
-// Expert e's slices of the stacked weights (E_local, d, Wi0Width), (E_local, d, F), (E_local, F, d).
-FfnWeights ExpertFfnWeights(const MoeDims& dims, const MoeWeights& w, int64_t e) {
-  const FfnDims f = ExpertFfnDims(dims, 0);
-  const int64_t d = dims.d_model, ff = dims.expert_d_ff;
-  return {
-      .wi_0 = w.wi_0 + e * d * f.Wi0Width(), .wi_1 = w.wi_1 + e * d * ff, .wo = w.wo + e * ff * d};
-}
-
-FfnGrads ExpertFfnGrads(const MoeDims& dims, const MoeGrads& g, int64_t e) {
-  const FfnDims f = ExpertFfnDims(dims, 0);
-  const int64_t d = dims.d_model, ff = dims.expert_d_ff;
-  return {
-      .wi_0 = g.wi_0 + e * d * f.Wi0Width(), .wi_1 = g.wi_1 + e * d * ff, .wo = g.wo + e * ff * d};
-}
-
-void LocalExpertRunner::Forward(const MoeDims& dims, const MoeWeights& w, MoeCache* cache) {
-  const Routing& r = cache->routing;
-  const int64_t d = dims.d_model;
-  cache->expert_ffn.resize(dims.num_experts);
-  for (int64_t e = 0; e < dims.num_experts; ++e) {
-    const int64_t begin = r.expert_offsets[e], count = r.expert_offsets[e + 1] - begin;
-    FfnForward(ExpertFfnDims(dims, count), ExpertFfnWeights(dims, w, e),
-               cache->dispatched.data() + begin * d, &cache->expert_ffn[e],
-               cache->expert_out.data() + begin * d);
+std::vector<ExpertBlock> DispatchBlocks(const Routing& r) {
+  const int64_t num_experts = static_cast<int64_t>(r.expert_offsets.size()) - 1;
+  std::vector<ExpertBlock> blocks(num_experts);
+  for (int64_t e = 0; e < num_experts; ++e) {
+    blocks[e] = {.begin = r.expert_offsets[e],
+                 .rows = r.expert_offsets[e + 1] - r.expert_offsets[e],
+                 .local_expert = e};
   }
+  return blocks;
 }
 
-void LocalExpertRunner::Backward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
-                                 MoeCache* cache, const float* d_expert_out, float* d_dispatched) {
-  const Routing& r = cache->routing;
-  const int64_t d = dims.d_model;
-  for (int64_t e = 0; e < dims.num_experts; ++e) {
-    const int64_t begin = r.expert_offsets[e], count = r.expert_offsets[e + 1] - begin;
-    FfnBackward(ExpertFfnDims(dims, count), ExpertFfnWeights(dims, w, e),
-                cache->dispatched.data() + begin * d, &cache->expert_ffn[e],
-                d_expert_out + begin * d, ExpertFfnGrads(dims, grads, e), d_dispatched + begin * d);
-  }
+void LocalExpertRunner::Forward(int64_t /*layer*/, const MoeDims& dims, const MoeWeights& w,
+                                MoeCache* cache) {
+  ExpertBlocksForward(dims, w, DispatchBlocks(cache->routing), cache->dispatched.data(),
+                      &cache->expert_ffn, cache->expert_out.data());
+}
+
+void LocalExpertRunner::Backward(int64_t /*layer*/, const MoeDims& dims, const MoeWeights& w,
+                                 const MoeGrads& grads, MoeCache* cache,
+                                 const float* d_expert_out, float* d_dispatched) {
+  ExpertBlocksBackward(dims, w, grads, DispatchBlocks(cache->routing), cache->dispatched.data(),
+                       &cache->expert_ffn, d_expert_out, d_dispatched);
 }
 
 namespace {
@@ -60,7 +41,7 @@ LocalExpertRunner* DefaultRunner() {
 
 RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_config,
                           const MoeWeights& w, const float* x, MoeCache* cache, float* y,
-                          ExpertRunner* runner) {
+                          ExpertRunner* runner, int64_t layer) {
   const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
   OPENMOE_CHECK(routing_config.num_experts == num_experts);
   Routing& r = cache->routing;
@@ -87,7 +68,7 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
 
   // Experts: each runs on its contiguous block of kept assignments (possibly empty), here or on
   // the ranks that hold them.
-  (runner != nullptr ? runner : DefaultRunner())->Forward(dims, w, cache);
+  (runner != nullptr ? runner : DefaultRunner())->Forward(layer, dims, w, cache);
 
   // Combine: y[t] = sum of gate * expert output over t's kept choices.
   std::fill_n(y, num_tokens * d, 0.0f);
@@ -99,7 +80,7 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
 
 void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCache* cache,
                  const float* dy, double load_balance_scale, double z_scale, const MoeGrads& grads,
-                 float* dx, ExpertRunner* runner) {
+                 float* dx, ExpertRunner* runner, int64_t layer) {
   const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
   const Routing& r = cache->routing;
   const int64_t num_kept = r.NumKept();
@@ -123,7 +104,7 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
 
   // Experts backward, then dispatch backward (scatter-add into dx).
   (runner != nullptr ? runner : DefaultRunner())
-      ->Backward(dims, w, grads, cache, d_expert_out, d_dispatched);
+      ->Backward(layer, dims, w, grads, cache, d_expert_out, d_dispatched);
   for (int64_t a = 0; a < num_kept; ++a) {
     AddInPlace(dx + r.kept_token[a] * d, d_dispatched + a * d, d);
   }

@@ -33,13 +33,20 @@ void ExpertParallelRunner::Exchange(int64_t d, const float* send, float* recv, b
     (q == comm_->rank() ? counters_.rows_local : counters_.rows_remote) += send_rows[q];
 }
 
-void ExpertParallelRunner::Forward(const MoeDims& dims, const MoeWeights& w, MoeCache* cache) {
+const ExpertExchangeState* ExpertParallelRunner::exchange_state(int64_t layer) const {
+  return layer >= 0 && layer < static_cast<int64_t>(layers_.size()) ? &layers_[layer] : nullptr;
+}
+
+void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const MoeWeights& w,
+                                   MoeCache* cache) {
   if (AllExpertsLocal()) {
-    local_.Forward(dims, w, cache);
+    local_.Forward(layer, dims, w, cache);
     return;
   }
+  OPENMOE_CHECK(layer >= 0);
+  if (layer >= static_cast<int64_t>(layers_.size())) layers_.resize(layer + 1);
   const Routing& r = cache->routing;
-  ExpertExchangeState& s = cache->exchange;
+  ExpertExchangeState& s = layers_[layer];
   const int64_t d = dims.d_model, num_experts = dims.num_experts;
   const int world = comm_->size();
   OPENMOE_CHECK(dims.tokens % mesh_.chips_per_rank == 0);
@@ -79,7 +86,7 @@ void ExpertParallelRunner::Forward(const MoeDims& dims, const MoeWeights& w, Moe
                         "rows for expert %ld reached rank %d, which does not hold it",
                         static_cast<long>(e), comm_->rank());
       s.recv_rows[q] += n;
-      s.blocks.push_back({received, n, e - first});
+      s.blocks.push_back({.begin = received, .rows = n, .local_expert = e - first});
       received += n;
     }
   }
@@ -90,39 +97,30 @@ void ExpertParallelRunner::Forward(const MoeDims& dims, const MoeWeights& w, Moe
 
   // 4. The local experts on every block they received.
   s.expert_res.ResizeUninitialized({received, d});
-  cache->expert_ffn.resize(s.blocks.size());
-  for (size_t i = 0; i < s.blocks.size(); ++i) {
-    const ExpertExchangeState::Block& blk = s.blocks[i];
-    FfnForward(ExpertFfnDims(dims, blk.rows), ExpertFfnWeights(dims, w, blk.local_expert),
-               s.recv.data() + blk.begin * d, &cache->expert_ffn[i],
-               s.expert_res.data() + blk.begin * d);
-  }
+  ExpertBlocksForward(dims, w, s.blocks, s.recv.data(), &cache->expert_ffn, s.expert_res.data());
 
   // 5. Outputs back to their senders, straight into dispatch order.
   Exchange(d, s.expert_res.data(), cache->expert_out.data(), /*outbound=*/false, s);
 }
 
-void ExpertParallelRunner::Backward(const MoeDims& dims, const MoeWeights& w,
+void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const MoeWeights& w,
                                     const MoeGrads& grads, MoeCache* cache,
                                     const float* d_expert_out, float* d_dispatched) {
   if (AllExpertsLocal()) {
-    local_.Backward(dims, w, grads, cache, d_expert_out, d_dispatched);
+    local_.Backward(layer, dims, w, grads, cache, d_expert_out, d_dispatched);
     return;
   }
-  ExpertExchangeState& s = cache->exchange;
+  OPENMOE_CHECK_MSG(layer >= 0 && layer < static_cast<int64_t>(layers_.size()),
+                    "Backward of MoE layer %ld without its Forward", static_cast<long>(layer));
+  ExpertExchangeState& s = layers_[layer];
   const int64_t d = dims.d_model;
   const int64_t received = s.recv.dim(0);
   // d outputs travel to the experts, mirroring the combine (into expert_res: no longer needed).
   Exchange(d, d_expert_out, s.expert_res.data(), /*outbound=*/true, s);
   // Expert backward, block by block, into zeroed input gradients.
   s.grad_in.Resize({received, d});
-  for (size_t i = 0; i < s.blocks.size(); ++i) {
-    const ExpertExchangeState::Block& blk = s.blocks[i];
-    FfnBackward(ExpertFfnDims(dims, blk.rows), ExpertFfnWeights(dims, w, blk.local_expert),
-                s.recv.data() + blk.begin * d, &cache->expert_ffn[i],
-                s.expert_res.data() + blk.begin * d, ExpertFfnGrads(dims, grads, blk.local_expert),
-                s.grad_in.data() + blk.begin * d);
-  }
+  ExpertBlocksBackward(dims, w, grads, s.blocks, s.recv.data(), &cache->expert_ffn,
+                       s.expert_res.data(), s.grad_in.data());
   // d inputs travel back, mirroring the dispatch, and add into dispatch order.
   const int64_t sent = cache->routing.NumKept();
   s.returned.ResizeUninitialized({sent, d});

@@ -15,10 +15,18 @@
 // Backward mirrors it: d outputs travel out, expert backward, d inputs travel back. Expert weight
 // gradients accumulate here only for local experts; the trainer reduces them over replicas.
 // Empty messages (an expert or a rank with no tokens) are legal everywhere.
+//
+// The runner owns its exchange state, one per MoE layer (keyed by the `layer` its caller passes,
+// the decoder's layer index), from a layer's Forward to its Backward; the experts' activations
+// stay in the layer's MoeCache. The experts run through ExpertBlocksForward / Backward
+// (model/expert_ffn.h), the same loop as on one process.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
+#include "core/tensor.h"
+#include "model/expert_ffn.h"
 #include "model/moe.h"
 #include "parallel/communicator.h"
 #include "parallel/mesh.h"
@@ -33,17 +41,32 @@ struct ExchangeCounters {
   int64_t rows_local = 0;   // rows sent to this rank (copies)
 };
 
+// What the exchange of one MoE layer keeps between its forward and backward.
+struct ExpertExchangeState {
+  std::vector<int64_t> send_rows;   // (ranks) rows sent to each rank, in dispatch order
+  std::vector<int64_t> recv_rows;   // (ranks) rows received from each rank
+  std::vector<ExpertBlock> blocks;  // runs of received rows, one per (source rank, local expert):
+                                    // receive order, source-major, then expert
+  Tensor recv;        // (R, d) received rows: the local experts' inputs
+  Tensor expert_res;  // (R, d) the local experts' outputs (backward: their output gradients)
+  Tensor grad_in;     // (R, d) backward: the local experts' input gradients
+  Tensor returned;    // (A, d) backward: input gradients back in dispatch order
+};
+
 class ExpertParallelRunner final : public ExpertRunner {
  public:
   // comm: the ranks of the mesh (world). Both must outlive the runner.
   ExpertParallelRunner(const Mesh& mesh, Communicator* comm) : mesh_(mesh), comm_(comm) {}
 
   // dims.tokens is this rank's token count: its chips' rows, chip-major, for this microbatch.
-  void Forward(const MoeDims& dims, const MoeWeights& w, MoeCache* cache) override;
-  void Backward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads, MoeCache* cache,
-                const float* d_expert_out, float* d_dispatched) override;
+  // layer >= 0: the MoE layer's key (see ExpertRunner).
+  void Forward(int64_t layer, const MoeDims& dims, const MoeWeights& w, MoeCache* cache) override;
+  void Backward(int64_t layer, const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
+                MoeCache* cache, const float* d_expert_out, float* d_dispatched) override;
 
   const ExchangeCounters& counters() const { return counters_; }
+  // The exchange of `layer`'s last Forward; null before any (or when every expert is local).
+  const ExpertExchangeState* exchange_state(int64_t layer) const;
 
  private:
   bool AllExpertsLocal() const;
@@ -56,6 +79,7 @@ class ExpertParallelRunner final : public ExpertRunner {
   Communicator* comm_;
   LocalExpertRunner local_;
   ExchangeCounters counters_;
+  std::vector<ExpertExchangeState> layers_;  // (max layer + 1) indexed by layer
 };
 
 }  // namespace openmoe

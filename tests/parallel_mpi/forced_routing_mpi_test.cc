@@ -75,7 +75,7 @@ TEST(ForcedRoutingMpi, EveryTokenToOneRemoteExpert) {
   std::copy(x.begin(), x.end(), cache.dispatched.data());
   cache.expert_out.ResizeUninitialized({dims.tokens, kD});
   const MoeWeights local = all.Slice(mesh.first_local_expert);
-  runner.Forward(dims, local, &cache);
+  runner.Forward(/*layer=*/0, dims, local, &cache);
   // Dispatch sends this rank's tokens; combine sends back what this rank's experts received.
   int64_t all_tokens = 0;
   for (int r = 0; r < n; ++r) all_tokens += TokensOfRank(r);
@@ -86,7 +86,7 @@ TEST(ForcedRoutingMpi, EveryTokenToOneRemoteExpert) {
   EXPECT_EQ(c.rows_local, holder ? 2 * dims.tokens : 0);
   std::vector<float> g0(2 * kD * 2 * kF, 0), g1(2 * kD * kF, 0), go(2 * kF * kD, 0);
   std::vector<float> dx(dims.tokens * kD, 0.0f);
-  runner.Backward(dims, local, {nullptr, g0.data(), g1.data(), go.data()}, &cache, dy.data(), dx.data());
+  runner.Backward(/*layer=*/0, dims, local, {nullptr, g0.data(), g1.data(), go.data()}, &cache, dy.data(), dx.data());
 
   // One process: the target expert on this rank's tokens.
   const FfnDims f{dims.tokens, kD, kF, FFN_OPENMOE};
@@ -122,6 +122,67 @@ TEST(ForcedRoutingMpi, EveryTokenToOneRemoteExpert) {
     }
   }
   EXPECT_EQ(c.exchanges, 4);  // and the backward mirrors both
+}
+
+// Two MoE layers through one runner, forward both and then backward in reverse (as the decoder
+// does): each layer's exchange is kept apart, keyed by its layer index, so each layer's outputs
+// and input gradients equal a one-process run of its expert.
+TEST(ForcedRoutingMpi, LayersKeepTheirOwnExchange) {
+  auto world = MakeWorldCommunicator();
+  const int n = world->size(), rank = world->rank();
+  JobSpec spec;
+  spec.mutable_topology()->set_num_chips(2 * n);
+  spec.mutable_mesh()->set_expert_parallel(2 * n);
+  spec.mutable_model()->set_num_experts(2 * n);
+  const Mesh mesh = MakeMesh(spec, n, rank).value();
+  const int64_t experts = 2 * n;
+  const MoeDims dims{TokensOfRank(rank), kD, kF, FFN_OPENMOE, experts};
+  const AllExperts all(experts);
+  const MoeWeights local = all.Slice(mesh.first_local_expert);
+  const MoeWeights full = all.Slice(0);
+  int64_t all_tokens = 0;
+  for (int r = 0; r < n; ++r) all_tokens += TokensOfRank(r);
+
+  // Layer 1 sends everything to the last expert (last rank), layer 5 to expert 0 (rank 0).
+  const std::vector<int64_t> layers = {1, 5}, targets = {experts - 1, 0};
+  ExpertParallelRunner runner(mesh, world.get());
+  std::vector<MoeCache> caches(2);
+  std::vector<std::vector<float>> xs(2), dys(2);
+  for (int i = 0; i < 2; ++i) {
+    xs[i].resize(dims.tokens * kD);
+    dys[i].resize(dims.tokens * kD);
+    testing::FillNormal(xs[i].data(), xs[i].size(), 1.0, 300 + 10 * i + rank);
+    testing::FillNormal(dys[i].data(), dys[i].size(), 1.0, 400 + 10 * i + rank);
+    AllToOneExpert(dims.tokens, experts, targets[i], &caches[i]);
+    caches[i].dispatched.ResizeUninitialized({dims.tokens, kD});
+    std::copy(xs[i].begin(), xs[i].end(), caches[i].dispatched.data());
+    caches[i].expert_out.ResizeUninitialized({dims.tokens, kD});
+  }
+  for (int i = 0; i < 2; ++i) runner.Forward(layers[i], dims, local, &caches[i]);
+  // Each layer's receiver got every rank's rows for its expert; the other ranks got none.
+  EXPECT_EQ(runner.exchange_state(1)->recv.dim(0), rank == n - 1 ? all_tokens : 0);
+  EXPECT_EQ(runner.exchange_state(5)->recv.dim(0), rank == 0 ? all_tokens : 0);
+  EXPECT_EQ(runner.exchange_state(7), nullptr);
+
+  std::vector<float> g0(2 * kD * 2 * kF, 0), g1(2 * kD * kF, 0), go(2 * kF * kD, 0);
+  std::vector<std::vector<float>> dxs(2, std::vector<float>(dims.tokens * kD, 0.0f));
+  for (int i = 1; i >= 0; --i) {
+    runner.Backward(layers[i], dims, local, {nullptr, g0.data(), g1.data(), go.data()},
+                    &caches[i], dys[i].data(), dxs[i].data());
+  }
+  for (int i = 0; i < 2; ++i) {
+    const FfnDims f{dims.tokens, kD, kF, FFN_OPENMOE};
+    FfnCache ref;
+    std::vector<float> want_y(dims.tokens * kD), want_dx(dims.tokens * kD, 0.0f);
+    std::vector<float> r0(kD * 2 * kF, 0), r1(kD * kF, 0), ro(kF * kD, 0);
+    FfnForward(f, ExpertFfnWeights(dims, full, targets[i]), xs[i].data(), &ref, want_y.data());
+    FfnBackward(f, ExpertFfnWeights(dims, full, targets[i]), xs[i].data(), &ref, dys[i].data(),
+                {r0.data(), r1.data(), ro.data()}, want_dx.data());
+    for (int64_t j = 0; j < dims.tokens * kD; ++j) {
+      EXPECT_NEAR(caches[i].expert_out[j], want_y[j], 1e-5) << "rank " << rank << " layer " << i;
+      EXPECT_NEAR(dxs[i][j], want_dx[j], 1e-5) << "rank " << rank << " layer " << i;
+    }
+  }
 }
 
 }  // namespace
