@@ -248,6 +248,7 @@ absl::StatusOr<bool> DocumentReader::NextJsonl(Document* doc) {
     if (line.size() > (size_t{1} << 20)) lines_->ReleaseLongLineMemory();
     doc->text = std::move(fields_[0].value);
     doc->lang = fields_.size() > 1 && fields_[1].is_string ? fields_[1].value : "";
+    if (fields_.size() > 1) languages_.Add(doc->lang);
     doc->record = record;
     doc->where = where;
     return true;
@@ -298,6 +299,7 @@ void DocumentReader::AddCounters(const std::string& prefix, CounterList* out) co
   out->push_back({prefix + "bad_records", bad_records_});
   out->push_back({prefix + "blank_lines", blank_lines_});
   out->push_back({prefix + "skipped_files", skipped_files_});
+  if (!source_.config.lang_field().empty()) languages_.AddCounters(prefix, out);
 }
 
 }  // namespace openmoe

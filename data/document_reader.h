@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "data/json_line.h"
+#include "data/language_counts.h"
 #include "data/line_reader.h"
 #include "proto/job.pb.h"
 
@@ -68,6 +69,8 @@ class DocumentReader {
   absl::Status Restart(int64_t record = 0);
   // Records seen so far in this pass (the index of the next record).
   int64_t next_record() const { return next_record_; }
+  // bad_records, blank_lines, skipped_files; with a lang_field, then the documents per language
+  // (LanguageCounts: "lang.<language>.documents", a fixed list of names).
   void AddCounters(const std::string& prefix, CounterList* out) const;
 
  private:
@@ -90,6 +93,9 @@ class DocumentReader {
   int64_t bad_records_ = 0;
   int64_t blank_lines_ = 0;
   int64_t skipped_files_ = 0;
+  // Documents returned per lang_field value (only with a lang_field: then every chip and rank
+  // reports the same counter names).
+  LanguageCounts languages_;
 };
 
 }  // namespace openmoe

@@ -12,11 +12,10 @@
 //
 // No exception leaves main: std::bad_alloc becomes `openmoe: out of memory ...`, any other
 // std::exception `openmoe: internal error: ...`, both exit 1 (never abort's 134).
-#include <mpi.h>
-
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -32,6 +31,7 @@
 #include "launch/score.h"
 #include "launch/prep.h"
 #include "launch/train.h"
+#include "parallel/communicator.h"
 
 namespace openmoe {
 namespace {
@@ -74,11 +74,8 @@ int Export(const CommandLine& cl) {
 // Rank 0 loads and validates the job, checks that its share fits this machine's memory, and
 // broadcasts the spec (or the error), so that every rank agrees on the spec and on failing, and
 // only rank 0 reports a job error.
-int Train(const CommandLine& cl, int* argc, char*** argv) {
-  MPI_Init(argc, argv);
-  int rank = 0, world = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
+int TrainOnWorld(const CommandLine& cl, Communicator* comm) {
+  const int rank = comm->rank(), world = comm->size();
 
   const std::vector<std::string> files = cl.GetAll("job");
   const std::vector<std::string> sets = cl.GetAll("set");
@@ -102,28 +99,24 @@ int Train(const CommandLine& cl, int* argc, char*** argv) {
     loaded = spec.ok() ? 1 : 0;
     payload = spec.ok() ? spec->SerializeAsString() : std::string(spec.status().message());
   }
-  long long size = static_cast<long long>(payload.size());
-  MPI_Bcast(&loaded, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  MPI_Bcast(&size, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
-  payload.resize(static_cast<size_t>(size));
-  MPI_Bcast(payload.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD);
-  if (!loaded) {
+  std::string verdict = loaded ? "loaded" : "failed";
+  comm->Broadcast(&verdict, 0);
+  comm->Broadcast(&payload, 0);
+  if (verdict != "loaded") {
     if (rank == 0) Fail(absl::InvalidArgumentError(payload));
-    MPI_Finalize();
     return 1;
   }
   JobSpec spec;
   if (!spec.ParseFromString(payload)) {
     if (rank == 0) Fail(absl::InternalError("job spec broadcast failed to parse"));
-    MPI_Finalize();
     return 1;
   }
   // RunTrain prints the resolved spec (DescribeJob) once on rank 0 at start.
   const absl::Status status = RunTrain(spec, description);
   // The lowest failing rank reports (rank 0 when it failed too), so an error shared by all ranks
   // prints once and one seen by a single rank is not lost.
-  int first_failed = status.ok() ? world : rank;
-  MPI_Allreduce(MPI_IN_PLACE, &first_failed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  int64_t first_failed = status.ok() ? world : rank;
+  comm->AllReduceMin(&first_failed, 1);
   if (first_failed == rank) {
     if (rank == 0) {
       Fail(status);
@@ -131,8 +124,14 @@ int Train(const CommandLine& cl, int* argc, char*** argv) {
       std::fprintf(stderr, "openmoe: rank %d: %s\n", rank, std::string(status.message()).c_str());
     }
   }
-  MPI_Finalize();
   return first_failed < world ? 1 : 0;
+}
+
+int Train(const CommandLine& cl, int* argc, char*** argv) {
+  InitMpi(argc, argv);
+  const int code = TrainOnWorld(cl, MakeWorldCommunicator().get());
+  FinalizeMpi();
+  return code;
 }
 
 int Dispatch(int argc, char** argv) {
@@ -163,15 +162,7 @@ int Dispatch(int argc, char** argv) {
 int FailAfterException(const std::string& message) {
   std::fprintf(stderr, "openmoe: %s\n", message.c_str());
   std::fflush(stderr);
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized) {
-    int world = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-    MPI_Finalize();
-  }
+  EndMpiAfterFailure();
   return 1;
 }
 

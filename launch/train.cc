@@ -37,11 +37,7 @@ namespace {
 // DefaultGemmThreads of the cores this process may use shared among the ranks on its machine
 // (one thread for small models). Collective.
 int ThreadsFor(const JobSpec& spec) {
-  MPI_Comm local;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
-  int local_ranks = 1;
-  MPI_Comm_size(local, &local_ranks);
-  MPI_Comm_free(&local);
+  const int local_ranks = MakeWorldCommunicator()->LocalSize();
   if (spec.train().threads() > 0) return static_cast<int>(spec.train().threads());
   if (const char* env = std::getenv("OPENBLAS_NUM_THREADS"); env != nullptr && std::atoi(env) > 0) {
     return std::atoi(env);

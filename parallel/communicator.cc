@@ -39,7 +39,7 @@ class MpiCommunicator final : public Communicator {
     OPENMOE_MPI_CHECK(MPI_Comm_size(comm_, &size_));
   }
   ~MpiCommunicator() override {
-    if (owned_) MPI_Comm_free(&comm_);
+    if (owned_) OPENMOE_MPI_CHECK(MPI_Comm_free(&comm_));
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -47,6 +47,9 @@ class MpiCommunicator final : public Communicator {
   void AllReduceSum(float* data, int64_t n) override { Reduce(data, n, MPI_FLOAT, sizeof(float)); }
   void AllReduceSum(double* data, int64_t n) override { Reduce(data, n, MPI_DOUBLE, sizeof(double)); }
   void AllReduceSum(int64_t* data, int64_t n) override { Reduce(data, n, MPI_INT64_T, sizeof(int64_t)); }
+  void AllReduceMin(int64_t* data, int64_t n) override {
+    Reduce(data, n, MPI_INT64_T, sizeof(int64_t), MPI_MIN);
+  }
 
   void AllToAll(const int64_t* send, int64_t* recv, int64_t per_rank) override {
     OPENMOE_CHECK(per_rank <= INT_MAX);
@@ -89,14 +92,23 @@ class MpiCommunicator final : public Communicator {
     return std::make_unique<MpiCommunicator>(sub, /*owned=*/true);
   }
 
+  int LocalSize() override {
+    MPI_Comm local;
+    OPENMOE_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
+    int local_size = 1;
+    OPENMOE_MPI_CHECK(MPI_Comm_size(local, &local_size));
+    OPENMOE_MPI_CHECK(MPI_Comm_free(&local));
+    return local_size;
+  }
+
  private:
-  void Reduce(void* data, int64_t n, MPI_Datatype type, size_t elem) {
+  void Reduce(void* data, int64_t n, MPI_Datatype type, size_t elem, MPI_Op op = MPI_SUM) {
     // Chunked so that counts stay within int.
     constexpr int64_t kChunk = int64_t{1} << 28;
     char* p = static_cast<char*>(data);
     for (int64_t off = 0; off < n; off += kChunk) {
       const int count = static_cast<int>(std::min(kChunk, n - off));
-      OPENMOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p + off * elem, count, type, MPI_SUM, comm_));
+      OPENMOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p + off * elem, count, type, op, comm_));
     }
   }
 
@@ -109,6 +121,22 @@ class MpiCommunicator final : public Communicator {
 
 std::unique_ptr<Communicator> MakeWorldCommunicator() {
   return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, /*owned=*/false);
+}
+
+void InitMpi(int* argc, char*** argv) { OPENMOE_MPI_CHECK(MPI_Init(argc, argv)); }
+
+void FinalizeMpi() { OPENMOE_MPI_CHECK(MPI_Finalize()); }
+
+void EndMpiAfterFailure() {
+  int initialized = 0, finalized = 0;
+  OPENMOE_MPI_CHECK(MPI_Initialized(&initialized));
+  OPENMOE_MPI_CHECK(MPI_Finalized(&finalized));
+  if (!initialized || finalized) return;
+  int world = 1;
+  OPENMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+  // MPI_Abort does not return on success; should it return, finalizing is all that is left.
+  if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+  OPENMOE_MPI_CHECK(MPI_Finalize());
 }
 
 }  // namespace openmoe

@@ -23,6 +23,8 @@ class Communicator {
   virtual void AllReduceSum(float* data, int64_t n) = 0;
   virtual void AllReduceSum(double* data, int64_t n) = 0;
   virtual void AllReduceSum(int64_t* data, int64_t n) = 0;
+  // In place: data (n) becomes the element-wise minimum over ranks.
+  virtual void AllReduceMin(int64_t* data, int64_t n) = 0;
 
   // Every rank sends `per_rank` values to every rank: send (size * per_rank), block q to rank q;
   // recv (size * per_rank), block q from rank q.
@@ -39,6 +41,10 @@ class Communicator {
 
   // A sub-communicator of the ranks passing the same color, ordered by key.
   virtual std::unique_ptr<Communicator> Split(int color, int key) = 0;
+
+  // How many ranks of this communicator share this rank's machine (shared memory), itself
+  // included: to share out the machine's cores.
+  virtual int LocalSize() = 0;
 };
 
 // One rank: reductions are identities, all-to-alls are copies.
@@ -49,14 +55,25 @@ class SelfCommunicator final : public Communicator {
   void AllReduceSum(float*, int64_t) override {}
   void AllReduceSum(double*, int64_t) override {}
   void AllReduceSum(int64_t*, int64_t) override {}
+  void AllReduceMin(int64_t*, int64_t) override {}
   void AllToAll(const int64_t* send, int64_t* recv, int64_t per_rank) override;
   void AllToAllV(const float* send, const std::vector<int64_t>& send_counts, float* recv,
                  const std::vector<int64_t>& recv_counts) override;
   void Broadcast(std::string*, int) override {}
   std::unique_ptr<Communicator> Split(int, int) override;
+  int LocalSize() override { return 1; }
 };
 
-// MPI_COMM_WORLD, or any communicator derived from it. Requires MPI_Init.
+// MPI_COMM_WORLD, or any communicator derived from it. Requires InitMpi.
 std::unique_ptr<Communicator> MakeWorldCommunicator();
+
+// MPI_Init and MPI_Finalize, once per process (the binary's main; tests' mains).
+void InitMpi(int* argc, char*** argv);
+void FinalizeMpi();
+
+// After an uncaught error: when MPI is up and not yet finalized, aborts the whole job if it has
+// several ranks (the others may be blocked in a collective) and finalizes a single rank so that
+// its exit is clean. Does nothing otherwise.
+void EndMpiAfterFailure();
 
 }  // namespace openmoe
