@@ -25,10 +25,10 @@
 #include "core/rng.h"
 #include "data/batch_source.h"
 #include "data/document_reader.h"
-#include "data/file_util.h"
-#include "data/json_line.h"
+#include "core/io/file.h"
+#include "core/io/json.h"
 #include "data/prep.h"
-#include "data/zstd_io.h"
+#include "core/io/zstd.h"
 
 namespace openmoe {
 namespace {

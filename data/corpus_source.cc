@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "data/checksum.h"
+#include "core/io/checksum.h"
 #include "data/state_codec.h"
 
 namespace openmoe {
@@ -15,8 +15,8 @@ constexpr char kStateName[] = "data iterator state";
 uint64_t Fingerprint(const JobSpec& spec) {
   DataConfig d = spec.data();
   d.clear_skip_bad_records();  // may change on resume
-  return ComputeChecksum64(absl::StrCat(d.SerializeAsString(), "/seq_len=", spec.train().seq_len(),
-                                        "/vocab=", spec.model().vocab_size()));
+  return Xxh64(absl::StrCat(d.SerializeAsString(), "/seq_len=", spec.train().seq_len(),
+                            "/vocab=", spec.model().vocab_size()));
 }
 
 }  // namespace

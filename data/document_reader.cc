@@ -7,8 +7,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "data/file_util.h"
-#include "data/utf8.h"
+#include "core/io/file.h"
+#include "core/io/utf8.h"
 
 namespace openmoe {
 namespace {

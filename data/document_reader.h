@@ -24,7 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "data/json_line.h"
+#include "core/io/json.h"
 #include "data/language_counts.h"
 #include "data/line_reader.h"
 #include "proto/job.pb.h"

@@ -4,7 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "data/checksum.h"
+#include "core/io/checksum.h"
 #include "data/token_shards.h"
 
 namespace openmoe {

@@ -1,13 +1,12 @@
 #include "data/line_reader.h"
 
-#include <zstd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "data/file_util.h"
+#include "core/io/file.h"
+#include "core/io/zstd.h"
 
 namespace openmoe {
 namespace {
@@ -32,7 +31,7 @@ absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& 
   if (IsDirectory(path))
     return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a file"));
   if (zstd) {
-    r->dctx_ = ZSTD_createDCtx();
+    r->decoder_ = std::make_unique<ZstdDecompressor>();
     r->in_.resize(kChunk);
   }
   return r;
@@ -40,7 +39,6 @@ absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& 
 
 LineReader::~LineReader() {
   if (file_ != nullptr) std::fclose(file_);
-  if (dctx_ != nullptr) ZSTD_freeDCtx(static_cast<ZSTD_DCtx*>(dctx_));
 }
 
 absl::Status LineReader::Fill() {
@@ -56,7 +54,7 @@ absl::Status LineReader::Fill() {
     }
     return absl::OkStatus();
   }
-  auto* dctx = static_cast<ZSTD_DCtx*>(dctx_);
+  const size_t out_chunk = ZstdDecompressor::OutputChunkSize();
   while (true) {
     if (in_pos_ == in_size_ && !input_done_) {
       in_size_ = std::fread(in_.data(), 1, kChunk, file_);
@@ -71,16 +69,14 @@ absl::Status LineReader::Fill() {
     if (input_done_ && in_pos_ == in_size_) {
       if (compressed_read_ == 0)
         return absl::DataLossError(absl::StrCat(path_, ": empty file, not a zstd stream"));
-      if (frame_left_ != 0) {
+      if (decoder_->frame_left() != 0) {
         // Input is exhausted but the decoder may still hold output: drain it once more.
         const size_t old = buffer_.size();
-        buffer_.resize(old + ZSTD_DStreamOutSize());
-        ZSTD_inBuffer in{in_.data(), 0, 0};
-        ZSTD_outBuffer out{buffer_.data() + old, ZSTD_DStreamOutSize(), 0};
-        const size_t r = ZSTD_decompressStream(dctx, &out, &in);
-        buffer_.resize(old + out.pos);
-        if (!ZSTD_isError(r)) frame_left_ = r;
-        if (out.pos > 0) return absl::OkStatus();
+        buffer_.resize(old + out_chunk);
+        std::string_view none;
+        const absl::StatusOr<size_t> n = decoder_->Decode(&none, buffer_.data() + old, out_chunk);
+        buffer_.resize(old + (n.ok() ? *n : 0));
+        if (n.ok() && *n > 0) return absl::OkStatus();
         return absl::DataLossError(absl::StrCat(
             path_, ": truncated zstd stream (the last frame does not end; ", compressed_read_,
             " compressed bytes, ", line_number_, " complete lines before it)"));
@@ -89,23 +85,21 @@ absl::Status LineReader::Fill() {
       return absl::OkStatus();
     }
     const size_t old = buffer_.size();
-    buffer_.resize(old + ZSTD_DStreamOutSize());
+    buffer_.resize(old + out_chunk);
     const size_t feed = std::min(kFeed, in_size_ - in_pos_);
-    ZSTD_inBuffer in{in_.data(), in_pos_ + feed, in_pos_};
-    ZSTD_outBuffer out{buffer_.data() + old, ZSTD_DStreamOutSize(), 0};
-    const size_t r = ZSTD_decompressStream(dctx, &out, &in);
-    buffer_.resize(old + out.pos);
-    if (ZSTD_isError(r)) {
+    std::string_view in(in_.data() + in_pos_, feed);
+    const absl::StatusOr<size_t> n = decoder_->Decode(&in, buffer_.data() + old, out_chunk);
+    buffer_.resize(old + (n.ok() ? *n : 0));
+    if (!n.ok()) {
       // The input consumed when the error was seen: the end of this call's feed (the decoder
-      // leaves in.pos where it was on error).
+      // consumes none of a feed it fails on).
       const int64_t at = compressed_read_ - static_cast<int64_t>(in_size_ - in_pos_ - feed);
       return absl::DataLossError(absl::StrCat(path_, ": corrupt zstd data near compressed byte ",
                                               at, " (after line ", line_number_,
-                                              "): ", ZSTD_getErrorName(r)));
+                                              "): ", n.status().message()));
     }
-    in_pos_ = in.pos;
-    frame_left_ = r;
-    if (out.pos > 0) return absl::OkStatus();
+    in_pos_ += feed - in.size();
+    if (*n > 0) return absl::OkStatus();
   }
 }
 

@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/io/zstd.h"
 
 namespace openmoe {
 
@@ -49,11 +50,10 @@ class LineReader {
   bool zstd_ = false;
   int64_t max_line_bytes_ = 0;
   std::FILE* file_ = nullptr;
-  void* dctx_ = nullptr;
+  std::unique_ptr<ZstdDecompressor> decoder_;  // when zstd_
   std::string in_;  // compressed input chunk
   size_t in_pos_ = 0;
   size_t in_size_ = 0;
-  size_t frame_left_ = 0;  // last ZSTD_decompressStream result (0: at a frame boundary)
   int64_t compressed_read_ = 0;
   bool input_done_ = false;
   bool eof_ = false;

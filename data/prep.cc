@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "data/document_reader.h"
-#include "data/file_util.h"
+#include "core/io/file.h"
 #include "data/objective.h"
 
 namespace openmoe {

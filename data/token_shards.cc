@@ -10,15 +10,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "data/checksum.h"
-#include "data/file_util.h"
-#include "data/zstd_io.h"
+#include "core/io/checksum.h"
+#include "core/io/file.h"
+#include "core/io/zstd.h"
 
 namespace openmoe {
 namespace {
 
 constexpr char kMagic[] = "OMTOKSH1";
-constexpr char kIndexHeader[] = "openmoe-token-shards 1";
+// The index's first line names the format. 2: XXH64 checksums (core/io/checksum.h); format 1
+// (FNV-1a checksums) is no longer read.
+constexpr char kIndexName[] = "openmoe-token-shards";
+constexpr int kIndexFormat = 2;
 
 template <typename T>
 void AppendRaw(std::string* out, const T* data, size_t count) {
@@ -49,8 +52,20 @@ absl::StatusOr<ShardIndex> ReadShardIndex(const std::string& dir) {
     if (line.empty()) continue;
     std::vector<std::string> w = absl::StrSplit(line, ' ', absl::SkipEmpty());
     if (!header) {
-      if (line != kIndexHeader)
-        return IndexError(path, line_number, absl::StrCat("expected '", kIndexHeader, "'"));
+      int format = 0;
+      if (w.empty() || w[0] != kIndexName || w.size() > 2 ||
+          (w.size() == 2 && !absl::SimpleAtoi(w[1], &format)))
+        return IndexError(path, line_number,
+                          absl::StrCat("expected '", kIndexName, " ", kIndexFormat, "'"));
+      if (format != kIndexFormat)
+        return IndexError(
+            path, line_number,
+            absl::StrCat("token shards of ",
+                         w.size() < 2  ? "an old format with no version (FNV checksums)"
+                         : format == 1 ? "format 1 (FNV checksums)"
+                                       : absl::StrCat("format ", format),
+                         "; this build reads format ", kIndexFormat,
+                         " (XXH64): re-run `openmoe prep`"));
       header = true;
       continue;
     }
@@ -104,7 +119,7 @@ absl::StatusOr<TokenShard> LoadTokenShard(const ShardIndex& index, int64_t i) {
     return absl::DataLossError(absl::StrCat(path, ": size ", bytes->size(),
                                             " bytes but index.txt says ", info.bytes,
                                             " (truncated or replaced shard; re-run openmoe prep)"));
-  const uint64_t sum = ComputeChecksum64(*bytes);
+  const uint64_t sum = Xxh64(*bytes);
   if (sum != info.checksum)
     return absl::DataLossError(absl::StrCat(
         path, ": checksum mismatch (index.txt says ", ChecksumHex(info.checksum), ", the file has ",
@@ -165,7 +180,7 @@ absl::Status TokenShardWriter::Flush() {
   info.documents = static_cast<int64_t>(docs);
   info.tokens = static_cast<int64_t>(tokens_.size());
   info.bytes = static_cast<int64_t>(compressed.size());
-  info.checksum = ComputeChecksum64(compressed);
+  info.checksum = Xxh64(compressed);
   if (auto s = WriteFileAtomically(JoinPath(index_.dir, info.file), compressed); !s.ok()) return s;
   index_.shards.push_back(info);
   index_.documents += info.documents;
@@ -177,7 +192,7 @@ absl::Status TokenShardWriter::Flush() {
 
 absl::StatusOr<ShardIndex> TokenShardWriter::Finish() {
   if (auto s = Flush(); !s.ok()) return s;
-  std::string text = absl::StrCat(kIndexHeader, "\n");
+  std::string text = absl::StrCat(kIndexName, " ", kIndexFormat, "\n");
   absl::StrAppend(&text, "vocab_size ", index_.vocab_size, "\n", "pieces ", index_.pieces, "\n",
                   "tokenizer_checksum ", ChecksumHex(index_.tokenizer_checksum), "\n", "documents ",
                   index_.documents, "\n", "tokens ", index_.tokens, "\n");

@@ -3,16 +3,17 @@
 //
 // A shard set is a directory:
 //   index.txt          the index (text, one fact per line; written last, atomically):
-//                        openmoe-token-shards 1
+//                        openmoe-token-shards 2  the format (2: XXH64 checksums; format 1 and
+//                                                unversioned indexes are refused: re-run prep)
 //                        vocab_size V            tokenizer ids, extra ids included
 //                        pieces P                sentencepiece pieces
-//                        tokenizer_checksum H    Checksum64 of the .model bytes
+//                        tokenizer_checksum H    XXH64 of the .model bytes (core/io/checksum.h)
 //                        documents D
 //                        tokens T
 //                        shard <file> documents d tokens t bytes b checksum h   (one per shard)
 //   shard-00000.zst    zstd of: "OMTOKSH1", uint64 d, uint64 t, uint64 offsets[d + 1],
 //   shard-00001.zst    int32 tokens[t] (little-endian); document j is tokens[offsets[j],
-//   ...                offsets[j+1]); h is the Checksum64 of the compressed file.
+//   ...                offsets[j+1]); h is the XXH64 of the compressed file.
 // Documents are numbered 0 .. D-1 across the shards in order; the output is a pure function of
 // the inputs, the tokenizer and shard_tokens (not of the thread count).
 #pragma once

@@ -10,8 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/rng.h"
-#include "data/checksum.h"
-#include "data/file_util.h"
+#include "core/io/checksum.h"
+#include "core/io/file.h"
 #include "data/spm_api.h"
 
 #ifndef OPENMOE_SPM_MODULE_PATH
@@ -102,7 +102,7 @@ absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::FromSerialized(
   t->pieces_ = (*api)->piece_size(processor);
   t->extra_ids_ = extra_ids;
   t->eos_id_ = (*api)->eos_id(processor);
-  t->model_checksum_ = ComputeChecksum64(serialized);
+  t->model_checksum_ = Xxh64(serialized);
   if (t->eos_id_ < 0)
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": the model has no EOS piece (eos_id < 0)"));

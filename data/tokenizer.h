@@ -53,7 +53,7 @@ class Tokenizer {
   absl::StatusOr<std::vector<int32_t>> ModeTokens(const std::string& mode) const;
   // The piece of one id ("<extra_id_i>" for extra ids).
   std::string IdToPiece(int32_t id) const;
-  // FNV-style checksum of the .model bytes: token shards record the tokenizer that made them.
+  // XXH64 (core/io/checksum.h) of the .model bytes: token shards record the tokenizer that made them.
   uint64_t model_checksum() const { return model_checksum_; }
   const std::string& name() const { return name_; }
 

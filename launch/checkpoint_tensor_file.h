@@ -6,9 +6,9 @@
 // absl::Status: DataLoss for a corrupted or truncated file, NotFound for a missing one, and
 // ResourceExhausted / PermissionDenied / Internal (from errno) for a failed write.
 //
-// Checksums are XXH64 with seed 0 (https://github.com/Cyan4973/xxHash, doc/xxhash_spec.md): one of
-// the file as written (`xxhsum -H64 FILE` prints it), one of the raw little-endian float32 bytes
-// before shuffling and compression (what the tensor holds, whatever the encoding).
+// Checksums are XXH64 with seed 0 (core/io/checksum.h): one of the file as written (`xxhsum -H64
+// FILE` prints it), one of the raw little-endian float32 bytes before shuffling and compression
+// (what the tensor holds, whatever the encoding).
 #pragma once
 
 #include <cstddef>
@@ -19,26 +19,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/io/checksum.h"  // Xxh64, Xxh64Stream
+#include "core/io/file.h"      // SyncFile, FsyncDirectory
 #include "proto/checkpoint.pb.h"
 
 namespace openmoe {
-
-// XXH64 of `n` bytes at `data`.
-uint64_t Xxh64(const void* data, size_t n, uint64_t seed = 0);
-
-// XXH64 over bytes fed in pieces: Digest() equals Xxh64 of their concatenation.
-class Xxh64Stream {
- public:
-  explicit Xxh64Stream(uint64_t seed = 0);
-  void Update(const void* data, size_t n);
-  uint64_t Digest() const;
-
- private:
-  uint64_t seed_, v_[4];
-  uint64_t total_ = 0;
-  unsigned char buffer_[32];
-  size_t buffered_ = 0;
-};
 
 // What WriteTensorFile wrote (the fields a TensorEntry records about its file).
 struct TensorFileInfo {
@@ -57,13 +42,10 @@ inline constexpr int64_t kShuffleBlockFloats = int64_t{1} << 18;
 
 // Compresses `count` floats into the new file `path` (an existing file is replaced) as one zstd
 // frame, streaming (memory: about two shuffle blocks), and starts the file's writeback without
-// waiting for it: call SyncFile before relying on it. The caller also syncs the directory.
+// waiting for it: call SyncFile (core/io/file.h) before relying on it. The caller also syncs the directory.
 absl::StatusOr<TensorFileInfo> WriteTensorFile(const std::string& path, const float* data,
                                                int64_t count,
                                                TensorEncoding encoding = ENCODING_SHUFFLE4_ZSTD);
-
-// fsync of a file written earlier (by any process).
-absl::Status SyncFile(const std::string& path);
 
 // Reads the file `path` described by `entry` (encoding, sizes, checksums) into `out`
 // (entry.raw_bytes / 4 floats), streaming, checking the file's size and checksum, the
@@ -71,15 +53,12 @@ absl::Status SyncFile(const std::string& path);
 // is unspecified after an error.
 absl::Status ReadTensorFile(const std::string& path, const TensorEntry& entry, float* out);
 
-// Writes `bytes` to the new file `path` and fsyncs it (used for the manifest).
-absl::Status WriteFileSynced(const std::string& path, std::string_view bytes);
+// WriteFileSynced (core/io/file.h) through the fault hook below (used for the manifest).
+absl::Status WriteCheckpointFileSynced(const std::string& path, std::string_view bytes);
 
-// fsync of a directory, so that the names created, renamed or removed in it are durable.
-absl::Status FsyncDirectory(const std::string& dir);
-
-// Fault injection for tests: called before every file WriteTensorFile or WriteFileSynced writes;
-// when it returns an error, only part of the file is written (as a full disk would leave it) and
-// that error is returned, naming the path. Null (the default) disables it. Set it before a save
+// Fault injection for tests: called before every file WriteTensorFile or WriteCheckpointFileSynced
+// writes; when it returns an error, only part of the file is written (as a full disk would leave
+// it) and that error is returned, naming the path. Null (the default) disables it. Set it before a save
 // starts (it is called from the save's worker threads).
 using WriteFaultHook = std::function<absl::Status(const std::string& path)>;
 void SetWriteFaultHookForTesting(WriteFaultHook hook);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/check.h"
+#include "core/io/file.h"
 #include "core/timer.h"
 #include "launch/checkpoint_index.h"
 #include "launch/checkpoint_manifest.h"
@@ -84,7 +85,8 @@ absl::Status Commit(const CheckpointManifest& manifest, const std::string& tmp,
                     const std::string& final_dir, const std::string& root) {
   OPENMOE_RETURN_IF_ERROR(CheckTensorIndex(manifest));
   OPENMOE_RETURN_IF_ERROR(
-      WriteFileSynced((fs::path(tmp) / kManifestFile).string(), SerializeManifest(manifest)));
+      WriteCheckpointFileSynced((fs::path(tmp) / kManifestFile).string(),
+                                SerializeManifest(manifest)));
   OPENMOE_RETURN_IF_ERROR(FsyncDirectory(tmp));
   std::error_code ec;
   const std::string replaced = final_dir + ".replaced.tmp";

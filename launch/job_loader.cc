@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/check.h"
+#include "core/io/file.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "data/batch_source.h"
@@ -53,23 +54,6 @@ class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
   int line_ = 0, column_ = 0;
   std::string message_;
 };
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    const int err = errno;
-    const std::string what = absl::StrCat("job file ", path, ": cannot open: ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(what) : absl::InvalidArgumentError(what);
-  }
-  std::string text;
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return absl::InvalidArgumentError(absl::StrCat("job file ", path, ": read error"));
-  return text;
-}
 
 // Parses one text-format source into a fresh message; `where` prefixes the error.
 absl::Status ParseText(const std::string& text, const std::string& where, JobSpec* out) {
@@ -620,7 +604,11 @@ absl::StatusOr<JobSpec> LoadJob(const std::vector<std::string>& job_files,
   JobSpec spec;
   for (const std::string& path : job_files) {
     auto text = ReadFile(path);
-    if (!text.ok()) return text.status();
+    if (!text.ok()) {
+      return absl::Status(absl::IsNotFound(text.status()) ? absl::StatusCode::kNotFound
+                                                          : absl::StatusCode::kInvalidArgument,
+                          absl::StrCat("job file ", text.status().message()));
+    }
     JobSpec file_spec;
     OPENMOE_RETURN_IF_ERROR(ParseText(*text, path, &file_spec));
     // An empty file (a truncated copy, a wrong path to a placeholder) would silently train the

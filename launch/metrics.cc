@@ -10,8 +10,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/check.h"
-#include "data/file_util.h"
-#include "data/json_line.h"
+#include "core/io/file.h"
+#include "core/io/json.h"
 #include "model/config.h"
 #include "model/loss_summary.h"
 

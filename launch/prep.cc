@@ -8,7 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "data/file_util.h"
+#include "core/io/file.h"
 #include "data/prep.h"
 #include "launch/score.h"
 

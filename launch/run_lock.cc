@@ -12,7 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "core/check.h"
-#include "data/file_util.h"
+#include "core/io/file.h"
 #include "parallel/collective_status.h"
 
 namespace openmoe {

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "data/json_line.h"
+#include "core/io/json.h"
 #include "launch/checkpoint_tensor_file.h"
 #include "launch/metrics.h"
 

@@ -5,200 +5,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "data/json_line.h"
+#include "core/io/json.h"  // ParseJson, JsonQuote
 
 namespace openmoe {
 namespace {
 
 constexpr int64_t kMaxHeaderBytes = int64_t{100} << 20;  // the reference implementation's limit
-
-// --- Just enough JSON for a safetensors header. ---
-struct Json {
-  enum Type { kNull, kBool, kNumber, kString, kArray, kObject } type = kNull;
-  std::string text;  // string value, or a number's literal
-  std::vector<Json> items;
-  std::vector<std::pair<std::string, Json>> fields;
-};
-
-class JsonParser {
- public:
-  explicit JsonParser(std::string_view s) : s_(s) {}
-
-  absl::StatusOr<Json> ParseDocument() {
-    absl::StatusOr<Json> v = Value(0);
-    if (!v.ok()) return v;
-    SkipSpace();
-    if (pos_ != s_.size()) return Error("trailing characters");
-    return v;
-  }
-
- private:
-  absl::Status Error(const std::string& what) const {
-    return absl::InvalidArgumentError(absl::StrCat("bad JSON header at byte ", pos_, ": ", what));
-  }
-  void SkipSpace() {
-    while (pos_ < s_.size() &&
-           (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t'))
-      ++pos_;
-  }
-  bool Consume(char c) {
-    SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == c) {
-      ++pos_;
-      return true;
-    }
-    return false;
-  }
-
-  absl::StatusOr<Json> Value(int depth) {
-    if (depth > 16) return Error("nested too deeply");
-    SkipSpace();
-    if (pos_ >= s_.size()) return Error("unexpected end");
-    const char c = s_[pos_];
-    Json v;
-    if (c == '{') {
-      ++pos_;
-      v.type = Json::kObject;
-      if (Consume('}')) return v;
-      do {
-        SkipSpace();
-        absl::StatusOr<std::string> key = String();
-        if (!key.ok()) return key.status();
-        if (!Consume(':')) return Error("expected ':'");
-        absl::StatusOr<Json> value = Value(depth + 1);
-        if (!value.ok()) return value;
-        v.fields.emplace_back(*std::move(key), *std::move(value));
-      } while (Consume(','));
-      if (!Consume('}')) return Error("expected ',' or '}'");
-      return v;
-    }
-    if (c == '[') {
-      ++pos_;
-      v.type = Json::kArray;
-      if (Consume(']')) return v;
-      do {
-        absl::StatusOr<Json> item = Value(depth + 1);
-        if (!item.ok()) return item;
-        v.items.push_back(*std::move(item));
-      } while (Consume(','));
-      if (!Consume(']')) return Error("expected ',' or ']'");
-      return v;
-    }
-    if (c == '"') {
-      absl::StatusOr<std::string> s = String();
-      if (!s.ok()) return s.status();
-      v.type = Json::kString;
-      v.text = *std::move(s);
-      return v;
-    }
-    for (const char* word : {"true", "false", "null"}) {
-      if (s_.substr(pos_, std::strlen(word)) == word) {
-        pos_ += std::strlen(word);
-        v.type = word[0] == 'n' ? Json::kNull : Json::kBool;
-        v.text = word;
-        return v;
-      }
-    }
-    const size_t start = pos_;
-    while (pos_ < s_.size() &&
-           (std::isdigit(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '-' ||
-            s_[pos_] == '+' || s_[pos_] == '.' || s_[pos_] == 'e' || s_[pos_] == 'E')) {
-      ++pos_;
-    }
-    if (pos_ == start) return Error(absl::StrCat("unexpected character '", std::string(1, c), "'"));
-    v.type = Json::kNumber;
-    v.text = std::string(s_.substr(start, pos_ - start));
-    return v;
-  }
-
-  absl::StatusOr<std::string> String() {
-    if (pos_ >= s_.size() || s_[pos_] != '"') return Error("expected a string");
-    ++pos_;
-    std::string out;
-    while (pos_ < s_.size() && s_[pos_] != '"') {
-      char c = s_[pos_++];
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (pos_ >= s_.size()) break;
-      c = s_[pos_++];
-      switch (c) {
-        case '"':
-        case '\\':
-        case '/':
-          out += c;
-          break;
-        case 'b':
-          out += '\b';
-          break;
-        case 'f':
-          out += '\f';
-          break;
-        case 'n':
-          out += '\n';
-          break;
-        case 'r':
-          out += '\r';
-          break;
-        case 't':
-          out += '\t';
-          break;
-        case 'u': {
-          uint32_t code = 0;
-          if (pos_ + 4 > s_.size() ||
-              !absl::SimpleHexAtoi(absl::string_view(s_.data() + pos_, 4), &code))
-            return Error("bad \\u escape");
-          pos_ += 4;
-          if (code >= 0xD800 && code < 0xDC00 && pos_ + 6 <= s_.size() &&
-              s_.substr(pos_, 2) == "\\u") {
-            uint32_t low = 0;
-            if (absl::SimpleHexAtoi(absl::string_view(s_.data() + pos_ + 2, 4), &low) &&
-                low >= 0xDC00 && low < 0xE000) {
-              code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
-              pos_ += 6;
-            }
-          }
-          AppendUtf8(code, &out);
-          break;
-        }
-        default:
-          return Error("bad escape");
-      }
-    }
-    if (pos_ >= s_.size()) return Error("unterminated string");
-    ++pos_;
-    return out;
-  }
-
-  static void AppendUtf8(uint32_t c, std::string* out) {
-    if (c < 0x80) {
-      *out += static_cast<char>(c);
-    } else if (c < 0x800) {
-      *out += static_cast<char>(0xC0 | (c >> 6));
-      *out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-      *out += static_cast<char>(0xE0 | (c >> 12));
-      *out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      *out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-      *out += static_cast<char>(0xF0 | (c >> 18));
-      *out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-      *out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      *out += static_cast<char>(0x80 | (c & 0x3F));
-    }
-  }
-
-  std::string_view s_;
-  size_t pos_ = 0;
-};
 
 int64_t DtypeBytes(const std::string& dtype) {
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
@@ -209,37 +27,37 @@ int64_t DtypeBytes(const std::string& dtype) {
   return 0;
 }
 
-absl::StatusOr<int64_t> JsonInt(const Json& v, const std::string& what) {
+absl::StatusOr<int64_t> JsonInt(const JsonValue& v, const std::string& what) {
   int64_t x = 0;
-  if (v.type != Json::kNumber || !absl::SimpleAtoi(v.text, &x) || x < 0) {
+  if (v.type != JsonValue::kNumber || !absl::SimpleAtoi(v.text, &x) || x < 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is not a non-negative integer"));
   }
   return x;
 }
 
-absl::Status ParseEntry(const std::string& name, const Json& v, SafetensorsEntry* e) {
+absl::Status ParseEntry(const std::string& name, const JsonValue& v, SafetensorsEntry* e) {
   const std::string what = absl::StrCat("tensor ", name);
-  if (v.type != Json::kObject)
+  if (v.type != JsonValue::kObject)
     return absl::InvalidArgumentError(absl::StrCat(what, ": not a JSON object"));
   e->name = name;
   bool has_dtype = false, has_shape = false, has_offsets = false;
   for (const auto& [key, field] : v.fields) {
     if (key == "dtype") {
-      if (field.type != Json::kString)
+      if (field.type != JsonValue::kString)
         return absl::InvalidArgumentError(absl::StrCat(what, ": dtype is not a string"));
       e->dtype = field.text;
       has_dtype = true;
     } else if (key == "shape") {
-      if (field.type != Json::kArray)
+      if (field.type != JsonValue::kArray)
         return absl::InvalidArgumentError(absl::StrCat(what, ": shape is not an array"));
-      for (const Json& d : field.items) {
+      for (const JsonValue& d : field.items) {
         absl::StatusOr<int64_t> dim = JsonInt(d, absl::StrCat(what, ": a shape entry"));
         if (!dim.ok()) return dim.status();
         e->shape.push_back(*dim);
       }
       has_shape = true;
     } else if (key == "data_offsets") {
-      if (field.type != Json::kArray || field.items.size() != 2) {
+      if (field.type != JsonValue::kArray || field.items.size() != 2) {
         return absl::InvalidArgumentError(absl::StrCat(what, ": data_offsets is not [begin, end]"));
       }
       absl::StatusOr<int64_t> b = JsonInt(field.items[0], absl::StrCat(what, ": data_offsets[0]"));
@@ -388,10 +206,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: not a safetensors file (header length %d, file size %d)", path, n, file_size));
   }
-  absl::StatusOr<Json> json = JsonParser(header).ParseDocument();
-  if (!json.ok())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", json.status().message()));
-  if (json->type != Json::kObject)
+  absl::StatusOr<JsonValue> json = ParseJson(header);
+  if (!json.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": bad JSON header: ", json.status().message()));
+  }
+  if (json->type != JsonValue::kObject)
     return absl::InvalidArgumentError(absl::StrCat(path, ": the header is not a JSON object"));
 
   SafetensorsFile f;
@@ -400,10 +220,10 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   const int64_t data_size = file_size - f.data_start_;
   for (const auto& [key, value] : json->fields) {
     if (key == "__metadata__") {
-      if (value.type != Json::kObject)
+      if (value.type != JsonValue::kObject)
         return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ is not an object"));
       for (const auto& [mk, mv] : value.fields) {
-        if (mv.type != Json::kString) {
+        if (mv.type != JsonValue::kString) {
           return absl::InvalidArgumentError(
               absl::StrCat(path, ": __metadata__ value ", mk, " is not a string"));
         }

@@ -1,27 +1,35 @@
-// Checksum64: a fast 64-bit checksum for shard files and tokenizer models (not cryptographic).
+// XXH64, the project's one checksum (https://github.com/Cyan4973/xxHash, doc/xxhash_spec.md):
+// checkpoint tensor files and manifests, token shards, tokenizer models, data fingerprints.
 //
-// FNV-1a over 8-byte little-endian words (then the tail bytes one by one), with a final mix.
-// Stable across builds and machines; written in token-shard indexes as 16 hex digits.
+// Not cryptographic. Stable across builds and machines (little-endian only: x86-64, aarch64);
+// `xxhsum -H64 FILE` prints the seed-0 value of a file. Written in text as 16 hex digits.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace openmoe {
 
-class Checksum64 {
+// XXH64 of `n` bytes at `data`.
+uint64_t Xxh64(const void* data, size_t n, uint64_t seed = 0);
+inline uint64_t Xxh64(std::string_view bytes) { return Xxh64(bytes.data(), bytes.size()); }
+
+// XXH64 over bytes fed in pieces: Digest() equals Xxh64 of their concatenation.
+class Xxh64Stream {
  public:
-  void Update(std::string_view bytes);
+  explicit Xxh64Stream(uint64_t seed = 0);
+  void Update(const void* data, size_t n);
   uint64_t Digest() const;
 
  private:
-  uint64_t state_ = 0xcbf29ce484222325ull;
-  uint64_t length_ = 0;
-  std::string tail_;  // < 8 bytes not yet folded in
+  uint64_t seed_, v_[4];
+  uint64_t total_ = 0;
+  unsigned char buffer_[32];
+  size_t buffered_ = 0;
 };
 
-uint64_t ComputeChecksum64(std::string_view bytes);
 // 16 lowercase hex digits.
 std::string ChecksumHex(uint64_t checksum);
 

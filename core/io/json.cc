@@ -1,10 +1,10 @@
-#include "data/json_line.h"
+#include "core/io/json.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "data/utf8.h"
+#include "core/io/utf8.h"
 
 namespace openmoe {
 namespace {
@@ -13,16 +13,26 @@ constexpr int kMaxDepth = 512;
 
 class Parser {
  public:
+  // `fields` null: no top-level fields are pulled out (ParseJson builds the whole tree instead).
   Parser(std::string_view s, std::vector<JsonFieldRequest>* fields) : s_(s), fields_(fields) {}
 
+  // One JSON object, the whole of s_ (jsonl records).
   absl::Status ParseTop() {
     SkipSpace();
     if (Peek() != '{')
       return Error(i_ < s_.size() ? "expected '{' (a JSON object per line)"
                                   : "empty line, expected a JSON object");
-    if (auto st = Object(0, /*top=*/true); !st.ok()) return st;
+    if (auto st = Object(0, /*top=*/true, nullptr); !st.ok()) return st;
     SkipSpace();
     if (i_ != s_.size()) return Error("unexpected text after the object");
+    return absl::OkStatus();
+  }
+
+  // One JSON value of any type, the whole of s_, into *out.
+  absl::Status ParseDocument(JsonValue* out) {
+    if (auto st = Value(0, out); !st.ok()) return st;
+    SkipSpace();
+    if (i_ != s_.size()) return Error("unexpected text after the value");
     return absl::OkStatus();
   }
 
@@ -41,33 +51,39 @@ class Parser {
     return Error(absl::StrCat(what, " at byte offset ", at, " of the line"));
   }
 
-  absl::Status Value(int depth) {
+  // Parses a value; builds it in *out unless out is null (then it is only checked).
+  absl::Status Value(int depth, JsonValue* out) {
     SkipSpace();
     switch (Peek()) {
       case '{':
-        return Object(depth + 1, false);
+        return Object(depth + 1, false, out);
       case '[':
-        return Array(depth + 1);
+        return Array(depth + 1, out);
       case '"':
-        return String(nullptr);
+        if (out != nullptr) out->type = JsonValue::kString;
+        return String(out != nullptr ? &out->text : nullptr);
       case 't':
-        return Literal("true");
+        return Literal("true", JsonValue::kBool, out);
       case 'f':
-        return Literal("false");
+        return Literal("false", JsonValue::kBool, out);
       case 'n':
-        return Literal("null");
+        return Literal("null", JsonValue::kNull, out);
       default:
-        return Number();
+        return Number(out);
     }
   }
 
-  absl::Status Literal(std::string_view word) {
+  absl::Status Literal(std::string_view word, JsonValue::Type type, JsonValue* out) {
     if (s_.substr(i_, word.size()) != word) return Error("invalid literal");
     i_ += word.size();
+    if (out != nullptr) {
+      out->type = type;
+      out->text = word;
+    }
     return absl::OkStatus();
   }
 
-  absl::Status Number() {
+  absl::Status Number(JsonValue* out) {
     const size_t start = i_;
     if (Peek() == '-') ++i_;
     if (Peek() == '0') {
@@ -89,6 +105,10 @@ class Parser {
       if (Peek() == '+' || Peek() == '-') ++i_;
       if (!(Peek() >= '0' && Peek() <= '9')) return Error("expected digits in the exponent");
       while (Peek() >= '0' && Peek() <= '9') ++i_;
+    }
+    if (out != nullptr) {
+      out->type = JsonValue::kNumber;
+      out->text = s_.substr(start, i_ - start);
     }
     return absl::OkStatus();
   }
@@ -228,8 +248,9 @@ class Parser {
     }
   }
 
-  absl::Status Array(int depth) {
+  absl::Status Array(int depth, JsonValue* out) {
     if (depth > kMaxDepth) return Error("nesting too deep");
+    if (out != nullptr) out->type = JsonValue::kArray;
     ++i_;
     SkipSpace();
     if (Peek() == ']') {
@@ -237,7 +258,8 @@ class Parser {
       return absl::OkStatus();
     }
     while (true) {
-      if (auto st = Value(depth); !st.ok()) return st;
+      JsonValue* item = out != nullptr ? &out->items.emplace_back() : nullptr;
+      if (auto st = Value(depth, item); !st.ok()) return st;
       SkipSpace();
       if (Peek() == ',') {
         ++i_;
@@ -252,8 +274,9 @@ class Parser {
     }
   }
 
-  absl::Status Object(int depth, bool top) {
+  absl::Status Object(int depth, bool top, JsonValue* out) {
     if (depth > kMaxDepth) return Error("nesting too deep");
+    if (out != nullptr) out->type = JsonValue::kObject;
     ++i_;
     SkipSpace();
     if (Peek() == '}') {
@@ -272,19 +295,22 @@ class Parser {
       ++i_;
       SkipSpace();
       JsonFieldRequest* wanted = nullptr;
-      if (top)
+      if (top && fields_ != nullptr)
         for (JsonFieldRequest& f : *fields_)
           if (f.name == key) wanted = &f;
-      if (wanted != nullptr) {
+      if (out != nullptr) {
+        out->fields.emplace_back(std::move(key), JsonValue());
+        if (auto st = Value(depth, &out->fields.back().second); !st.ok()) return st;
+      } else if (wanted != nullptr) {
         wanted->found = true;
         wanted->is_string = Peek() == '"';
         wanted->value.clear();
         if (wanted->is_string) {
           if (auto st = String(&wanted->value); !st.ok()) return st;
-        } else if (auto st = Value(depth); !st.ok()) {
+        } else if (auto st = Value(depth, nullptr); !st.ok()) {
           return st;
         }
-      } else if (auto st = Value(depth); !st.ok()) {
+      } else if (auto st = Value(depth, nullptr); !st.ok()) {
         return st;
       }
       SkipSpace();
@@ -314,6 +340,19 @@ absl::Status ParseJsonObject(std::string_view line, std::vector<JsonFieldRequest
     f.value.clear();
   }
   return Parser(line, fields).ParseTop();
+}
+
+absl::StatusOr<JsonValue> ParseJson(std::string_view text) {
+  JsonValue value;
+  if (auto st = Parser(text, nullptr).ParseDocument(&value); !st.ok()) return st;
+  return value;
+}
+
+const JsonValue* JsonValue::Find(std::string_view key) const {
+  const JsonValue* found = nullptr;
+  for (const auto& [k, v] : fields)
+    if (k == key) found = &v;  // a repeated key: the last one wins, as in ParseJsonObject
+  return found;
 }
 
 std::string JsonQuote(std::string_view text) {

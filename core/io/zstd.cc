@@ -1,4 +1,4 @@
-#include "data/zstd_io.h"
+#include "core/io/zstd.h"
 
 #include <unistd.h>
 #include <zstd.h>
@@ -18,37 +18,91 @@ std::string CompressZstd(std::string_view bytes, int level) {
   return out;
 }
 
+ZstdCompressor::ZstdCompressor(const Options& options, Sink sink)
+    : cctx_(ZSTD_createCCtx()),
+      name_(options.name),
+      sink_(std::move(sink)),
+      out_(ZSTD_CStreamOutSize(), '\0') {
+  auto* cctx = static_cast<ZSTD_CCtx*>(cctx_);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, options.level);
+  if (options.frame_checksum) ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  if (options.pledged_size >= 0)
+    ZSTD_CCtx_setPledgedSrcSize(cctx, static_cast<unsigned long long>(options.pledged_size));
+}
+
+ZstdCompressor::~ZstdCompressor() { ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(cctx_)); }
+
+absl::Status ZstdCompressor::Write(std::string_view bytes) { return Run(bytes, false); }
+
+absl::Status ZstdCompressor::End() { return Run({}, true); }
+
+absl::Status ZstdCompressor::Run(std::string_view bytes, bool end) {
+  auto* cctx = static_cast<ZSTD_CCtx*>(cctx_);
+  ZSTD_inBuffer in{bytes.data(), bytes.size(), 0};
+  const ZSTD_EndDirective mode = end ? ZSTD_e_end : ZSTD_e_continue;
+  while (true) {
+    ZSTD_outBuffer o{out_.data(), out_.size(), 0};
+    const size_t left = ZSTD_compressStream2(cctx, &o, &in, mode);
+    if (ZSTD_isError(left))
+      return absl::InternalError(
+          absl::StrCat(name_, ": zstd compression failed (", ZSTD_getErrorName(left), ")"));
+    if (o.pos > 0) {
+      if (absl::Status s = sink_(std::string_view(out_.data(), o.pos)); !s.ok()) return s;
+    }
+    if (end ? left == 0 : in.pos == in.size) return absl::OkStatus();
+  }
+}
+
+ZstdDecompressor::ZstdDecompressor() : dctx_(ZSTD_createDCtx()) {}
+
+ZstdDecompressor::~ZstdDecompressor() { ZSTD_freeDCtx(static_cast<ZSTD_DCtx*>(dctx_)); }
+
+size_t ZstdDecompressor::InputChunkSize() { return ZSTD_DStreamInSize(); }
+
+size_t ZstdDecompressor::OutputChunkSize() { return ZSTD_DStreamOutSize(); }
+
+absl::StatusOr<size_t> ZstdDecompressor::Decode(std::string_view* in, char* out,
+                                                size_t out_size) {
+  ZSTD_inBuffer i{in->data(), in->size(), 0};
+  ZSTD_outBuffer o{out, out_size, 0};
+  const size_t r = ZSTD_decompressStream(static_cast<ZSTD_DCtx*>(dctx_), &o, &i);
+  if (ZSTD_isError(r)) return absl::DataLossError(ZSTD_getErrorName(r));
+  in->remove_prefix(i.pos);
+  frame_left_ = r;
+  return o.pos;
+}
+
 absl::StatusOr<std::string> DecompressZstd(std::string_view bytes, const std::string& name) {
   if (bytes.empty()) return absl::DataLossError(absl::StrCat(name, ": empty file, not zstd data"));
-  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  ZstdDecompressor decoder;
   std::string out;
   const unsigned long long known = ZSTD_getFrameContentSize(bytes.data(), bytes.size());
   if (known != ZSTD_CONTENTSIZE_UNKNOWN && known != ZSTD_CONTENTSIZE_ERROR && known < (1ull << 36))
     out.reserve(known);
-  ZSTD_inBuffer in{bytes.data(), bytes.size(), 0};
-  std::string chunk(ZSTD_DStreamOutSize(), '\0');
-  size_t last = 1;
-  // Input is handed over in small feeds: on error the decoder does not move in.pos, so the end of
-  // the current feed is where (to within a feed) the damage was seen.
+  std::string chunk(ZstdDecompressor::OutputChunkSize(), '\0');
+  // Input is handed over in small feeds: on error the decoder does not consume any of it, so the
+  // end of the current feed is where (to within a feed) the damage was seen.
   constexpr size_t kFeed = 4096;
-  while (in.pos < bytes.size()) {
-    in.size = std::min(bytes.size(), in.pos + kFeed);
-    ZSTD_outBuffer o{chunk.data(), chunk.size(), 0};
-    last = ZSTD_decompressStream(dctx.get(), &o, &in);
-    if (ZSTD_isError(last))
+  size_t pos = 0;
+  while (pos < bytes.size()) {
+    const size_t feed_end = std::min(bytes.size(), pos + kFeed);
+    std::string_view feed = bytes.substr(pos, feed_end - pos);
+    absl::StatusOr<size_t> n = decoder.Decode(&feed, chunk.data(), chunk.size());
+    if (!n.ok())
       return absl::DataLossError(absl::StrCat(name, ": corrupt zstd data near compressed byte ",
-                                              in.size, " (", ZSTD_getErrorName(last), ")"));
-    out.append(chunk.data(), o.pos);
+                                              feed_end, " (", n.status().message(), ")"));
+    pos = feed_end - feed.size();
+    out.append(chunk.data(), *n);
   }
   // Flush whatever the last input still holds.
-  while (last != 0) {
-    ZSTD_outBuffer o{chunk.data(), chunk.size(), 0};
-    last = ZSTD_decompressStream(dctx.get(), &o, &in);
-    if (ZSTD_isError(last))
+  while (decoder.frame_left() != 0) {
+    std::string_view none;
+    absl::StatusOr<size_t> n = decoder.Decode(&none, chunk.data(), chunk.size());
+    if (!n.ok())
       return absl::DataLossError(
-          absl::StrCat(name, ": corrupt zstd data (", ZSTD_getErrorName(last), ")"));
-    out.append(chunk.data(), o.pos);
-    if (o.pos == 0 && last != 0)
+          absl::StrCat(name, ": corrupt zstd data (", n.status().message(), ")"));
+    out.append(chunk.data(), *n);
+    if (*n == 0 && decoder.frame_left() != 0)
       return absl::DataLossError(
           absl::StrCat(name, ": truncated zstd data (the last frame does not end, after ",
                        bytes.size(), " compressed bytes)"));
@@ -65,10 +119,14 @@ absl::StatusOr<std::unique_ptr<ZstdFileWriter>> ZstdFileWriter::Create(const std
   if (w->file_ == nullptr)
     return absl::PermissionDeniedError(
         absl::StrCat(w->tmp_, ": cannot create (", std::strerror(errno), ")"));
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-  w->cctx_ = cctx;
+  ZstdFileWriter* self = w.get();
+  w->compressor_ = std::make_unique<ZstdCompressor>(
+      ZstdCompressor::Options{.name = path, .level = level, .frame_checksum = true},
+      [self](std::string_view bytes) {
+        if (std::fwrite(bytes.data(), 1, bytes.size(), self->file_) != bytes.size())
+          return absl::DataLossError(absl::StrCat(self->tmp_, ": write failed"));
+        return absl::OkStatus();
+      });
   return w;
 }
 
@@ -77,35 +135,23 @@ ZstdFileWriter::~ZstdFileWriter() {
     std::fclose(file_);
     unlink(tmp_.c_str());
   }
-  if (cctx_ != nullptr) ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(cctx_));
+}
+
+absl::Status ZstdFileWriter::Compress(bool end) {
+  absl::Status s = compressor_->Write(pending_);
+  pending_.clear();
+  if (s.ok() && end) s = compressor_->End();
+  return s;
 }
 
 absl::Status ZstdFileWriter::Write(std::string_view bytes) {
   pending_.append(bytes);
   if (pending_.size() < (1u << 20)) return absl::OkStatus();
-  return Drain(false);
-}
-
-absl::Status ZstdFileWriter::Drain(bool end) {
-  auto* cctx = static_cast<ZSTD_CCtx*>(cctx_);
-  std::string out(ZSTD_CStreamOutSize(), '\0');
-  ZSTD_inBuffer in{pending_.data(), pending_.size(), 0};
-  const ZSTD_EndDirective mode = end ? ZSTD_e_end : ZSTD_e_continue;
-  while (true) {
-    ZSTD_outBuffer o{out.data(), out.size(), 0};
-    const size_t left = ZSTD_compressStream2(cctx, &o, &in, mode);
-    if (ZSTD_isError(left))
-      return absl::InternalError(absl::StrCat(path_, ": zstd: ", ZSTD_getErrorName(left)));
-    if (o.pos > 0 && std::fwrite(out.data(), 1, o.pos, file_) != o.pos)
-      return absl::DataLossError(absl::StrCat(tmp_, ": write failed"));
-    if (end ? left == 0 : in.pos == in.size) break;
-  }
-  pending_.clear();
-  return absl::OkStatus();
+  return Compress(false);
 }
 
 absl::Status ZstdFileWriter::Close() {
-  if (auto s = Drain(true); !s.ok()) return s;
+  if (absl::Status s = Compress(true); !s.ok()) return s;
   std::FILE* f = file_;
   file_ = nullptr;
   if (std::fflush(f) != 0 || fsync(fileno(f)) != 0 || std::fclose(f) != 0) {

@@ -175,7 +175,7 @@ TEST_F(BadInputTest, TruncatedShardAndBrokenIndex) {
   const absl::Status s = FirstError(Job(dir_ / "s"));
   EXPECT_TRUE(absl::IsDataLoss(s)) << s;
   EXPECT_MENTIONS(s, dir_ / "s/shard-00000.zst");
-  WriteOrDie(dir_ / "s/index.txt", "openmoe-token-shards 1\nvocab_size twelve\n");
+  WriteOrDie(dir_ / "s/index.txt", "openmoe-token-shards 2\nvocab_size twelve\n");
   const absl::Status i = FirstError(Job(dir_ / "s"));
   EXPECT_MENTIONS(i, dir_ / "s/index.txt:2");
 }

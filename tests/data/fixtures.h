@@ -14,10 +14,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/rng.h"
-#include "data/file_util.h"
-#include "data/json_line.h"
+#include "core/io/file.h"
+#include "core/io/json.h"
 #include "data/tokenizer.h"
-#include "data/zstd_io.h"
+#include "core/io/zstd.h"
 #include "gtest/gtest.h"
 #include "proto/job.pb.h"
 

@@ -9,7 +9,7 @@
 #include "data/document_reader.h"
 #include "data/line_reader.h"
 #include "data/prep.h"
-#include "data/utf8.h"
+#include "core/io/utf8.h"
 #include "gtest/gtest.h"
 #include "tests/data/fixtures.h"
 

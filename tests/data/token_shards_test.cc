@@ -1,5 +1,8 @@
 #include "data/token_shards.h"
 
+#include "absl/strings/str_split.h"
+#include "core/io/checksum.h"
+#include "core/io/file.h"
 #include "data/document_stream.h"
 #include "data/prep.h"
 #include "gtest/gtest.h"
@@ -35,6 +38,58 @@ TEST(TokenShards, WriteReadRoundTrip) {
                        shard->tokens.begin() + shard->offsets[j + 1]);
   }
   EXPECT_EQ(got, docs);
+}
+
+// The index says format 2 and records XXH64 of each shard file's bytes (Xxh64 itself is checked
+// against the published values in tests/launch/checkpoint_tensor_file_test.cc).
+TEST(TokenShards, IndexIsFormat2WithXxh64OfEachFile) {
+  TempDir dir;
+  TokenShardWriter w(dir.path(), 4, 500, 400, 77);
+  for (const std::vector<int32_t>& d : {std::vector<int32_t>{1, 2, 3, 4}, {5, 6, 7, 8}, {9}})
+    ASSERT_TRUE(w.Add(d).ok());
+  ASSERT_TRUE(w.Finish().ok());
+  auto text = ReadFile(JoinPath(dir.path(), "index.txt"));
+  ASSERT_TRUE(text.ok()) << text.status();
+  std::vector<std::string> lines = absl::StrSplit(*text, '\n', absl::SkipEmpty());
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines[0], "openmoe-token-shards 2");
+  int shards = 0;
+  for (const std::string& line : lines) {
+    std::vector<std::string> w = absl::StrSplit(line, ' ');
+    if (w[0] != "shard") continue;
+    ++shards;
+    ASSERT_EQ(w.size(), 10u) << line;
+    auto bytes = ReadFile(JoinPath(dir.path(), w[1]));
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_EQ(w[9], ChecksumHex(Xxh64(bytes->data(), bytes->size()))) << line;
+  }
+  EXPECT_EQ(shards, 3);
+}
+
+// A directory from an older prep (format 1, FNV-1a checksums, or no version at all) is refused in
+// one line that says what to do, rather than failing later on every shard's checksum.
+TEST(TokenShards, OldFormatIndexSaysRerunPrep) {
+  TempDir dir;
+  TokenShardWriter w(dir.path(), 4, 500, 400, 77);
+  ASSERT_TRUE(w.Add({1, 2, 3}).ok());
+  ASSERT_TRUE(w.Finish().ok());
+  const std::string path = JoinPath(dir.path(), "index.txt");
+  auto text = ReadFile(path);
+  ASSERT_TRUE(text.ok());
+  const std::string body = text->substr(text->find('\n'));
+  for (const std::string header : {"openmoe-token-shards 1", "openmoe-token-shards"}) {
+    WriteOrDie(path, header + body);
+    auto index = ReadShardIndex(dir.path());
+    ASSERT_FALSE(index.ok()) << header;
+    const std::string message(index.status().message());
+    EXPECT_TRUE(absl::IsDataLoss(index.status())) << message;
+    EXPECT_NE(message.find(path + ":1: "), std::string::npos) << message;
+    EXPECT_NE(message.find("FNV"), std::string::npos) << message;
+    EXPECT_NE(message.find("re-run `openmoe prep`"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
+  WriteOrDie(path, "openmoe-token-shards 2" + body);
+  EXPECT_TRUE(ReadShardIndex(dir.path()).ok());
 }
 
 TEST(TokenShards, PrepIsTheTokenizerOnEveryDocumentAndDeterministic) {

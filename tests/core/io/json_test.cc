@@ -1,4 +1,4 @@
-#include "data/json_line.h"
+#include "core/io/json.h"
 
 #include "gtest/gtest.h"
 
@@ -68,6 +68,54 @@ TEST(JsonLine, DeepNestingIsRejectedNotCrashing) {
   std::string line = "{\"a\": " + std::string(10000, '[') + std::string(10000, ']') + "}";
   auto f = Want({"text"});
   EXPECT_FALSE(ParseJsonObject(line, &f).ok());
+}
+
+// ParseJson builds the tree the same grammar accepts: every type, document order kept, strings
+// unescaped, numbers as their literal text.
+TEST(JsonTree, BuildsEveryTypeInDocumentOrder) {
+  auto v = ParseJson(R"( {"b": [1, -2.5e3, "x\u00e9"], "a": {"t": true, "f": false, "n": null},
+                          "b": "last"} )");
+  ASSERT_TRUE(v.ok()) << v.status();
+  ASSERT_EQ(v->type, JsonValue::kObject);
+  ASSERT_EQ(v->fields.size(), 3u);
+  EXPECT_EQ(v->fields[0].first, "b");
+  const JsonValue& array = v->fields[0].second;
+  ASSERT_EQ(array.type, JsonValue::kArray);
+  ASSERT_EQ(array.items.size(), 3u);
+  EXPECT_EQ(array.items[0].type, JsonValue::kNumber);
+  EXPECT_EQ(array.items[0].text, "1");
+  EXPECT_EQ(array.items[1].text, "-2.5e3");
+  EXPECT_EQ(array.items[2].type, JsonValue::kString);
+  EXPECT_EQ(array.items[2].text, "x\xc3\xa9");
+  const JsonValue* a = v->Find("a");
+  ASSERT_NE(a, nullptr);
+  ASSERT_EQ(a->fields.size(), 3u);
+  EXPECT_EQ(a->fields[0].second.type, JsonValue::kBool);
+  EXPECT_EQ(a->fields[0].second.text, "true");
+  EXPECT_EQ(a->fields[1].second.text, "false");
+  EXPECT_EQ(a->fields[2].second.type, JsonValue::kNull);
+  ASSERT_NE(v->Find("b"), nullptr);
+  EXPECT_EQ(v->Find("b")->text, "last");  // a repeated key: the last wins, as ParseJsonObject
+  EXPECT_EQ(v->Find("absent"), nullptr);
+  auto scalar = ParseJson(" 7 ");
+  ASSERT_TRUE(scalar.ok());
+  EXPECT_EQ(scalar->type, JsonValue::kNumber);
+}
+
+// The tree parser rejects what the line validator rejects, with the same column.
+TEST(JsonTree, ErrorsMatchTheLineValidator) {
+  for (const char* bad : {R"({"a": 1,})", R"({"a": [1 2]})", R"({"a": "\ud800"})", "{\"a\": 01}",
+                          R"({"a": tru})", R"({"a": 1} x)"}) {
+    std::vector<JsonFieldRequest> none;
+    const absl::Status line = ParseJsonObject(bad, &none);
+    auto tree = ParseJson(bad);
+    ASSERT_FALSE(line.ok()) << bad;
+    ASSERT_FALSE(tree.ok()) << bad;
+    const std::string want(line.message()), got(tree.status().message());
+    EXPECT_EQ(want.substr(0, want.find(':')), got.substr(0, got.find(':'))) << bad;
+  }
+  EXPECT_FALSE(ParseJson("").ok());
+  EXPECT_FALSE(ParseJson(std::string(600, '[') + std::string(600, ']')).ok());
 }
 
 }  // namespace
