@@ -4,9 +4,9 @@
 //
 // The whole line is checked against the JSON grammar (RFC 8259: objects, arrays, strings with
 // every escape including surrogate pairs, numbers, literals; nesting at most 512 deep), so a
-// malformed record is reported rather than half-read. Strings must be valid UTF-8 (data/utf8.h)
-// and \u escapes must not leave a lone surrogate (a high one not followed by a low one, or a low
-// one alone): either is a syntax error whose message gives the byte offset in the line.
+// malformed record is reported rather than half-read. Strings must be valid UTF-8
+// (core/io/utf8.h) and \u escapes must not leave a lone surrogate (a high one not followed by a
+// low one, or a low one alone): either is a syntax error whose message gives the byte offset.
 #pragma once
 
 #include <string>
