@@ -28,8 +28,7 @@
 #include "benchmark/benchmark.h"
 #include "core/check.h"
 #include "core/timer.h"
-#include "launch/checkpoint_restore.h"
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/checkpoint.h"
 #include "launch/job_loader.h"
 #include "launch/trainer.h"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sweeps of the TPU v3 cost model (`openmoe plan --json`, parallel/cost_model.h); runs nothing.
+# Sweeps of the TPU v3 cost model (`openmoe plan --json`, parallel/cost/cost_model.h); runs nothing.
 #
 #   bench/plan_sweep.sh [OUT_DIR]          (default bench/results)
 #

@@ -21,7 +21,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "data/batch_source.h"
 #include "google/protobuf/text_format.h"
-#include "parallel/cost_model.h"
+#include "parallel/cost/cost_model.h"
 
 namespace openmoe {
 namespace {
@@ -480,7 +480,7 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   p.NonNegative("loss.output_z_loss_weight", spec.loss().output_z_loss_weight());
 
   // Topology and mesh.
-  // The chips parallel/cost_model.h has figures for: any other name would be costed as a v3.
+  // The chips parallel/cost/cost_model.h has figures for: any other name would be costed as a v3.
   static constexpr const char* kCostModelChips[] = {"tpu_v3"};
   if (t.chip().empty()) {
     p.Add("topology.chip is empty (e.g. \"tpu_v3\")");

@@ -6,6 +6,7 @@
 //                 [--resume auto|never|DIR]
 //   openmoe plan --job FILE ... [--set field.path=value ...] [--allow_defaults] [--json]
 //   openmoe prep --input FILE|DIR ... (--tokenizer MODEL | --train_tokenizer MODEL) [--out DIR]
+//                [--npy OUT.npy --rows R --seq_len S [--force]]
 //   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--json]
 //   openmoe export --checkpoint DIR --out FILE.safetensors [--allow_nonfinite]
 //   openmoe help [SUBCOMMAND]
@@ -24,13 +25,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "launch/args.h"
-#include "launch/export.h"
+#include "launch/checkpoint/checkpoint.h"
 #include "launch/job_loader.h"
 #include "launch/memory_check.h"
-#include "launch/plan.h"
+#include "launch/plan_command.h"
+#include "parallel/cost/plan.h"
 #include "launch/score.h"
 #include "launch/prep.h"
-#include "launch/train.h"
+#include "launch/train_loop.h"
 #include "parallel/communicator.h"
 
 namespace openmoe {

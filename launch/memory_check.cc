@@ -10,7 +10,7 @@
 #include "model/param_count.h"
 #include "model/params.h"
 #include "model/router.h"
-#include "parallel/hbm_traffic.h"
+#include "parallel/cost/hbm_traffic.h"
 #include "parallel/mesh.h"
 
 namespace openmoe {

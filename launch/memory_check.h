@@ -7,7 +7,7 @@
 //                            experts), as Trainer allocates them
 //   optimizer state          Adafactor's statistics (MemoryPerChip's rule, model/param_count.h)
 //                            or AdamW's two moments (2 * parameters)
-//   activations              2 * TrafficPerToken(...).saved_elements (parallel/hbm_traffic.h)
+//   activations              2 * TrafficPerToken(...).saved_elements (parallel/cost/hbm_traffic.h)
 //                            per token of one microbatch of all the rank's chips (kept for the
 //                            backward pass, and their gradients)
 //   runtime                  a fixed 256 MiB (MPI, OpenBLAS, the binary, the data pipeline)

@@ -19,7 +19,7 @@
 
 #include "absl/status/status.h"
 #include "launch/trainer.h"
-#include "parallel/cost_model.h"
+#include "parallel/cost/cost_model.h"
 
 namespace openmoe {
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/io/json.h"
-#include "launch/checkpoint_tensor_file.h"
+#include "core/io/checksum.h"
 #include "launch/metrics.h"
 
 namespace openmoe {

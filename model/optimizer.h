@@ -5,7 +5,7 @@
 // was built with). Every implementation treats each expert's slice on its own or elementwise, so
 // the update does not depend on how experts are sharded over ranks. state() is every optimizer
 // statistic in one flat fp32 buffer (checkpoints save, load and reshard it; see
-// launch/checkpoint_index.h for its per-tensor layout).
+// launch/checkpoint/index.h for its per-tensor layout).
 #pragma once
 
 #include <cstdint>

@@ -41,7 +41,7 @@ TEST(TokenShards, WriteReadRoundTrip) {
 }
 
 // The index says format 2 and records XXH64 of each shard file's bytes (Xxh64 itself is checked
-// against the published values in tests/launch/checkpoint_tensor_file_test.cc).
+// against the published values in tests/core/io/checksum_test.cc).
 TEST(TokenShards, IndexIsFormat2WithXxh64OfEachFile) {
   TempDir dir;
   TokenShardWriter w(dir.path(), 4, 500, 400, 77);

@@ -5,11 +5,11 @@
 #include <map>
 
 #include "gtest/gtest.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_reader.h"
-#include "launch/checkpoint_restore.h"
-#include "launch/checkpoint_tensor_file.h"
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/reader.h"
+#include "launch/checkpoint/restore.h"
+#include "launch/checkpoint/tensor_file.h"
+#include "launch/checkpoint/writer.h"
 #include "tests/launch/checkpoint_test_util.h"
 
 namespace openmoe {

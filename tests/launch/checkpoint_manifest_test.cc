@@ -1,6 +1,6 @@
 // The manifest file and directory naming: checksummed text, strict names, model compatibility
 // naming the field, and the tensor index's own consistency checks.
-#include "launch/checkpoint_manifest.h"
+#include "launch/checkpoint/manifest.h"
 
 #include <filesystem>
 

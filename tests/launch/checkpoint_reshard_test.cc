@@ -4,10 +4,10 @@
 #include <cmath>
 
 #include "gtest/gtest.h"
-#include "launch/checkpoint_index.h"
-#include "launch/checkpoint_reader.h"
-#include "launch/checkpoint_restore.h"
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/index.h"
+#include "launch/checkpoint/reader.h"
+#include "launch/checkpoint/restore.h"
+#include "launch/checkpoint/writer.h"
 #include "tests/launch/checkpoint_test_util.h"
 
 namespace openmoe {

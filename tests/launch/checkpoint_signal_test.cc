@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_reader.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/reader.h"
 #include "tests/launch/checkpoint_test_util.h"
 #include "tests/launch/child_process.h"
 

@@ -1,6 +1,6 @@
 // Tensor files: round trips and detection of every kind of damage (XXH64 itself:
 // tests/core/io/checksum_test.cc).
-#include "launch/checkpoint_tensor_file.h"
+#include "launch/checkpoint/tensor_file.h"
 
 #include <algorithm>
 #include <cstring>

@@ -8,7 +8,8 @@
 
 #include "gtest/gtest.h"
 #include "launch/job_loader.h"
-#include "launch/plan.h"
+#include "launch/plan_command.h"
+#include "parallel/cost/plan.h"
 
 namespace openmoe {
 namespace {

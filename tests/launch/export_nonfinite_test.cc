@@ -9,9 +9,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "launch/checkpoint_writer.h"
-#include "launch/export.h"
-#include "launch/safetensors.h"
+#include "launch/checkpoint/writer.h"
+#include "launch/checkpoint/export.h"
+#include "launch/checkpoint/safetensors.h"
 #include "tests/launch/checkpoint_test_util.h"
 #include "tests/launch/bounded_run.h"
 

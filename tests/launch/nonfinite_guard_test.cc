@@ -8,10 +8,10 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_restore.h"
-#include "launch/checkpoint_session.h"
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/restore.h"
+#include "launch/checkpoint/session.h"
+#include "launch/checkpoint/writer.h"
 #include "tests/launch/checkpoint_test_util.h"
 
 namespace openmoe {

@@ -1,4 +1,5 @@
-#include "launch/plan.h"
+#include "launch/plan_command.h"
+#include "parallel/cost/plan.h"
 
 #include <sstream>
 #include <string>

@@ -10,8 +10,8 @@
 
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_reader.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/reader.h"
 #include "tests/launch/checkpoint_test_util.h"
 #include "tests/launch/child_process.h"
 

@@ -1,15 +1,15 @@
 // safetensors: the on-disk format byte by byte, files as other tools write them, malformed files,
 // and export then import giving identical parameters (whole model and expert shards), including
 // checkpoint.init_from_safetensors.
-#include "launch/safetensors.h"
+#include "launch/checkpoint/safetensors.h"
 
 #include <cstring>
 
 #include "gtest/gtest.h"
-#include "launch/checkpoint_index.h"
-#include "launch/checkpoint_session.h"
-#include "launch/checkpoint_writer.h"
-#include "launch/export.h"
+#include "launch/checkpoint/index.h"
+#include "launch/checkpoint/session.h"
+#include "launch/checkpoint/writer.h"
+#include "launch/checkpoint/export.h"
 #include "model/config.h"
 #include "tests/launch/checkpoint_test_util.h"
 

@@ -8,8 +8,8 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
-#include "launch/checkpoint_writer.h"
-#include "launch/export.h"
+#include "launch/checkpoint/writer.h"
+#include "launch/checkpoint/export.h"
 #include "model/config.h"
 #include "model/decoder.h"
 #include "tests/launch/checkpoint_test_util.h"

@@ -1,4 +1,4 @@
-#include "parallel/collective_cost.h"
+#include "parallel/cost/collective_cost.h"
 
 #include <vector>
 

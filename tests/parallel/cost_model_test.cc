@@ -1,4 +1,4 @@
-#include "parallel/cost_model.h"
+#include "parallel/cost/cost_model.h"
 
 #include <cmath>
 #include <filesystem>
@@ -9,9 +9,9 @@
 #include "model/config.h"
 #include "model/param_count.h"
 #include "model/params.h"
-#include "parallel/collective_cost.h"
-#include "parallel/hbm_traffic.h"
-#include "parallel/step_workload.h"
+#include "parallel/cost/collective_cost.h"
+#include "parallel/cost/hbm_traffic.h"
+#include "parallel/cost/step_workload.h"
 
 namespace openmoe {
 namespace {

@@ -9,12 +9,12 @@
 #include <filesystem>
 
 #include "gtest/gtest.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_reader.h"
-#include "launch/checkpoint_restore.h"
-#include "launch/checkpoint_session.h"
-#include "launch/checkpoint_tensor_file.h"
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/reader.h"
+#include "launch/checkpoint/restore.h"
+#include "launch/checkpoint/session.h"
+#include "launch/checkpoint/tensor_file.h"
+#include "launch/checkpoint/writer.h"
 #include "tests/testing/layout_check.h"
 
 namespace openmoe {

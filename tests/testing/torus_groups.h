@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "parallel/mesh.h"
-#include "parallel/torus_footprint.h"
+#include "parallel/cost/torus_footprint.h"
 
 namespace openmoe::testing {
 

@@ -1,4 +1,4 @@
-#include "launch/checkpoint_index.h"
+#include "launch/checkpoint/index.h"
 
 #include "absl/strings/str_cat.h"
 #include "core/check.h"

@@ -1,4 +1,4 @@
-#include "launch/safetensors.h"
+#include "launch/checkpoint/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

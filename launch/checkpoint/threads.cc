@@ -1,4 +1,4 @@
-#include "launch/checkpoint_threads.h"
+#include "launch/checkpoint/threads.h"
 
 #include <algorithm>
 #include <atomic>

@@ -1,5 +1,5 @@
 // Latency-plus-bandwidth time of the two collectives a training step runs, on a group's torus
-// footprint (parallel/torus_footprint.h). Every group of a kind runs at once on its own links
+// footprint (parallel/cost/torus_footprint.h). Every group of a kind runs at once on its own links
 // (translates share links only through a footprint's stride, which RingLinks already divides by).
 // W is one ICI link's bandwidth in one direction (bytes/s), h the latency of one hop (s).
 //
@@ -22,7 +22,7 @@
 // square torus of N chips this grows as sqrt(N).
 #pragma once
 
-#include "parallel/torus_footprint.h"
+#include "parallel/cost/torus_footprint.h"
 
 namespace openmoe {
 

@@ -1,4 +1,4 @@
-#include "launch/checkpoint_session.h"
+#include "launch/checkpoint/session.h"
 
 #include <csignal>
 #include <cstdio>
@@ -6,9 +6,9 @@
 
 #include "absl/strings/str_format.h"
 #include "core/check.h"
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/writer.h"
 #include "launch/console.h"
-#include "launch/export.h"
+#include "launch/checkpoint/export.h"
 #include "parallel/collective_status.h"
 
 namespace openmoe {

@@ -1,4 +1,4 @@
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/writer.h"
 
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -17,10 +17,10 @@
 #include "core/check.h"
 #include "core/io/file.h"
 #include "core/timer.h"
-#include "launch/checkpoint_index.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_tensor_file.h"
-#include "launch/checkpoint_threads.h"
+#include "launch/checkpoint/index.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/tensor_file.h"
+#include "launch/checkpoint/threads.h"
 #include "parallel/collective_status.h"
 
 namespace openmoe {

@@ -16,7 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "launch/checkpoint_index.h"
+#include "launch/checkpoint/index.h"
 #include "model/optimizer.h"
 #include "model/params.h"
 #include "proto/checkpoint.pb.h"

@@ -1,4 +1,4 @@
-#include "launch/checkpoint_restore.h"
+#include "launch/checkpoint/restore.h"
 
 #include <map>
 
@@ -8,8 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/check.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_reader.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/reader.h"
 #include "parallel/collective_status.h"
 
 namespace openmoe {

@@ -1,4 +1,4 @@
-#include "launch/export.h"
+#include "launch/checkpoint/export.h"
 
 #include <google/protobuf/text_format.h>
 
@@ -10,8 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "launch/checkpoint_index.h"
-#include "launch/checkpoint_reader.h"
+#include "launch/checkpoint/index.h"
+#include "launch/checkpoint/reader.h"
 #include "model/config.h"
 
 namespace openmoe {

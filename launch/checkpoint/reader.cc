@@ -1,4 +1,4 @@
-#include "launch/checkpoint_reader.h"
+#include "launch/checkpoint/reader.h"
 
 #include <algorithm>
 #include <cstring>
@@ -8,9 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/check.h"
-#include "launch/checkpoint_manifest.h"
-#include "launch/checkpoint_tensor_file.h"
-#include "launch/checkpoint_threads.h"
+#include "launch/checkpoint/manifest.h"
+#include "launch/checkpoint/tensor_file.h"
+#include "launch/checkpoint/threads.h"
 
 namespace openmoe {
 namespace {

@@ -1,4 +1,4 @@
-#include "launch/checkpoint_manifest.h"
+#include "launch/checkpoint/manifest.h"
 
 #include <google/protobuf/text_format.h>
 
@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "launch/checkpoint_tensor_file.h"
+#include "launch/checkpoint/tensor_file.h"
 #include "model/config.h"
 
 namespace openmoe {

@@ -1,6 +1,5 @@
-#include "launch/train.h"
+#include "launch/train_loop.h"
 
-#include <mpi.h>
 
 #include <algorithm>
 #include <cmath>
@@ -17,11 +16,10 @@
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/timer.h"
-#include "launch/checkpoint_session.h"
+#include "launch/checkpoint/checkpoint.h"
 #include "launch/console.h"
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
-#include "launch/run_lock.h"
 #include "launch/run_records.h"
 #include "launch/thread_default.h"
 #include "launch/trainer.h"
@@ -134,7 +132,7 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
   // The same job on a real v3 slice of this topology, for comparison on every progress line.
   const CostBreakdown v3 = PredictStepTime(spec, trainer.mesh());
   // Resume (or init from safetensors); interval, stop-signal and final saves
-  // (launch/checkpoint_session.h).
+  // (launch/checkpoint/session.h).
   OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSession> checkpoints,
                            CheckpointSession::Start(trainer));
 

@@ -1,4 +1,4 @@
-#include "launch/checkpoint_signal.h"
+#include "launch/checkpoint/stop_signal.h"
 
 #include <csignal>
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "parallel/torus_footprint.h"
+#include "parallel/cost/torus_footprint.h"
 
 #include <algorithm>
 #include <set>

@@ -1,4 +1,4 @@
-#include "launch/run_lock.h"
+#include "launch/checkpoint/run_lock.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

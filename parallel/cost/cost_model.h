@@ -3,14 +3,14 @@
 // The constants are JobSpec.cost_model (proto/job.proto, where their defaults and sources are).
 // Pure arithmetic: no MPI, no allocation of the model; every rank gets the same answer.
 //
-// From the per-chip counts of EstimateStepWorkload (parallel/step_workload.h), with P the peak
+// From the per-chip counts of EstimateStepWorkload (parallel/cost/step_workload.h), with P the peak
 // FLOP/s, e the matmul efficiency, M the HBM bandwidth, W one ICI link's bandwidth per direction
 // (times ici_links_per_chip / 4, the parallel links to each torus neighbour: 1 on v3) and h the
 // hop latency:
 //   compute     = model FLOPs / (P e)
 //   memory      = (elementwise bytes + optimizer bytes) / M
 //   all_reduce  = sum over all_reduce_* of calls * AllReduceSeconds(footprint, bytes, W, h)
-//   all_to_all  = calls * AllToAllSeconds(footprint, bytes, W, h)      (parallel/collective_cost.h)
+//   all_to_all  = calls * AllToAllSeconds(footprint, bytes, W, h)      (parallel/cost/collective_cost.h)
 //   hidden      = overlap_all_to_all_with_attention ? min(all_to_all, MoE layers' attention
 //                 FLOPs / (P e)) : 0
 //   step        = compute + memory + (all_to_all - hidden) + all_reduce    (nothing else overlaps)
@@ -26,7 +26,7 @@
 
 #include "absl/status/status.h"
 #include "parallel/mesh.h"
-#include "parallel/step_workload.h"
+#include "parallel/cost/step_workload.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {

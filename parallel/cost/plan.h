@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "model/config.h"
 #include "model/param_count.h"
-#include "parallel/cost_model.h"
+#include "parallel/cost/cost_model.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {
@@ -52,7 +52,7 @@ struct PlanReport {
   ChipMemory memory;               // per chip
   OptimizerKind optimizer = OPTIMIZER_ADAFACTOR;  // whose state `memory` counts
 
-  // The TPU v3 cost model (parallel/cost_model.h) on this slice, with its constants.
+  // The TPU v3 cost model (parallel/cost/cost_model.h) on this slice, with its constants.
   CostModelConfig cost_config;
   CostBreakdown cost;
 };
@@ -64,8 +64,5 @@ void PrintPlanText(const PlanReport& report, std::ostream& out);
 // One JSON object (valid JSON, integers exact, keys stable).
 void PrintPlanJson(const PlanReport& report, std::ostream& out);
 
-// Computes and prints the plan (text, or JSON when `json`). Returns ValidateJob's (or
-// ValidateCostModel's) error for a spec that does not validate (LoadJob has normally checked it).
-absl::Status RunPlan(const JobSpec& spec, bool json, std::ostream& out);
 
 }  // namespace openmoe

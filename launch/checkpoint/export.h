@@ -16,7 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "launch/safetensors.h"
+#include "launch/checkpoint/safetensors.h"
 #include "model/params.h"
 #include "proto/job.pb.h"
 

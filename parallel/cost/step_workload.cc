@@ -1,4 +1,4 @@
-#include "parallel/step_workload.h"
+#include "parallel/cost/step_workload.h"
 
 #include <algorithm>
 
@@ -7,7 +7,7 @@
 #include "model/param_count.h"
 #include "model/params.h"
 #include "model/router.h"
-#include "parallel/hbm_traffic.h"
+#include "parallel/cost/hbm_traffic.h"
 
 namespace openmoe {
 

@@ -1,4 +1,4 @@
-#include "launch/plan.h"
+#include "parallel/cost/plan.h"
 
 #include <cmath>
 #include <string>
@@ -6,7 +6,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/check.h"
-#include "launch/job_loader.h"
 #include "model/params.h"
 #include "parallel/mesh.h"
 
@@ -374,19 +373,6 @@ void PrintPlanJson(const PlanReport& r, std::ostream& out) {
   AppendCostJson(r, &s);
   s += "}\n";
   out << s;
-}
-
-absl::Status RunPlan(const JobSpec& spec, bool json, std::ostream& out) {
-  // LoadJob has validated already; this keeps ComputePlan's divisions safe for any caller.
-  OPENMOE_RETURN_IF_ERROR(ValidateJob(spec, spec.model().name()));
-  OPENMOE_RETURN_IF_ERROR(ValidateCostModel(spec.cost_model()));
-  const PlanReport report = ComputePlan(spec);
-  if (json) {
-    PrintPlanJson(report, out);
-  } else {
-    PrintPlanText(report, out);
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace openmoe

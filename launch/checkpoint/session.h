@@ -1,14 +1,14 @@
 // Checkpoints inside the training loop (RunTrain): where the run starts, when it saves, and the
 // clean stop on SIGTERM / SIGINT.
 //
-//   start   checkpoint.resume (auto / never / DIR, see checkpoint_restore.h); a run that starts
+//   start   checkpoint.resume (auto / never / DIR, see restore.h); a run that starts
 //           fresh takes checkpoint.init_from_safetensors when set
 //   saves   every checkpoint.every_steps steps, on a stop signal, and at the end of training, as
 //           <checkpoint.dir>/step_<N> (keeping checkpoint.keep_last); none when checkpoint.dir is
 //           empty. With checkpoint.async_save, interval saves are written in the background and
 //           committed after the first later step at which every rank's files are written (or
 //           before the next save, a stop, or the end)
-//   signal  SIGUSR1, SIGUSR2, SIGTERM or SIGINT (launch/checkpoint_signal.h): the step in progress finishes, every rank agrees, the checkpoint is saved, and
+//   signal  SIGUSR1, SIGUSR2, SIGTERM or SIGINT (launch/checkpoint/stop_signal.h): the step in progress finishes, every rank agrees, the checkpoint is saved, and
 //           AfterStep says stop: RunTrain returns OK (exit status 0)
 //
 // Every method is collective over trainer.world(). Rank 0 prints what happened (resumed from,
@@ -18,9 +18,9 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "launch/checkpoint_restore.h"
-#include "launch/checkpoint_signal.h"
-#include "launch/checkpoint_writer.h"
+#include "launch/checkpoint/restore.h"
+#include "launch/checkpoint/stop_signal.h"
+#include "launch/checkpoint/writer.h"
 #include "launch/trainer.h"
 
 namespace openmoe {

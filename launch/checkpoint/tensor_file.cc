@@ -1,4 +1,4 @@
-#include "launch/checkpoint_tensor_file.h"
+#include "launch/checkpoint/tensor_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "parallel/hbm_traffic.h"
+#include "parallel/cost/hbm_traffic.h"
 
 namespace openmoe {
 

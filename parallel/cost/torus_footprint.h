@@ -15,7 +15,7 @@
 // their collectives at the same time. Along a dimension with stride s, s translates interleave on
 // the same physical links, so one group gets 1/s of each link's bandwidth there.
 //
-// Link counts used by the collective formulas (parallel/collective_cost.h), per dimension i with
+// Link counts used by the collective formulas (parallel/cost/collective_cost.h), per dimension i with
 // size n_i >= 2, for one group:
 //   ring links      r_i = (ring_i ? 2 : 1) / s_i   (a line carries one ring per direction pair)
 //   bisection cut   b_i = (prod_{j != i} n_j) * (ring_i ? 2 : 1) / s_i   links per direction

@@ -1,13 +1,13 @@
 // What one training step asks of each chip of a TPU slice, counted from the job spec and its mesh
 // without allocating the model: matmul FLOPs, HBM traffic of the memory-bound work, memory held,
 // and every collective with its group's torus footprint and bytes. The cost model
-// (parallel/cost_model.h) turns this into seconds.
+// (parallel/cost/cost_model.h) turns this into seconds.
 //
 // Counts (per chip, per step; tokens_per_chip = batch_rows * seq_len / num_chips):
 //   model FLOPs       TrainingFlopsPerToken(layout, seq_len).total * tokens_per_chip (PaLM's
 //                     6N + 12 L H hd S, model/param_count.h)
 //   elementwise HBM   TrafficPerToken(...).elementwise_elements * activation_bytes *
-//                     tokens_per_chip (parallel/hbm_traffic.h)
+//                     tokens_per_chip (parallel/cost/hbm_traffic.h)
 //   optimizer HBM     params held * gradient_bytes * (4 + 2 (microbatches - 1)): Adafactor reads
 //                     the parameter and the gradient, reads the gradient again for the update's
 //                     RMS, writes the parameter; each extra microbatch reads and writes the
@@ -15,7 +15,7 @@
 //   activations       TrafficPerToken(...).saved_elements * activation_bytes * tokens per chip
 //                     per microbatch (kept for the backward pass, no rematerialisation)
 //   state             params + gradients + Adafactor state, fp32 (MemoryPerChip)
-// Collectives (every group of a kind runs at once; footprints in parallel/torus_footprint.h):
+// Collectives (every group of a kind runs at once; footprints in parallel/cost/torus_footprint.h):
 //   all_reduce_shared   the non-expert gradients, (total - expert) params * gradient_bytes, over
 //                       every chip; once per step
 //   all_reduce_experts  each chip's experts' gradients, expert params / ep * gradient_bytes,
@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "parallel/mesh.h"
-#include "parallel/torus_footprint.h"
+#include "parallel/cost/torus_footprint.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {

@@ -1,9 +1,9 @@
-#include "parallel/cost_model.h"
+#include "parallel/cost/cost_model.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
-#include "parallel/collective_cost.h"
+#include "parallel/cost/collective_cost.h"
 
 namespace openmoe {
 
