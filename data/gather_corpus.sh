@@ -61,6 +61,12 @@ fi
 for kind in text code; do
   field=text
   if [ "$kind" = code ]; then field=content; fi
+  # Shards of an older index format (written before XXH64 checksums) are made again.
+  if [ -s "$out/${kind}_shards/index.txt" ] &&
+     [ "$(head -1 "$out/${kind}_shards/index.txt")" != "openmoe-token-shards 2" ]; then
+    echo "gather_corpus: $out/${kind}_shards has an older format, preparing it again"
+    rm -rf "$out/${kind}_shards"
+  fi
   if [ ! -s "$out/${kind}_shards/index.txt" ]; then
     "$binary" prep --input "$out/$kind.jsonl.zst" --text_field "$field" \
       --tokenizer "$out/tokenizer.model" --extra_ids "$extra_ids" --out "$out/${kind}_shards" --threads 2
