@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/testing/conditioned_params.h"
 #include "model/decoder.h"
 
 namespace openmoe {
@@ -233,12 +234,7 @@ TEST(DecoderReference, ForwardLossMatchesANaiveDoublePrecisionModel) {
   InitParams(layout, /*seed=*/11, params.data());
   // Wider router logits so top-2 margins dwarf fp32 rounding (the reference must pick the same
   // experts); a smaller embedding keeps activations O(1).
-  for (const ParamInfo& p : layout.params()) {
-    for (int64_t i = 0; i < p.size; ++i) {
-      if (p.component == Component::kRouter) params[p.offset + i] *= 40.0f;
-      if (p.component == Component::kEmbedding) params[p.offset + i] *= 0.5f;
-    }
-  }
+  testing::ConditionForRoutingTests(layout, 40.0f, &params);
   const Batch batch = ReferenceBatch(dims.vocab_size);
   double n_targets = 0;
   for (float wt : batch.loss_weights) n_targets += wt;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/testing/conditioned_params.h"
 #include "tests/testing/grad_check.h"
 
 namespace openmoe {
@@ -67,12 +68,7 @@ void CheckWholeModel(FfnForm form) {
   InitParams(layout, /*seed=*/3, params.data());
   // Spread the router's logits so top-2 margins dwarf the finite-difference step, and scale the
   // embedding down so activations stay O(1).
-  for (const ParamInfo& p : layout.params()) {
-    for (int64_t i = 0; i < p.size; ++i) {
-      if (p.component == Component::kRouter) params[p.offset + i] *= 60.0f;
-      if (p.component == Component::kEmbedding) params[p.offset + i] *= 0.5f;
-    }
-  }
+  testing::ConditionForRoutingTests(layout, 60.0f, &params);
   const Batch batch = TinyBatch(dims.vocab_size);
   Decoder decoder(layout, RoutingFromSpec(spec, false));
   LossScales scales;

@@ -44,14 +44,19 @@ void AllToOneExpert(int64_t tokens, int64_t experts, int64_t expert, MoeCache* c
   r.kept_gate.assign(tokens, 1.0f);
 }
 
+// Two chips per rank, one expert per chip, one expert group spanning every chip of the world.
+JobSpec OneGroupSpec(int ranks) {
+  JobSpec spec;
+  spec.mutable_topology()->set_num_chips(2 * ranks);
+  spec.mutable_mesh()->set_expert_parallel(2 * ranks);
+  spec.mutable_model()->set_num_experts(2 * ranks);
+  return spec;
+}
+
 TEST(ForcedRoutingMpi, EveryTokenToOneRemoteExpert) {
   auto world = MakeWorldCommunicator();
   const int n = world->size(), rank = world->rank();
-  // Two chips per rank, one expert per chip, one expert group spanning every chip.
-  JobSpec spec;
-  spec.mutable_topology()->set_num_chips(2 * n);
-  spec.mutable_mesh()->set_expert_parallel(2 * n);
-  spec.mutable_model()->set_num_experts(2 * n);
+  const JobSpec spec = OneGroupSpec(n);
   const Mesh mesh = MakeMesh(spec, n, rank).value();
   const int64_t experts = 2 * n, target = experts - 1;  // held by the last rank alone
   ASSERT_EQ(mesh.num_local_experts, 2);
@@ -130,10 +135,7 @@ TEST(ForcedRoutingMpi, EveryTokenToOneRemoteExpert) {
 TEST(ForcedRoutingMpi, LayersKeepTheirOwnExchange) {
   auto world = MakeWorldCommunicator();
   const int n = world->size(), rank = world->rank();
-  JobSpec spec;
-  spec.mutable_topology()->set_num_chips(2 * n);
-  spec.mutable_mesh()->set_expert_parallel(2 * n);
-  spec.mutable_model()->set_num_experts(2 * n);
+  const JobSpec spec = OneGroupSpec(n);
   const Mesh mesh = MakeMesh(spec, n, rank).value();
   const int64_t experts = 2 * n;
   const MoeDims dims{TokensOfRank(rank), kD, kF, FFN_OPENMOE, experts};
