@@ -2,6 +2,9 @@
 
 #include <cblas.h>
 
+#include <vector>
+
+#include "core/bf16.h"
 #include "core/check.h"
 
 namespace openmoe {
@@ -27,6 +30,46 @@ void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, con
   const int64_t lda = op.transpose_a ? m : k;
   const int64_t ldb = op.transpose_b ? k : n;
   Gemm(op, m, n, k, a, lda, b, ldb, c, n);
+}
+
+namespace {
+
+// Copies the (rows, cols) matrix at x (leading dimension ld) densely into *out, rounded to bf16.
+const float* RoundedDenseCopy(const float* x, int64_t rows, int64_t cols, int64_t ld,
+                              std::vector<float>* out) {
+  out->resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) RoundToBf16(x + r * ld, out->data() + r * cols, cols);
+  return out->data();
+}
+
+// bf16 inputs, fp32 accumulation, by rounding copies of A and B and running sgemm on them.
+void GemmBf16ByRounding(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
+                        int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  // Per-thread scratch: Gemm may be called from several threads at once.
+  thread_local std::vector<float> a_scratch, b_scratch;
+  const int64_t a_rows = op.transpose_a ? k : m, a_cols = op.transpose_a ? m : k;
+  const int64_t b_rows = op.transpose_b ? n : k, b_cols = op.transpose_b ? k : n;
+  const float* ar = RoundedDenseCopy(a, a_rows, a_cols, lda, &a_scratch);
+  const float* br = RoundedDenseCopy(b, b_rows, b_cols, ldb, &b_scratch);
+  Gemm(op, m, n, k, ar, a_cols, br, b_cols, c, ldc);
+}
+
+}  // namespace
+
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  if (precision == GemmPrecision::kFp32 || m == 0 || n == 0 || k == 0) {
+    Gemm(op, m, n, k, a, lda, b, ldb, c, ldc);
+    return;
+  }
+  GemmBf16ByRounding(op, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
+          const float* b, float* c) {
+  const int64_t lda = op.transpose_a ? m : k;
+  const int64_t ldb = op.transpose_b ? k : n;
+  Gemm(precision, op, m, n, k, a, lda, b, ldb, c, n);
 }
 
 void SetGemmThreads(int threads) {

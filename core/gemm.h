@@ -3,11 +3,18 @@
 // op(A) is (M, K), op(B) is (K, N), C is (M, N). Leading dimensions default to the dense
 // row-major ones; pass them explicitly for strided views (e.g. one head inside a (T, H*hd) matrix).
 // Thread count is OpenBLAS's own (OPENBLAS_NUM_THREADS or SetGemmThreads).
+//
+// Precision: kFp32 is plain sgemm. kBf16 is what a TPU v3 MXU computes: every element of op(A) and
+// op(B) rounded to bf16 (round-to-nearest-even, core/bf16.h), products accumulated in fp32, C and
+// alpha/beta in fp32 exactly as for kFp32. The inputs are not modified (the rounding goes to
+// scratch). Results equal an fp32 GEMM of the bf16-rounded inputs up to summation order.
 #pragma once
 
 #include <cstdint>
 
 namespace openmoe {
+
+enum class GemmPrecision { kFp32, kBf16 };
 
 struct GemmOp {
   bool transpose_a = false;
@@ -22,6 +29,12 @@ void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, int
 // Dense row-major operands: lda/ldb/ldc follow from the shapes and transposes.
 void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
           float* c);
+
+// The same with an explicit precision (kFp32 is the overloads above).
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
+          const float* b, float* c);
 
 void SetGemmThreads(int threads);
 int GemmThreads();

@@ -1,0 +1,141 @@
+// Gemm(GemmPrecision::kBf16, ...) (core/gemm.h) against a naive double loop over the bf16-rounded
+// inputs: every transpose, odd shapes, strided leading dimensions, alpha and beta, zero sizes.
+//
+// Tolerance: a product of two bf16 values (8-bit significands) is exact in fp32, so the only error
+// left is fp32 accumulation (any order, blocked or not) plus alpha/beta: |err| <= 2 * (k + 2) * 2^-24 *
+// (|alpha| * sum_p |a_ip||b_pj| + |beta * c_ij|), the textbook gamma_k bound with a factor 2 of room.
+// A kBf16 result that skipped the rounding differs from the reference by far more (checked).
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/bf16.h"
+#include "core/gemm.h"
+
+namespace openmoe {
+namespace {
+
+// Deterministic values in [-1, 1) with full fp32 mantissas, so rounding to bf16 matters.
+std::vector<float> Fill(int64_t n, int salt) {
+  std::vector<float> v(n);
+  uint64_t s = 0x9E3779B97F4A7C15ull * (salt + 1);
+  for (auto& x : v) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = static_cast<float>(static_cast<double>(s >> 11) * 0x1p-52 - 1.0);
+  }
+  return v;
+}
+
+double OpAt(const std::vector<float>& a, bool trans, int64_t ld, int64_t i, int64_t p) {
+  return RoundToBf16(trans ? a[p * ld + i] : a[i * ld + p]);
+}
+
+struct Case {
+  bool ta, tb;
+  int64_t m, n, k;
+  float alpha, beta;
+  int64_t pad;  // unused columns after each row: a strided view
+};
+
+void ExpectMatchesNaive(const Case& t) {
+  SCOPED_TRACE(testing::Message() << "ta=" << t.ta << " tb=" << t.tb << " m=" << t.m << " n=" << t.n
+                                  << " k=" << t.k << " alpha=" << t.alpha << " beta=" << t.beta
+                                  << " pad=" << t.pad);
+  const int64_t lda = (t.ta ? t.m : t.k) + t.pad, ldb = (t.tb ? t.k : t.n) + t.pad, ldc = t.n + t.pad;
+  const std::vector<float> a = Fill((t.ta ? t.k : t.m) * lda, 1);
+  const std::vector<float> b = Fill((t.tb ? t.n : t.k) * ldb, 2);
+  std::vector<float> c = Fill(t.m * ldc, 3);
+  const std::vector<float> c0 = c, a0 = a, b0 = b;
+  const GemmOp op{.transpose_a = t.ta, .transpose_b = t.tb, .alpha = t.alpha, .beta = t.beta};
+  if (t.pad == 0) {
+    Gemm(GemmPrecision::kBf16, op, t.m, t.n, t.k, a.data(), b.data(), c.data());
+  } else {
+    Gemm(GemmPrecision::kBf16, op, t.m, t.n, t.k, a.data(), lda, b.data(), ldb, c.data(), ldc);
+  }
+  EXPECT_EQ(a, a0);  // inputs are not rounded in place
+  EXPECT_EQ(b, b0);
+  for (int64_t i = 0; i < t.m; ++i) {
+    for (int64_t j = 0; j < ldc; ++j) {
+      if (j >= t.n) {
+        ASSERT_EQ(c[i * ldc + j], c0[i * ldc + j]) << "padding column written";
+        continue;
+      }
+      const double c_term = t.beta == 0.0f ? 0.0 : t.beta * static_cast<double>(c0[i * ldc + j]);
+      double dot = 0.0, abs_dot = 0.0;
+      for (int64_t p = 0; p < t.k; ++p) {
+        const double prod = OpAt(a, t.ta, lda, i, p) * OpAt(b, t.tb, ldb, p, j);
+        dot += prod;
+        abs_dot += std::fabs(prod);
+      }
+      const double want = t.alpha * dot + c_term;
+      const double tol =
+          2.0 * (t.k + 2) * 0x1p-24 * (std::fabs(t.alpha) * abs_dot + std::fabs(c_term)) + 1e-30;
+      ASSERT_NEAR(c[i * ldc + j], want, tol) << i << "," << j;
+    }
+  }
+}
+
+TEST(GemmBf16, EveryTransposeAndOddShapeMatchesANaiveLoopOverRoundedInputs) {
+  struct Shape { int64_t m, n, k; };
+  for (const Shape s : {Shape{1, 1, 1}, Shape{3, 5, 7}, Shape{17, 1, 9}, Shape{1, 13, 31},
+                        Shape{33, 65, 17}, Shape{129, 17, 3}, Shape{3, 129, 129}})
+    for (const bool ta : {false, true})
+      for (const bool tb : {false, true}) ExpectMatchesNaive({ta, tb, s.m, s.n, s.k, 1.0f, 0.0f, 0});
+}
+
+TEST(GemmBf16, StridedViewsAlphaAndBeta) {
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true})
+      for (const float alpha : {1.0f, 0.125f, -1.7f})
+        for (const float beta : {0.0f, 1.0f})
+          for (const int64_t pad : {int64_t{0}, int64_t{5}})
+            ExpectMatchesNaive({ta, tb, 17, 33, 129, alpha, beta, pad});
+}
+
+TEST(GemmBf16, ZeroSizeDimensions) {
+  // k = 0: C = beta * C (0 overwrites, even NaN garbage).
+  for (const float beta : {0.0f, 1.0f, 0.5f}) {
+    std::vector<float> c = {1.0f, NAN, -3.0f, 4.0f, 5.0f, 6.0f};
+    const std::vector<float> c0 = c;
+    Gemm(GemmPrecision::kBf16, GemmOp{.beta = beta}, 2, 3, 0, nullptr, nullptr, c.data());
+    for (size_t i = 0; i < c.size(); ++i) {
+      if (beta == 0.0f) {
+        EXPECT_EQ(c[i], 0.0f) << i;
+      } else if (!std::isnan(c0[i])) {
+        EXPECT_EQ(c[i], beta * c0[i]) << i;
+      }
+    }
+  }
+  // m = 0 or n = 0: nothing to write, nothing read.
+  std::vector<float> untouched = {7.0f};
+  Gemm(GemmPrecision::kBf16, GemmOp{}, 0, 1, 4, nullptr, nullptr, untouched.data());
+  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 0, 4, nullptr, nullptr, untouched.data());
+  EXPECT_EQ(untouched[0], 7.0f);
+}
+
+TEST(GemmBf16, InputsAreRoundedNotUsedInFp32) {
+  // 1 + 2^-9 rounds to 1 in bf16: a k-long dot of such values is k in bf16, k * (1 + 2^-9)^2 in fp32.
+  const int64_t k = 64;
+  const std::vector<float> a(k, 1.0f + 0x1p-9f), b(k, 1.0f + 0x1p-9f);
+  float c_bf16 = -1.0f, c_fp32 = -1.0f;
+  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 1, k, a.data(), b.data(), &c_bf16);
+  Gemm(GemmPrecision::kFp32, GemmOp{}, 1, 1, k, a.data(), b.data(), &c_fp32);
+  EXPECT_EQ(c_bf16, static_cast<float>(k));
+  EXPECT_NEAR(c_fp32, k * (1.0 + 0x1p-9) * (1.0 + 0x1p-9), 1e-4);
+}
+
+TEST(GemmBf16, NonFiniteInputsPropagate) {
+  // A NaN in A must reach C (a bf16 conversion that turned NaN into inf or 0 would not).
+  const std::vector<float> a = {NAN, 1.0f}, b = {1.0f, 1.0f};
+  float c = 0.0f;
+  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 1, 2, a.data(), b.data(), &c);
+  EXPECT_TRUE(std::isnan(c));
+  const std::vector<float> big = {3e38f, 3e38f};  // 3e38 < bf16 max: kept; the sum overflows in fp32
+  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 1, 2, big.data(), b.data(), &c);
+  EXPECT_EQ(c, INFINITY);
+}
+
+}  // namespace
+}  // namespace openmoe
