@@ -1,37 +1,17 @@
 #include "core/gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
 
+#include <atomic>
+#include <cstdio>
 #include <vector>
 
 #include "core/bf16.h"
 #include "core/check.h"
+#include "core/onednn_gemm.h"
 
 namespace openmoe {
-
-void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    // BLAS leaves C untouched for k == 0 only when beta == 1; make the semantics explicit.
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = op.beta == 0.0f ? 0.0f : op.beta * c[i * ldc + j];
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, op.transpose_a ? CblasTrans : CblasNoTrans,
-              op.transpose_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), op.alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), op.beta, c,
-              static_cast<blasint>(ldc));
-}
-
-void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
-          float* c) {
-  const int64_t lda = op.transpose_a ? m : k;
-  const int64_t ldb = op.transpose_b ? k : n;
-  Gemm(op, m, n, k, a, lda, b, ldb, c, n);
-}
-
 namespace {
 
 // Copies the (rows, cols) matrix at x (leading dimension ld) densely into *out, rounded to bf16.
@@ -54,15 +34,66 @@ void GemmBf16ByRounding(const GemmOp& op, int64_t m, int64_t n, int64_t k, const
   Gemm(op, m, n, k, ar, a_cols, br, b_cols, c, ldc);
 }
 
+GemmBackend DefaultBf16Backend() {
+  if (CpuHasAvx512Bf16() && OneDnnGemmAvailable(GemmPrecision::kBf16)) return GemmBackend::kOneDnn;
+  std::fprintf(stderr,
+               "no AVX512-BF16: bf16 GEMM uses bf16-rounded inputs on OpenBLAS sgemm (same "
+               "numerics, fp32 speed)\n");
+  return GemmBackend::kOpenBlas;
+}
+
+// -1: not chosen yet (the bf16 default is chosen, and announced, on first use).
+std::atomic<int> backend_override[2] = {-1, -1};
+
 }  // namespace
+
+GemmBackend ActiveGemmBackend(GemmPrecision precision) {
+  const int chosen = backend_override[static_cast<int>(precision)].load(std::memory_order_relaxed);
+  if (chosen >= 0) return static_cast<GemmBackend>(chosen);
+  if (precision == GemmPrecision::kFp32) return GemmBackend::kOpenBlas;
+  static const GemmBackend bf16_default = DefaultBf16Backend();
+  return bf16_default;
+}
+
+void SetGemmBackend(GemmPrecision precision, GemmBackend backend) {
+  OPENMOE_CHECK_MSG(backend != GemmBackend::kOneDnn || OneDnnGemmAvailable(precision),
+                    "oneDNN has no %s matmul on this CPU",
+                    precision == GemmPrecision::kBf16 ? "bf16" : "f32");
+  backend_override[static_cast<int>(precision)].store(static_cast<int>(backend));
+}
+
+void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float* c, int64_t ldc) {
+  Gemm(GemmPrecision::kFp32, op, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
+          float* c) {
+  Gemm(GemmPrecision::kFp32, op, m, n, k, a, b, c);
+}
 
 void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
           int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
-  if (precision == GemmPrecision::kFp32 || m == 0 || n == 0 || k == 0) {
-    Gemm(op, m, n, k, a, lda, b, ldb, c, ldc);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    // BLAS leaves C untouched for k == 0 only when beta == 1; make the semantics explicit.
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = op.beta == 0.0f ? 0.0f : op.beta * c[i * ldc + j];
     return;
   }
-  GemmBf16ByRounding(op, m, n, k, a, lda, b, ldb, c, ldc);
+  if (ActiveGemmBackend(precision) == GemmBackend::kOneDnn) {
+    OneDnnGemm(precision, op, m, n, k, a, lda, b, ldb, c, ldc);
+    return;
+  }
+  if (precision == GemmPrecision::kBf16) {
+    GemmBf16ByRounding(op, m, n, k, a, lda, b, ldb, c, ldc);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, op.transpose_a ? CblasTrans : CblasNoTrans,
+              op.transpose_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), op.alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), op.beta, c,
+              static_cast<blasint>(ldc));
 }
 
 void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
@@ -75,6 +106,7 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
 void SetGemmThreads(int threads) {
   OPENMOE_CHECK(threads >= 1);
   openblas_set_num_threads(threads);
+  omp_set_num_threads(threads);  // oneDNN's OpenMP; other threads sync in OneDnnGemm
 }
 
 int GemmThreads() { return openblas_get_num_threads(); }

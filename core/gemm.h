@@ -1,13 +1,19 @@
-// Row-major GEMM on top of OpenBLAS: C = alpha * op(A) @ op(B) + beta * C.
+// Row-major GEMM: C = alpha * op(A) @ op(B) + beta * C, on OpenBLAS (fp32) and oneDNN (bf16).
 //
 // op(A) is (M, K), op(B) is (K, N), C is (M, N). Leading dimensions default to the dense
 // row-major ones; pass them explicitly for strided views (e.g. one head inside a (T, H*hd) matrix).
-// Thread count is OpenBLAS's own (OPENBLAS_NUM_THREADS or SetGemmThreads).
+// Thread count is OpenBLAS's own (OPENBLAS_NUM_THREADS or SetGemmThreads); oneDNN follows it.
+// Safe to call from several threads at once.
 //
 // Precision: kFp32 is plain sgemm. kBf16 is what a TPU v3 MXU computes: every element of op(A) and
 // op(B) rounded to bf16 (round-to-nearest-even, core/bf16.h), products accumulated in fp32, C and
 // alpha/beta in fp32 exactly as for kFp32. The inputs are not modified (the rounding goes to
 // scratch). Results equal an fp32 GEMM of the bf16-rounded inputs up to summation order.
+//
+// Backends (GemmBackend): kFp32 runs on OpenBLAS sgemm (oneDNN's f32 matmul measured no faster
+// here, see README "Benchmarks"). kBf16 runs on oneDNN's bf16 matmul (core/onednn_gemm.h) when the
+// CPU has AVX512-BF16; otherwise it prints one line once to stderr and runs sgemm on bf16-rounded
+// copies of A and B: the same numerics at fp32 speed.
 #pragma once
 
 #include <cstdint>
@@ -38,5 +44,13 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
 
 void SetGemmThreads(int threads);
 int GemmThreads();
+
+// kOpenBlas for kBf16 means sgemm on bf16-rounded copies of A and B.
+enum class GemmBackend { kOpenBlas, kOneDnn };
+// The backend this precision runs on (the defaults above unless SetGemmBackend changed it).
+GemmBackend ActiveGemmBackend(GemmPrecision precision);
+// For benchmarks and tests: route a precision to a backend. Checks that oneDNN implements it on
+// this CPU (OneDnnGemmAvailable in core/onednn_gemm.h). Not for use while GEMMs run.
+void SetGemmBackend(GemmPrecision precision, GemmBackend backend);
 
 }  // namespace openmoe

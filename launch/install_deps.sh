@@ -10,7 +10,7 @@ set -euo pipefail
 packages=(
   g++ cmake make pkg-config
   libopenmpi-dev openmpi-bin
-  libopenblas-dev
+  libopenblas-dev libdnnl-dev
   libprotobuf-dev protobuf-compiler
   libabsl-dev
   libsentencepiece-dev sentencepiece

@@ -1,18 +1,29 @@
 // Gemm(GemmPrecision::kBf16, ...) (core/gemm.h) against a naive double loop over the bf16-rounded
-// inputs: every transpose, odd shapes, strided leading dimensions, alpha and beta, zero sizes.
+// inputs: every transpose, odd shapes, strided leading dimensions, alpha and beta, zero sizes. Run
+// on every backend this CPU has: bf16-rounded copies on sgemm, oneDNN bf16 (skipped without
+// AVX-512), and oneDNN f32 for kFp32 against the unrounded loop (the same oneDNN code path:
+// strides, output scales, sum post-op, cache). Also: the primitive cache is hit for repeated
+// shapes, oneDNN follows SetGemmThreads on any thread, and concurrent calls are safe.
 //
 // Tolerance: a product of two bf16 values (8-bit significands) is exact in fp32, so the only error
 // left is fp32 accumulation (any order, blocked or not) plus alpha/beta: |err| <= 2 * (k + 2) * 2^-24 *
 // (|alpha| * sum_p |a_ip||b_pj| + |beta * c_ij|), the textbook gamma_k bound with a factor 2 of room.
-// A kBf16 result that skipped the rounding differs from the reference by far more (checked).
+// A kBf16 result that skipped the rounding differs from the reference by far more (checked). For
+// kFp32 on oneDNN the products round too: gamma_{k+1}, inside the same factor.
+#include <omp.h>
+
 #include <cmath>
 #include <cstdint>
+#include <ostream>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "core/bf16.h"
 #include "core/gemm.h"
+#include "core/onednn_gemm.h"
 
 namespace openmoe {
 namespace {
@@ -28,8 +39,38 @@ std::vector<float> Fill(int64_t n, int salt) {
   return v;
 }
 
+// Which precision runs on which backend for one test run.
+struct Config {
+  std::string name;
+  GemmPrecision precision;
+  GemmBackend backend;
+};
+
+void PrintTo(const Config& config, std::ostream* os) { *os << config.name; }
+
+class GemmBf16 : public testing::TestWithParam<Config> {
+ protected:
+  void SetUp() override {
+    saved_fp32_ = ActiveGemmBackend(GemmPrecision::kFp32);
+    saved_bf16_ = ActiveGemmBackend(GemmPrecision::kBf16);
+    if (GetParam().backend == GemmBackend::kOneDnn && !OneDnnGemmAvailable(GetParam().precision))
+      GTEST_SKIP() << "oneDNN has no matmul of this precision on this CPU";
+    SetGemmBackend(GemmPrecision::kFp32, GemmBackend::kOpenBlas);
+    SetGemmBackend(GetParam().precision, GetParam().backend);
+  }
+  void TearDown() override {
+    SetGemmBackend(GemmPrecision::kFp32, saved_fp32_);
+    SetGemmBackend(GemmPrecision::kBf16, saved_bf16_);
+  }
+  GemmBackend saved_fp32_, saved_bf16_;
+};
+
+// The precision under test; called only from inside GemmBf16 tests.
+GemmPrecision Precision() { return GemmBf16::GetParam().precision; }
+
 double OpAt(const std::vector<float>& a, bool trans, int64_t ld, int64_t i, int64_t p) {
-  return RoundToBf16(trans ? a[p * ld + i] : a[i * ld + p]);
+  const float x = trans ? a[p * ld + i] : a[i * ld + p];
+  return Precision() == GemmPrecision::kBf16 ? RoundToBf16(x) : x;
 }
 
 struct Case {
@@ -50,9 +91,9 @@ void ExpectMatchesNaive(const Case& t) {
   const std::vector<float> c0 = c, a0 = a, b0 = b;
   const GemmOp op{.transpose_a = t.ta, .transpose_b = t.tb, .alpha = t.alpha, .beta = t.beta};
   if (t.pad == 0) {
-    Gemm(GemmPrecision::kBf16, op, t.m, t.n, t.k, a.data(), b.data(), c.data());
+    Gemm(Precision(), op, t.m, t.n, t.k, a.data(), b.data(), c.data());
   } else {
-    Gemm(GemmPrecision::kBf16, op, t.m, t.n, t.k, a.data(), lda, b.data(), ldb, c.data(), ldc);
+    Gemm(Precision(), op, t.m, t.n, t.k, a.data(), lda, b.data(), ldb, c.data(), ldc);
   }
   EXPECT_EQ(a, a0);  // inputs are not rounded in place
   EXPECT_EQ(b, b0);
@@ -77,7 +118,7 @@ void ExpectMatchesNaive(const Case& t) {
   }
 }
 
-TEST(GemmBf16, EveryTransposeAndOddShapeMatchesANaiveLoopOverRoundedInputs) {
+TEST_P(GemmBf16, EveryTransposeAndOddShapeMatchesANaiveLoopOverRoundedInputs) {
   struct Shape { int64_t m, n, k; };
   for (const Shape s : {Shape{1, 1, 1}, Shape{3, 5, 7}, Shape{17, 1, 9}, Shape{1, 13, 31},
                         Shape{33, 65, 17}, Shape{129, 17, 3}, Shape{3, 129, 129}})
@@ -85,7 +126,7 @@ TEST(GemmBf16, EveryTransposeAndOddShapeMatchesANaiveLoopOverRoundedInputs) {
       for (const bool tb : {false, true}) ExpectMatchesNaive({ta, tb, s.m, s.n, s.k, 1.0f, 0.0f, 0});
 }
 
-TEST(GemmBf16, StridedViewsAlphaAndBeta) {
+TEST_P(GemmBf16, StridedViewsAlphaAndBeta) {
   for (const bool ta : {false, true})
     for (const bool tb : {false, true})
       for (const float alpha : {1.0f, 0.125f, -1.7f})
@@ -94,12 +135,12 @@ TEST(GemmBf16, StridedViewsAlphaAndBeta) {
             ExpectMatchesNaive({ta, tb, 17, 33, 129, alpha, beta, pad});
 }
 
-TEST(GemmBf16, ZeroSizeDimensions) {
+TEST_P(GemmBf16, ZeroSizeDimensions) {
   // k = 0: C = beta * C (0 overwrites, even NaN garbage).
   for (const float beta : {0.0f, 1.0f, 0.5f}) {
     std::vector<float> c = {1.0f, NAN, -3.0f, 4.0f, 5.0f, 6.0f};
     const std::vector<float> c0 = c;
-    Gemm(GemmPrecision::kBf16, GemmOp{.beta = beta}, 2, 3, 0, nullptr, nullptr, c.data());
+    Gemm(Precision(), GemmOp{.beta = beta}, 2, 3, 0, nullptr, nullptr, c.data());
     for (size_t i = 0; i < c.size(); ++i) {
       if (beta == 0.0f) {
         EXPECT_EQ(c[i], 0.0f) << i;
@@ -110,31 +151,115 @@ TEST(GemmBf16, ZeroSizeDimensions) {
   }
   // m = 0 or n = 0: nothing to write, nothing read.
   std::vector<float> untouched = {7.0f};
-  Gemm(GemmPrecision::kBf16, GemmOp{}, 0, 1, 4, nullptr, nullptr, untouched.data());
-  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 0, 4, nullptr, nullptr, untouched.data());
+  Gemm(Precision(), GemmOp{}, 0, 1, 4, nullptr, nullptr, untouched.data());
+  Gemm(Precision(), GemmOp{}, 1, 0, 4, nullptr, nullptr, untouched.data());
   EXPECT_EQ(untouched[0], 7.0f);
 }
 
-TEST(GemmBf16, InputsAreRoundedNotUsedInFp32) {
+TEST_P(GemmBf16, InputsAreRoundedOnlyInBf16) {
   // 1 + 2^-9 rounds to 1 in bf16: a k-long dot of such values is k in bf16, k * (1 + 2^-9)^2 in fp32.
   const int64_t k = 64;
   const std::vector<float> a(k, 1.0f + 0x1p-9f), b(k, 1.0f + 0x1p-9f);
-  float c_bf16 = -1.0f, c_fp32 = -1.0f;
-  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 1, k, a.data(), b.data(), &c_bf16);
-  Gemm(GemmPrecision::kFp32, GemmOp{}, 1, 1, k, a.data(), b.data(), &c_fp32);
-  EXPECT_EQ(c_bf16, static_cast<float>(k));
-  EXPECT_NEAR(c_fp32, k * (1.0 + 0x1p-9) * (1.0 + 0x1p-9), 1e-4);
+  float c = -1.0f;
+  Gemm(Precision(), GemmOp{}, 1, 1, k, a.data(), b.data(), &c);
+  if (Precision() == GemmPrecision::kBf16) {
+    EXPECT_EQ(c, static_cast<float>(k));
+  } else {
+    EXPECT_NEAR(c, k * (1.0 + 0x1p-9) * (1.0 + 0x1p-9), 1e-4);
+  }
 }
 
-TEST(GemmBf16, NonFiniteInputsPropagate) {
+TEST_P(GemmBf16, NonFiniteInputsPropagate) {
   // A NaN in A must reach C (a bf16 conversion that turned NaN into inf or 0 would not).
   const std::vector<float> a = {NAN, 1.0f}, b = {1.0f, 1.0f};
   float c = 0.0f;
-  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 1, 2, a.data(), b.data(), &c);
+  Gemm(Precision(), GemmOp{}, 1, 1, 2, a.data(), b.data(), &c);
   EXPECT_TRUE(std::isnan(c));
   const std::vector<float> big = {3e38f, 3e38f};  // 3e38 < bf16 max: kept; the sum overflows in fp32
-  Gemm(GemmPrecision::kBf16, GemmOp{}, 1, 1, 2, big.data(), b.data(), &c);
+  Gemm(Precision(), GemmOp{}, 1, 1, 2, big.data(), b.data(), &c);
   EXPECT_EQ(c, INFINITY);
+}
+
+TEST_P(GemmBf16, ConcurrentCallsFromSeveralThreads) {
+  const int64_t m = 33, n = 17, k = 65;
+  const std::vector<float> a = Fill(m * k, 4), b = Fill(k * n, 5);
+  std::vector<float> want(m * n);
+  Gemm(Precision(), GemmOp{}, m, n, k, a.data(), b.data(), want.data());
+  std::vector<std::vector<float>> got(4, std::vector<float>(m * n));
+  std::vector<std::thread> threads;
+  for (auto& out : got)
+    threads.emplace_back([&, &out = out] {
+      for (int rep = 0; rep < 20; ++rep) Gemm(Precision(), GemmOp{}, m, n, k, a.data(), b.data(), out.data());
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& out : got) EXPECT_EQ(out, want);  // same shape, same primitive: same bits
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, GemmBf16,
+    testing::Values(Config{"Bf16RoundedSgemm", GemmPrecision::kBf16, GemmBackend::kOpenBlas},
+                    Config{"Bf16OneDnn", GemmPrecision::kBf16, GemmBackend::kOneDnn},
+                    Config{"Fp32OneDnn", GemmPrecision::kFp32, GemmBackend::kOneDnn}),
+    [](const testing::TestParamInfo<Config>& info) { return info.param.name; });
+
+// The oneDNN precisions this CPU runs, for the tests that talk to oneDNN directly.
+std::vector<GemmPrecision> OneDnnPrecisions() {
+  std::vector<GemmPrecision> out;
+  for (const GemmPrecision p : {GemmPrecision::kFp32, GemmPrecision::kBf16})
+    if (OneDnnGemmAvailable(p)) out.push_back(p);
+  return out;
+}
+
+TEST(OneDnnGemm, RepeatedShapesHitThePrimitiveCache) {
+  for (const GemmPrecision precision : OneDnnPrecisions()) {
+    // A shape no other test uses, so the first call is a miss whatever ran before.
+    const int64_t m = 7, n = 11, k = 301;
+    const std::vector<float> a = Fill(m * k, 6), b = Fill(k * n, 7);
+    std::vector<float> c(m * n);
+    const OneDnnGemmCacheStats before = GetOneDnnGemmCacheStats();
+    const GemmOp op{.alpha = precision == GemmPrecision::kBf16 ? 0.5f : 0.25f};
+    OneDnnGemm(precision, op, m, n, k, a.data(), k, b.data(), n, c.data(), n);
+    const OneDnnGemmCacheStats first = GetOneDnnGemmCacheStats();
+    EXPECT_EQ(first.primitives_created, before.primitives_created + 1);
+    for (int rep = 0; rep < 5; ++rep) OneDnnGemm(precision, op, m, n, k, a.data(), k, b.data(), n, c.data(), n);
+    const OneDnnGemmCacheStats repeated = GetOneDnnGemmCacheStats();
+    EXPECT_EQ(repeated.primitives_created, first.primitives_created);
+    EXPECT_EQ(repeated.cache_hits, first.cache_hits + 5);
+    // Another beta is another primitive (the sum post-op is baked in).
+    OneDnnGemm(precision, GemmOp{.alpha = op.alpha, .beta = 1.0f}, m, n, k, a.data(), k, b.data(), n,
+               c.data(), n);
+    EXPECT_EQ(GetOneDnnGemmCacheStats().primitives_created, first.primitives_created + 1);
+  }
+}
+
+TEST(OneDnnGemm, FollowsSetGemmThreadsOnEveryThread) {
+  if (OneDnnPrecisions().empty()) GTEST_SKIP() << "no oneDNN matmul on this CPU";
+  const int before = GemmThreads();
+  SetGemmThreads(1);
+  std::thread other([&] {
+    omp_set_num_threads(3);  // a stale per-thread OpenMP setting
+    const std::vector<float> a = Fill(9, 8), b = Fill(9, 9);
+    std::vector<float> c(9);
+    OneDnnGemm(OneDnnPrecisions()[0], GemmOp{}, 3, 3, 3, a.data(), 3, b.data(), 3, c.data(), 3);
+    EXPECT_EQ(omp_get_max_threads(), 1);
+  });
+  other.join();
+  SetGemmThreads(before);
+}
+
+TEST(OneDnnGemm, ReportsTheImplementationItPicked) {
+  for (const GemmPrecision precision : OneDnnPrecisions())
+    EXPECT_FALSE(OneDnnGemmImplementation(precision, GemmOp{}, 64, 64, 64, 64, 64, 64).empty());
+}
+
+TEST(GemmBackends, DefaultsFollowTheCpu) {
+  EXPECT_EQ(ActiveGemmBackend(GemmPrecision::kFp32), GemmBackend::kOpenBlas);
+  // Only meaningful before any test overrode it; the fixture restores what it found.
+  if (CpuHasAvx512Bf16()) {
+    EXPECT_EQ(ActiveGemmBackend(GemmPrecision::kBf16), GemmBackend::kOneDnn);
+  } else {
+    EXPECT_EQ(ActiveGemmBackend(GemmPrecision::kBf16), GemmBackend::kOpenBlas);
+  }
 }
 
 }  // namespace

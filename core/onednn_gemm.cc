@@ -1,0 +1,172 @@
+#include "core/onednn_gemm.h"
+
+#include <omp.h>
+
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <vector>
+
+#include "core/bf16.h"
+#include "core/check.h"
+
+namespace openmoe {
+namespace {
+
+using dnnl::memory;
+using Dt = memory::data_type;
+
+dnnl::engine& Engine() {
+  static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+// (precision, m, n, k, transpose_a, transpose_b, lda, ldb, ldc, alpha bits, beta bits, threads)
+using Key = std::array<int64_t, 12>;
+
+struct Entry {
+  dnnl::matmul primitive;
+  memory::desc a_md, b_md, c_md, scratch_md;
+  std::string implementation;
+};
+
+struct Cache {
+  std::mutex mu;
+  std::map<Key, std::shared_ptr<const Entry>> entries;
+  std::atomic<int64_t> created{0}, hits{0};
+};
+Cache& TheCache() {
+  static Cache* cache = new Cache;  // never destroyed: GEMMs may run during static destruction
+  return *cache;
+}
+
+// op(X) as a (rows, cols) matrix stored row-major with leading dimension ld, transposed or not.
+memory::desc OperandDesc(int64_t rows, int64_t cols, bool transposed, int64_t ld, Dt type) {
+  return transposed ? memory::desc({rows, cols}, type, memory::dims{1, ld})
+                    : memory::desc({rows, cols}, type, memory::dims{ld, 1});
+}
+
+// nullptr when oneDNN has no implementation (allow_empty), e.g. bf16 without AVX-512.
+std::shared_ptr<const Entry> Create(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
+                                    int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
+  const Dt in = precision == GemmPrecision::kBf16 ? Dt::bf16 : Dt::f32;
+  auto entry = std::make_shared<Entry>();
+  entry->a_md = OperandDesc(m, k, op.transpose_a, lda, in);
+  entry->b_md = OperandDesc(k, n, op.transpose_b, ldb, in);
+  entry->c_md = OperandDesc(m, n, false, ldc, Dt::f32);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // per call, so calls may overlap
+  if (op.alpha != 1.0f) attr.set_output_scales(0, {op.alpha});
+  if (op.beta != 0.0f) {
+    dnnl::post_ops post;
+    post.append_sum(op.beta);  // C = alpha * AB + beta * C
+    attr.set_post_ops(post);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(entry->a_md, entry->b_md, entry->c_md), attr,
+                                  Engine(), /*allow_empty=*/true);
+  if (!pd) return nullptr;
+  entry->primitive = dnnl::matmul(pd);
+  entry->scratch_md = pd.scratchpad_desc();
+  entry->implementation = pd.impl_info_str();
+  return entry;
+}
+
+void SyncThreads() {
+  // omp_set_num_threads is per calling thread; oneDNN reads omp_get_max_threads() when it
+  // partitions work (also at creation, hence the thread count in the key).
+  const int want = GemmThreads();
+  if (omp_get_max_threads() != want) omp_set_num_threads(want);
+}
+
+std::shared_ptr<const Entry> Lookup(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
+                                    int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
+  SyncThreads();
+  const Key key = {static_cast<int64_t>(precision), m, n, k, op.transpose_a, op.transpose_b,
+                   lda, ldb, ldc, std::bit_cast<uint32_t>(op.alpha), std::bit_cast<uint32_t>(op.beta),
+                   omp_get_max_threads()};
+  Cache& cache = TheCache();
+  {
+    std::lock_guard<std::mutex> lock(cache.mu);
+    auto it = cache.entries.find(key);
+    if (it != cache.entries.end()) {
+      cache.hits.fetch_add(1, std::memory_order_relaxed);
+      return it->second;
+    }
+  }
+  // Create outside the lock (it takes milliseconds); a racing thread may create the same key
+  // too, and the first insert wins.
+  std::shared_ptr<const Entry> entry = Create(precision, op, m, n, k, lda, ldb, ldc);
+  OPENMOE_CHECK_MSG(entry != nullptr, "oneDNN has no %s matmul on this CPU",
+                    precision == GemmPrecision::kBf16 ? "bf16" : "f32");
+  cache.created.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(cache.mu);
+  return cache.entries.emplace(key, std::move(entry)).first->second;
+}
+
+// Dense bf16 copy of the (rows, cols) matrix at x with leading dimension ld.
+uint16_t* Bf16DenseCopy(const float* x, int64_t rows, int64_t cols, int64_t ld,
+                        std::vector<uint16_t>* out) {
+  out->resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) FloatToBf16(x + r * ld, out->data() + r * cols, cols);
+  return out->data();
+}
+
+}  // namespace
+
+bool OneDnnGemmAvailable(GemmPrecision precision) {
+  static const bool fp32 = Create(GemmPrecision::kFp32, GemmOp{}, 16, 16, 16, 16, 16, 16) != nullptr;
+  static const bool bf16 = Create(GemmPrecision::kBf16, GemmOp{}, 16, 16, 16, 16, 16, 16) != nullptr;
+  return precision == GemmPrecision::kBf16 ? bf16 : fp32;
+}
+
+void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
+                const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  OPENMOE_CHECK(m > 0 && n > 0 && k > 0);
+  const void* a_data = a;
+  const void* b_data = b;
+  thread_local std::vector<uint16_t> a_bf16, b_bf16;
+  if (precision == GemmPrecision::kBf16) {
+    // Stored shapes: A is (M, K) or, transposed, (K, M); the copies are dense.
+    const int64_t a_rows = op.transpose_a ? k : m, a_cols = op.transpose_a ? m : k;
+    const int64_t b_rows = op.transpose_b ? n : k, b_cols = op.transpose_b ? k : n;
+    a_data = Bf16DenseCopy(a, a_rows, a_cols, lda, &a_bf16);
+    b_data = Bf16DenseCopy(b, b_rows, b_cols, ldb, &b_bf16);
+    lda = a_cols;
+    ldb = b_cols;
+  }
+  const std::shared_ptr<const Entry> entry = Lookup(precision, op, m, n, k, lda, ldb, ldc);
+  thread_local std::vector<char> scratch;
+  if (scratch.size() < entry->scratch_md.get_size()) scratch.resize(entry->scratch_md.get_size());
+  thread_local dnnl::stream* stream = new dnnl::stream(Engine());
+  // oneDNN's memory objects take non-const handles; A and B are only read.
+  memory a_mem(entry->a_md, Engine(), const_cast<void*>(a_data));
+  memory b_mem(entry->b_md, Engine(), const_cast<void*>(b_data));
+  memory c_mem(entry->c_md, Engine(), c);
+  memory scratch_mem(entry->scratch_md, Engine(), scratch.data());
+  entry->primitive.execute(*stream, {{DNNL_ARG_SRC, a_mem},
+                                     {DNNL_ARG_WEIGHTS, b_mem},
+                                     {DNNL_ARG_DST, c_mem},
+                                     {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+  stream->wait();
+}
+
+std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
+                                     int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
+  if (precision == GemmPrecision::kBf16) {  // the dense copies' leading dimensions
+    lda = op.transpose_a ? m : k;
+    ldb = op.transpose_b ? k : n;
+  }
+  return Lookup(precision, op, m, n, k, lda, ldb, ldc)->implementation;
+}
+
+OneDnnGemmCacheStats GetOneDnnGemmCacheStats() {
+  Cache& cache = TheCache();
+  return {cache.created.load(), cache.hits.load()};
+}
+
+}  // namespace openmoe
