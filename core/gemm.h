@@ -13,7 +13,9 @@
 // Backends (GemmBackend): kFp32 runs on OpenBLAS sgemm (oneDNN's f32 matmul measured no faster
 // here, see README "Benchmarks"). kBf16 runs on oneDNN's bf16 matmul (core/onednn_gemm.h) when the
 // CPU has AVX512-BF16; otherwise it prints one line once to stderr and runs sgemm on bf16-rounded
-// copies of A and B: the same numerics at fp32 speed.
+// copies of A and B: the same numerics at fp32 speed. One difference between the two: the
+// AVX512-BF16 dot product (VDPBF16PS) flushes subnormals (bf16 inputs and fp32 partial sums with
+// |x| < 2^-126) to zero; the sgemm fallback keeps them.
 #pragma once
 
 #include <cstdint>
