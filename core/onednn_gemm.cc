@@ -116,6 +116,31 @@ uint16_t* Bf16DenseCopy(const float* x, int64_t rows, int64_t cols, int64_t ld,
   return out->data();
 }
 
+// A dimension split into at most three pieces: the largest multiple of kBigPiece, then the
+// largest multiple of kSmallPiece of the rest, then the rest. Token counts change every step
+// (tokens per expert); exact shapes would create a primitive for every count ever seen, these
+// pieces only max/kBigPiece + kBigPiece/kSmallPiece + kSmallPiece of them per dimension.
+constexpr int64_t kBigPiece = 128, kSmallPiece = 16;
+struct Piece {
+  int64_t start, size;
+};
+struct PieceList {
+  std::array<Piece, 3> pieces;
+  int count = 0;
+  const Piece* begin() const { return pieces.data(); }
+  const Piece* end() const { return pieces.data() + count; }
+};
+PieceList Pieces(int64_t d) {
+  PieceList out;
+  const int64_t big = d - d % kBigPiece, small = (d - big) - (d - big) % kSmallPiece;
+  int64_t start = 0;
+  for (const int64_t size : {big, small, d - big - small}) {
+    if (size > 0) out.pieces[out.count++] = {start, size};
+    start += size;
+  }
+  return out;
+}
+
 }  // namespace
 
 bool OneDnnGemmAvailable(GemmPrecision precision) {
@@ -127,32 +152,49 @@ bool OneDnnGemmAvailable(GemmPrecision precision) {
 void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
                 const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
   OPENMOE_CHECK(m > 0 && n > 0 && k > 0);
-  const void* a_data = a;
-  const void* b_data = b;
+  const char* a_data = reinterpret_cast<const char*>(a);
+  const char* b_data = reinterpret_cast<const char*>(b);
+  int64_t elem = sizeof(float);
   thread_local std::vector<uint16_t> a_bf16, b_bf16;
   if (precision == GemmPrecision::kBf16) {
     // Stored shapes: A is (M, K) or, transposed, (K, M); the copies are dense.
     const int64_t a_rows = op.transpose_a ? k : m, a_cols = op.transpose_a ? m : k;
     const int64_t b_rows = op.transpose_b ? n : k, b_cols = op.transpose_b ? k : n;
-    a_data = Bf16DenseCopy(a, a_rows, a_cols, lda, &a_bf16);
-    b_data = Bf16DenseCopy(b, b_rows, b_cols, ldb, &b_bf16);
+    a_data = reinterpret_cast<const char*>(Bf16DenseCopy(a, a_rows, a_cols, lda, &a_bf16));
+    b_data = reinterpret_cast<const char*>(Bf16DenseCopy(b, b_rows, b_cols, ldb, &b_bf16));
     lda = a_cols;
     ldb = b_cols;
+    elem = sizeof(uint16_t);
   }
-  const std::shared_ptr<const Entry> entry = Lookup(precision, op, m, n, k, lda, ldb, ldc);
-  thread_local std::vector<char> scratch;
-  if (scratch.size() < entry->scratch_md.get_size()) scratch.resize(entry->scratch_md.get_size());
   thread_local dnnl::stream* stream = new dnnl::stream(Engine());
-  // oneDNN's memory objects take non-const handles; A and B are only read.
-  memory a_mem(entry->a_md, Engine(), const_cast<void*>(a_data));
-  memory b_mem(entry->b_md, Engine(), const_cast<void*>(b_data));
-  memory c_mem(entry->c_md, Engine(), c);
-  memory scratch_mem(entry->scratch_md, Engine(), scratch.data());
-  entry->primitive.execute(*stream, {{DNNL_ARG_SRC, a_mem},
-                                     {DNNL_ARG_WEIGHTS, b_mem},
-                                     {DNNL_ARG_DST, c_mem},
-                                     {DNNL_ARG_SCRATCHPAD, scratch_mem}});
-  stream->wait();
+  thread_local std::vector<char> scratch;
+  // Blocks of C by row and column pieces; the k pieces accumulate into the same block, the first
+  // with the caller's beta and the rest with beta 1 (alpha scales every piece).
+  for (const Piece rows : Pieces(m)) {
+    for (const Piece cols : Pieces(n)) {
+      GemmOp piece_op = op;
+      for (const Piece inner : Pieces(k)) {
+        const int64_t a_offset = op.transpose_a ? inner.start * lda + rows.start
+                                                : rows.start * lda + inner.start;
+        const int64_t b_offset = op.transpose_b ? cols.start * ldb + inner.start
+                                                : inner.start * ldb + cols.start;
+        const std::shared_ptr<const Entry> entry =
+            Lookup(precision, piece_op, rows.size, cols.size, inner.size, lda, ldb, ldc);
+        if (scratch.size() < entry->scratch_md.get_size()) scratch.resize(entry->scratch_md.get_size());
+        // oneDNN's memory objects take non-const handles; A and B are only read.
+        memory a_mem(entry->a_md, Engine(), const_cast<char*>(a_data + a_offset * elem));
+        memory b_mem(entry->b_md, Engine(), const_cast<char*>(b_data + b_offset * elem));
+        memory c_mem(entry->c_md, Engine(), c + rows.start * ldc + cols.start);
+        memory scratch_mem(entry->scratch_md, Engine(), scratch.data());
+        entry->primitive.execute(*stream, {{DNNL_ARG_SRC, a_mem},
+                                           {DNNL_ARG_WEIGHTS, b_mem},
+                                           {DNNL_ARG_DST, c_mem},
+                                           {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+        stream->wait();
+        piece_op.beta = 1.0f;
+      }
+    }
+  }
 }
 
 std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
@@ -161,7 +203,10 @@ std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, 
     lda = op.transpose_a ? m : k;
     ldb = op.transpose_b ? k : n;
   }
-  return Lookup(precision, op, m, n, k, lda, ldb, ldc)->implementation;
+  // The first (largest) piece's primitive: the one that does most of the work.
+  return Lookup(precision, op, Pieces(m).begin()->size, Pieces(n).begin()->size,
+                Pieces(k).begin()->size, lda, ldb, ldc)
+      ->implementation;
 }
 
 OneDnnGemmCacheStats GetOneDnnGemmCacheStats() {

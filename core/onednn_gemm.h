@@ -8,8 +8,11 @@
 // scale, beta != 0 a sum post-op with scale beta (beta == 0 overwrites C, NaN garbage included).
 // Callers handle m, n or k == 0 (Gemm does).
 //
-// Primitives are created once per (precision, m, n, k, transposes, lda, ldb, ldc, alpha, beta,
-// threads) and cached for the life of the process; lookups take a mutex, execution does not
+// Each of m, n, k is split into at most three pieces (a multiple of 128, a multiple of 16, the
+// rest; k pieces accumulate into C), so the many row counts a training run sees (tokens per
+// expert change every step) share a bounded set of primitive shapes. Primitives are created once
+// per (precision, piece m, n, k, transposes, lda, ldb, ldc, alpha, beta, threads) and cached for
+// the life of the process; lookups take a mutex, execution does not
 // (each call brings its own scratchpad and stream), so any number of threads may call at once.
 // Threads: oneDNN here runs on OpenMP; every call sets the calling thread's OpenMP thread count to
 // GemmThreads(), so oneDNN follows SetGemmThreads like OpenBLAS does.
@@ -29,8 +32,8 @@ bool OneDnnGemmAvailable(GemmPrecision precision);
 void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
                 const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
 
-// oneDNN's name for the implementation it picked for this problem (e.g. "brg:avx512_core_bf16",
-// "gemm:jit"); creates and caches the primitive if needed.
+// oneDNN's name for the implementation it picked for this problem's largest piece (e.g.
+// "brg:avx512_core_bf16", "gemm:jit"); creates and caches the primitive if needed.
 std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
                                      int64_t k, int64_t lda, int64_t ldb, int64_t ldc);
 

@@ -121,7 +121,9 @@ void ExpectMatchesNaive(const Case& t) {
 TEST_P(GemmBf16, EveryTransposeAndOddShapeMatchesANaiveLoopOverRoundedInputs) {
   struct Shape { int64_t m, n, k; };
   for (const Shape s : {Shape{1, 1, 1}, Shape{3, 5, 7}, Shape{17, 1, 9}, Shape{1, 13, 31},
-                        Shape{33, 65, 17}, Shape{129, 17, 3}, Shape{3, 129, 129}})
+                        Shape{33, 65, 17}, Shape{129, 17, 3}, Shape{3, 129, 129},
+                        // every dimension in three oneDNN pieces (128 + 16 + 3, ...)
+                        Shape{147, 45 + 128, 291}})
     for (const bool ta : {false, true})
       for (const bool tb : {false, true}) ExpectMatchesNaive({ta, tb, s.m, s.n, s.k, 1.0f, 0.0f, 0});
 }
@@ -213,7 +215,7 @@ std::vector<GemmPrecision> OneDnnPrecisions() {
 TEST(OneDnnGemm, RepeatedShapesHitThePrimitiveCache) {
   for (const GemmPrecision precision : OneDnnPrecisions()) {
     // A shape no other test uses, so the first call is a miss whatever ran before.
-    const int64_t m = 7, n = 11, k = 301;
+    const int64_t m = 7, n = 11, k = 384;  // each one oneDNN piece
     const std::vector<float> a = Fill(m * k, 6), b = Fill(k * n, 7);
     std::vector<float> c(m * n);
     const OneDnnGemmCacheStats before = GetOneDnnGemmCacheStats();
@@ -229,6 +231,36 @@ TEST(OneDnnGemm, RepeatedShapesHitThePrimitiveCache) {
     OneDnnGemm(precision, GemmOp{.alpha = op.alpha, .beta = 1.0f}, m, n, k, a.data(), k, b.data(), n,
                c.data(), n);
     EXPECT_EQ(GetOneDnnGemmCacheStats().primitives_created, first.primitives_created + 1);
+  }
+}
+
+TEST(OneDnnGemm, VaryingRowCountsShareABoundedSetOfPrimitives) {
+  for (const GemmPrecision precision : OneDnnPrecisions()) {
+    // Row counts 1..300 of a (rows, 24) x (24, 8) product, as tokens per expert vary by step:
+    // pieces of 128 or 256 rows, 16..112 rows and 1..15 rows, i.e. at most 2 + 7 + 15 shapes
+    // for the 16-column piece and as many for the 8 remaining columns.
+    const int64_t n = 24, k = 40;
+    const std::vector<float> a = Fill(300 * k, 10), b = Fill(k * n, 11);
+    const OneDnnGemmCacheStats before = GetOneDnnGemmCacheStats();
+    std::vector<float> c(300 * n);
+    for (int64_t m = 1; m <= 300; ++m) {
+      OneDnnGemm(precision, GemmOp{.alpha = 0.75f}, m, n, k, a.data(), k, b.data(), n, c.data(), n);
+      for (const int64_t i : {int64_t{0}, m - 1}) {  // first and last row against a direct sum
+        for (int64_t j = 0; j < n; ++j) {
+          double want = 0.0, abs_sum = 0.0;
+          for (int64_t p = 0; p < k; ++p) {
+            const double x = precision == GemmPrecision::kBf16 ? RoundToBf16(a[i * k + p]) : a[i * k + p];
+            const double y = precision == GemmPrecision::kBf16 ? RoundToBf16(b[p * n + j]) : b[p * n + j];
+            want += 0.75 * x * y;
+            abs_sum += std::fabs(0.75 * x * y);
+          }
+          ASSERT_NEAR(c[i * n + j], want, 2.0 * (k + 2) * 0x1p-24 * abs_sum) << m << " " << i << "," << j;
+        }
+      }
+    }
+    // k = 40 is two pieces (32 + 8), the second accumulating with beta 1: x2 per row/column shape.
+    EXPECT_LE(GetOneDnnGemmCacheStats().primitives_created - before.primitives_created,
+              (2 + 7 + 15) * 2 * 2);
   }
 }
 
