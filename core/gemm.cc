@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <atomic>
+#include <bit>
 #include <cstdio>
 #include <vector>
 
@@ -22,16 +23,35 @@ const float* RoundedDenseCopy(const float* x, int64_t rows, int64_t cols, int64_
   return out->data();
 }
 
-// bf16 inputs, fp32 accumulation, by rounding copies of A and B and running sgemm on them.
+// Whether every element of the (rows, cols) matrix at x is already a bf16 value (low 16 bits
+// zero), so rounding would change nothing. Stops at the first row that is not.
+bool IsBf16Valued(const float* x, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * ld;
+    uint32_t low = 0;
+    for (int64_t i = 0; i < cols; ++i) low |= std::bit_cast<uint32_t>(row[i]) & 0xFFFFu;
+    if (low != 0) return false;
+  }
+  return true;
+}
+
+// bf16 inputs, fp32 accumulation, by rounding copies of A and B and running sgemm on them. An
+// operand that already holds bf16 values (activations the model stored rounded) is used as is.
 void GemmBf16ByRounding(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
                         int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
   // Per-thread scratch: Gemm may be called from several threads at once.
   thread_local std::vector<float> a_scratch, b_scratch;
   const int64_t a_rows = op.transpose_a ? k : m, a_cols = op.transpose_a ? m : k;
   const int64_t b_rows = op.transpose_b ? n : k, b_cols = op.transpose_b ? k : n;
-  const float* ar = RoundedDenseCopy(a, a_rows, a_cols, lda, &a_scratch);
-  const float* br = RoundedDenseCopy(b, b_rows, b_cols, ldb, &b_scratch);
-  Gemm(op, m, n, k, ar, a_cols, br, b_cols, c, ldc);
+  if (!IsBf16Valued(a, a_rows, a_cols, lda)) {
+    a = RoundedDenseCopy(a, a_rows, a_cols, lda, &a_scratch);
+    lda = a_cols;
+  }
+  if (!IsBf16Valued(b, b_rows, b_cols, ldb)) {
+    b = RoundedDenseCopy(b, b_rows, b_cols, ldb, &b_scratch);
+    ldb = b_cols;
+  }
+  Gemm(op, m, n, k, a, lda, b, ldb, c, ldc);
 }
 
 GemmBackend DefaultBf16Backend() {

@@ -78,6 +78,7 @@ struct Case {
   int64_t m, n, k;
   float alpha, beta;
   int64_t pad;  // unused columns after each row: a strided view
+  bool pre_round = false;  // inputs already hold bf16 values (the fallback then skips its copies)
 };
 
 void ExpectMatchesNaive(const Case& t) {
@@ -85,8 +86,12 @@ void ExpectMatchesNaive(const Case& t) {
                                   << " k=" << t.k << " alpha=" << t.alpha << " beta=" << t.beta
                                   << " pad=" << t.pad);
   const int64_t lda = (t.ta ? t.m : t.k) + t.pad, ldb = (t.tb ? t.k : t.n) + t.pad, ldc = t.n + t.pad;
-  const std::vector<float> a = Fill((t.ta ? t.k : t.m) * lda, 1);
-  const std::vector<float> b = Fill((t.tb ? t.n : t.k) * ldb, 2);
+  std::vector<float> a = Fill((t.ta ? t.k : t.m) * lda, 1);
+  std::vector<float> b = Fill((t.tb ? t.n : t.k) * ldb, 2);
+  if (t.pre_round) {
+    RoundToBf16(a.data(), a.data(), static_cast<int64_t>(a.size()));
+    RoundToBf16(b.data(), b.data(), static_cast<int64_t>(b.size()));
+  }
   std::vector<float> c = Fill(t.m * ldc, 3);
   const std::vector<float> c0 = c, a0 = a, b0 = b;
   const GemmOp op{.transpose_a = t.ta, .transpose_b = t.tb, .alpha = t.alpha, .beta = t.beta};
@@ -135,6 +140,13 @@ TEST_P(GemmBf16, StridedViewsAlphaAndBeta) {
         for (const float beta : {0.0f, 1.0f})
           for (const int64_t pad : {int64_t{0}, int64_t{5}})
             ExpectMatchesNaive({ta, tb, 17, 33, 129, alpha, beta, pad});
+}
+
+TEST_P(GemmBf16, InputsThatAreAlreadyBf16) {
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true})
+      for (const int64_t pad : {int64_t{0}, int64_t{3}})
+        ExpectMatchesNaive({ta, tb, 19, 35, 131, 0.5f, 1.0f, pad, /*pre_round=*/true});
 }
 
 TEST_P(GemmBf16, ZeroSizeDimensions) {
