@@ -9,10 +9,10 @@
 //
 // A backend this CPU lacks (oneDNN bf16 without AVX-512) is reported as an error row. Each
 // problem is run once before timing so primitive creation is not measured (it is cached).
-#include <array>
-#include <cstdio>
 #include <time.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -39,14 +39,16 @@ double ProcessCpuSeconds() {
 void BM_Gemm(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   const Route route = static_cast<Route>(state.range(3));
-  const GemmPrecision precision =
-      route == kOneDnnBf16 || route == kBf16RoundedSgemm ? GemmPrecision::kBf16 : GemmPrecision::kFp32;
+  const GemmPrecision precision = route == kOneDnnBf16 || route == kBf16RoundedSgemm
+                                      ? GemmPrecision::kBf16
+                                      : GemmPrecision::kFp32;
   const GemmBackend backend =
       route == kOneDnnBf16 || route == kOneDnnF32 ? GemmBackend::kOneDnn : GemmBackend::kOpenBlas;
   state.SetLabel(kRouteNames[route]);
   if (backend == GemmBackend::kOneDnn && !OneDnnGemmAvailable(precision)) {
     state.SkipWithError("oneDNN has no matmul of this precision on this CPU");
-    for (auto _ : state) {}
+    for (auto _ : state) {
+    }
     return;
   }
   const GemmBackend saved = ActiveGemmBackend(precision);
@@ -64,20 +66,25 @@ void BM_Gemm(benchmark::State& state) {
     benchmark::DoNotOptimize(c.data());
   }
   const double gflop = 2.0 * m * n * k * 1e-9;
-  state.counters["GFLOP/s"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/cpu_s"] =
       gflop * static_cast<double>(state.iterations()) / (ProcessCpuSeconds() - cpu_start);
   SetGemmBackend(precision, saved);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
-  for (const auto& [m, n, k] : {std::array<int64_t, 3>{4096, 512, 512}, {4096, 2048, 512},
-                                {2048, 2048, 2048}})
+  for (const auto& [m, n, k] :
+       {std::array<int64_t, 3>{4096, 512, 512}, {4096, 2048, 512}, {2048, 2048, 2048}})
     for (const int route : {kSgemm, kOneDnnBf16, kOneDnnF32, kBf16RoundedSgemm})
       b->Args({m, n, k, route});
 }
-BENCHMARK(BM_Gemm)->Apply(Shapes)->ArgNames({"m", "n", "k", "route"})->Unit(benchmark::kMillisecond)
-    ->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Gemm)
+    ->Apply(Shapes)
+    ->ArgNames({"m", "n", "k", "route"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
 
 }  // namespace
 }  // namespace openmoe

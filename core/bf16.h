@@ -27,7 +27,9 @@ inline uint16_t FloatToBf16(float x) {
   return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
 
-inline float Bf16ToFloat(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+inline float Bf16ToFloat(uint16_t b) {
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
 
 // float -> bf16 -> float: the value a bf16 multiplier sees.
 inline float RoundToBf16(float x) { return Bf16ToFloat(FloatToBf16(x)); }

@@ -92,13 +92,14 @@ void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, con
   Gemm(GemmPrecision::kFp32, op, m, n, k, a, b, c);
 }
 
-void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
-          int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     // BLAS leaves C untouched for k == 0 only when beta == 1; make the semantics explicit.
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = op.beta == 0.0f ? 0.0f : op.beta * c[i * ldc + j];
+      for (int64_t j = 0; j < n; ++j)
+        c[i * ldc + j] = op.beta == 0.0f ? 0.0f : op.beta * c[i * ldc + j];
     return;
   }
   if (ActiveGemmBackend(precision) == GemmBackend::kOneDnn) {
@@ -116,8 +117,8 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
               static_cast<blasint>(ldc));
 }
 
-void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
-          const float* b, float* c) {
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
+          const float* a, const float* b, float* c) {
   const int64_t lda = op.transpose_a ? m : k;
   const int64_t ldb = op.transpose_b ? k : n;
   Gemm(precision, op, m, n, k, a, lda, b, ldb, c, n);

@@ -39,10 +39,10 @@ void Gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, con
           float* c);
 
 // The same with an explicit precision (kFp32 is the overloads above).
-void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
-          int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
-void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a,
-          const float* b, float* c);
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
+          const float* a, const float* b, float* c);
 
 void SetGemmThreads(int threads);
 int GemmThreads();

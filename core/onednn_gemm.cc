@@ -86,8 +86,17 @@ void SyncThreads() {
 std::shared_ptr<const Entry> Lookup(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
                                     int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
   SyncThreads();
-  const Key key = {static_cast<int64_t>(precision), m, n, k, op.transpose_a, op.transpose_b,
-                   lda, ldb, ldc, std::bit_cast<uint32_t>(op.alpha), std::bit_cast<uint32_t>(op.beta),
+  const Key key = {static_cast<int64_t>(precision),
+                   m,
+                   n,
+                   k,
+                   op.transpose_a,
+                   op.transpose_b,
+                   lda,
+                   ldb,
+                   ldc,
+                   std::bit_cast<uint32_t>(op.alpha),
+                   std::bit_cast<uint32_t>(op.beta),
                    omp_get_max_threads()};
   Cache& cache = TheCache();
   {
@@ -144,8 +153,10 @@ PieceList Pieces(int64_t d) {
 }  // namespace
 
 bool OneDnnGemmAvailable(GemmPrecision precision) {
-  static const bool fp32 = Create(GemmPrecision::kFp32, GemmOp{}, 16, 16, 16, 16, 16, 16) != nullptr;
-  static const bool bf16 = Create(GemmPrecision::kBf16, GemmOp{}, 16, 16, 16, 16, 16, 16) != nullptr;
+  static const bool fp32 =
+      Create(GemmPrecision::kFp32, GemmOp{}, 16, 16, 16, 16, 16, 16) != nullptr;
+  static const bool bf16 =
+      Create(GemmPrecision::kBf16, GemmOp{}, 16, 16, 16, 16, 16, 16) != nullptr;
   return precision == GemmPrecision::kBf16 ? bf16 : fp32;
 }
 
@@ -174,13 +185,14 @@ void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
     for (const Piece cols : Pieces(n)) {
       GemmOp piece_op = op;
       for (const Piece inner : Pieces(k)) {
-        const int64_t a_offset = op.transpose_a ? inner.start * lda + rows.start
-                                                : rows.start * lda + inner.start;
-        const int64_t b_offset = op.transpose_b ? cols.start * ldb + inner.start
-                                                : inner.start * ldb + cols.start;
+        const int64_t a_offset =
+            op.transpose_a ? inner.start * lda + rows.start : rows.start * lda + inner.start;
+        const int64_t b_offset =
+            op.transpose_b ? cols.start * ldb + inner.start : inner.start * ldb + cols.start;
         const std::shared_ptr<const Entry> entry =
             Lookup(precision, piece_op, rows.size, cols.size, inner.size, lda, ldb, ldc);
-        if (scratch.size() < entry->scratch_md.get_size()) scratch.resize(entry->scratch_md.get_size());
+        if (scratch.size() < entry->scratch_md.get_size())
+          scratch.resize(entry->scratch_md.get_size());
         // oneDNN's memory objects take non-const handles; A and B are only read.
         memory a_mem(entry->a_md, Engine(), const_cast<char*>(a_data + a_offset * elem));
         memory b_mem(entry->b_md, Engine(), const_cast<char*>(b_data + b_offset * elem));
@@ -197,8 +209,8 @@ void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
   }
 }
 
-std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
-                                     int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
+std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m,
+                                     int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
   if (precision == GemmPrecision::kBf16) {  // the dense copies' leading dimensions
     lda = op.transpose_a ? m : k;
     ldb = op.transpose_b ? k : n;

@@ -34,8 +34,8 @@ void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
 
 // oneDNN's name for the implementation it picked for this problem's largest piece (e.g.
 // "brg:avx512_core_bf16", "gemm:jit"); creates and caches the primitive if needed.
-std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
-                                     int64_t k, int64_t lda, int64_t ldb, int64_t ldc);
+std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m,
+                                     int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc);
 
 struct OneDnnGemmCacheStats {
   int64_t primitives_created = 0;  // cache misses

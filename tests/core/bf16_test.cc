@@ -3,6 +3,8 @@
 // subnormals, the bf16 max and the first value that rounds to inf, -0.0; arrays == scalars.
 #include "core/bf16.h"
 
+#include <gtest/gtest.h>
+
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -12,8 +14,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace openmoe {
 namespace {
@@ -141,8 +141,8 @@ TEST(Bf16, MatchesTheNearestEvenReferenceOnRandomBitPatterns) {
     ASSERT_EQ(FloatToBf16(x), ReferenceBf16(x)) << std::hex << bits;
   }
   // Every tie and its neighbours within the first few binades and around the top.
-  for (const uint32_t hi : {0x0000u, 0x0001u, 0x007Fu, 0x3F80u, 0x3F81u, 0x7F7Eu, 0x7F7Fu,
-                            0x8001u, 0xBF80u, 0xFF7Fu}) {
+  for (const uint32_t hi :
+       {0x0000u, 0x0001u, 0x007Fu, 0x3F80u, 0x3F81u, 0x7F7Eu, 0x7F7Fu, 0x8001u, 0xBF80u, 0xFF7Fu}) {
     for (const uint32_t lo : {0x7FFEu, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu}) {
       const float x = FromBits(hi << 16 | lo);
       EXPECT_EQ(FloatToBf16(x), ReferenceBf16(x)) << std::hex << (hi << 16 | lo);
@@ -155,11 +155,18 @@ std::vector<float> RandomWithSpecials(int64_t n) {
   std::mt19937 gen(7);
   std::vector<float> x(n);
   for (auto& v : x) v = FromBits(gen());
-  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::infinity(),
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
-                            std::numeric_limits<float>::quiet_NaN(), FromBits(0x7F800001),
-                            FromBits(0xFF800001), FromBits(0x7F7F8000), FromBits(0x00008000),
-                            FromBits(0x007FFFFF), std::numeric_limits<float>::max(), 1.0f + 0x1p-8f};
+                            std::numeric_limits<float>::quiet_NaN(),
+                            FromBits(0x7F800001),
+                            FromBits(0xFF800001),
+                            FromBits(0x7F7F8000),
+                            FromBits(0x00008000),
+                            FromBits(0x007FFFFF),
+                            std::numeric_limits<float>::max(),
+                            1.0f + 0x1p-8f};
   for (size_t i = 0; i < std::size(specials); ++i) x[i * 37 % n] = specials[i];
   return x;
 }

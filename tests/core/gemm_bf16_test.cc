@@ -6,10 +6,12 @@
 // shapes, oneDNN follows SetGemmThreads on any thread, and concurrent calls are safe.
 //
 // Tolerance: a product of two bf16 values (8-bit significands) is exact in fp32, so the only error
-// left is fp32 accumulation (any order, blocked or not) plus alpha/beta: |err| <= 2 * (k + 2) * 2^-24 *
-// (|alpha| * sum_p |a_ip||b_pj| + |beta * c_ij|), the textbook gamma_k bound with a factor 2 of room.
-// A kBf16 result that skipped the rounding differs from the reference by far more (checked). For
-// kFp32 on oneDNN the products round too: gamma_{k+1}, inside the same factor.
+// left is fp32 accumulation (any order, blocked or not) plus alpha/beta: |err| <= 2 * (k + 2) *
+// 2^-24 *
+// (|alpha| * sum_p |a_ip||b_pj| + |beta * c_ij|), the textbook gamma_k bound with a factor 2 of
+// room. A kBf16 result that skipped the rounding differs from the reference by far more (checked).
+// For kFp32 on oneDNN the products round too: gamma_{k+1}, inside the same factor.
+#include <gtest/gtest.h>
 #include <omp.h>
 
 #include <cmath>
@@ -18,8 +20,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "core/bf16.h"
 #include "core/gemm.h"
@@ -77,7 +77,7 @@ struct Case {
   bool ta, tb;
   int64_t m, n, k;
   float alpha, beta;
-  int64_t pad;  // unused columns after each row: a strided view
+  int64_t pad;             // unused columns after each row: a strided view
   bool pre_round = false;  // inputs already hold bf16 values (the fallback then skips its copies)
 };
 
@@ -85,7 +85,8 @@ void ExpectMatchesNaive(const Case& t) {
   SCOPED_TRACE(testing::Message() << "ta=" << t.ta << " tb=" << t.tb << " m=" << t.m << " n=" << t.n
                                   << " k=" << t.k << " alpha=" << t.alpha << " beta=" << t.beta
                                   << " pad=" << t.pad);
-  const int64_t lda = (t.ta ? t.m : t.k) + t.pad, ldb = (t.tb ? t.k : t.n) + t.pad, ldc = t.n + t.pad;
+  const int64_t lda = (t.ta ? t.m : t.k) + t.pad, ldb = (t.tb ? t.k : t.n) + t.pad,
+                ldc = t.n + t.pad;
   std::vector<float> a = Fill((t.ta ? t.k : t.m) * lda, 1);
   std::vector<float> b = Fill((t.tb ? t.n : t.k) * ldb, 2);
   if (t.pre_round) {
@@ -124,13 +125,16 @@ void ExpectMatchesNaive(const Case& t) {
 }
 
 TEST_P(GemmBf16, EveryTransposeAndOddShapeMatchesANaiveLoopOverRoundedInputs) {
-  struct Shape { int64_t m, n, k; };
+  struct Shape {
+    int64_t m, n, k;
+  };
   for (const Shape s : {Shape{1, 1, 1}, Shape{3, 5, 7}, Shape{17, 1, 9}, Shape{1, 13, 31},
                         Shape{33, 65, 17}, Shape{129, 17, 3}, Shape{3, 129, 129},
                         // every dimension in three oneDNN pieces (128 + 16 + 3, ...)
                         Shape{147, 45 + 128, 291}})
     for (const bool ta : {false, true})
-      for (const bool tb : {false, true}) ExpectMatchesNaive({ta, tb, s.m, s.n, s.k, 1.0f, 0.0f, 0});
+      for (const bool tb : {false, true})
+        ExpectMatchesNaive({ta, tb, s.m, s.n, s.k, 1.0f, 0.0f, 0});
 }
 
 TEST_P(GemmBf16, StridedViewsAlphaAndBeta) {
@@ -171,7 +175,8 @@ TEST_P(GemmBf16, ZeroSizeDimensions) {
 }
 
 TEST_P(GemmBf16, InputsAreRoundedOnlyInBf16) {
-  // 1 + 2^-9 rounds to 1 in bf16: a k-long dot of such values is k in bf16, k * (1 + 2^-9)^2 in fp32.
+  // 1 + 2^-9 rounds to 1 in bf16: a k-long dot of such values is k in bf16, k * (1 + 2^-9)^2 in
+  // fp32.
   const int64_t k = 64;
   const std::vector<float> a(k, 1.0f + 0x1p-9f), b(k, 1.0f + 0x1p-9f);
   float c = -1.0f;
@@ -189,7 +194,8 @@ TEST_P(GemmBf16, NonFiniteInputsPropagate) {
   float c = 0.0f;
   Gemm(Precision(), GemmOp{}, 1, 1, 2, a.data(), b.data(), &c);
   EXPECT_TRUE(std::isnan(c));
-  const std::vector<float> big = {3e38f, 3e38f};  // 3e38 < bf16 max: kept; the sum overflows in fp32
+  const std::vector<float> big = {3e38f,
+                                  3e38f};  // 3e38 < bf16 max: kept; the sum overflows in fp32
   Gemm(Precision(), GemmOp{}, 1, 1, 2, big.data(), b.data(), &c);
   EXPECT_EQ(c, INFINITY);
 }
@@ -203,7 +209,8 @@ TEST_P(GemmBf16, ConcurrentCallsFromSeveralThreads) {
   std::vector<std::thread> threads;
   for (auto& out : got)
     threads.emplace_back([&, &out = out] {
-      for (int rep = 0; rep < 20; ++rep) Gemm(Precision(), GemmOp{}, m, n, k, a.data(), b.data(), out.data());
+      for (int rep = 0; rep < 20; ++rep)
+        Gemm(Precision(), GemmOp{}, m, n, k, a.data(), b.data(), out.data());
     });
   for (auto& t : threads) t.join();
   for (const auto& out : got) EXPECT_EQ(out, want);  // same shape, same primitive: same bits
@@ -235,13 +242,14 @@ TEST(OneDnnGemm, RepeatedShapesHitThePrimitiveCache) {
     OneDnnGemm(precision, op, m, n, k, a.data(), k, b.data(), n, c.data(), n);
     const OneDnnGemmCacheStats first = GetOneDnnGemmCacheStats();
     EXPECT_EQ(first.primitives_created, before.primitives_created + 1);
-    for (int rep = 0; rep < 5; ++rep) OneDnnGemm(precision, op, m, n, k, a.data(), k, b.data(), n, c.data(), n);
+    for (int rep = 0; rep < 5; ++rep)
+      OneDnnGemm(precision, op, m, n, k, a.data(), k, b.data(), n, c.data(), n);
     const OneDnnGemmCacheStats repeated = GetOneDnnGemmCacheStats();
     EXPECT_EQ(repeated.primitives_created, first.primitives_created);
     EXPECT_EQ(repeated.cache_hits, first.cache_hits + 5);
     // Another beta is another primitive (the sum post-op is baked in).
-    OneDnnGemm(precision, GemmOp{.alpha = op.alpha, .beta = 1.0f}, m, n, k, a.data(), k, b.data(), n,
-               c.data(), n);
+    OneDnnGemm(precision, GemmOp{.alpha = op.alpha, .beta = 1.0f}, m, n, k, a.data(), k, b.data(),
+               n, c.data(), n);
     EXPECT_EQ(GetOneDnnGemmCacheStats().primitives_created, first.primitives_created + 1);
   }
 }
@@ -261,12 +269,15 @@ TEST(OneDnnGemm, VaryingRowCountsShareABoundedSetOfPrimitives) {
         for (int64_t j = 0; j < n; ++j) {
           double want = 0.0, abs_sum = 0.0;
           for (int64_t p = 0; p < k; ++p) {
-            const double x = precision == GemmPrecision::kBf16 ? RoundToBf16(a[i * k + p]) : a[i * k + p];
-            const double y = precision == GemmPrecision::kBf16 ? RoundToBf16(b[p * n + j]) : b[p * n + j];
+            const double x =
+                precision == GemmPrecision::kBf16 ? RoundToBf16(a[i * k + p]) : a[i * k + p];
+            const double y =
+                precision == GemmPrecision::kBf16 ? RoundToBf16(b[p * n + j]) : b[p * n + j];
             want += 0.75 * x * y;
             abs_sum += std::fabs(0.75 * x * y);
           }
-          ASSERT_NEAR(c[i * n + j], want, 2.0 * (k + 2) * 0x1p-24 * abs_sum) << m << " " << i << "," << j;
+          ASSERT_NEAR(c[i * n + j], want, 2.0 * (k + 2) * 0x1p-24 * abs_sum)
+              << m << " " << i << "," << j;
         }
       }
     }
