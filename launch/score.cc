@@ -197,11 +197,6 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
   const int64_t per_call = unit * std::max<int64_t>(1, kTokensPerCall / (unit * tokens.seq_len));
   const int64_t total_rows = (tokens.rows + unit - 1) / unit * unit;
 
-  ScoreResult r;
-  r.rows = tokens.rows;
-  r.seq_len = tokens.seq_len;
-  r.padded_rows = total_rows - tokens.rows;
-  r.capacity_factor = routing.capacity_factor;
   DecoderSums sums;
   LossScales scales;  // zero: only the sums are used (no backward)
   scales.output_z_weight = spec.loss().output_z_loss_weight();
@@ -209,10 +204,21 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
     const Batch batch = CausalRows(tokens, row, std::min(per_call, total_rows - row));
     sums.Add(decoder.Forward(params, batch, scales, spec.logging().position_buckets()));
   }
+  return ScoreFromSums(spec, sums, tokens.rows, tokens.seq_len, total_rows - tokens.rows);
+}
 
+ScoreResult ScoreFromSums(const JobSpec& spec, const DecoderSums& sums, int64_t rows,
+                          int64_t seq_len, int64_t padded_rows) {
+  const ModelDims dims = DimsFromSpec(spec);
+  ScoreResult r;
+  r.rows = rows;
+  r.seq_len = seq_len;
+  r.padded_rows = padded_rows;
+  r.capacity_factor = RoutingFromSpec(spec, /*eval=*/true).capacity_factor;
   // The loss terms as the trainer's metrics report them (model/loss_summary.h).
   const LossSummary losses = SummarizeLosses(
-      sums, LossCountsFor(spec, sums.lm.weight, total_rows * tokens.seq_len), LossWeightsFor(spec));
+      sums, LossCountsFor(spec, sums.lm.weight, (rows + padded_rows) * seq_len),
+      LossWeightsFor(spec));
   r.target_tokens = losses.target_tokens;
   r.cross_entropy = losses.cross_entropy;
   r.output_z_loss = losses.output_z_loss;

@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "model/loss_summary.h"
 #include "proto/job.pb.h"
 
 namespace openmoe {
@@ -68,6 +69,11 @@ struct ScoreResult {
 // InvalidArgument for a token id outside [0, model.vocab_size), naming row and column.
 absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params,
                                         const TokenArray& tokens);
+
+// The result from the forward's sums (reduced over every token scored): rows real rows and
+// padded_rows padding rows of seq_len tokens. Used by ScoreTokens and by eval during training.
+ScoreResult ScoreFromSums(const JobSpec& spec, const DecoderSums& sums, int64_t rows,
+                          int64_t seq_len, int64_t padded_rows);
 
 std::string ScoreJson(const ScoreResult& r);
 std::string ScoreText(const ScoreResult& r);

@@ -18,6 +18,7 @@
 #include "core/timer.h"
 #include "launch/checkpoint/checkpoint.h"
 #include "launch/console.h"
+#include "launch/evaluator.h"
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
 #include "launch/run_records.h"
@@ -80,7 +81,8 @@ void ReportPeakMemory(Communicator& world) {
 
 // The steps from the trainer's current step to train.steps, each recorded in `metrics` and
 // `summary`; stops early (OK) when the checkpoint session says so (a stop signal). Collective.
-absl::Status RunSteps(Trainer& trainer, CheckpointSession& checkpoints, MetricsWriter& metrics,
+absl::Status RunSteps(Trainer& trainer, CheckpointSession& checkpoints, EvalSession& eval,
+                      MetricsWriter& metrics,
                       const CostBreakdown& v3, const std::string& run_id, RunSummary& summary) {
   const JobSpec& spec = trainer.spec();
   const bool rank0 = trainer.world().rank() == 0;
@@ -89,15 +91,20 @@ absl::Status RunSteps(Trainer& trainer, CheckpointSession& checkpoints, MetricsW
   ThroughputWindow recent(std::max<int64_t>(1, spec.logging().throughput_window()));
   while (trainer.step() < steps) {
     OPENMOE_ASSIGN_OR_RETURN(const StepResult r, trainer.TryStep());
+    // On the weights after this step's update: what a checkpoint step_<r.step + 1> holds.
+    const EvalSession::Output evaluated = eval.AfterStep(r.step + 1);
     summary.Add(r);
     recent.Add(r.tokens, r.seconds);
     OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
         trainer.world(),
-        rank0 ? metrics.Write(StepRecordJson(spec, r, v3, run_id)) : absl::OkStatus()));
+        rank0 ? metrics.Write(WithJsonKey(StepRecordJson(spec, r, v3, run_id), "eval",
+                                          evaluated.json))
+              : absl::OkStatus()));
     const int64_t done = r.step + 1;
     if (rank0 && (done % print_every == 0 || done == steps || r.skipped)) {
       console::Out(ProgressLine(r, steps, recent.TokensPerSecond(), recent.SecondsPerStep(), v3));
     }
+    if (rank0 && !evaluated.line.empty()) console::Out(evaluated.line);
     OPENMOE_ASSIGN_OR_RETURN(const bool stop, checkpoints.AfterStep(trainer));
     if (stop) {
       summary.status = absl::StrCat("stopped by ", checkpoints.stopped_by());
@@ -126,8 +133,12 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
   if (!spec.checkpoint().dir().empty()) {
     OPENMOE_ASSIGN_OR_RETURN(lock, RunLock::Acquire(spec.checkpoint().dir(), *world));
   }
+  // Eval rows before any compute: a bad eval source fails every rank here.
+  absl::StatusOr<std::vector<EvalSet>> eval_sets = LoadEvalSets(spec);
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*world, eval_sets.status()));
   OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> created, Trainer::Create(spec, world.get()));
   Trainer& trainer = *created;
+  EvalSession eval(*std::move(eval_sets), trainer);
   if (rank0) PrintStart(spec, job_description, trainer, threads, world->size());
   // The same job on a real v3 slice of this topology, for comparison on every progress line.
   const CostBreakdown v3 = PredictStepTime(spec, trainer.mesh());
@@ -158,7 +169,8 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
     OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*world, absl::OkStatus()));
   }
 
-  const absl::Status status = RunSteps(trainer, *checkpoints, metrics, v3, run_id, summary);
+  const absl::Status status =
+      RunSteps(trainer, *checkpoints, eval, metrics, v3, run_id, summary);
   if (!status.ok()) summary.status = absl::StrCat("error: ", status.message());
   summary.checkpoint = checkpoints->last_saved_path();
   summary.wall_seconds = wall.Seconds();

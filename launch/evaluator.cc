@@ -1,0 +1,181 @@
+#include "launch/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/batch.h"
+#include "core/io/json.h"
+#include "launch/metrics.h"
+#include "launch/source_rows.h"
+#include "model/config.h"
+
+namespace openmoe {
+
+absl::StatusOr<std::vector<EvalSet>> LoadEvalSets(const JobSpec& spec) {
+  const EvalConfig& eval = spec.eval();
+  if (eval.every_steps() < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("eval.every_steps=", eval.every_steps(), ": must be >= 0 (0: no eval)"));
+  std::vector<EvalSet> sets;
+  if (eval.every_steps() == 0) return sets;
+  if (eval.rows() < 1)
+    return absl::InvalidArgumentError(absl::StrCat("eval.rows=", eval.rows(), ": must be >= 1"));
+  if (eval.sources_size() == 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "eval.every_steps=", eval.every_steps(), ": needs at least one eval.sources entry"));
+  for (int i = 0; i < eval.sources_size(); ++i) {
+    absl::StatusOr<TokenArray> rows = SourceRows(eval.sources(i), i, spec.data(), eval.rows(),
+                                                 spec.train().seq_len(), "eval.rows");
+    if (!rows.ok())
+      return absl::Status(rows.status().code(),
+                          absl::StrCat("eval.sources[", i, "]: ", rows.status().message()));
+    for (int32_t v : rows->tokens) {
+      if (v < 0 || v >= spec.model().vocab_size())
+        return absl::InvalidArgumentError(absl::StrCat("eval.sources[", i, "]: token ", v,
+                                                       " is outside [0, model.vocab_size=",
+                                                       spec.model().vocab_size(), ")"));
+    }
+    sets.push_back({SourceName(eval.sources(i), i), *std::move(rows)});
+  }
+  return sets;
+}
+
+bool EvalDue(const JobSpec& spec, int64_t steps_done) {
+  const int64_t every = spec.eval().every_steps();
+  return every > 0 && (steps_done % every == 0 || steps_done == spec.train().steps());
+}
+
+Evaluator::Evaluator(const JobSpec& spec, const Mesh& mesh, const ParamLayout& layout,
+                     Communicator* comm)
+    : spec_(spec),
+      mesh_(mesh),
+      comm_(comm),
+      runner_(spec.model().num_experts() > 0 ? std::make_unique<ExpertParallelRunner>(mesh, comm)
+                                             : nullptr),
+      decoder_(layout, RoutingFromSpec(spec, /*eval=*/true), runner_.get()) {}
+
+ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens) {
+  const int64_t chips = mesh_.num_chips;
+  const int64_t group = spec_.model().num_experts() > 0 ? spec_.router().group_size() : 1;
+  // Rows per routing group boundary: a chip's rows must be whole groups.
+  const int64_t unit = group / std::gcd(group, tokens.seq_len);
+  const int64_t per_chip = ((tokens.rows + chips - 1) / chips + unit - 1) / unit * unit;
+  const int64_t micro_rows = spec_.train().batch_rows() / chips / spec_.train().microbatches();
+  const int64_t chunk = std::max(unit, micro_rows / unit * unit);
+  LossScales scales;  // zero: only the sums are used (no backward)
+  scales.output_z_weight = spec_.loss().output_z_loss_weight();
+  DecoderSums sums;
+  for (int64_t a = 0; a < per_chip; a += chunk) {
+    const int64_t count = std::min(chunk, per_chip - a);
+    Batch batch;
+    for (int64_t c = 0; c < mesh_.chips_per_rank; ++c)
+      batch.Append(CausalBatch(tokens, (mesh_.FirstChip() + c) * per_chip + a, count));
+    sums.Add(decoder_.Forward(params, batch, scales, spec_.logging().position_buckets()));
+  }
+  ReduceSums(&sums);
+  return ScoreFromSums(spec_, sums, tokens.rows, tokens.seq_len, chips * per_chip - tokens.rows);
+}
+
+// As the trainer reduces a step's sums: every sum over every rank, in two reductions.
+void Evaluator::ReduceSums(DecoderSums* sums) {
+  std::vector<double> flat = {sums->lm.cross_entropy, sums->lm.z_loss, sums->lm.weight,
+                              static_cast<double>(sums->lm.correct), sums->loss};
+  for (const RouterLossSums& r : sums->router) {
+    flat.push_back(r.load_balance);
+    flat.push_back(r.z_loss);
+  }
+  for (const RoutingStats& st : sums->routing) flat.push_back(st.entropy_sum);
+  auto visit_counts = [&](auto&& f) {
+    for (RoutingStats& st : sums->routing) {
+      for (auto* v : {&st.routed_per_expert, &st.kept_per_expert, &st.dropped_by_choice,
+                      &st.dropped_by_position_bucket, &st.routed_by_position_bucket})
+        for (int64_t& x : *v) f(x);
+      f(st.tokens);
+      f(st.tokens_fully_dropped);
+    }
+  };
+  std::vector<int64_t> counts;
+  visit_counts([&](int64_t& x) { counts.push_back(x); });
+  comm_->AllReduceSum(flat.data(), static_cast<int64_t>(flat.size()));
+  comm_->AllReduceSum(counts.data(), static_cast<int64_t>(counts.size()));
+  size_t i = 0;
+  sums->lm.cross_entropy = flat[i++];
+  sums->lm.z_loss = flat[i++];
+  sums->lm.weight = flat[i++];
+  sums->lm.correct = static_cast<int64_t>(flat[i++]);
+  sums->loss = flat[i++];
+  for (RouterLossSums& r : sums->router) {
+    r.load_balance = flat[i++];
+    r.z_loss = flat[i++];
+  }
+  for (RoutingStats& st : sums->routing) st.entropy_sum = flat[i++];
+  size_t j = 0;
+  visit_counts([&](int64_t& x) { x = counts[j++]; });
+}
+
+EvalSession::EvalSession(std::vector<EvalSet> sets, Trainer& trainer)
+    : sets_(std::move(sets)), trainer_(trainer) {
+  if (!sets_.empty()) {
+    evaluator_ = std::make_unique<Evaluator>(trainer.spec(), trainer.mesh(), trainer.layout(),
+                                             &trainer.world());
+  }
+}
+
+EvalSession::Output EvalSession::AfterStep(int64_t steps_done) {
+  Output out;
+  if (evaluator_ == nullptr || !EvalDue(trainer_.spec(), steps_done)) return out;
+  std::vector<std::pair<std::string, ScoreResult>> results;
+  for (const EvalSet& set : sets_)
+    results.emplace_back(set.name, evaluator_->Evaluate(trainer_.params().data(), set.tokens));
+  out.json = EvalJson(results);
+  out.line = EvalLine(steps_done, results);
+  return out;
+}
+
+std::string WithJsonKey(const std::string& record, const std::string& key,
+                        const std::string& value) {
+  if (value.empty() || record.empty() || record.back() != '}') return record;
+  const bool empty_object = record.size() == 2;
+  return absl::StrCat(record.substr(0, record.size() - 1), empty_object ? "" : ",",
+                      JsonQuote(key), ":", value, "}");
+}
+
+std::string EvalJson(const std::vector<std::pair<std::string, ScoreResult>>& results) {
+  std::string out = "{";
+  for (size_t i = 0; i < results.size(); ++i) {
+    const ScoreResult& r = results[i].second;
+    std::vector<std::string> by_choice, layers;
+    for (double v : r.drop_fraction_by_choice) by_choice.push_back(JsonNumber(v));
+    for (const LayerScore& l : r.layers) layers.push_back(JsonNumber(l.drop_fraction));
+    absl::StrAppend(
+        &out, i ? "," : "", JsonQuote(results[i].first), ":{\"rows\":", r.rows,
+        ",\"padded_rows\":", r.padded_rows, ",\"target_tokens\":", JsonNumber(r.target_tokens),
+        ",\"cross_entropy\":", JsonNumber(r.cross_entropy),
+        ",\"perplexity\":", JsonNumber(std::exp(r.cross_entropy)),
+        ",\"accuracy\":", JsonNumber(r.accuracy), ",\"loss\":", JsonNumber(r.loss),
+        ",\"output_z_loss\":", JsonNumber(r.output_z_loss),
+        ",\"load_balance_loss\":", JsonNumber(r.load_balance_loss),
+        ",\"router_z_loss\":", JsonNumber(r.router_z_loss),
+        ",\"drop_fraction\":", JsonNumber(r.drop_fraction), ",\"drop_fraction_by_choice\":[",
+        absl::StrJoin(by_choice, ","), "],\"drop_fraction_by_layer\":[",
+        absl::StrJoin(layers, ","), "]}");
+  }
+  return out + "}";
+}
+
+std::string EvalLine(int64_t steps_done,
+                     const std::vector<std::pair<std::string, ScoreResult>>& results) {
+  std::string out = absl::StrFormat("eval after step %d", steps_done);
+  for (const auto& [name, r] : results) {
+    absl::StrAppendFormat(&out, " | %s: ce %.4f (ppl %.1f) acc %.4f drop %.4f", name,
+                          r.cross_entropy, std::exp(r.cross_entropy), r.accuracy,
+                          r.drop_fraction);
+  }
+  return out;
+}
+
+}  // namespace openmoe

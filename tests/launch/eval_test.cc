@@ -1,0 +1,149 @@
+// Eval during training equals `openmoe score` on the same tokens and weights: in process (the
+// Evaluator on a trainer's mesh vs ScoreTokens of its parameters) and end to end (`openmoe train`
+// under mpirun -np 2 with expert parallelism across the ranks, its metrics' eval record at step N
+// vs `openmoe score` of checkpoint step_N on the rows `openmoe prep --npy` writes).
+#include "launch/evaluator.h"
+
+#include <cmath>
+#include <map>
+
+#include "absl/strings/str_split.h"
+#include "core/io/json.h"
+#include "data/prep.h"
+#include "gtest/gtest.h"
+#include "launch/job_loader.h"
+#include "launch/source_rows.h"
+#include "model/config.h"
+#include "tests/data/fixtures.h"
+#include "tests/launch/bounded_run.h"
+#include "tests/launch/child_process.h"
+#include "tests/launch/checkpoint_test_util.h"
+
+namespace openmoe {
+namespace {
+
+// The tiny job with eval over a generated jsonl corpus tokenized by the tiny tokenizer.
+JobSpec TinyWithEval(const std::string& jsonl, int64_t rows) {
+  auto spec = LoadJob({std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt"}, {});
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  JobSpec s = *spec;
+  s.mutable_data()->mutable_tokenizer()->set_model(testing::TinyTokenizerPath());
+  s.mutable_data()->mutable_tokenizer()->set_extra_ids(100);
+  s.mutable_eval()->set_every_steps(2);
+  s.mutable_eval()->set_rows(rows);
+  SourceConfig* src = s.mutable_eval()->add_sources();
+  src->set_name("held");
+  src->add_paths(jsonl);
+  return s;
+}
+
+void ExpectSameScore(const ScoreResult& eval, const ScoreResult& score, bool routing_too) {
+  EXPECT_NEAR(eval.cross_entropy, score.cross_entropy, 1e-5 * score.cross_entropy);
+  EXPECT_DOUBLE_EQ(eval.accuracy, score.accuracy);
+  EXPECT_DOUBLE_EQ(eval.target_tokens, score.target_tokens);
+  EXPECT_NEAR(eval.output_z_loss, score.output_z_loss, 1e-5 * score.output_z_loss);
+  if (!routing_too) return;
+  EXPECT_NEAR(eval.loss, score.loss, 1e-5 * score.loss);
+  EXPECT_DOUBLE_EQ(eval.drop_fraction, score.drop_fraction);
+  EXPECT_NEAR(eval.load_balance_loss, score.load_balance_loss, 1e-5);
+  EXPECT_NEAR(eval.router_z_loss, score.router_z_loss, 1e-5 * score.router_z_loss);
+}
+
+TEST(EvalDuringTraining, EqualsScoreOfTheTrainersWeights) {
+  testing::TempDir dir;
+  testing::WriteOrDie(dir / "held.jsonl", testing::JsonlOf(testing::GeneratedDocuments(5, 60)));
+  for (const int64_t rows : {8, 5}) {  // 8: whole groups on every chip; 5: extra padding groups
+    const JobSpec spec = TinyWithEval(dir / "held.jsonl", rows);
+    auto sets = LoadEvalSets(spec);
+    ASSERT_TRUE(sets.ok()) << sets.status();
+    ASSERT_EQ(sets->size(), 1u);
+    // The rows are what `openmoe prep --npy` writes for the source.
+    PrepOptions prep;
+    prep.inputs = {spec.eval().sources(0)};
+    prep.tokenizer_model = spec.data().tokenizer().model();
+    auto npy_rows = CausalLmRows(prep, rows, spec.train().seq_len());
+    ASSERT_TRUE(npy_rows.ok()) << npy_rows.status();
+    EXPECT_EQ((*sets)[0].tokens.tokens, *npy_rows);
+
+    std::unique_ptr<Trainer> trainer = testing::MakeTrainer(spec);
+    for (int i = 0; i < 3; ++i) trainer->Step();
+    // One rank holds every expert: its parameters are the whole model's.
+    ASSERT_EQ(trainer->layout().total_size(), ParamLayout(DimsFromSpec(spec)).total_size());
+    Evaluator evaluator(spec, trainer->mesh(), trainer->layout(), &trainer->world());
+    const ScoreResult eval = evaluator.Evaluate(trainer->params().data(), (*sets)[0].tokens);
+    auto score = ScoreTokens(spec, trainer->params().data(), (*sets)[0].tokens);
+    ASSERT_TRUE(score.ok()) << score.status();
+    EXPECT_GT(eval.target_tokens, 0);
+    ExpectSameScore(eval, *score, /*routing_too=*/rows == 8);
+  }
+}
+
+TEST(EvalDuringTraining, BadEvalSpecsNameTheField) {
+  testing::TempDir dir;
+  testing::WriteOrDie(dir / "held.jsonl", testing::JsonlOf(testing::GeneratedDocuments(5, 3)));
+  JobSpec spec = TinyWithEval(dir / "held.jsonl", 8);
+  spec.mutable_eval()->clear_sources();
+  EXPECT_NE(LoadEvalSets(spec).status().message().find("eval.sources"), std::string::npos);
+  spec = TinyWithEval(dir / "held.jsonl", 100000);  // far more rows than 3 documents make
+  const absl::Status too_many = LoadEvalSets(spec).status();
+  EXPECT_NE(too_many.message().find("eval.rows=100000"), std::string::npos) << too_many;
+  spec.mutable_eval()->set_every_steps(0);  // off: nothing is read
+  EXPECT_TRUE(LoadEvalSets(spec).ok());
+}
+
+// The "eval" objects of a metrics file's step records, by step.
+std::map<int64_t, JsonValue> EvalRecords(const std::string& metrics) {
+  std::map<int64_t, JsonValue> out;
+  for (absl::string_view line :
+       absl::StrSplit(testing::ReadBytes(metrics), '\n', absl::SkipEmpty())) {
+    auto v = ParseJson(std::string(line));
+    EXPECT_TRUE(v.ok()) << line;
+    if (!v.ok() || v->Find("record")->text != "step" || v->Find("eval") == nullptr) continue;
+    out[std::stoll(v->Find("step")->text)] = *v->Find("eval");
+  }
+  return out;
+}
+
+TEST(EvalDuringTraining, MetricsEvalAtAStepEqualsScoreOfThatCheckpointUnderMpi) {
+  testing::TempDir dir;
+  testing::WriteOrDie(dir / "held.jsonl", testing::JsonlOf(testing::GeneratedDocuments(5, 60)));
+  const std::string job = dir / "eval.pbtxt";
+  testing::WriteOrDie(job, "data { tokenizer { model: \"" + testing::TinyTokenizerPath() +
+                               "\" extra_ids: 100 } }\n"
+                               "eval { every_steps: 2 rows: 8 sources { name: \"held\" paths: \"" +
+                               (dir / "held.jsonl") + "\" } }\n");
+  // 2 ranks x 2 chips, expert_parallel 4: tokens cross ranks to their experts.
+  testing::Child train = testing::StartMpi(
+      2, {"train", "--job", std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt", "--job",
+          job, "--set", "train.steps=4", "--set", "train.threads=1", "--set",
+          "checkpoint.dir=" + (dir / "ckpt"), "--set", "checkpoint.every_steps=2", "--set",
+          "logging.metrics_path=" + (dir / "metrics.jsonl")});
+  ASSERT_EQ(train.Finish(240), 0) << train.seen;
+  EXPECT_NE(train.seen.find("eval after step 2 | held: ce "), std::string::npos) << train.seen;
+  const std::map<int64_t, JsonValue> evals = EvalRecords(dir / "metrics.jsonl");
+  ASSERT_EQ(evals.size(), 2u);  // steps 2 and 4
+
+  testing::RunResult prep = testing::RunBounded(
+      {"prep", "--input", dir / "held.jsonl", "--tokenizer", testing::TinyTokenizerPath(), "--npy",
+       dir / "held.npy", "--rows", "8", "--seq_len", "64"});
+  ASSERT_EQ(prep.exit_code, 0) << prep.Describe();
+  for (const auto& [step, eval] : evals) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
+    testing::RunResult score = testing::RunBounded(
+        {"score", "--checkpoint", dir / ("ckpt/" + std::string(name)), "--tokens",
+         dir / "held.npy", "--json"});
+    ASSERT_EQ(score.exit_code, 0) << score.Describe();
+    auto scored = ParseJson(score.out);
+    ASSERT_TRUE(scored.ok()) << score.out;
+    const JsonValue& held = *eval.Find("held");
+    for (const char* key : {"cross_entropy", "loss", "accuracy", "drop_fraction"}) {
+      const double want = std::stod(scored->Find(key)->text);
+      EXPECT_NEAR(std::stod(held.Find(key)->text), want, 1e-5 * std::abs(want) + 1e-7)
+          << "step " << step << " " << key;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace openmoe
