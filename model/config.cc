@@ -40,7 +40,8 @@ RoutingConfig RoutingFromSpec(const JobSpec& spec, bool eval) {
           .drop_policy = r.drop_policy(),
           .dropless = r.dropless(),
           .jitter_noise = eval ? 0.0 : r.jitter_noise(),
-          .jitter_seed = spec.train().seed()};
+          .jitter_seed = spec.train().seed(),
+          .ignore_padding_tokens = r.ignore_padding_tokens()};
 }
 
 }  // namespace openmoe

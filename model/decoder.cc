@@ -69,6 +69,8 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
       } else {
         b.moe.jitter.Resize({0});
       }
+      b.moe.token_ids = batch.tokens.data();
+      b.moe.segment_ids = batch.segment_ids.data();
       sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, b.normed.data(),
                                          &b.moe, out, runner_, b.layer);
       break;

@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
+#include "model/token_id_routing.h"
 
 namespace openmoe {
 
@@ -46,7 +47,10 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
   OPENMOE_CHECK(routing_config.num_experts == num_experts);
   Routing& r = cache->routing;
   const float* router_x = x;
-  if (cache->jitter.size() > 0) {
+  if (routing_config.token_id_tables != nullptr) {
+    RouteByTokenId(routing_config, *routing_config.token_id_tables, layer, cache->token_ids,
+                   cache->segment_ids, num_tokens, &r);
+  } else if (cache->jitter.size() > 0) {
     OPENMOE_CHECK(cache->jitter.size() == num_tokens * d);
     cache->router_input.ResizeUninitialized({num_tokens, d});
     const float* noise = cache->jitter.data();
@@ -54,7 +58,9 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
     for (int64_t i = 0; i < num_tokens * d; ++i) jittered[i] = x[i] * noise[i];
     router_x = jittered;
   }
-  ComputeRouting(routing_config, router_x, w.router, num_tokens, d, &r);
+  if (routing_config.token_id_tables == nullptr) {
+    ComputeRouting(routing_config, router_x, w.router, num_tokens, d, &r, cache->segment_ids);
+  }
 
   // Dispatch: gather the kept tokens' rows, expert by expert.
   const int64_t num_kept = r.NumKept();
@@ -97,6 +103,7 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
     for (int64_t a = r.expert_offsets[e]; a < r.expert_offsets[e + 1]; ++a) {
       const float* dy_row = dy + r.kept_token[a] * d;
       Axpy(r.kept_gate[a], dy_row, d_expert_out + a * d, d);
+      if (r.from_table) continue;  // table gates are constants
       dprobs[r.kept_token[a] * num_experts + e] +=
           static_cast<float>(Dot(dy_row, expert_out + a * d, d));
     }
@@ -109,7 +116,9 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
     AddInPlace(dx + r.kept_token[a] * d, d_dispatched + a * d, d);
   }
 
-  // Router backward: softmax (gates and losses), then logits = x @ w_router.
+  // Router backward: softmax (gates and losses), then logits = x @ w_router. Token-id routing
+  // ran no router: nothing to differentiate.
+  if (r.from_table) return;
   RouterSoftmaxBackward(r, dprobs, dlogits);
   RouterLossBackward(r, load_balance_scale, z_scale, dlogits);
   if (num_tokens == 0) return;

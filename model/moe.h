@@ -24,6 +24,10 @@ struct MoeCache {
   // and backward scratch after that.
   Tensor jitter;
   Tensor router_input;
+  // The tokens' ids and segment ids (T), set by the caller before MoeForward when the routing
+  // config needs them (token-id tables, ignore_padding_tokens); not owned, read by MoeForward.
+  const int32_t* token_ids = nullptr;
+  const int32_t* segment_ids = nullptr;
   Tensor dispatched;                 // (A, d) expert inputs in dispatch order
   Tensor expert_out;                 // (A, d) expert outputs in dispatch order
   // The experts' activations, one per block the runner ran (model/expert_ffn.h): filled by its
@@ -65,7 +69,9 @@ std::vector<ExpertBlock> DispatchBlocks(const Routing& routing);
 
 // x: (T, d); y: (T, d), overwritten. Returns the router loss sums of this call. runner: where the
 // experts run (null: LocalExpertRunner); layer: this layer's key for the runner (see
-// ExpertRunner). With cache->jitter set, the router sees x * jitter and the experts x.
+// ExpertRunner). With cache->jitter set, the router sees x * jitter and the experts x. With
+// routing_config.token_id_tables set, tokens go where the tables say for `layer` (by
+// cache->token_ids): the router is not run, has no losses and gets no gradient.
 RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_config,
                           const MoeWeights& w, const float* x, MoeCache* cache, float* y,
                           ExpertRunner* runner = nullptr, int64_t layer = 0);

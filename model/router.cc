@@ -48,8 +48,10 @@ std::vector<int64_t> ClaimOrder(const RoutingConfig& config, const Routing& r, i
   std::vector<int64_t> order(config.group_size);
   std::iota(order.begin(), order.end(), first);
   if (config.drop_policy == DROP_PROBABILITY_ORDER) {
+    // Unrouted tokens (choice -1) claim nothing; where they sort does not matter.
     auto top1 = [&r](int64_t t) {
-      return r.probs[t * r.num_experts + r.choice_expert[t * r.top_k]];
+      const int32_t e = r.choice_expert[t * r.top_k];
+      return e < 0 ? -1.0f : r.probs[t * r.num_experts + e];
     };
     std::stable_sort(order.begin(), order.end(),
                      [&](int64_t a, int64_t b) { return top1(a) > top1(b); });
@@ -60,19 +62,23 @@ std::vector<int64_t> ClaimOrder(const RoutingConfig& config, const Routing& r, i
 }  // namespace
 
 void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_router,
-                    int64_t num_tokens, int64_t d_model, Routing* routing) {
+                    int64_t num_tokens, int64_t d_model, Routing* routing,
+                    const int32_t* segment_ids) {
   const int64_t num_experts = config.num_experts, top_k = config.top_k;
   const int64_t group_size = config.group_size;
   OPENMOE_CHECK(top_k >= 1 && top_k <= num_experts);
   OPENMOE_CHECK_MSG(group_size > 0 && num_tokens % group_size == 0,
                     "%lld tokens are not a multiple of group_size %lld",
                     static_cast<long long>(num_tokens), static_cast<long long>(group_size));
+  OPENMOE_CHECK_MSG(!config.ignore_padding_tokens || segment_ids != nullptr || num_tokens == 0,
+                    "ignore_padding_tokens needs the segment ids");
   Routing& r = *routing;
   r.num_tokens = num_tokens;
   r.num_experts = num_experts;
   r.top_k = top_k;
   r.group_size = group_size;
   r.capacity = ExpertCapacity(config);
+  r.from_table = false;
 
   r.logits.ResizeUninitialized({num_tokens, num_experts});
   r.probs.ResizeUninitialized({num_tokens, num_experts});
@@ -82,7 +88,19 @@ void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_
     SoftmaxRows(r.logits.data(), num_tokens, num_experts, r.probs.data(), r.lse.data());
   }
   SelectTopK(r.probs.data(), num_tokens, num_experts, top_k, &r.choice_expert);
+  if (config.ignore_padding_tokens) {
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      if (segment_ids[t] != 0) continue;
+      std::fill_n(r.choice_expert.begin() + t * top_k, top_k, -1);
+    }
+  }
+  AssignSlots(config, &r);
+}
 
+void AssignSlots(const RoutingConfig& config, Routing* routing) {
+  Routing& r = *routing;
+  const int64_t num_tokens = r.num_tokens, num_experts = r.num_experts, top_k = r.top_k;
+  const int64_t group_size = r.group_size;
   // Slots, group by group: choice rank j outer, tokens in claim order inner. `claimed` lists the
   // kept assignments in the order their slots were handed out, so per expert it is sorted by
   // (group, slot).
@@ -97,6 +115,7 @@ void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_
       for (int64_t t : order) {
         const int64_t a = t * top_k + j;
         const int32_t e = r.choice_expert[a];
+        if (e < 0) continue;  // not routed: takes no capacity
         const int64_t slot = fill[e]++;
         if (slot >= r.capacity) continue;
         r.choice_slot[a] = static_cast<int32_t>(slot);
@@ -129,11 +148,13 @@ void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_
 RouterLossSums ComputeRouterLossSums(const Routing& r) {
   const int64_t num_experts = r.num_experts, group_size = r.group_size;
   RouterLossSums sums;
+  if (r.from_table) return sums;
   std::vector<double> routed(num_experts), prob_sum(num_experts);
   for (int64_t g = 0; g < r.NumGroups(); ++g) {
     std::fill(routed.begin(), routed.end(), 0.0);
     std::fill(prob_sum.begin(), prob_sum.end(), 0.0);
     for (int64_t t = g * group_size; t < (g + 1) * group_size; ++t) {
+      if (!r.IsRouted(t)) continue;
       for (int64_t j = 0; j < r.top_k; ++j) routed[r.choice_expert[t * r.top_k + j]] += 1.0;
       for (int64_t e = 0; e < num_experts; ++e) prob_sum[e] += r.probs[t * num_experts + e];
     }
@@ -144,7 +165,7 @@ RouterLossSums ComputeRouterLossSums(const Routing& r) {
     sums.load_balance += num_experts * group_loss;
   }
   for (int64_t t = 0; t < r.num_tokens; ++t) {
-    sums.z_loss += static_cast<double>(r.lse[t]) * r.lse[t];
+    if (r.IsRouted(t)) sums.z_loss += static_cast<double>(r.lse[t]) * r.lse[t];
   }
   return sums;
 }
@@ -163,23 +184,28 @@ void SoftmaxRowBackward(const float* p, const double* dp, int64_t n, float* dlog
 void RouterLossBackward(const Routing& r, double load_balance_scale, double z_scale,
                         float* dlogits) {
   const int64_t num_experts = r.num_experts, group_size = r.group_size;
-  // Group loss E * sum_e f_e * mean_t p[t, e]: d / d p[t, e] = E * f_e / G (f_e constant).
+  OPENMOE_CHECK_MSG(!r.from_table, "token-id routing has no router losses to differentiate");
+  // Group loss E * sum_e f_e * mean_t p[t, e]: d / d p[t, e] = E * f_e / G (f_e constant). An
+  // unrouted token's p is masked out of the mean, so it gets no gradient.
   std::vector<double> dp(num_experts);
   for (int64_t g = 0; g < r.NumGroups(); ++g) {
     std::fill(dp.begin(), dp.end(), 0.0);
     for (int64_t t = g * group_size; t < (g + 1) * group_size; ++t) {
+      if (!r.IsRouted(t)) continue;
       for (int64_t j = 0; j < r.top_k; ++j) dp[r.choice_expert[t * r.top_k + j]] += 1.0;
     }
     const double scale =
         load_balance_scale * num_experts / (static_cast<double>(group_size) * group_size);
     for (double& v : dp) v *= scale;
     for (int64_t t = g * group_size; t < (g + 1) * group_size; ++t) {
+      if (!r.IsRouted(t)) continue;
       SoftmaxRowBackward(r.probs.data() + t * num_experts, dp.data(), num_experts,
                          dlogits + t * num_experts);
     }
   }
   // z-loss: d lse^2 / d logits = 2 * lse * p.
   for (int64_t t = 0; t < r.num_tokens; ++t) {
+    if (!r.IsRouted(t)) continue;
     const float c = static_cast<float>(2.0 * z_scale * r.lse[t]);
     Axpy(c, r.probs.data() + t * num_experts, dlogits + t * num_experts, num_experts);
   }
@@ -221,8 +247,9 @@ RoutingStats ComputeRoutingStats(const Routing& r, int64_t seq_len, int64_t buck
   s.dropped_by_choice.assign(r.top_k, 0);
   s.dropped_by_position_bucket.assign(buckets, 0);
   s.routed_by_position_bucket.assign(buckets, 0);
-  s.tokens = r.num_tokens;
   for (int64_t t = 0; t < r.num_tokens; ++t) {
+    if (!r.IsRouted(t)) continue;
+    ++s.tokens;
     const int64_t bucket = (t % seq_len) * buckets / seq_len;
     int64_t dropped = 0;
     for (int64_t j = 0; j < r.top_k; ++j) {

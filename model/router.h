@@ -6,6 +6,13 @@
 // in token order (DROP_PROBABILITY_ORDER: tokens ordered by top-1 probability instead); an
 // assignment whose slot index is >= C is dropped. Combine weights are the raw softmax
 // probabilities of the kept choices (not renormalised).
+//
+// ignore_padding_tokens (flaxformer's TokensChooseMaskedRouter): a token whose segment id is 0 is
+// not routed: it has no choices (choice_expert -1), claims no slot, adds nothing to the MoE's
+// output, to the load-balance sums (f_e and P_e still divide by the whole group size, as
+// flaxformer's means do) or to the router z-loss sum (flaxformer zeroes its logits, which adds
+// the constant log(E)^2 with no gradient; we add 0), and is left out of the RoutingStats.
+// Off, padding is routed like any token (what OpenMoE's runs did).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +22,8 @@
 #include "proto/job.pb.h"
 
 namespace openmoe {
+
+class TokenIdTables;  // model/token_id_routing.h
 
 struct RoutingConfig {
   int64_t num_experts = 0;
@@ -27,6 +36,11 @@ struct RoutingConfig {
   // Router jitter (model/router_jitter.h): training only; 0 disables.
   double jitter_noise = 0;
   uint64_t jitter_seed = 0;
+  // Segment id 0 is not routed (see above); needs the segment ids.
+  bool ignore_padding_tokens = false;
+  // Non-null: route by token id through these tables (model/token_id_routing.h) instead of the
+  // router. Not owned; must outlive every use of the config.
+  const TokenIdTables* token_id_tables = nullptr;
 };
 
 // The capacity formula, written once. Dropless routing has capacity group_size (never binding).
@@ -46,6 +60,11 @@ struct Routing {
   std::vector<int32_t> choice_expert;  // (T, k) expert of choice j; choices by descending prob,
                                        // ties to the lower expert id
   std::vector<int32_t> choice_slot;    // (T, k) slot within the expert's group buffer, -1 if dropped
+  // A token with choice_expert -1 (all its k choices) was not routed: padding under
+  // ignore_padding_tokens.
+  // Routed by a token-id table (model/token_id_routing.h): logits and lse are empty, probs holds
+  // each token's table row, and there are no router losses (nothing to train).
+  bool from_table = false;
 
   // Kept assignments by expert in dispatch order: expert e owns entries
   // [expert_offsets[e], expert_offsets[e+1]), sorted by (group, slot).
@@ -56,14 +75,23 @@ struct Routing {
 
   int64_t NumGroups() const { return group_size > 0 ? num_tokens / group_size : 0; }
   int64_t NumKept() const { return static_cast<int64_t>(kept_token.size()); }
+  bool IsRouted(int64_t t) const { return choice_expert[t * top_k] >= 0; }
 };
 
 // x: (T, d) router input; w_router: (d, E). T must be a multiple of config.group_size.
+// segment_ids (T): needed with config.ignore_padding_tokens (null: every token is real).
 void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_router,
-                    int64_t num_tokens, int64_t d_model, Routing* routing);
+                    int64_t num_tokens, int64_t d_model, Routing* routing,
+                    const int32_t* segment_ids = nullptr);
+
+// The second half of routing, shared by the router and the token-id tables: from r.probs and
+// r.choice_expert (the shape fields set), hands out capacity slots and fills choice_slot and the
+// dispatch lists (kept_*, expert_offsets). Unrouted tokens (choice_expert -1) claim nothing.
+void AssignSlots(const RoutingConfig& config, Routing* r);
 
 // Sums that make the router losses; the caller divides by the global number of groups / tokens
-// (so gradient accumulation and any layout give the same loss).
+// (so gradient accumulation and any layout give the same loss). Unrouted tokens add nothing;
+// table routing has no router losses (zeros).
 struct RouterLossSums {
   double load_balance = 0;  // sum over groups of E * sum_e f_e * P_e
   double z_loss = 0;        // sum over tokens of logsumexp(logits)^2
@@ -80,6 +108,7 @@ void RouterLossBackward(const Routing& routing, double load_balance_scale, doubl
 void RouterSoftmaxBackward(const Routing& routing, const float* dprobs, float* dlogits);
 
 // Per-layer routing statistics for metrics. seq_len maps tokens to positions (t % seq_len).
+// Unrouted tokens (padding under ignore_padding_tokens) are left out, `tokens` included.
 struct RoutingStats {
   std::vector<int64_t> routed_per_expert;  // (E) assignments before dropping
   std::vector<int64_t> kept_per_expert;    // (E) assignments after dropping
