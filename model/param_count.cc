@@ -47,7 +47,10 @@ ParamCounts CountParams(const ParamLayout& layout) {
 TrainingFlops TrainingFlopsPerToken(const ParamLayout& layout, int64_t seq_len) {
   const ModelDims& dims = layout.dims();
   TrainingFlops flops;
-  flops.matmul = 6.0 * static_cast<double>(CountParams(layout).activated_matmul);
+  // The whole model's count: a rank's layout holds only its experts (ExpertShard), and a token's
+  // FLOPs do not depend on where its experts live.
+  const ParamLayout whole(dims);
+  flops.matmul = 6.0 * static_cast<double>(CountParams(whole).activated_matmul);
   flops.attention = 12.0 * static_cast<double>(dims.num_layers) * dims.num_heads * dims.head_dim *
                     static_cast<double>(seq_len);
   flops.total = flops.matmul + flops.attention;

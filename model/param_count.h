@@ -60,7 +60,8 @@ struct TrainingFlops {
   double total = 0;      // per token: forward + backward
 };
 
-// Per token of a training step with rows of `seq_len` tokens.
+// Per token of a training step with rows of `seq_len` tokens. Depends only on layout.dims(), so a
+// rank's expert shard gives the whole model's figure.
 TrainingFlops TrainingFlopsPerToken(const ParamLayout& layout, int64_t seq_len);
 
 // fp32 parameters, gradients and Adafactor second-moment state held by one chip. Non-expert
