@@ -4,14 +4,17 @@
 //
 //   build/bench/data_bench [benchmark flags]
 //   build/bench/data_bench --huge_record_mb=50   (peak RSS of one 50 MB jsonl line, then exits)
+//   build/bench/data_bench --corpus_dir=DIR      (another corpus; a missing DIR: as a fresh clone)
 //
 // Uses the embedded corpus (data/corpus/, made by data/gather_corpus.sh) when it is there: the
-// first 8 MB of its prose with its tokenizer. Otherwise it generates pseudo-English and trains a
-// small tokenizer first (the numbers are then only indicative).
+// first 8 MB of its prose with its tokenizer. Otherwise (a fresh clone) it generates 8 MB of
+// pseudo-English and trains a 2000-piece tokenizer on it first, which takes about a minute (the
+// numbers are then only indicative).
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -36,6 +39,8 @@ namespace {
 constexpr int64_t kTextBytes = 8 << 20;
 constexpr int64_t kChips = 4, kRowsPerChip = 4, kSeqLen = 256;  // bench_small
 
+std::string g_corpus_dir = std::string(OPENMOE_SOURCE_DIR) + "/data/corpus";
+
 struct Fixture {
   std::string dir;
   std::string text_jsonl;  // ~8 MB of documents
@@ -45,15 +50,66 @@ struct Fixture {
   bool real = false;
 };
 
+// Pseudo-English for a fresh clone (no gathered corpus): words of one to three syllables from a
+// fixed lexicon of kLexiconWords, drawn with Zipf frequencies (rank r with weight 1 / (r + 1)), in
+// sentences of 6 to 17 words. Enough distinct substrings for a kGeneratedPieces-piece unigram
+// tokenizer (a 23-word vocabulary supported only ~337 pieces, and sentencepiece refuses a
+// vocabulary larger than its text supports).
+constexpr int64_t kLexiconWords = 6000;
+constexpr int64_t kGeneratedPieces = 2000;
+
+const std::vector<std::string>& Lexicon() {
+  static const std::vector<std::string>* words = [] {
+    static const char* kOnsets[] = {"",   "b",  "c",  "d",  "f",  "g",  "h",  "l",
+                                    "m",  "n",  "p",  "r",  "s",  "t",  "v",  "w",
+                                    "st", "tr", "pl", "ch", "sh", "th", "gr", "br"};
+    static const char* kVowels[] = {"a", "e", "i", "o", "u", "ai", "ea", "ou", "y", "ie"};
+    static const char* kCodas[] = {"", "n", "r", "s", "t", "l", "nd", "st", "ck", "m"};
+    const CounterRng rng(2, StreamId("bench/lexicon"));
+    auto* out = new std::vector<std::string>();
+    for (int64_t w = 0; w < kLexiconWords; ++w) {
+      const uint64_t base = static_cast<uint64_t>(w) * 8;
+      const int64_t syllables = 1 + static_cast<int64_t>(rng.UniformInt(base, 3));
+      std::string word;
+      for (int64_t k = 0; k < syllables; ++k) {
+        word += kOnsets[rng.UniformInt(base + 1 + 3 * k, 24)];
+        word += kVowels[rng.UniformInt(base + 2 + 3 * k, 10)];
+        word += kCodas[rng.UniformInt(base + 3 + 3 * k, 10)];
+      }
+      out->push_back(std::move(word));
+    }
+    return out;
+  }();
+  return *words;
+}
+
+// Index of the Zipf-distributed word for uniform u in [0, 1).
+int64_t ZipfWord(double u) {
+  static const std::vector<double>* cdf = [] {
+    auto* c = new std::vector<double>(kLexiconWords);
+    double sum = 0;
+    for (int64_t r = 0; r < kLexiconWords; ++r) (*c)[r] = sum += 1.0 / static_cast<double>(r + 1);
+    for (double& v : *c) v /= sum;
+    return c;
+  }();
+  const auto it = std::upper_bound(cdf->begin(), cdf->end(), u);
+  return std::min<int64_t>(it - cdf->begin(), kLexiconWords - 1);
+}
+
 std::string GeneratedDocument(int64_t i) {
-  static const char* kWords[] = {"the",   "model",    "routes", "each",  "token", "to",
-                                 "two",   "experts",  "and",    "drops", "what",  "overflows",
-                                 "while", "training", "on",     "many",  "chips", "with",
-                                 "small", "batches",  "of",     "text",  "code"};
+  const std::vector<std::string>& lexicon = Lexicon();
   const CounterRng rng(1, static_cast<uint64_t>(i));
   std::string out;
-  for (uint64_t w = 0; w < 300; ++w)
-    out += std::string(kWords[rng.UniformInt(w, 23)]) + (w % 12 == 11 ? ".\n" : " ");
+  uint64_t counter = 0;
+  for (int64_t words = 0; words < 300;) {
+    const int64_t length = 6 + static_cast<int64_t>(rng.UniformInt(counter++, 12));
+    for (int64_t w = 0; w < length; ++w, ++words) {
+      std::string word = lexicon[ZipfWord(rng.Uniform(counter++))];
+      if (w == 0) word[0] = static_cast<char>(word[0] - 'a' + 'A');
+      out += word;
+      out += w + 1 < length ? " " : ".\n";
+    }
+  }
   return out;
 }
 
@@ -62,7 +118,7 @@ const Fixture& GetFixture() {
     auto* f = new Fixture();
     f->dir = (std::filesystem::temp_directory_path() / "openmoe_data_bench").string();
     OPENMOE_CHECK(MakeDirectories(f->dir).ok());
-    const std::string corpus = std::string(OPENMOE_SOURCE_DIR) + "/data/corpus";
+    const std::string& corpus = g_corpus_dir;
     std::vector<std::string> docs;
     if (PathExists(corpus + "/text.jsonl.zst") && PathExists(corpus + "/tokenizer.model")) {
       f->real = true;
@@ -84,7 +140,7 @@ const Fixture& GetFixture() {
         f->text_bytes += static_cast<int64_t>(docs.back().size());
       }
       TokenizerTrainingOptions o;
-      o.vocab_size = 300;  // the 23-word generated text supports ~337 pieces
+      o.vocab_size = kGeneratedPieces;
       o.max_sentences = 20000;
       auto model = TrainTokenizer(docs, o);
       OPENMOE_CHECK(model.ok());
@@ -236,9 +292,17 @@ int HugeRecordRss(int64_t mb) {
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--huge_record_mb=", 17) == 0)
       return openmoe::HugeRecordRss(std::atoll(argv[i] + 17));
+    if (std::strncmp(argv[i], "--corpus_dir=", 13) == 0) {
+      openmoe::g_corpus_dir = argv[i] + 13;
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
