@@ -242,10 +242,10 @@ int HugeRecordRss(int64_t mb) {
     std::vector<std::string> docs;
     for (int64_t i = 0; i < 400; ++i) docs.push_back(GeneratedDocument(i));
     TokenizerTrainingOptions o;
-    o.vocab_size = 300;
+    o.vocab_size = 512;  // byte fallback's 256 + specials + ~45 characters, and some words
     o.threads = 1;
     auto trained = TrainTokenizer(docs, o);
-    OPENMOE_CHECK(trained.ok());
+    OPENMOE_CHECK_MSG(trained.ok(), "%s", std::string(trained.status().message()).c_str());
     OPENMOE_CHECK(WriteFileAtomically(model, *trained).ok());
     std::FILE* f = std::fopen(jsonl.c_str(), "wb");
     OPENMOE_CHECK(f != nullptr);
