@@ -16,6 +16,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   libzstd-dev zstd
   libgtest-dev libgmock-dev libbenchmark-dev
+  iproute2  # `ip`: launch/test_hosts.sh's network-namespace test hosts (and their CTest test)
   "$@"
 )
 missing=()
