@@ -1,33 +1,37 @@
 // Expert-parallel dispatch + combine bandwidth: ExpertParallelRunner::Forward against raw
-// MPI_Alltoallv of the same bytes per rank pair, in the same run.
+// MPI_Alltoallv of the same bytes per rank pair, in the same run, over a sweep of layouts and
+// shapes, each point with its median and spread.
 //
-//   mpirun --allow-run-as-root -np 2 build/bench/expert_exchange_bench [--reps=N] [--ep=2,4]
+//   mpirun --allow-run-as-root -np 2 build/bench/expert_exchange_bench [--csv=OUT.csv] [--reps=N]
+//       [--ep=2,4,8] [--tokens_per_chip=256,1024,4096] [--capacity_factor=1.25,2]
+//       [--d_model=256,512] [--chips=N]
 //
-// Shapes: launch/configs/bench_small.pbtxt's MoE layer (4096 tokens per step over 4 simulated
-// chips, d_model 512, 8 experts top-2, routing groups of 1024, capacity factor 1.25), with
-// mesh.expert_parallel set by --ep. Each rank routes its chips' tokens with ComputeRouting on
-// random N(0, 1) inputs and an N(0, 0.02) router (the initialisation's spread): near-uniform
-// load, and since capacity is 1.25 x 1024 / 8 = 160 per expert per group (no factor k), 62.5% of
-// the top-2 assignments are kept, as at the start of training. With 2 ranks x 2 chips,
-// expert_parallel 4 sends half of the rows to the other rank; expert_parallel 2 keeps every expert
-// group on one rank, so all of its traffic is intra-rank copies.
+// The sweep is the full grid of the lists given (defaults above: 36 points, ~2 minutes on 2 ranks
+// here). Each point is launch/configs/bench_small.pbtxt's MoE layer (8 experts top-2, validated as
+// `openmoe train` would) with mesh.expert_parallel = ep, router.capacity_factor, model.d_model,
+// topology.num_chips = --chips or max(ep, ranks) (so the expert group spans ranks and rows cross),
+// train.batch_rows for the tokens per chip (a multiple of seq_len 256), router.group_size =
+// min(1024, tokens per chip). Each rank routes its chips' tokens with ComputeRouting on random
+// N(0, 1) inputs and an N(0, 0.02) router (the initialisation's spread): near-uniform load, and
+// capacity_factor x group / 8 slots per expert per group keep ~62% of the top-2 assignments at
+// 1.25 (as at the start of training) and ~97% at 2. A point whose expert groups lie inside one
+// rank has no exchange and is reported as such.
 //
-// Per expert_parallel size, one line per measurement on rank 0, each the median over --reps
-// repetitions (after warm-up) of the slowest rank's time, with the ranks started together by
-// MPI_Barrier:
-//   runner_forward  ExpertParallelRunner::Forward: plan, counts all-to-all, gather, dispatch
-//                   all-to-all-v, scatter, the local experts' FFN, the mirror back, scatter;
-//   expert_ffn      the same FFN calls alone on the same rows (experts with d_ff 1, so this is
-//                   small; it is subtracted to give the exchange);
-//   runner_exchange runner_forward - expert_ffn;
-//   raw_alltoallv   two MPI_Alltoallv (dispatch, then combine with the counts mirrored) of the
-//                   runner's own per-rank-pair row counts, from and to contiguous buffers;
-//   row_copies      the runner's four row permutations alone (into send order, to expert-major
-//                   and back), for reading the gap: runner_exchange ~ raw_alltoallv + row_copies.
-// GB/s = bytes this rank sends in dispatch + combine (2 x kept rows x d_model x 4, intra-rank
-// pairs included, averaged over ranks) / time. ratio = runner_exchange / raw_alltoallv time;
-// the target is <= 1.5. The first line per size also gives the kept and cross-rank fractions and
-// how many rows the runner's send order moves (0: its send-side gather is a plain copy).
+// Per point, three timings, interleaved (runner, ffn, raw, runner, ...: a change of load on a
+// shared machine hits all three alike), each over R repetitions (after 3 warm-ups; R = --reps
+// (default 15) cut to what fits ~0.4 s each, at least 5) of the slowest rank's time, ranks started
+// together by MPI_Barrier; median, quartiles, min and max of the R:
+//   runner   ExpertParallelRunner::Forward: plan, counts all-to-all, gather, dispatch
+//            all-to-all-v, scatter, the local experts' FFN, the mirror back, scatter;
+//   ffn      the same FFN calls alone on the rows the runner received (experts with d_ff 1, so
+//            this is small; its median is subtracted from the runner's to give the exchange);
+//   raw      two MPI_Alltoallv (dispatch, then combine with the counts mirrored) of the runner's
+//            own per-rank-pair row counts, from and to contiguous buffers.
+// bytes = what a rank sends in dispatch + combine (2 x kept rows x d_model x 4, intra-rank pairs
+// included, averaged over ranks); GB/s = bytes / time; ratio = exchange / raw per repetition
+// (paired), its median and quartiles.
+// rank 0 prints one line per point and, with --csv, writes the rows for
+// bench/expert_exchange_plot.gp (bench/expert_exchange_sweep.sh runs both).
 #include <mpi.h>
 
 #include <algorithm>
@@ -37,9 +41,12 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "core/check.h"
 #include "core/gemm.h"
@@ -59,21 +66,61 @@ namespace {
 
 constexpr int64_t kExpertDff = 1;  // expert hidden size: the FFN is there, but nearly free
 constexpr int kWarmup = 3;
+constexpr int kMinReps = 5;
+constexpr double kSecondsPerTiming = 0.4;  // the repetitions of one timing aim at this much
+constexpr int64_t kSeqLen = 256;           // bench_small's
+constexpr int64_t kMaxGroup = 1024;        // bench_small's router.group_size
 
-// Median over repetitions of the slowest rank's seconds for `op`. Collective.
-double TimeCollective(int reps, const std::function<void()>& op) {
-  for (int i = 0; i < kWarmup; ++i) op();
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    const double t0 = MPI_Wtime();
-    op();
-    double t = MPI_Wtime() - t0;
-    MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    times.push_back(t);
+// Order statistics of one timing's repetitions, seconds.
+struct Spread {
+  double median = 0, q1 = 0, q3 = 0, min = 0, max = 0;
+  int reps = 0;
+};
+
+double Quantile(const std::vector<double>& sorted, double q) {
+  const double pos = q * static_cast<double>(sorted.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (pos - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
+}
+
+// The slowest rank's seconds for one call of `op`, ranks started together. Collective.
+double TimeOnce(const std::function<void()>& op) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double t0 = MPI_Wtime();
+  op();
+  double t = MPI_Wtime() - t0;
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return t;
+}
+
+Spread SpreadOf(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return Spread{.median = Quantile(v, 0.5),
+                .q1 = Quantile(v, 0.25),
+                .q3 = Quantile(v, 0.75),
+                .min = v.front(),
+                .max = v.back(),
+                .reps = static_cast<int>(v.size())};
+}
+
+// Warm-up, then repetitions of every op in turn (interleaved, so a change of load on a shared
+// machine hits all of them alike); up to max_reps, fewer when one round takes long (every rank
+// sees the same slowest-rank times, so they agree on the count). times[op][rep]. Collective.
+std::vector<std::vector<double>> TimeInterleaved(int max_reps,
+                                                 const std::vector<std::function<void()>>& ops) {
+  double round = 0;
+  for (int i = 0; i < kWarmup; ++i) {
+    round = 0;
+    for (const auto& op : ops) round += TimeOnce(op);
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  const int reps = std::clamp(
+      static_cast<int>(kSecondsPerTiming * static_cast<double>(ops.size()) / std::max(round, 1e-9)),
+      std::min(kMinReps, max_reps), max_reps);
+  std::vector<std::vector<double>> times(ops.size());
+  for (int r = 0; r < reps; ++r)
+    for (size_t i = 0; i < ops.size(); ++i) times[i].push_back(TimeOnce(ops[i]));
+  return times;
 }
 
 void FillNormal(uint64_t seed, const char* name, float scale, Tensor* t) {
@@ -82,58 +129,119 @@ void FillNormal(uint64_t seed, const char* name, float scale, Tensor* t) {
 }
 
 struct Args {
-  int reps = 20;
-  std::vector<int64_t> eps = {2, 4};
+  int reps = 15;
+  std::vector<int64_t> eps = {2, 4, 8};
+  std::vector<int64_t> tokens_per_chip = {256, 1024, 4096};
+  std::vector<double> capacity_factors = {1.25, 2.0};
+  std::vector<int64_t> d_models = {256, 512};
+  int64_t chips = 0;  // 0: max(ep, ranks)
+  std::string csv;
 };
+
+template <typename T>
+bool ParseList(absl::string_view text, std::vector<T>* out) {
+  out->clear();
+  for (absl::string_view v : absl::StrSplit(text, ',')) {
+    T x{};
+    if constexpr (std::is_same_v<T, double>) {
+      if (!absl::SimpleAtod(v, &x) || !(x > 0)) return false;
+    } else {
+      if (!absl::SimpleAtoi(v, &x) || x <= 0) return false;
+    }
+    out->push_back(x);
+  }
+  return !out->empty();
+}
 
 Args ParseArgs(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
-    bool ok = true;
-    if (s.rfind("--reps=", 0) == 0) {
-      ok = absl::SimpleAtoi(s.substr(7), &a.reps) && a.reps > 0;
-    } else if (s.rfind("--ep=", 0) == 0) {
-      a.eps.clear();
-      for (absl::string_view v : absl::StrSplit(s.substr(5), ',')) {
-        int64_t ep = 0;
-        ok = ok && absl::SimpleAtoi(v, &ep) && ep > 0;
-        a.eps.push_back(ep);
-      }
+    const size_t eq = s.find('=');
+    const std::string key = s.substr(0, eq), value = eq == std::string::npos ? "" : s.substr(eq + 1);
+    bool ok = eq != std::string::npos;
+    if (key == "--reps") {
+      ok = ok && absl::SimpleAtoi(value, &a.reps) && a.reps > 0;
+    } else if (key == "--ep") {
+      ok = ok && ParseList(value, &a.eps);
+    } else if (key == "--tokens_per_chip") {
+      ok = ok && ParseList(value, &a.tokens_per_chip);
+      for (int64_t t : a.tokens_per_chip) ok = ok && t % kSeqLen == 0;
+    } else if (key == "--capacity_factor") {
+      ok = ok && ParseList(value, &a.capacity_factors);
+    } else if (key == "--d_model") {
+      ok = ok && ParseList(value, &a.d_models);
+    } else if (key == "--chips") {
+      ok = ok && absl::SimpleAtoi(value, &a.chips) && a.chips > 0;
+    } else if (key == "--csv") {
+      a.csv = value;
+      ok = ok && !value.empty();
     } else {
       ok = false;
     }
     if (!ok) {
-      std::fprintf(stderr, "usage: expert_exchange_bench [--reps=N] [--ep=A,B,...]; bad: %s\n",
-                   s.c_str());
+      std::fprintf(stderr,
+                   "usage: expert_exchange_bench [--csv=OUT] [--reps=N] [--ep=A,B,..] "
+                   "[--tokens_per_chip=T,..(multiples of %ld)] [--capacity_factor=F,..] "
+                   "[--d_model=D,..] [--chips=N]; bad: %s\n",
+                   static_cast<long>(kSeqLen), s.c_str());
       std::exit(2);
     }
   }
   return a;
 }
 
-// The bench_small job with mesh.expert_parallel = ep, validated as `openmoe train` would.
-absl::StatusOr<JobSpec> BenchJob(int64_t ep) {
+struct Point {
+  int64_t ep, chips, tokens_per_chip, d_model;
+  double capacity_factor;
+};
+
+// bench_small with the point's settings, validated as `openmoe train` would. The torus is the
+// squarest power-of-two split of the chips (it only matters to the cost model, not measured here).
+absl::StatusOr<JobSpec> PointJob(const Point& p) {
   const std::string job = std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/bench_small.pbtxt";
-  return LoadJob({job}, {"mesh.expert_parallel=" + std::to_string(ep)});
+  int64_t torus_x = 1;
+  while (4 * torus_x * torus_x <= p.chips && p.chips % (2 * torus_x) == 0) torus_x *= 2;
+  return LoadJob({job}, {
+                            absl::StrCat("mesh.expert_parallel=", p.ep),
+                            absl::StrCat("topology.num_chips=", p.chips),
+                            absl::StrCat("topology.torus_x=", torus_x),
+                            absl::StrCat("topology.torus_y=", p.chips / torus_x),
+                            absl::StrCat("train.seq_len=", kSeqLen),
+                            absl::StrCat("train.batch_rows=", p.tokens_per_chip * p.chips / kSeqLen),
+                            absl::StrCat("router.group_size=", std::min(kMaxGroup, p.tokens_per_chip)),
+                            absl::StrCat("router.capacity_factor=", p.capacity_factor),
+                            absl::StrCat("model.d_model=", p.d_model),
+                        });
 }
 
-void RunOne(int64_t ep, int reps, Communicator& world) {
+constexpr char kCsvHeader[] =
+    "ep,chips,ranks,tokens_per_chip,capacity_factor,d_model,dtype,kept_fraction,remote_fraction,"
+    "mb_per_rank,reps,runner_ms_median,runner_ms_q1,runner_ms_q3,runner_ms_min,runner_ms_max,"
+    "ffn_ms_median,exchange_ms_median,raw_ms_median,raw_ms_q1,raw_ms_q3,raw_ms_min,raw_ms_max,"
+    "exchange_gbps,exchange_gbps_q1,exchange_gbps_q3,raw_gbps,raw_gbps_q1,raw_gbps_q3,ratio_median,"
+    "ratio_q1,ratio_q3";
+
+// Runs one point; on rank 0 prints its line and returns its CSV row ("" when there is none).
+std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
   const int rank = world.rank(), ranks = world.size();
-  absl::StatusOr<JobSpec> loaded = BenchJob(ep);
+  const std::string name = absl::StrFormat("ep=%d tpc=%d cf=%.2f d=%d chips=%d", p.ep,
+                                           p.tokens_per_chip, p.capacity_factor, p.d_model, p.chips);
+  absl::StatusOr<JobSpec> loaded = PointJob(p);
   absl::StatusOr<Mesh> made =
       loaded.ok() ? MakeMesh(*loaded, ranks, rank) : absl::StatusOr<Mesh>(loaded.status());
   if (!made.ok()) {
-    if (rank == 0) {
-      std::printf("ep=%ld  skipped: %s\n", static_cast<long>(ep),
-                  std::string(made.status().message()).c_str());
-    }
-    return;
+    if (rank == 0) std::printf("%s  skipped: %s\n", name.c_str(), std::string(made.status().message()).c_str());
+    return "";
   }
   const JobSpec& spec = *loaded;
   const Mesh& mesh = *made;
-  const int64_t tokens = spec.train().batch_rows() * spec.train().seq_len() / ranks;  // this rank's
-  const int64_t d = spec.model().d_model(), num_experts = spec.model().num_experts();
+  if (mesh.chips_per_rank >= mesh.expert_parallel) {
+    if (rank == 0) std::printf("%s  every expert group lies inside one rank: no exchange\n", name.c_str());
+    return "";
+  }
+  const int64_t tokens = p.tokens_per_chip * mesh.chips_per_rank;  // this rank's
+  const int64_t d = p.d_model, num_experts = spec.model().num_experts();
 
   // Routing of this rank's tokens: random inputs, router at its initial spread.
   Tensor x({tokens, d}), w_router({d, num_experts});
@@ -165,30 +273,21 @@ void RunOne(int64_t ep, int reps, Communicator& world) {
       .router = w_router.data(), .wi_0 = wi_0.data(), .wi_1 = wi_1.data(), .wo = wo.data()};
 
   ExpertParallelRunner runner(mesh, &world);
-  const double t_forward =
-      TimeCollective(reps, [&] { runner.Forward(/*layer=*/0, dims, w, &cache); });
+  const auto run_forward = [&] { runner.Forward(/*layer=*/0, dims, w, &cache); };
+  run_forward();  // sizes the exchange state the other two timings read
 
-  if (mesh.chips_per_rank >= mesh.expert_parallel) {
-    // Whole expert groups on each rank: the runner computes in place and sends nothing.
-    if (rank == 0) {
-      std::printf("ep=%ld  every expert group lies inside one rank: no exchange; runner_forward "
-                  "(experts only) %.3f ms\n",
-                  static_cast<long>(ep), t_forward * 1e3);
-    }
-    return;
-  }
-  // The FFN part of Forward alone, on the rows the last Forward received.
+  // The FFN part of Forward alone, on the rows Forward receives (the same every call).
   const ExpertExchangeState& s = *runner.exchange_state(/*layer=*/0);
   const int64_t received = s.recv.dim(0);
-  Tensor ffn_out({received, d});
+  Tensor ffn_out({std::max<int64_t>(received, 1), d});
   std::vector<FfnCache> ffn_cache(s.blocks.size());
-  const double t_ffn = TimeCollective(reps, [&] {
+  const auto run_ffn = [&] {
     for (size_t i = 0; i < s.blocks.size(); ++i) {
       const ExpertBlock& b = s.blocks[i];
       FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
                  s.recv.data() + b.begin * d, &ffn_cache[i], ffn_out.data() + b.begin * d);
     }
-  });
+  };
 
   // Raw MPI_Alltoallv of the same rows per rank pair: dispatch out, combine back.
   std::vector<int> send_counts(ranks), send_displs(ranks), recv_counts(ranks), recv_displs(ranks);
@@ -205,42 +304,55 @@ void RunOne(int64_t ep, int reps, Communicator& world) {
   OPENMOE_CHECK(sent == kept && got == received);
   Tensor send_buf({std::max<int64_t>(sent, 1), d}), recv_buf({std::max<int64_t>(got, 1), d});
   Tensor back_buf({std::max<int64_t>(sent, 1), d});
-  const double t_raw = TimeCollective(reps, [&] {
+  const auto run_raw = [&] {
     MPI_Alltoallv(send_buf.data(), send_counts.data(), send_displs.data(), MPI_FLOAT,
                   recv_buf.data(), recv_counts.data(), recv_displs.data(), MPI_FLOAT,
                   MPI_COMM_WORLD);
     MPI_Alltoallv(recv_buf.data(), recv_counts.data(), recv_displs.data(), MPI_FLOAT,
                   back_buf.data(), send_counts.data(), send_displs.data(), MPI_FLOAT,
                   MPI_COMM_WORLD);
-  });
+  };
+  const std::vector<std::vector<double>> times =
+      TimeInterleaved(max_reps, {run_forward, run_ffn, run_raw});
+  const Spread t_runner = SpreadOf(times[0]), t_ffn = SpreadOf(times[1]), t_raw = SpreadOf(times[2]);
+  // The exchange is the runner minus the FFN's median, so its spread is the runner's shifted.
+  const double ffn = t_ffn.median;
+  auto exchange = [&](double runner_seconds) { return std::max(runner_seconds - ffn, 1e-9); };
+  // Paired per repetition (the three ran back to back): less sensitive to load than the medians'.
+  std::vector<double> ratios;
+  for (size_t r = 0; r < times[0].size(); ++r)
+    ratios.push_back(std::max(times[0][r] - times[1][r], 1e-9) / times[2][r]);
+  const Spread ratio = SpreadOf(ratios);
 
   int64_t totals[3] = {kept, remote, tokens * cache.routing.top_k};
   world.AllReduceSum(totals, 3);
+  if (rank != 0) return "";
   // Bytes a rank sends in dispatch + combine, averaged over ranks.
   const double bytes = 2.0 * static_cast<double>(totals[0]) * d * sizeof(float) / ranks;
-  if (rank != 0) return;
-  const double t_exchange = std::max(t_forward - t_ffn, 1e-9);
-  auto line = [&](const char* what, double t, bool rate) {
-    std::printf("ep=%ld  %-16s %8.3f ms", static_cast<long>(ep), what, t * 1e3);
-    if (rate) std::printf("  %7.2f GB/s", bytes / t / 1e9);
-    std::printf("\n");
-  };
+  const double kept_fraction = static_cast<double>(totals[0]) / static_cast<double>(totals[2]);
+  const double remote_fraction =
+      static_cast<double>(totals[1]) / static_cast<double>(std::max<int64_t>(totals[0], 1));
+  const double gbps = bytes / exchange(t_runner.median) / 1e9;
+  const double raw_gbps = bytes / t_raw.median / 1e9;
   std::printf(
-      "ep=%ld  %ld ranks x %ld chips, %ld experts per rank; kept %ld of %ld assignments "
-      "(%.1f%%), %.1f%% of rows to other ranks; %.2f MB per rank (dispatch + combine)\n",
-      static_cast<long>(ep), static_cast<long>(ranks), static_cast<long>(mesh.chips_per_rank),
-      static_cast<long>(local), static_cast<long>(totals[0]), static_cast<long>(totals[2]),
-      100.0 * totals[0] / totals[2], 100.0 * totals[1] / std::max<int64_t>(totals[0], 1),
-      bytes / 1e6);
-  line("runner_forward", t_forward, true);
-  line("expert_ffn", t_ffn, false);
-  line("runner_exchange", t_exchange, true);
-  line("raw_alltoallv", t_raw, true);
-  std::printf(
-      "ep=%ld  ratio runner_exchange / raw_alltoallv = %.2fx (runner_forward / raw = "
-      "%.2fx; target <= 1.5x)\n",
-      static_cast<long>(ep), t_exchange / t_raw, t_forward / t_raw);
+      "%s  %.2f MB/rank, kept %.1f%%, %.1f%% of rows cross ranks | exchange %7.3f ms [%.3f-%.3f] "
+      "%6.2f GB/s | raw %7.3f ms [%.3f-%.3f] %6.2f GB/s | ratio %.2fx [%.2f-%.2f] | reps %d\n",
+      name.c_str(), bytes / 1e6, 100 * kept_fraction, 100 * remote_fraction,
+      exchange(t_runner.median) * 1e3, exchange(t_runner.min) * 1e3, exchange(t_runner.max) * 1e3,
+      gbps, t_raw.median * 1e3, t_raw.min * 1e3, t_raw.max * 1e3, raw_gbps,
+      ratio.median, ratio.q1, ratio.q3, t_runner.reps);
   std::fflush(stdout);
+  const double ms = 1e3;
+  return absl::StrFormat(
+      "%d,%d,%d,%d,%g,%d,fp32,%.4f,%.4f,%.4f,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,"
+      "%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f",
+      p.ep, p.chips, ranks, p.tokens_per_chip, p.capacity_factor, p.d_model, kept_fraction,
+      remote_fraction, bytes / 1e6, t_runner.reps, t_runner.median * ms, t_runner.q1 * ms,
+      t_runner.q3 * ms, t_runner.min * ms, t_runner.max * ms, ffn * ms,
+      exchange(t_runner.median) * ms, t_raw.median * ms, t_raw.q1 * ms, t_raw.q3 * ms,
+      t_raw.min * ms, t_raw.max * ms, gbps, bytes / exchange(t_runner.q3) / 1e9,
+      bytes / exchange(t_runner.q1) / 1e9, raw_gbps, bytes / t_raw.q3 / 1e9,
+      bytes / t_raw.q1 / 1e9, ratio.median, ratio.q1, ratio.q3);
 }
 
 }  // namespace
@@ -251,21 +363,40 @@ int main(int argc, char** argv) {
   const openmoe::Args args = openmoe::ParseArgs(argc, argv);
   std::unique_ptr<openmoe::Communicator> world = openmoe::MakeWorldCommunicator();
   openmoe::SetGemmThreads(1);
-  absl::StatusOr<openmoe::JobSpec> spec = openmoe::BenchJob(1);
-  OPENMOE_CHECK_MSG(spec.ok(), "%s", std::string(spec.status().message()).c_str());
+  const int ranks = world->size();
+  std::FILE* csv = nullptr;
   if (world->rank() == 0) {
     std::printf(
-        "expert_exchange_bench: %s MoE layer: %ld tokens/step, d_model %ld, %ld experts "
-        "top-%ld, group %ld, %ld chips over %d ranks, expert d_ff %ld, 1 OpenBLAS thread; "
-        "median of %d reps of the slowest rank\n",
-        spec->model().name().c_str(),
-        static_cast<long>(spec->train().batch_rows() * spec->train().seq_len()),
-        static_cast<long>(spec->model().d_model()), static_cast<long>(spec->model().num_experts()),
-        static_cast<long>(spec->router().top_k()), static_cast<long>(spec->router().group_size()),
-        static_cast<long>(spec->topology().num_chips()), world->size(),
-        static_cast<long>(openmoe::kExpertDff), args.reps);
+        "expert_exchange_bench: bench_small's MoE layer (8 experts top-2, expert d_ff %ld) on %d "
+        "ranks, 1 OpenBLAS thread; per point the slowest rank's time, median [min-max] of the "
+        "reps\n",
+        static_cast<long>(openmoe::kExpertDff), ranks);
+    if (!args.csv.empty()) {
+      csv = std::fopen(args.csv.c_str(), "w");
+      if (csv == nullptr) std::fprintf(stderr, "expert_exchange_bench: cannot write %s\n", args.csv.c_str());
+      if (csv != nullptr) std::fprintf(csv, "%s\n", openmoe::kCsvHeader);
+    }
   }
-  for (int64_t ep : args.eps) openmoe::RunOne(ep, args.reps, *world);
+  int csv_ok = args.csv.empty() || csv != nullptr;
+  MPI_Bcast(&csv_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (!csv_ok) {
+    world.reset();
+    MPI_Finalize();
+    return 1;
+  }
+  for (int64_t ep : args.eps)
+    for (int64_t tpc : args.tokens_per_chip)
+      for (double cf : args.capacity_factors)
+        for (int64_t d : args.d_models) {
+          const openmoe::Point p{.ep = ep,
+                                 .chips = args.chips > 0 ? args.chips : std::max<int64_t>(ep, ranks),
+                                 .tokens_per_chip = tpc,
+                                 .d_model = d,
+                                 .capacity_factor = cf};
+          const std::string row = openmoe::RunPoint(p, args.reps, *world);
+          if (csv != nullptr && !row.empty()) std::fprintf(csv, "%s\n", row.c_str());
+        }
+  if (csv != nullptr) std::fclose(csv);
   world.reset();
   MPI_Finalize();
   return 0;
