@@ -12,6 +12,7 @@
 #include "core/check.h"
 #include "core/io/file.h"
 #include "core/io/json.h"
+#include "launch/phase_report.h"
 #include "model/config.h"
 #include "model/loss_summary.h"
 
@@ -82,6 +83,7 @@ std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostB
       ",\"step_seconds\":", JsonNumber(r.seconds),
       ",\"tokens_per_second\":", JsonNumber(r.seconds > 0 ? r.tokens / r.seconds : 0.0),
       ",\"data\":{", Numbers(data), "}");
+  absl::StrAppend(&out, PhaseTimingJson(r.timing, PredictPhases(spec, v3)));
   absl::StrAppend(&out, ",\"v3_predicted\":{\"step_seconds\":", JsonNumber(v3.step_seconds),
                   ",\"compute_seconds\":", JsonNumber(v3.compute_seconds),
                   ",\"memory_seconds\":", JsonNumber(v3.memory_seconds),

@@ -30,7 +30,8 @@ std::string JsonNumber(double v);
 // learning rate, gradient norm, throughput, skipped-step counts, data counters, the cost model's
 // prediction `v3` for this job on a real TPU v3 slice of its topology, and per MoE layer: tokens
 // per expert (routed and kept), dropped fraction overall / by choice / by position bucket, router
-// entropy, load-balance and router z-loss.
+// entropy, load-balance and router z-loss. The measured phase times `timing`, `timing_mean`,
+// `timing_exchange` and the prediction `timing_predicted` are launch/phase_report.h's.
 std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostBreakdown& v3,
                            const std::string& run_id);
 

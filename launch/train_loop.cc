@@ -102,7 +102,8 @@ absl::Status RunSteps(Trainer& trainer, CheckpointSession& checkpoints, EvalSess
               : absl::OkStatus()));
     const int64_t done = r.step + 1;
     if (rank0 && (done % print_every == 0 || done == steps || r.skipped)) {
-      console::Out(ProgressLine(r, steps, recent.TokensPerSecond(), recent.SecondsPerStep(), v3));
+      console::Out(ProgressLine(r, steps, recent.TokensPerSecond(), recent.SecondsPerStep(), v3) +
+                   (spec.logging().phase_timing() ? PhaseColumn(r.timing) : ""));
     }
     if (rank0 && !evaluated.line.empty()) console::Out(evaluated.line);
     OPENMOE_ASSIGN_OR_RETURN(const bool stop, checkpoints.AfterStep(trainer));

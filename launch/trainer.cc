@@ -104,6 +104,7 @@ LossScales Trainer::ScalesFor(const Batch& local_batch) {
 }
 
 void Trainer::ReduceGradients() {
+  ScopedPhase phase(Phase::kGradAllReduce);
   const int64_t split = layout_.expert_offset();
   comm_->AllReduceSum(grads_.data(), split);
   replica_comm_->AllReduceSum(grads_.data() + split, layout_.total_size() - split);
@@ -179,13 +180,17 @@ StepResult Trainer::Step() {
 
 absl::StatusOr<StepResult> Trainer::TryStep() {
   Timer timer;
+  ScopedPhaseTimer timing(&phase_timer_);  // stops on every return path
+  ScopedPhase phase(Phase::kData);
   StepResult r;
   r.step = step_;
   absl::StatusOr<Batch> batch = NextLocalBatch();
   OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*comm_, batch.status()));
+  phase.Switch(Phase::kOther);  // ComputeGradients times its parts
   r.sums = ComputeGradients(*batch);
   r.loss = r.sums.loss;
   r.tokens = spec_.train().batch_rows() * spec_.train().seq_len();
+  phase.Switch(Phase::kOptimizer);
   r.grad_norm = GlobalGradNorm();
   r.learning_rate = LearningRate(spec_.schedule(), step_, spec_.train().steps());
   // Loss and norm are reduced over every rank, so every rank takes the same branch.
@@ -213,8 +218,11 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
   r.skipped_steps = skipped_steps_;
   last_step_skipped_ = r.skipped;
   ++step_;
+  phase.Switch(Phase::kData);
   r.data_counters = DataCounters();
   r.seconds = timer.Seconds();
+  phase_timer_.Stop();  // the reduction below is not part of the step's phases
+  r.timing = ReducePhaseTimes(phase_timer_, *comm_);
   return r;
 }
 

@@ -20,8 +20,10 @@
 
 #include "absl/status/statusor.h"
 #include "core/batch.h"
+#include "core/phase_timer.h"
 #include "core/tensor.h"
 #include "data/batch_source.h"
+#include "launch/phase_report.h"
 #include "model/optimizer.h"
 #include "model/decoder.h"
 #include "model/params.h"
@@ -46,6 +48,8 @@ struct StepResult {
   int64_t skipped_steps = 0;
   // Data pipeline counters summed over every chip (documents, bad records skipped, ...).
   std::vector<std::pair<std::string, int64_t>> data_counters;
+  // Measured time of the step's phases, reduced over ranks (launch/phase_report.h).
+  PhaseTimes timing;
 };
 
 class Trainer {
@@ -125,6 +129,7 @@ class Trainer {
   int64_t step_ = 0;
   int64_t skipped_steps_ = 0;
   bool last_step_skipped_ = false;
+  PhaseTimer phase_timer_;  // the phases of the step TryStep is taking
 };
 
 }  // namespace openmoe

@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
+#include "core/phase_timer.h"
 #include "model/token_id_routing.h"
 
 namespace openmoe {
@@ -62,6 +63,7 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
     ComputeRouting(routing_config, router_x, w.router, num_tokens, d, &r, cache->segment_ids);
   }
 
+  ScopedPhase phase(Phase::kPermuteForward);  // within the decoder's router scope
   // Dispatch: gather the kept tokens' rows, expert by expert.
   const int64_t num_kept = r.NumKept();
   cache->dispatched.ResizeUninitialized({num_kept, d});
@@ -72,10 +74,12 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
     std::copy_n(x + r.kept_token[a] * d, d, dispatched + a * d);
   }
 
+  phase.Switch(Phase::kExpertsForward);
   // Experts: each runs on its contiguous block of kept assignments (possibly empty), here or on
   // the ranks that hold them.
   (runner != nullptr ? runner : DefaultRunner())->Forward(layer, dims, w, cache);
 
+  phase.Switch(Phase::kPermuteForward);
   // Combine: y[t] = sum of gate * expert output over t's kept choices.
   std::fill_n(y, num_tokens * d, 0.0f);
   for (int64_t a = 0; a < num_kept; ++a) {
@@ -90,6 +94,7 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
   const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
   const Routing& r = cache->routing;
   const int64_t num_kept = r.NumKept();
+  ScopedPhase phase(Phase::kPermuteBackward);  // within the decoder's router scope
   // Scratch, zero-filled: d expert_out (A, d), d dispatched (A, d), dprobs (T, E), dlogits (T, E).
   cache->workspace.Resize({2 * num_kept * d + 2 * num_tokens * num_experts});
   float* d_expert_out = cache->workspace.data();
@@ -109,13 +114,16 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
     }
   }
 
+  phase.Switch(Phase::kExpertsBackward);
   // Experts backward, then dispatch backward (scatter-add into dx).
   (runner != nullptr ? runner : DefaultRunner())
       ->Backward(layer, dims, w, grads, cache, d_expert_out, d_dispatched);
+  phase.Switch(Phase::kPermuteBackward);
   for (int64_t a = 0; a < num_kept; ++a) {
     AddInPlace(dx + r.kept_token[a] * d, d_dispatched + a * d, d);
   }
 
+  phase.Switch(Phase::kRouterBackward);
   // Router backward: softmax (gates and losses), then logits = x @ w_router. Token-id routing
   // ran no router: nothing to differentiate.
   if (r.from_table) return;
