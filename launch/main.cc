@@ -9,6 +9,7 @@
 //                [--npy OUT.npy --rows R --seq_len S [--force]]
 //   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--json]
 //   openmoe export --checkpoint DIR --out FILE.safetensors [--allow_nonfinite]
+//   openmoe analyze --checkpoint DIR ... --job FILE ... [--out DIR] [--rows N] [--min_count K]
 //   openmoe help [SUBCOMMAND]
 //
 // No exception leaves main: std::bad_alloc becomes `openmoe: out of memory ...`, any other
@@ -22,8 +23,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "launch/analyze.h"
 #include "launch/args.h"
 #include "launch/checkpoint/checkpoint.h"
 #include "launch/job_loader.h"
@@ -60,6 +63,24 @@ int Score(const CommandLine& cl) {
   options.sets = cl.GetAll("set");
   options.json = cl.GetBool("json");
   const absl::Status status = RunScore(options, std::cout);
+  std::cout.flush();
+  return status.ok() ? 0 : Fail(status);
+}
+
+// Single process: no MPI.
+int Analyze(const CommandLine& cl) {
+  AnalyzeOptions options;
+  options.checkpoints = cl.GetAll("checkpoint");
+  options.job_files = cl.GetAll("job");
+  options.sets = cl.GetAll("set");
+  options.out_dir = cl.Get("out", options.out_dir);
+  options.plots = !cl.GetBool("no_plots");
+  for (auto [flag, value] : {std::pair{"rows", &options.rows}, {"min_count", &options.min_count}}) {
+    if (cl.Has(flag) && !absl::SimpleAtoi(cl.Get(flag), value))
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("analyze: --", flag, " ", cl.Get(flag), " is not an integer")));
+  }
+  const absl::Status status = RunAnalyze(options, std::cout);
   std::cout.flush();
   return status.ok() ? 0 : Fail(status);
 }
@@ -155,6 +176,7 @@ int Dispatch(int argc, char** argv) {
   if (cl->subcommand == "train") return openmoe::Train(*cl, &argc, &argv);
   if (cl->subcommand == "score") return openmoe::Score(*cl);
   if (cl->subcommand == "export") return openmoe::Export(*cl);
+  if (cl->subcommand == "analyze") return openmoe::Analyze(*cl);
   return openmoe::Fail(
       absl::UnimplementedError("subcommand '" + cl->subcommand + "' is not implemented"));
 }
