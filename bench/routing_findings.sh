@@ -16,7 +16,8 @@
 #   bash bench/routing_findings.sh [extra `openmoe train` args]
 #
 # OPENMOE_BIN=path/to/openmoe uses that binary (default: launch/build.sh builds build/). The run
-# itself goes to runs/routing_findings/ (removed first).
+# itself goes to runs/routing_findings/ (removed first); REUSE_RUN=1 skips training and analyses
+# the checkpoints a previous run left there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -32,27 +33,32 @@ data/gather_corpus.sh "$bin"
 
 run=runs/routing_findings
 out=bench/results/routing_findings
-rm -rf "$run" "$out"
-mkdir -p "$run" "$out"
 jobs=(--job launch/configs/tiny.pbtxt --job launch/configs/tiny_corpus.pbtxt
       --job launch/configs/topology/v3-64.pbtxt)
+# The quickstart's mesh and batch; analyze needs the same spec (routing groups of one row).
+sets=(--set train.batch_rows=128 --set router.group_size=64 --set mesh.expert_parallel=4)
+rm -rf "$out"
+mkdir -p "$out"
 start=$(date +%s)
-launch/mpirun_local.sh 2 train "${jobs[@]}" \
-  --set train.batch_rows=128 --set router.group_size=64 --set mesh.expert_parallel=4 \
+if [[ "${REUSE_RUN:-0}" != 1 ]]; then
+rm -rf "$run"
+mkdir -p "$run"
+launch/mpirun_local.sh 2 train "${jobs[@]}" "${sets[@]}" \
   --set train.steps=300 --set logging.print_every=50 \
   --set logging.metrics_path="$run/metrics.jsonl" \
   --set checkpoint.dir="$run/ckpt" --set checkpoint.every_steps=25 --set checkpoint.keep_last=100 \
   --set checkpoint.resume=never "$@" | tee "$run/train.log"
+fi
 trained=$(date +%s)
 
 mapfile -t ckpts < <(find "$run/ckpt" -mindepth 1 -maxdepth 1 -type d -name 'step_*' ! -name '*.tmp' | sort)
 [[ ${#ckpts[@]} -ge 2 ]] || { echo "$0: training left fewer than 2 checkpoints" >&2; exit 1; }
 args=()
 for c in "${ckpts[@]}"; do args+=(--checkpoint "$c"); done
-# The same model and sources as training (analyze needs the routing group of the run).
-"$bin" analyze "${args[@]}" "${jobs[@]}" --set router.group_size=64 --rows 64 --out "$out" \
+"$bin" analyze "${args[@]}" "${jobs[@]}" "${sets[@]}" --rows 64 --out "$out" \
   | tee "$out/analyze.txt"
-"$bin" analyze "${args[@]}" "${jobs[@]}" --set router.group_size=64 \
+mkdir -p "$out/train_cf"
+"$bin" analyze "${args[@]}" "${jobs[@]}" "${sets[@]}" \
   --set router.eval_capacity_factor=1.25 --rows 64 --out "$out/train_cf" --no_plots \
   >"$out/train_cf/analyze.txt" 2>&1 || { cat "$out/train_cf/analyze.txt" >&2; exit 1; }
 # Keep only what the README cites from the second analysis.
