@@ -42,6 +42,7 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
                       const float* x, const int32_t* segment_ids, AttentionCache* cache, float* y) {
   const int64_t nb = dims.batch, s_len = dims.seq_len, d = dims.d_model, nh = dims.num_heads,
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len;
+  const GemmPrecision pr = dims.precision;
   OPENMOE_CHECK(rope.seq_len == s_len && 2 * rope.half_dim == hd);
   cache->q.ResizeUninitialized({tokens, width});
   cache->k.ResizeUninitialized({tokens, width});
@@ -52,9 +53,9 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   float* k = cache->k.data();          // (B*S, H*hd)
   float* v = cache->v.data();          // (B*S, H*hd)
   float* ctx = cache->context.data();  // (B*S, H*hd)
-  Gemm({}, tokens, width, d, x, w.wq, q);
-  Gemm({}, tokens, width, d, x, w.wk, k);
-  Gemm({}, tokens, width, d, x, w.wv, v);
+  Gemm(pr, {}, tokens, width, d, x, w.wq, q);
+  Gemm(pr, {}, tokens, width, d, x, w.wk, k);
+  Gemm(pr, {}, tokens, width, d, x, w.wv, v);
   ApplyRope(rope, q, nb, nh, width, /*inverse=*/false);
   ApplyRope(rope, k, nb, nh, width, /*inverse=*/false);
 
@@ -64,7 +65,7 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
       const int64_t head = b * s_len * width + h * hd;                // offset of (b, 0, h, 0)
       float* p = cache->probs.data() + (b * nh + h) * s_len * s_len;  // (S, S)
       // Full S x S scores, masked afterwards: wasted upper-triangle flops, but one GEMM.
-      Gemm({.transpose_b = true}, s_len, s_len, hd, q + head, width, k + head, width, p, s_len);
+      Gemm(pr, {.transpose_b = true}, s_len, s_len, hd, q + head, width, k + head, width, p, s_len);
       int64_t lo = 0;
       for (int64_t i = 0; i < s_len; ++i) {
         // Packed segments are contiguous, so lo only moves at a boundary; scanning for the first
@@ -75,10 +76,10 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
         }
         MaskedSoftmaxRow(p + i * s_len, s_len, i, lo, seg);
       }
-      Gemm({}, s_len, hd, s_len, p, s_len, v + head, width, ctx + head, width);
+      Gemm(pr, {}, s_len, hd, s_len, p, s_len, v + head, width, ctx + head, width);
     }
   }
-  Gemm({}, tokens, d, width, ctx, w.wo, y);
+  Gemm(pr, {}, tokens, d, width, ctx, w.wo, y);
 }
 
 void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
@@ -86,6 +87,7 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
                        const float* dy, const AttentionGrads& grads, float* dx) {
   const int64_t nb = dims.batch, s_len = dims.seq_len, d = dims.d_model, nh = dims.num_heads,
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len, act = tokens * width;
+  const GemmPrecision pr = dims.precision;
   OPENMOE_CHECK(rope.seq_len == s_len && 2 * rope.half_dim == hd);
   cache->workspace.ResizeUninitialized({4 * act + s_len * s_len});
   float* dctx = cache->workspace.data();  // (B*S, H*hd)
@@ -99,16 +101,19 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   // segment_ids is not read: the mask lives on in the exact zeros of cache->probs.
 
   // y = context @ wo.
-  Gemm({.transpose_a = true, .beta = 1.0f}, width, d, tokens, cache->context.data(), dy, grads.wo);
-  Gemm({.transpose_b = true}, tokens, width, d, dy, w.wo, dctx);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, width, d, tokens, cache->context.data(), dy,
+       grads.wo);
+  Gemm(pr, {.transpose_b = true}, tokens, width, d, dy, w.wo, dctx);
 
   for (int64_t b = 0; b < nb; ++b) {
     for (int64_t h = 0; h < nh; ++h) {
       const int64_t head = b * s_len * width + h * hd;
       const float* p = cache->probs.data() + (b * nh + h) * s_len * s_len;  // (S, S)
       // Backward of context_h = P v_h.
-      Gemm({.transpose_b = true}, s_len, s_len, hd, dctx + head, width, v + head, width, ds, s_len);
-      Gemm({.transpose_a = true}, s_len, hd, s_len, p, s_len, dctx + head, width, dv + head, width);
+      Gemm(pr, {.transpose_b = true}, s_len, s_len, hd, dctx + head, width, v + head, width, ds,
+           s_len);
+      Gemm(pr, {.transpose_a = true}, s_len, hd, s_len, p, s_len, dctx + head, width, dv + head,
+           width);
       // Softmax backward; masked entries have P == 0 exactly, so their dS is 0 too.
       for (int64_t i = 0; i < s_len; ++i) {
         const float* pr = p + i * s_len;
@@ -118,19 +123,20 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
         for (int64_t j = 0; j < s_len; ++j) dr[j] = pr[j] * (dr[j] - dot);
       }
       // Backward of scores = q_h k_h^T (q, k after RoPE).
-      Gemm({}, s_len, hd, s_len, ds, s_len, k + head, width, dq + head, width);
-      Gemm({.transpose_a = true}, s_len, hd, s_len, ds, s_len, q + head, width, dk + head, width);
+      Gemm(pr, {}, s_len, hd, s_len, ds, s_len, k + head, width, dq + head, width);
+      Gemm(pr, {.transpose_a = true}, s_len, hd, s_len, ds, s_len, q + head, width, dk + head,
+           width);
     }
   }
   ApplyRope(rope, dq, nb, nh, width, /*inverse=*/true);
   ApplyRope(rope, dk, nb, nh, width, /*inverse=*/true);
 
-  Gemm({.transpose_a = true, .beta = 1.0f}, d, width, tokens, x, dq, grads.wq);
-  Gemm({.transpose_a = true, .beta = 1.0f}, d, width, tokens, x, dk, grads.wk);
-  Gemm({.transpose_a = true, .beta = 1.0f}, d, width, tokens, x, dv, grads.wv);
-  Gemm({.transpose_b = true, .beta = 1.0f}, tokens, d, width, dq, w.wq, dx);
-  Gemm({.transpose_b = true, .beta = 1.0f}, tokens, d, width, dk, w.wk, dx);
-  Gemm({.transpose_b = true, .beta = 1.0f}, tokens, d, width, dv, w.wv, dx);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, width, tokens, x, dq, grads.wq);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, width, tokens, x, dk, grads.wk);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, width, tokens, x, dv, grads.wv);
+  Gemm(pr, {.transpose_b = true, .beta = 1.0f}, tokens, d, width, dq, w.wq, dx);
+  Gemm(pr, {.transpose_b = true, .beta = 1.0f}, tokens, d, width, dk, w.wk, dx);
+  Gemm(pr, {.transpose_b = true, .beta = 1.0f}, tokens, d, width, dv, w.wv, dx);
 }
 
 }  // namespace openmoe

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "core/gemm.h"
 #include "core/tensor.h"
 #include "model/rope.h"
 
@@ -18,6 +19,9 @@ struct AttentionDims {
   int64_t d_model = 0;
   int64_t num_heads = 0;
   int64_t head_dim = 0;
+  // Every GEMM here, forward and backward: the projections and the per-head QK^T and P V. The
+  // softmax and its backward stay fp32.
+  GemmPrecision precision = GemmPrecision::kFp32;
 };
 
 struct AttentionWeights {

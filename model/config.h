@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "core/gemm.h"
 #include "model/router.h"
 #include "proto/job.pb.h"
 
@@ -25,6 +26,10 @@ struct ModelDims {
   FfnForm ffn_form = FFN_OPENMOE;
   float norm_eps = 1e-6f;
   float rope_base = 10000.0f;
+  // train.compute_dtype: the precision of every matmul but the router's (attention projections
+  // and QK^T / AV, dense and extra FFNs, experts, logits; forward and backward). The router,
+  // softmaxes, norms, losses, parameters and gradients stay fp32 whatever it says.
+  GemmPrecision precision = GemmPrecision::kFp32;
 
   bool IsMoeLayer(int64_t layer) const {
     return num_experts > 0 && moe_interval > 0 && (layer + 1) % moe_interval == 0;

@@ -6,7 +6,6 @@
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
-#include "core/phase_timer.h"
 #include "model/rmsnorm.h"
 #include "model/router_jitter.h"
 
@@ -40,17 +39,13 @@ namespace {
 
 AttentionDims MakeAttentionDims(const ModelDims& d, const Batch& batch) {
   return {.batch = batch.rows, .seq_len = batch.seq_len, .d_model = d.d_model,
-          .num_heads = d.num_heads, .head_dim = d.head_dim};
+          .num_heads = d.num_heads, .head_dim = d.head_dim, .precision = d.precision};
 }
 
 }  // namespace
 
 void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock& b, float* out,
                               DecoderSums* sums) {
-  // The MoE sub-block's own time (norm, routing) is the router's; MoeForward times its parts.
-  ScopedPhase phase(b.kind == Kind::kAttention ? Phase::kAttentionForward
-                    : b.kind == Kind::kFfn     ? Phase::kDenseFfnForward
-                                               : Phase::kRouterForward);
   const int64_t t = batch.num_tokens(), d = dims_.d_model;
   b.normed.ResizeUninitialized({t, d});
   b.rstd.ResizeUninitialized({t});
@@ -63,11 +58,12 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
                        b.normed.data(), batch.segment_ids.data(), &b.attention, out);
       break;
     case Kind::kFfn:
-      FfnForward({t, d, dims_.d_ff, dims_.ffn_form}, {w(0), w(1), w(2)}, b.normed.data(), &b.ffn,
-                 out);
+      FfnForward({t, d, dims_.d_ff, dims_.ffn_form, dims_.precision}, {w(0), w(1), w(2)},
+                 b.normed.data(), &b.ffn, out);
       break;
     case Kind::kMoe: {
-      const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
+      const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts,
+                       dims_.precision};
       if (routing_.jitter_noise > 0) {
         FillRouterJitter(routing_.jitter_noise, routing_.jitter_seed, b.layer, batch, d,
                          &b.moe.jitter);
@@ -117,14 +113,14 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
     for (int64_t j = 0; j < t * d; ++j) nx[j] = in[j] + o[j];
   }
 
-  ScopedPhase logits_phase(Phase::kLogitsLossForward);
   // Final norm, logits, fused loss: logits_buffer_ ends up holding d loss / d logits.
   final_normed_.ResizeUninitialized({t, d});
   final_rstd_.ResizeUninitialized({t});
   RmsNormForward(final_input_.data(), params + final_norm_->offset, t, d, dims_.norm_eps,
                  final_normed_.data(), final_rstd_.data());
   logits_buffer_.ResizeUninitialized({t, v});
-  Gemm({}, t, v, d, final_normed_.data(), params + logits_->offset, logits_buffer_.data());
+  Gemm(dims_.precision, {}, t, v, d, final_normed_.data(), params + logits_->offset,
+       logits_buffer_.data());
   sums.lm = LmLossForwardBackward(logits_buffer_.data(), batch.targets.data(),
                                   batch.loss_weights.data(), t, v, scales.output_z_weight,
                                   scales.lm_normalizer, logits_buffer_.data());
@@ -134,9 +130,6 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
 
 void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const LossScales& scales,
                                SubBlock& b, float* grads) {
-  ScopedPhase phase(b.kind == Kind::kAttention ? Phase::kAttentionBackward
-                    : b.kind == Kind::kFfn     ? Phase::kDenseFfnBackward
-                                               : Phase::kRouterBackward);
   const int64_t t = batch.num_tokens(), d = dims_.d_model;
   normed_grad_.Resize({t, d});
   const float* dy = residual_grad_.data();
@@ -150,11 +143,12 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
                         {g(0), g(1), g(2), g(3)}, dn);
       break;
     case Kind::kFfn:
-      FfnBackward({t, d, dims_.d_ff, dims_.ffn_form}, {w(0), w(1), w(2)}, b.normed.data(), &b.ffn,
-                  dy, {g(0), g(1), g(2)}, dn);
+      FfnBackward({t, d, dims_.d_ff, dims_.ffn_form, dims_.precision}, {w(0), w(1), w(2)},
+                  b.normed.data(), &b.ffn, dy, {g(0), g(1), g(2)}, dn);
       break;
     case Kind::kMoe: {
-      const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts};
+      const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts,
+                       dims_.precision};
       MoeBackward(md, {w(0), w(1), w(2), w(3)}, b.normed.data(), &b.moe, dy,
                   scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn, runner_,
                   b.layer);
@@ -171,18 +165,17 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   const int64_t t = batch.num_tokens(), d = dims_.d_model, v = dims_.padded_vocab_size;
   OPENMOE_CHECK_MSG(batch.rows == rows_ && batch.seq_len == seq_len_,
                     "Backward must follow Forward on the same batch");
-  ScopedPhase phase(Phase::kLogitsLossBackward);  // the sub-blocks' scopes take theirs out
   // Logits: logits = final_normed @ W.
   const float* dlogits = logits_buffer_.data();
-  Gemm({.transpose_a = true, .beta = 1.0f}, d, v, t, final_normed_.data(), dlogits,
-       grads + logits_->offset);
+  Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, t, final_normed_.data(),
+       dlogits, grads + logits_->offset);
   normed_grad_.ResizeUninitialized({t, d});
-  Gemm({.transpose_b = true}, t, d, v, dlogits, params + logits_->offset, normed_grad_.data());
+  Gemm(dims_.precision, {.transpose_b = true}, t, d, v, dlogits, params + logits_->offset,
+       normed_grad_.data());
   residual_grad_.Resize({t, d});
   RmsNormBackward(normed_grad_.data(), final_input_.data(), params + final_norm_->offset,
                   final_rstd_.data(), t, d, residual_grad_.data(), grads + final_norm_->offset);
   for (size_t i = blocks_.size(); i-- > 0;) BackwardSubBlock(params, batch, scales, blocks_[i], grads);
-  phase.Switch(Phase::kOther);
   // Embedding: scatter-add the residual gradient into the looked-up rows.
   float* demb = grads + embedding_->offset;
   const float* dx = residual_grad_.data();

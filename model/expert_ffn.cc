@@ -1,11 +1,16 @@
 #include "model/expert_ffn.h"
 
+#include "core/bf16.h"
 #include "core/check.h"
 
 namespace openmoe {
 
 FfnDims ExpertFfnDims(const MoeDims& dims, int64_t tokens) {
-  return {.tokens = tokens, .d_model = dims.d_model, .d_ff = dims.expert_d_ff, .form = dims.form};
+  return {.tokens = tokens,
+          .d_model = dims.d_model,
+          .d_ff = dims.expert_d_ff,
+          .form = dims.form,
+          .precision = dims.precision};
 }
 
 // Expert e's slices of the stacked weights (E_local, d, Wi0Width), (E_local, d, F), (E_local, F, d).
@@ -32,6 +37,9 @@ void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
     const ExpertBlock& b = blocks[i];
     FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
                x + b.begin * d, &(*caches)[i], y + b.begin * d);
+    if (dims.precision == GemmPrecision::kBf16) {
+      RoundToBf16(y + b.begin * d, y + b.begin * d, b.rows * d);
+    }
   }
 }
 
@@ -45,6 +53,9 @@ void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGra
     FfnBackward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
                 x + b.begin * d, &(*caches)[i], dy + b.begin * d,
                 ExpertFfnGrads(dims, grads, b.local_expert), dx + b.begin * d);
+    if (dims.precision == GemmPrecision::kBf16) {
+      RoundToBf16(dx + b.begin * d, dx + b.begin * d, b.rows * d);
+    }
   }
 }
 

@@ -18,6 +18,10 @@ struct MoeDims {
   int64_t expert_d_ff = 0;
   FfnForm form = FFN_OPENMOE;
   int64_t num_experts = 0;
+  // The experts' GEMMs (the router's stay fp32). kBf16 also rounds what the experts hand back to
+  // bf16 (outputs forward, input gradients backward): that is what the expert-parallel exchange
+  // carries on the wire in BF16, so every layout, one process included, sees the same values.
+  GemmPrecision precision = GemmPrecision::kFp32;
 };
 
 // Expert weights hold the experts this process owns (all E on one process, E_local on a rank of
@@ -50,13 +54,16 @@ struct ExpertBlock {
 };
 
 // x: (R, d) expert inputs; y: (R, d), each block's rows overwritten with its expert's output
-// (rows in no block are left alone). caches: resized to blocks.size(), block i's activations.
+// (rows in no block are left alone; kBf16: rounded to bf16). caches: resized to blocks.size(),
+// block i's activations.
 void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
                          const std::vector<ExpertBlock>& blocks, const float* x,
                          std::vector<FfnCache>* caches, float* y);
 
 // Backward of the last ExpertBlocksForward on the same x, blocks and caches. dy: (R, d) in;
-// dx (R, d) += ..., the local experts' weight grads += ... .
+// dx (R, d) += ..., the local experts' weight grads += ... . kBf16: each block's rows of dx are
+// rounded to bf16 after the accumulation, so callers pass them zeroed (both runners do) to get
+// the rounded input gradient.
 void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
                           const std::vector<ExpertBlock>& blocks, const float* x,
                           std::vector<FfnCache>* caches, const float* dy, float* dx);

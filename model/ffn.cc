@@ -8,12 +8,13 @@ namespace openmoe {
 void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
                 float* y, bool accumulate) {
   const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
+  const GemmPrecision pr = dims.precision;
   cache->g0.ResizeUninitialized({t, w0});
   cache->g1.ResizeUninitialized({t, f});
   cache->h.ResizeUninitialized({t, f});
   if (t == 0) return;
-  Gemm({}, t, w0, d, x, w.wi_0, cache->g0.data());
-  Gemm({}, t, f, d, x, w.wi_1, cache->g1.data());
+  Gemm(pr, {}, t, w0, d, x, w.wi_0, cache->g0.data());
+  Gemm(pr, {}, t, f, d, x, w.wi_1, cache->g1.data());
   const float* g0 = cache->g0.data();
   const float* g1 = cache->g1.data();
   float* h = cache->h.data();
@@ -27,18 +28,19 @@ void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCac
       for (int64_t j = 0; j < f; ++j) hr[j] = Silu(g0r[j]) * g1r[j];
     }
   }
-  Gemm({.beta = accumulate ? 1.0f : 0.0f}, t, d, f, h, w.wo, y);
+  Gemm(pr, {.beta = accumulate ? 1.0f : 0.0f}, t, d, f, h, w.wo, y);
 }
 
 void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
                  const float* dy, const FfnGrads& grads, float* dx) {
   const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
+  const GemmPrecision pr = dims.precision;
   if (t == 0) return;
   cache->dh.ResizeUninitialized({t, f});
   cache->dg0.ResizeUninitialized({t, w0});
   // wo: y = h @ wo.
-  Gemm({.transpose_a = true, .beta = 1.0f}, f, d, t, cache->h.data(), dy, grads.wo);
-  Gemm({.transpose_b = true}, t, f, d, dy, w.wo, cache->dh.data());
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, f, d, t, cache->h.data(), dy, grads.wo);
+  Gemm(pr, {.transpose_b = true}, t, f, d, dy, w.wo, cache->dh.data());
   // Gate: dh -> dg0 (into dg0) and dg1 (into dh, reused in place).
   const float* g0 = cache->g0.data();
   const float* g1 = cache->g1.data();
@@ -65,10 +67,10 @@ void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCa
       }
     }
   }
-  Gemm({.transpose_a = true, .beta = 1.0f}, d, w0, t, x, dg0, grads.wi_0);
-  Gemm({.transpose_a = true, .beta = 1.0f}, d, f, t, x, dh, grads.wi_1);
-  Gemm({.transpose_b = true, .beta = 1.0f}, t, d, w0, dg0, w.wi_0, dx);
-  Gemm({.transpose_b = true, .beta = 1.0f}, t, d, f, dh, w.wi_1, dx);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, w0, t, x, dg0, grads.wi_0);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, f, t, x, dh, grads.wi_1);
+  Gemm(pr, {.transpose_b = true, .beta = 1.0f}, t, d, w0, dg0, w.wi_0, dx);
+  Gemm(pr, {.transpose_b = true, .beta = 1.0f}, t, d, f, dh, w.wi_1, dx);
 }
 
 }  // namespace openmoe

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "core/gemm.h"
 #include "core/tensor.h"
 #include "proto/job.pb.h"
 
@@ -17,6 +18,8 @@ struct FfnDims {
   int64_t d_model = 0;
   int64_t d_ff = 0;
   FfnForm form = FFN_OPENMOE;
+  // Every GEMM here, forward and backward (the gate's elementwise math stays fp32).
+  GemmPrecision precision = GemmPrecision::kFp32;
   // Columns of wi_0: 2 * d_ff for FFN_OPENMOE, d_ff for FFN_SWIGLU.
   int64_t Wi0Width() const { return form == FFN_OPENMOE ? 2 * d_ff : d_ff; }
 };

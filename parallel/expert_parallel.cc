@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/bf16.h"
 #include "core/check.h"
 #include "core/kernels.h"
-#include "core/phase_timer.h"
 
 namespace openmoe {
 
@@ -24,15 +24,39 @@ bool ExpertParallelRunner::AllExpertsLocal() const {
   return mesh_.chips_per_rank >= mesh_.expert_parallel;
 }
 
-void ExpertParallelRunner::Exchange(int64_t d, const float* send, float* recv, bool outbound,
-                                    ExpertExchangeState& s) {
-  ScopedMpiTime mpi(MpiDetail::kRows);  // the whole exchange (with bf16 packing, if on)
+void ExpertParallelRunner::Exchange(const MoeDims& dims, const float* send, float* recv,
+                                    bool outbound, ExpertExchangeState& s) {
+  const int64_t d = dims.d_model;
   const std::vector<int64_t>& send_rows = outbound ? s.send_rows : s.recv_rows;
   const std::vector<int64_t>& recv_rows = outbound ? s.recv_rows : s.send_rows;
-  comm_->AllToAllV(send, Scaled(send_rows, d), recv, Scaled(recv_rows, d));
+  const bool bf16 = dims.precision == GemmPrecision::kBf16;
   counters_.exchanges += 1;
-  for (int q = 0; q < comm_->size(); ++q)
-    (q == comm_->rank() ? counters_.rows_local : counters_.rows_remote) += send_rows[q];
+  for (int q = 0; q < comm_->size(); ++q) {
+    if (q == comm_->rank()) {
+      counters_.rows_local += send_rows[q];
+    } else {
+      counters_.rows_remote += send_rows[q];
+      counters_.bytes_remote += send_rows[q] * d * (bf16 ? 2 : 4);
+    }
+  }
+  if (!bf16) {
+    comm_->AllToAllV(send, Scaled(send_rows, d), recv, Scaled(recv_rows, d));
+    return;
+  }
+  // bf16 pairs travel as 32-bit words through the float all-to-all, which copies bytes and never
+  // interprets them. A row is `words` words: d bf16 values, padded by one when d is odd.
+  const int64_t words = (d + 1) / 2, stride = 2 * words;
+  int64_t sent = 0, received = 0;
+  for (int q = 0; q < comm_->size(); ++q) {
+    sent += send_rows[q];
+    received += recv_rows[q];
+  }
+  s.wire_send.assign(sent * stride, 0);
+  s.wire_recv.resize(received * stride);
+  for (int64_t i = 0; i < sent; ++i) FloatToBf16(send + i * d, s.wire_send.data() + i * stride, d);
+  comm_->AllToAllV(reinterpret_cast<const float*>(s.wire_send.data()), Scaled(send_rows, words),
+                   reinterpret_cast<float*>(s.wire_recv.data()), Scaled(recv_rows, words));
+  for (int64_t i = 0; i < received; ++i) Bf16ToFloat(s.wire_recv.data() + i * stride, recv + i * d, d);
 }
 
 const ExpertExchangeState* ExpertParallelRunner::exchange_state(int64_t layer) const {
@@ -45,7 +69,6 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
     local_.Forward(layer, dims, w, cache);
     return;
   }
-  ScopedPhase phase(Phase::kDispatchForward);  // within the decoder's experts scope
   OPENMOE_CHECK(layer >= 0);
   if (layer >= static_cast<int64_t>(layers_.size())) layers_.resize(layer + 1);
   const Routing& r = cache->routing;
@@ -74,10 +97,7 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
 
   // 2. Counts first; from them, where each received row goes in the experts' (expert-major) view.
   std::vector<int64_t> recv_counts(world * num_experts);  // (ranks, E) rows from each source
-  {
-    ScopedMpiTime mpi(MpiDetail::kCounts);
-    comm_->AllToAll(counts.data(), recv_counts.data(), num_experts);
-  }
+  comm_->AllToAll(counts.data(), recv_counts.data(), num_experts);
   // Received rows arrive source-major, then by expert: each (source, expert) run is a block
   // that its expert processes where it lies, so no row is reordered.
   const int64_t first = mesh_.first_local_expert, local = mesh_.num_local_experts;
@@ -99,16 +119,14 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
 
   // 3. Rows out, straight from dispatch order.
   s.recv.ResizeUninitialized({received, d});
-  Exchange(d, cache->dispatched.data(), s.recv.data(), /*outbound=*/true, s);
+  Exchange(dims, cache->dispatched.data(), s.recv.data(), /*outbound=*/true, s);
 
   // 4. The local experts on every block they received.
-  phase.Switch(Phase::kExpertsForward);
   s.expert_res.ResizeUninitialized({received, d});
   ExpertBlocksForward(dims, w, s.blocks, s.recv.data(), &cache->expert_ffn, s.expert_res.data());
 
   // 5. Outputs back to their senders, straight into dispatch order.
-  phase.Switch(Phase::kCombineForward);
-  Exchange(d, s.expert_res.data(), cache->expert_out.data(), /*outbound=*/false, s);
+  Exchange(dims, s.expert_res.data(), cache->expert_out.data(), /*outbound=*/false, s);
 }
 
 void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const MoeWeights& w,
@@ -120,22 +138,19 @@ void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const Mo
   }
   OPENMOE_CHECK_MSG(layer >= 0 && layer < static_cast<int64_t>(layers_.size()),
                     "Backward of MoE layer %ld without its Forward", static_cast<long>(layer));
-  ScopedPhase phase(Phase::kCombineBackward);  // within the decoder's experts scope
   ExpertExchangeState& s = layers_[layer];
   const int64_t d = dims.d_model;
   const int64_t received = s.recv.dim(0);
   // d outputs travel to the experts, mirroring the combine (into expert_res: no longer needed).
-  Exchange(d, d_expert_out, s.expert_res.data(), /*outbound=*/true, s);
-  phase.Switch(Phase::kExpertsBackward);
+  Exchange(dims, d_expert_out, s.expert_res.data(), /*outbound=*/true, s);
   // Expert backward, block by block, into zeroed input gradients.
   s.grad_in.Resize({received, d});
   ExpertBlocksBackward(dims, w, grads, s.blocks, s.recv.data(), &cache->expert_ffn,
                        s.expert_res.data(), s.grad_in.data());
-  phase.Switch(Phase::kDispatchBackward);
   // d inputs travel back, mirroring the dispatch, and add into dispatch order.
   const int64_t sent = cache->routing.NumKept();
   s.returned.ResizeUninitialized({sent, d});
-  Exchange(d, s.grad_in.data(), s.returned.data(), /*outbound=*/false, s);
+  Exchange(dims, s.grad_in.data(), s.returned.data(), /*outbound=*/false, s);
   AddInPlace(d_dispatched, s.returned.data(), sent * d);
 }
 

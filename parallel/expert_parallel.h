@@ -16,6 +16,12 @@
 // gradients accumulate here only for local experts; the trainer reduces them over replicas.
 // Empty messages (an expert or a rank with no tokens) are legal everywhere.
 //
+// BF16 (dims.precision kBf16): all four exchanges carry bf16 rows, half the bytes, as a TPU run
+// sends its bf16 activations. Numerically free or layout-neutral: the expert inputs (forward) and
+// output gradients (backward) only feed bf16 GEMMs, which round them anyway; the expert outputs and
+// input gradients are rounded by ExpertBlocksForward / Backward in every layout, one process
+// included, so the wire's rounding is exact. The trainer's gradient all-reduces stay fp32.
+//
 // The runner owns its exchange state, one per MoE layer (keyed by the `layer` its caller passes,
 // the decoder's layer index), from a layer's Forward to its Backward; the experts' activations
 // stay in the layer's MoeCache. The experts run through ExpertBlocksForward / Backward
@@ -39,6 +45,7 @@ struct ExchangeCounters {
   int64_t exchanges = 0;
   int64_t rows_remote = 0;  // rows sent to other ranks
   int64_t rows_local = 0;   // rows sent to this rank (copies)
+  int64_t bytes_remote = 0;  // payload bytes of rows_remote: d_model x 4 (fp32) or x 2 (bf16)
 };
 
 // What the exchange of one MoE layer keeps between its forward and backward.
@@ -51,6 +58,8 @@ struct ExpertExchangeState {
   Tensor expert_res;  // (R, d) the local experts' outputs (backward: their output gradients)
   Tensor grad_in;     // (R, d) backward: the local experts' input gradients
   Tensor returned;    // (A, d) backward: input gradients back in dispatch order
+  // BF16: rows as they travel, bf16, each row padded to a whole number of 32-bit words.
+  std::vector<uint16_t> wire_send, wire_recv;
 };
 
 class ExpertParallelRunner final : public ExpertRunner {
@@ -71,8 +80,9 @@ class ExpertParallelRunner final : public ExpertRunner {
  private:
   bool AllExpertsLocal() const;
   // One all-to-all-v of rows: outbound sends state.send_rows[q] rows to rank q (dispatch order)
-  // and receives state.recv_rows (source-major); the return direction swaps the counts.
-  void Exchange(int64_t d, const float* send, float* recv, bool outbound,
+  // and receives state.recv_rows (source-major); the return direction swaps the counts. kBf16:
+  // the rows travel as bf16 (recv gets them back as floats).
+  void Exchange(const MoeDims& dims, const float* send, float* recv, bool outbound,
                 ExpertExchangeState& state);
 
   const Mesh& mesh_;

@@ -23,6 +23,11 @@ const char* CollectiveKindName(CollectiveKind kind) {
   return "unknown";
 }
 
+int64_t ActivationBytes(const JobSpec& spec) {
+  if (spec.cost_model().has_activation_bytes()) return spec.cost_model().activation_bytes();
+  return spec.train().compute_dtype() == BF16 ? 2 : 4;
+}
+
 StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   const CostModelConfig& cfg = spec.cost_model();
   const ModelDims dims = DimsFromSpec(spec);
@@ -31,7 +36,7 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   const TorusShape torus = TorusOf(mesh, cfg.wraparound());
   const int64_t chips = std::max<int64_t>(1, mesh.num_chips);
   const int64_t ep = std::max<int64_t>(1, mesh.expert_parallel);
-  const double act_bytes = static_cast<double>(cfg.activation_bytes());
+  const double act_bytes = static_cast<double>(ActivationBytes(spec));
   const double grad_bytes = static_cast<double>(cfg.gradient_bytes());
 
   StepWorkload w;

@@ -6,7 +6,7 @@
 // Counts (per chip, per step; tokens_per_chip = batch_rows * seq_len / num_chips):
 //   model FLOPs       TrainingFlopsPerToken(layout, seq_len).total * tokens_per_chip (PaLM's
 //                     6N + 12 L H hd S, model/param_count.h)
-//   elementwise HBM   TrafficPerToken(...).elementwise_elements * activation_bytes *
+//   elementwise HBM   TrafficPerToken(...).elementwise_elements * ActivationBytes(spec) *
 //                     tokens_per_chip (parallel/cost/hbm_traffic.h)
 //   optimizer HBM     params held * gradient_bytes * (4 + 2 (microbatches - 1)): Adafactor reads
 //                     the parameter and the gradient, reads the gradient again for the update's
@@ -72,5 +72,10 @@ struct StepWorkload {
 // `spec` must have passed ValidateJob; `mesh` is its mesh (any world size: only the slice's
 // layout is used). Uses spec.cost_model() for element sizes, padded_dispatch and wraparound.
 StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh);
+
+// Bytes per activation element (saved activations, elementwise traffic, all-to-all payload):
+// cost_model.activation_bytes when the job sets it, else what train.compute_dtype computes in:
+// 2 for BF16, 4 for FP32.
+int64_t ActivationBytes(const JobSpec& spec);
 
 }  // namespace openmoe

@@ -25,7 +25,9 @@ JobSpec SmallMoe() {
         "model.head_dim=16", "model.d_ff=128", "model.num_experts=4", "model.moe_interval=2",
         "router.group_size=64", "topology.num_chips=16", "topology.torus_x=4", "topology.torus_y=4",
         "mesh.expert_parallel=4", "train.batch_rows=32", "train.seq_len=64",
-        "train.microbatches=2"}) {
+        "train.microbatches=2",
+        // bf16 activations and all-to-all payload, as on a TPU (ActivationBytes: 2).
+        "train.compute_dtype=BF16"}) {
     EXPECT_TRUE(ApplySet(s, &spec).ok()) << s;
   }
   EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
