@@ -6,6 +6,7 @@
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
+#include "core/phase_timer.h"
 #include "model/rmsnorm.h"
 #include "model/router_jitter.h"
 
@@ -46,6 +47,10 @@ AttentionDims MakeAttentionDims(const ModelDims& d, const Batch& batch) {
 
 void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock& b, float* out,
                               DecoderSums* sums) {
+  // The MoE sub-block's own time (norm, routing) is the router's; MoeForward times its parts.
+  ScopedPhase phase(b.kind == Kind::kAttention ? Phase::kAttentionForward
+                    : b.kind == Kind::kFfn     ? Phase::kDenseFfnForward
+                                               : Phase::kRouterForward);
   const int64_t t = batch.num_tokens(), d = dims_.d_model;
   b.normed.ResizeUninitialized({t, d});
   b.rstd.ResizeUninitialized({t});
@@ -113,6 +118,7 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
     for (int64_t j = 0; j < t * d; ++j) nx[j] = in[j] + o[j];
   }
 
+  ScopedPhase logits_phase(Phase::kLogitsLossForward);
   // Final norm, logits, fused loss: logits_buffer_ ends up holding d loss / d logits.
   final_normed_.ResizeUninitialized({t, d});
   final_rstd_.ResizeUninitialized({t});
@@ -130,6 +136,9 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
 
 void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const LossScales& scales,
                                SubBlock& b, float* grads) {
+  ScopedPhase phase(b.kind == Kind::kAttention ? Phase::kAttentionBackward
+                    : b.kind == Kind::kFfn     ? Phase::kDenseFfnBackward
+                                               : Phase::kRouterBackward);
   const int64_t t = batch.num_tokens(), d = dims_.d_model;
   normed_grad_.Resize({t, d});
   const float* dy = residual_grad_.data();
@@ -165,6 +174,7 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   const int64_t t = batch.num_tokens(), d = dims_.d_model, v = dims_.padded_vocab_size;
   OPENMOE_CHECK_MSG(batch.rows == rows_ && batch.seq_len == seq_len_,
                     "Backward must follow Forward on the same batch");
+  ScopedPhase phase(Phase::kLogitsLossBackward);  // the sub-blocks' scopes take theirs out
   // Logits: logits = final_normed @ W.
   const float* dlogits = logits_buffer_.data();
   Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, t, final_normed_.data(),
@@ -176,6 +186,7 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   RmsNormBackward(normed_grad_.data(), final_input_.data(), params + final_norm_->offset,
                   final_rstd_.data(), t, d, residual_grad_.data(), grads + final_norm_->offset);
   for (size_t i = blocks_.size(); i-- > 0;) BackwardSubBlock(params, batch, scales, blocks_[i], grads);
+  phase.Switch(Phase::kOther);
   // Embedding: scatter-add the residual gradient into the looked-up rows.
   float* demb = grads + embedding_->offset;
   const float* dx = residual_grad_.data();

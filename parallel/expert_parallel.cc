@@ -6,6 +6,7 @@
 #include "core/bf16.h"
 #include "core/check.h"
 #include "core/kernels.h"
+#include "core/phase_timer.h"
 
 namespace openmoe {
 
@@ -26,6 +27,7 @@ bool ExpertParallelRunner::AllExpertsLocal() const {
 
 void ExpertParallelRunner::Exchange(const MoeDims& dims, const float* send, float* recv,
                                     bool outbound, ExpertExchangeState& s) {
+  ScopedMpiTime mpi(MpiDetail::kRows);  // the whole exchange (with bf16 packing, if on)
   const int64_t d = dims.d_model;
   const std::vector<int64_t>& send_rows = outbound ? s.send_rows : s.recv_rows;
   const std::vector<int64_t>& recv_rows = outbound ? s.recv_rows : s.send_rows;
@@ -69,6 +71,7 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
     local_.Forward(layer, dims, w, cache);
     return;
   }
+  ScopedPhase phase(Phase::kDispatchForward);  // within the decoder's experts scope
   OPENMOE_CHECK(layer >= 0);
   if (layer >= static_cast<int64_t>(layers_.size())) layers_.resize(layer + 1);
   const Routing& r = cache->routing;
@@ -97,7 +100,10 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
 
   // 2. Counts first; from them, where each received row goes in the experts' (expert-major) view.
   std::vector<int64_t> recv_counts(world * num_experts);  // (ranks, E) rows from each source
-  comm_->AllToAll(counts.data(), recv_counts.data(), num_experts);
+  {
+    ScopedMpiTime mpi(MpiDetail::kCounts);
+    comm_->AllToAll(counts.data(), recv_counts.data(), num_experts);
+  }
   // Received rows arrive source-major, then by expert: each (source, expert) run is a block
   // that its expert processes where it lies, so no row is reordered.
   const int64_t first = mesh_.first_local_expert, local = mesh_.num_local_experts;
@@ -122,10 +128,12 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
   Exchange(dims, cache->dispatched.data(), s.recv.data(), /*outbound=*/true, s);
 
   // 4. The local experts on every block they received.
+  phase.Switch(Phase::kExpertsForward);
   s.expert_res.ResizeUninitialized({received, d});
   ExpertBlocksForward(dims, w, s.blocks, s.recv.data(), &cache->expert_ffn, s.expert_res.data());
 
   // 5. Outputs back to their senders, straight into dispatch order.
+  phase.Switch(Phase::kCombineForward);
   Exchange(dims, s.expert_res.data(), cache->expert_out.data(), /*outbound=*/false, s);
 }
 
@@ -138,15 +146,18 @@ void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const Mo
   }
   OPENMOE_CHECK_MSG(layer >= 0 && layer < static_cast<int64_t>(layers_.size()),
                     "Backward of MoE layer %ld without its Forward", static_cast<long>(layer));
+  ScopedPhase phase(Phase::kCombineBackward);  // within the decoder's experts scope
   ExpertExchangeState& s = layers_[layer];
   const int64_t d = dims.d_model;
   const int64_t received = s.recv.dim(0);
   // d outputs travel to the experts, mirroring the combine (into expert_res: no longer needed).
   Exchange(dims, d_expert_out, s.expert_res.data(), /*outbound=*/true, s);
+  phase.Switch(Phase::kExpertsBackward);
   // Expert backward, block by block, into zeroed input gradients.
   s.grad_in.Resize({received, d});
   ExpertBlocksBackward(dims, w, grads, s.blocks, s.recv.data(), &cache->expert_ffn,
                        s.expert_res.data(), s.grad_in.data());
+  phase.Switch(Phase::kDispatchBackward);
   // d inputs travel back, mirroring the dispatch, and add into dispatch order.
   const int64_t sent = cache->routing.NumKept();
   s.returned.ResizeUninitialized({sent, d});
