@@ -476,8 +476,18 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
     p.AtLeast("router.min_capacity", r.min_capacity(), 0);
     p.NonNegative("router.aux_loss_weight", r.aux_loss_weight());
     p.NonNegative("router.z_loss_weight", r.z_loss_weight());
+    p.AtLeast("router.freeze_after_steps", r.freeze_after_steps(), 0);
+    p.AtLeast("router.token_id_routing_after_steps", r.token_id_routing_after_steps(), 0);
   }
   p.NonNegative("loss.output_z_loss_weight", spec.loss().output_z_loss_weight());
+  // The exchange of MoE layer L needs layer L's attention output, and the work that does not (the
+  // extra dense FFN, another microbatch) runs on the same cores with blocking collectives: no
+  // overlap to gain here (README "Routing options"). The cost model predicts a real slice's.
+  if (spec.train().overlap_attention_all_to_all()) {
+    p.Add("train.overlap_attention_all_to_all=true is not implemented in this trainer (blocking "
+          "all-to-all on the ranks' cores); use cost_model.overlap_all_to_all_with_attention in "
+          "openmoe plan to model it");
+  }
 
   // Topology and mesh.
   // The chips parallel/cost/cost_model.h has figures for: any other name would be costed as a v3.

@@ -12,6 +12,23 @@
 
 namespace openmoe {
 
+namespace {
+
+std::vector<int64_t> MoeLayers(const ModelDims& dims) {
+  std::vector<int64_t> layers;
+  for (int64_t i = 0; i < dims.num_layers; ++i)
+    if (dims.IsMoeLayer(i)) layers.push_back(i);
+  return layers;
+}
+
+std::vector<std::string> RouterNames(const ModelDims& dims) {
+  std::vector<std::string> names;
+  for (int64_t i : MoeLayers(dims)) names.push_back(absl::StrFormat("layers.%d.moe.router", i));
+  return names;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec, Communicator* comm) {
   std::unique_ptr<Communicator> owned;
   if (comm == nullptr) {
@@ -52,8 +69,13 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
       optimizer_(MakeOptimizer(spec, layout_)),
       runner_(dims_.num_experts > 0 ? std::make_unique<ExpertParallelRunner>(mesh_, comm_) : nullptr),
       decoder_(layout_, RoutingFromSpec(spec, /*eval=*/false), runner_.get()),
-      sources_(std::move(sources)) {
+      sources_(std::move(sources)),
+      frozen_router_(layout_, *optimizer_, RouterNames(dims_)) {
   InitParams(layout_, spec.train().seed(), params_.data());
+  if (dims_.num_experts > 0 && spec.router().token_id_routing_after_steps() > 0) {
+    token_tables_ = std::make_unique<TokenIdTables>(MoeLayers(dims_), dims_.padded_vocab_size,
+                                                    dims_.num_experts, dims_.top_k);
+  }
 }
 
 absl::StatusOr<Batch> Trainer::NextLocalBatch() {
@@ -165,6 +187,11 @@ DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
   for (int64_t m = 0; m < micro; ++m) {
     const Batch mb = Microbatch(local_batch, m);
     total.Add(decoder_.Forward(params_.data(), mb, scales, spec_.logging().position_buckets()));
+    if (token_tables_ != nullptr && !token_tables_->built()) {
+      // The router's decisions of this microbatch, for the table built at the switch.
+      for (int64_t layer : token_tables_->moe_layers())
+        token_tables_->Count(layer, *decoder_.routing(layer), mb.tokens.data());
+    }
     decoder_.Backward(params_.data(), mb, scales, grads_.data());
   }
   ReduceGradients();
@@ -186,10 +213,13 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
   r.step = step_;
   absl::StatusOr<Batch> batch = NextLocalBatch();
   OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*comm_, batch.status()));
+  MaybeSwitchToTokenIdRouting();
   phase.Switch(Phase::kOther);  // ComputeGradients times its parts
   r.sums = ComputeGradients(*batch);
   r.loss = r.sums.loss;
   r.tokens = spec_.train().batch_rows() * spec_.train().seq_len();
+  const bool router_frozen = RouterFrozen();
+  if (router_frozen) frozen_router_.ZeroGrads(grads_.data());
   phase.Switch(Phase::kOptimizer);
   r.grad_norm = GlobalGradNorm();
   r.learning_rate = LearningRate(spec_.schedule(), step_, spec_.train().steps());
@@ -213,7 +243,9 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
           step_ + 1, r.loss, r.grad_norm, skipped_steps_, spec_.train().max_skipped_steps()));
     }
   } else {
+    if (router_frozen) frozen_router_.Save(params_.data(), optimizer_->state());
     optimizer_->Update(step_, r.learning_rate, params_.data(), grads_.data(), r.grad_norm);
+    if (router_frozen) frozen_router_.Restore(params_.data(), optimizer_->state());
   }
   r.skipped_steps = skipped_steps_;
   last_step_skipped_ = r.skipped;
@@ -268,6 +300,55 @@ absl::StatusOr<int64_t> Trainer::RestoreProgress(int64_t next_step,
   }
   step_ = next_step;
   return restarted;
+}
+
+bool Trainer::RouterFrozen() const {
+  const int64_t freeze = spec_.router().freeze_after_steps();
+  const int64_t table = token_tables_ != nullptr ? spec_.router().token_id_routing_after_steps() : 0;
+  return (freeze > 0 && step_ >= freeze) || (table > 0 && step_ >= table);
+}
+
+void Trainer::SyncCheckpointExtras() {
+  if (token_tables_ == nullptr) return;
+  if (!token_tables_->built()) {  // built: counting is over
+    std::vector<int64_t>& pending = token_tables_->pending();
+    // Integers: the sum does not depend on the ranks nor on when the syncs happen.
+    comm_->AllReduceSum(pending.data(), static_cast<int64_t>(pending.size()));
+    token_tables_->MergePending();
+  }
+  int64_t n = 1;
+  for (int64_t d : token_tables_->EncodedShape()) n *= d;
+  encoded_extras_.resize(static_cast<size_t>(n));
+  token_tables_->Encode(encoded_extras_.data());
+}
+
+std::vector<CheckpointExtra> Trainer::CheckpointExtras() {
+  if (token_tables_ == nullptr) return {};
+  int64_t n = 1;
+  for (int64_t d : token_tables_->EncodedShape()) n *= d;
+  encoded_extras_.resize(static_cast<size_t>(n));  // filled by SyncCheckpointExtras or a restore
+  return {{.name = std::string(kCheckpointExtraPrefix) + "token_id_routing.stats",
+           .shape = token_tables_->EncodedShape(),
+           .data = encoded_extras_.data()}};
+}
+
+void Trainer::ExtrasRestored() {
+  if (token_tables_ == nullptr) return;
+  token_tables_->Decode(encoded_extras_.data());
+  token_tables_->Reset();
+  decoder_.SetRouting(RoutingFromSpec(spec_, /*eval=*/false));
+}
+
+void Trainer::MaybeSwitchToTokenIdRouting() {
+  if (token_tables_ == nullptr || token_tables_->built() ||
+      step_ < spec_.router().token_id_routing_after_steps()) {
+    return;
+  }
+  SyncCheckpointExtras();  // every rank is at the same step: collective on all or none
+  token_tables_->Build();
+  RoutingConfig routing = RoutingFromSpec(spec_, /*eval=*/false);
+  routing.token_id_tables = token_tables_.get();
+  decoder_.SetRouting(routing);
 }
 
 }  // namespace openmoe

@@ -11,6 +11,14 @@
 //      hold it; loss sums and routing statistics over all ranks;
 //   4. the optimizer (Adafactor or AdamW) updates, identically on every replica.
 // The same job gives the same losses on any number of ranks (to float rounding).
+//
+// Routing options (README "Routing options"): from step router.freeze_after_steps on (steps
+// counted from 0, so that many updates are taken), the router weights and their optimizer state
+// are left unchanged (FrozenParams; their gradient is zeroed before the global norm). With
+// router.token_id_routing_after_steps = S, every step before S counts the router's decisions per
+// token id (TokenIdTables, summed over ranks when needed); at step S the tables are built, the
+// same on every rank, and every later step routes by token id (no router, no router losses, the
+// router frozen too). The counts are checkpoint state outside the model (CheckpointExtras).
 #pragma once
 
 #include <cstdint>
@@ -23,10 +31,12 @@
 #include "core/phase_timer.h"
 #include "core/tensor.h"
 #include "data/batch_source.h"
+#include "launch/frozen_params.h"
 #include "launch/phase_report.h"
 #include "model/optimizer.h"
 #include "model/decoder.h"
 #include "model/params.h"
+#include "model/token_id_routing.h"
 #include "parallel/communicator.h"
 #include "parallel/expert_parallel.h"
 #include "parallel/mesh.h"
@@ -50,6 +60,16 @@ struct StepResult {
   std::vector<std::pair<std::string, int64_t>> data_counters;
   // Measured time of the step's phases, reduced over ranks (launch/phase_report.h).
   PhaseTimes timing;
+};
+
+// Trainer state a checkpoint keeps besides parameters and optimizer state: a shared fp32 tensor,
+// the same on every rank, saved as a parameter-kind tensor whose name starts with
+// kCheckpointExtraPrefix (readers that load a model skip such names).
+inline constexpr char kCheckpointExtraPrefix[] = "extra.";
+struct CheckpointExtra {
+  std::string name;
+  std::vector<int64_t> shape;
+  float* data = nullptr;  // the trainer's buffer, prod(shape) floats
 };
 
 class Trainer {
@@ -102,6 +122,24 @@ class Trainer {
   absl::StatusOr<int64_t> RestoreProgress(int64_t next_step,
                                           const std::vector<std::string>& data_states);
 
+  // Collective: brings the extras up to date on every rank (sums the ranks' pending token-id
+  // counts) and fills their buffers. Call before reading CheckpointExtras for a save.
+  void SyncCheckpointExtras();
+  // The extras of this job (empty unless token-id routing is on): "extra.token_id_routing.stats",
+  // the TokenIdTables statistics encoded as floats, (M, V, 1 + 2E, 2) (TokenIdTables::Encode).
+  std::vector<CheckpointExtra> CheckpointExtras();
+  // After a restore wrote the extras' buffers (or zeroed them, for a checkpoint without them):
+  // takes them as the statistics, drops pending counts and any built table; the table is rebuilt
+  // at the next step >= S.
+  void ExtrasRestored();
+
+  // Whether the step about to be taken (step()) leaves the router alone.
+  bool RouterFrozen() const;
+  // Null unless router.token_id_routing_after_steps is set (and the model has experts).
+  const TokenIdTables* token_id_tables() const { return token_tables_.get(); }
+  // The routing of MoE layer `layer` in the last forward (its last microbatch); null for dense.
+  const Routing* last_routing(int64_t layer) const { return decoder_.routing(layer); }
+
  private:
   Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
           std::unique_ptr<Communicator> owned_comm,
@@ -112,6 +150,9 @@ class Trainer {
   void ReduceGradients();
   void ReduceSums(DecoderSums* sums);
   double GlobalGradNorm();
+  // At step S of token-id routing (or the first step after a resume past it): builds the tables
+  // and routes by them from now on. Collective.
+  void MaybeSwitchToTokenIdRouting();
 
   JobSpec spec_;
   Mesh mesh_;
@@ -130,6 +171,9 @@ class Trainer {
   int64_t skipped_steps_ = 0;
   bool last_step_skipped_ = false;
   PhaseTimer phase_timer_;  // the phases of the step TryStep is taking
+  std::unique_ptr<TokenIdTables> token_tables_;  // router.token_id_routing_after_steps > 0
+  std::vector<float> encoded_extras_;            // the checkpoint's view of token_tables_
+  FrozenParams frozen_router_;                   // every MoE layer's router
 };
 
 }  // namespace openmoe

@@ -5,12 +5,14 @@
 #include <filesystem>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/check.h"
 #include "launch/checkpoint/manifest.h"
 #include "launch/checkpoint/tensor_file.h"
 #include "launch/checkpoint/threads.h"
+#include "launch/trainer.h"
 
 namespace openmoe {
 namespace {
@@ -127,6 +129,8 @@ absl::Status CheckpointReader::LoadInto(const ParamLayout& layout, float* params
           "; resume with the optimizer it was written with, or start from its weights "
           "(openmoe export, then checkpoint.init_from_safetensors)"));
     }
+    // Trainer state outside the model (Trainer::CheckpointExtras) is not the model's to load.
+    if (kind == TENSOR_PARAM && absl::StartsWith(key.second, kCheckpointExtraPrefix)) continue;
     if (!wanted.count(key)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "checkpoint ", dir_, ": holds ", TensorKindName(static_cast<TensorKind>(key.first)), " ",

@@ -1,5 +1,6 @@
 #include "launch/checkpoint/restore.h"
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -79,6 +80,31 @@ absl::StatusOr<RestoreOutcome> RestoreCheckpoint(Trainer& trainer, const std::st
   OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
       world, reader.LoadInto(trainer.layout(), trainer.params().data(), &trainer.optimizer())));
 
+  // Trainer state outside the model (Trainer::CheckpointExtras): read when the checkpoint holds
+  // it; a checkpoint without it (written before the option was set) starts it at zero.
+  std::vector<std::string> extra_warnings;
+  absl::Status extras = absl::OkStatus();
+  for (const CheckpointExtra& x : trainer.CheckpointExtras()) {
+    LocalTensor t;
+    t.name = x.name;
+    t.global_shape = x.shape;
+    t.per_expert = 1;
+    for (int64_t n : x.shape) t.per_expert *= n;
+    bool held = false;
+    for (const TensorEntry& e : reader.manifest().tensors())
+      held = held || (e.kind() == TENSOR_PARAM && e.name() == x.name);
+    if (!held) {
+      std::fill_n(x.data, t.per_expert, 0.0f);
+      extra_warnings.push_back(
+          absl::StrCat("checkpoint ", dir, " holds no ", x.name, ": it starts at zero"));
+      continue;
+    }
+    extras = reader.Read(t, x.data);
+    if (!extras.ok()) break;
+  }
+  OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(world, extras));
+  trainer.ExtrasRestored();
+
   // A NaN or infinity (written by an older version, or by hand) would only fail the run again.
   const absl::Status finite = trainer.CheckParamsFinite();
   if (!finite.ok()) {
@@ -89,6 +115,7 @@ absl::StatusOr<RestoreOutcome> RestoreCheckpoint(Trainer& trainer, const std::st
   outcome.restored = true;
   outcome.dir = dir;
   outcome.step = reader.manifest().step();
+  outcome.warnings = extra_warnings;
   absl::StatusOr<std::vector<std::string>> states =
       LocalDataStates(trainer, reader.manifest(), dir, &outcome.warnings);
   absl::Status progress = states.status();

@@ -213,14 +213,32 @@ absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& t
   for (LocalTensor& t : LocalTensors(trainer.layout(), &trainer.optimizer())) {
     if (t.is_expert ? writes_experts : writes_shared) s->tensors.push_back(std::move(t));
   }
+  std::vector<const float*> bases;
+  for (const LocalTensor& t : s->tensors) {
+    bases.push_back(
+        (t.kind == TENSOR_PARAM ? trainer.params().data() : trainer.optimizer().state().data()) +
+        t.offset);
+  }
+  // Trainer state outside the model (Trainer::CheckpointExtras): shared, so rank 0 writes it, as
+  // parameter-kind tensors named "extra.*". The sync is collective: every rank takes part.
+  trainer.SyncCheckpointExtras();
+  for (const CheckpointExtra& x : trainer.CheckpointExtras()) {
+    if (!writes_shared) break;
+    LocalTensor t;
+    t.name = x.name;
+    t.global_shape = x.shape;
+    t.per_expert = 1;
+    for (int64_t n : x.shape) t.per_expert *= n;
+    s->tensors.push_back(std::move(t));
+    bases.push_back(x.data);
+  }
   int64_t total = 0;
   for (const LocalTensor& t : s->tensors) total += t.size();
   if (background && total > 0) s->copy.reset(new float[static_cast<size_t>(total)]);
   int64_t at = 0;
-  for (const LocalTensor& t : s->tensors) {
-    const float* base =
-        (t.kind == TENSOR_PARAM ? trainer.params().data() : trainer.optimizer().state().data()) +
-        t.offset;
+  for (size_t i = 0; i < s->tensors.size(); ++i) {
+    const LocalTensor& t = s->tensors[i];
+    const float* base = bases[i];
     if (background) {
       std::memcpy(s->copy.get() + at, base, static_cast<size_t>(t.size()) * sizeof(float));
       base = s->copy.get() + at;
