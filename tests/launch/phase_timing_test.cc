@@ -3,10 +3,13 @@
 // dispatch / combine when no row leaves the rank, no router / permute / experts in a dense
 // model), and the step record carries timing, timing_mean and the prediction beside them.
 // Multi-rank layouts, where rows do cross ranks: tests/parallel_mpi/phase_timing_mpi_test.cc.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
+#include "core/timer.h"
 #include "gtest/gtest.h"
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
@@ -126,6 +129,49 @@ TEST(PhaseTiming, EveryMicrobatchEntersEachPhaseOnceASubBlock) {
     EXPECT_EQ(timer.calls(Phase::kGradAllReduce), 1);
     EXPECT_EQ(timer.calls(Phase::kDispatchForward), 0);
   }
+}
+
+// The overhead: the scopes a step enters times the cost of one (measured here, as in
+// core's PhaseTimer test) against the step time; tiny has the shortest step, so the largest share.
+// Also printed: the same gradients with and without a running timer, interleaved (the medians;
+// on a busy machine their difference is noise, which is why the bound is on the count).
+TEST(PhaseTiming, TimerOverheadIsUnderOnePercentOfTheStep) {
+  auto trainer = Trainer::Create(Tiny()).value();
+  trainer->Step();
+  const Batch batch = trainer->NextLocalBatch().value();
+  std::vector<double> with, without;
+  int64_t transitions = 0;
+  for (int i = 0; i < 5; ++i) {
+    PhaseTimer timer;
+    Timer t;
+    {
+      ScopedPhaseTimer running(&timer);
+      trainer->ComputeGradients(batch);
+    }
+    with.push_back(t.Seconds());
+    transitions = 0;
+    for (int p = 0; p < kNumPhases; ++p) transitions += timer.calls(static_cast<Phase>(p));
+    t.Reset();
+    trainer->ComputeGradients(batch);
+    without.push_back(t.Seconds());
+  }
+  PhaseTimer probe;
+  Timer t;
+  {
+    ScopedPhaseTimer running(&probe);
+    for (int i = 0; i < 100000; ++i) ScopedPhase p(Phase::kOptimizer);
+  }
+  const double per_scope = t.Seconds() / 100000;
+  std::sort(with.begin(), with.end());
+  std::sort(without.begin(), without.end());
+  const double estimate = transitions * per_scope / without[2];
+  std::printf(
+      "tiny: %ld scope entries per forward+backward x %.0f ns = %.2g of the %.1f ms; "
+      "medians with / without a running timer: %.2f / %.2f ms\n",
+      static_cast<long>(transitions), per_scope * 1e9, estimate, without[2] * 1e3, with[2] * 1e3,
+      without[2] * 1e3);
+  EXPECT_GT(transitions, 20);
+  EXPECT_LT(estimate, 0.01);
 }
 
 // The JSON keys sit where the README says, and a phase that did not run has no key.

@@ -4,9 +4,11 @@
 // phases add up to its step time, and timing / timing_mean are the maximum / mean of the ranks'
 // own figures, gathered here independently.
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <vector>
 
+#include "core/timer.h"
 #include "gtest/gtest.h"
 #include "launch/metrics.h"
 #include "launch/phase_report.h"
@@ -112,7 +114,18 @@ TEST(PhaseTimingMpi, RowsCrossingRanksShowDispatchCombineAndTheirMpiTime) {
   // Inclusive details: the counts exchange runs inside dispatch_forward, the rows inside all four.
   EXPECT_LE(counts, r.timing.local[static_cast<int>(Phase::kDispatchForward)]);
   EXPECT_LE(counts + rows, exchange);
+  // The per-step reduction (outside the step's time): printed for the overhead figure.
+  PhaseTimer stopped;
+  Timer t;
+  for (int i = 0; i < 10; ++i) ReducePhaseTimes(stopped, *world);
+  const double reduction = t.Seconds() / 10;
+  double one = 1;  // the smallest collective, for scale: on a busy machine both wait alike
+  t.Reset();
+  for (int i = 0; i < 10; ++i) world->AllReduceSum(&one, 1);
+  const double smallest = t.Seconds() / 10;
   if (world->rank() == 0) {
+    std::printf("%d ranks: step %.1f ms, phase-time reduction %.1f us (one double: %.1f us)\n",
+                world->size(), r.seconds * 1e3, reduction * 1e6, smallest * 1e6);
     EXPECT_NE(record.find("\"timing_exchange\":{\"counts\":"), std::string::npos) << record;
     EXPECT_NE(record.find("\"combine_backward\":"), std::string::npos) << record;
   }
