@@ -4,11 +4,11 @@
 //
 //   mpirun --allow-run-as-root -np 2 build/bench/expert_exchange_bench [--csv=OUT.csv] [--reps=N]
 //       [--ep=2,4,8] [--tokens_per_chip=256,1024,4096] [--capacity_factor=1.25,2]
-//       [--d_model=256,512] [--chips=N]
+//       [--d_model=256,512] [--dtype=fp32,bf16] [--chips=N]
 //
-// The sweep is the full grid of the lists given (defaults above: 36 points, ~2 minutes on 2 ranks
-// here). Each point is launch/configs/bench_small.pbtxt's MoE layer (8 experts top-2, validated as
-// `openmoe train` would) with mesh.expert_parallel = ep, router.capacity_factor, model.d_model,
+// The sweep is the full grid of the lists given (defaults above: 72 points, ~2 minutes on 2 ranks
+// of this busy 2-core machine). Each point is launch/configs/bench_small.pbtxt's MoE layer (8
+// experts top-2, validated as `openmoe train` would) with mesh.expert_parallel = ep, router.capacity_factor, model.d_model,
 // topology.num_chips = --chips or max(ep, ranks) (so the expert group spans ranks and rows cross),
 // train.batch_rows for the tokens per chip (a multiple of seq_len 256), router.group_size =
 // min(1024, tokens per chip). Each rank routes its chips' tokens with ComputeRouting on random
@@ -28,8 +28,10 @@
 //   raw      two MPI_Alltoallv (dispatch, then combine with the counts mirrored) of the runner's
 //            own per-rank-pair row counts, from and to contiguous buffers.
 // bytes = what a rank sends in dispatch + combine (2 x kept rows x d_model x 4, intra-rank pairs
-// included, averaged over ranks); GB/s = bytes / time; ratio = exchange / raw per repetition
+// included, averaged over ranks; bf16: x 2 bytes); GB/s = bytes / time; ratio = exchange / raw per repetition
 // (paired), its median and quartiles.
+// dtype bf16 is train.compute_dtype BF16's exchange: rows travel as bf16 (half the bytes, packed
+// and unpacked by the runner, MoeDims::precision), and raw moves the same bf16 bytes.
 // rank 0 prints one line per point and, with --csv, writes the rows for
 // bench/expert_exchange_plot.gp (bench/expert_exchange_sweep.sh runs both).
 #include <mpi.h>
@@ -134,6 +136,7 @@ struct Args {
   std::vector<int64_t> tokens_per_chip = {256, 1024, 4096};
   std::vector<double> capacity_factors = {1.25, 2.0};
   std::vector<int64_t> d_models = {256, 512};
+  std::vector<std::string> dtypes = {"fp32", "bf16"};
   int64_t chips = 0;  // 0: max(ep, ranks)
   std::string csv;
 };
@@ -171,6 +174,12 @@ Args ParseArgs(int argc, char** argv) {
       ok = ok && ParseList(value, &a.capacity_factors);
     } else if (key == "--d_model") {
       ok = ok && ParseList(value, &a.d_models);
+    } else if (key == "--dtype") {
+      a.dtypes.clear();
+      for (absl::string_view v : absl::StrSplit(value, ',')) {
+        ok = ok && (v == "fp32" || v == "bf16");
+        a.dtypes.emplace_back(v);
+      }
     } else if (key == "--chips") {
       ok = ok && absl::SimpleAtoi(value, &a.chips) && a.chips > 0;
     } else if (key == "--csv") {
@@ -183,7 +192,7 @@ Args ParseArgs(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: expert_exchange_bench [--csv=OUT] [--reps=N] [--ep=A,B,..] "
                    "[--tokens_per_chip=T,..(multiples of %ld)] [--capacity_factor=F,..] "
-                   "[--d_model=D,..] [--chips=N]; bad: %s\n",
+                   "[--d_model=D,..] [--dtype=fp32,bf16] [--chips=N]; bad: %s\n",
                    static_cast<long>(kSeqLen), s.c_str());
       std::exit(2);
     }
@@ -194,6 +203,7 @@ Args ParseArgs(int argc, char** argv) {
 struct Point {
   int64_t ep, chips, tokens_per_chip, d_model;
   double capacity_factor;
+  bool bf16;
 };
 
 // bench_small with the point's settings, validated as `openmoe train` would. The torus is the
@@ -225,8 +235,9 @@ constexpr char kCsvHeader[] =
 // Runs one point; on rank 0 prints its line and returns its CSV row ("" when there is none).
 std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
   const int rank = world.rank(), ranks = world.size();
-  const std::string name = absl::StrFormat("ep=%d tpc=%d cf=%.2f d=%d chips=%d", p.ep,
-                                           p.tokens_per_chip, p.capacity_factor, p.d_model, p.chips);
+  const std::string name =
+      absl::StrFormat("ep=%d tpc=%d cf=%.2f d=%d %s chips=%d", p.ep, p.tokens_per_chip,
+                      p.capacity_factor, p.d_model, p.bf16 ? "bf16" : "fp32", p.chips);
   absl::StatusOr<JobSpec> loaded = PointJob(p);
   absl::StatusOr<Mesh> made =
       loaded.ok() ? MakeMesh(*loaded, ranks, rank) : absl::StatusOr<Mesh>(loaded.status());
@@ -262,7 +273,8 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
                      .d_model = d,
                      .expert_d_ff = kExpertDff,
                      .form = spec.model().ffn_form(),
-                     .num_experts = num_experts};
+                     .num_experts = num_experts,
+                     .precision = p.bf16 ? GemmPrecision::kBf16 : GemmPrecision::kFp32};
   const int64_t local = mesh.num_local_experts;
   const int64_t wi0_width = ExpertFfnDims(dims, 0).Wi0Width();
   Tensor wi_0({local, d, wi0_width}), wi_1({local, d, kExpertDff}), wo({local, kExpertDff, d});
@@ -289,14 +301,16 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
     }
   };
 
-  // Raw MPI_Alltoallv of the same rows per rank pair: dispatch out, combine back.
+  // Raw MPI_Alltoallv of the same rows per rank pair: dispatch out, combine back. A row is d
+  // floats, or in bf16 ceil(d / 2) words, as the runner sends it.
+  const int64_t row_words = p.bf16 ? (d + 1) / 2 : d;
   std::vector<int> send_counts(ranks), send_displs(ranks), recv_counts(ranks), recv_displs(ranks);
   int64_t sent = 0, got = 0, remote = 0;
   for (int q = 0; q < ranks; ++q) {
-    send_counts[q] = static_cast<int>(s.send_rows[q] * d);
-    recv_counts[q] = static_cast<int>(s.recv_rows[q] * d);
-    send_displs[q] = static_cast<int>(sent * d);
-    recv_displs[q] = static_cast<int>(got * d);
+    send_counts[q] = static_cast<int>(s.send_rows[q] * row_words);
+    recv_counts[q] = static_cast<int>(s.recv_rows[q] * row_words);
+    send_displs[q] = static_cast<int>(sent * row_words);
+    recv_displs[q] = static_cast<int>(got * row_words);
     sent += s.send_rows[q];
     got += s.recv_rows[q];
     if (q != rank) remote += s.send_rows[q];
@@ -328,7 +342,7 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
   world.AllReduceSum(totals, 3);
   if (rank != 0) return "";
   // Bytes a rank sends in dispatch + combine, averaged over ranks.
-  const double bytes = 2.0 * static_cast<double>(totals[0]) * d * sizeof(float) / ranks;
+  const double bytes = 2.0 * static_cast<double>(totals[0]) * row_words * sizeof(float) / ranks;
   const double kept_fraction = static_cast<double>(totals[0]) / static_cast<double>(totals[2]);
   const double remote_fraction =
       static_cast<double>(totals[1]) / static_cast<double>(std::max<int64_t>(totals[0], 1));
@@ -344,9 +358,10 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
   std::fflush(stdout);
   const double ms = 1e3;
   return absl::StrFormat(
-      "%d,%d,%d,%d,%g,%d,fp32,%.4f,%.4f,%.4f,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,"
+      "%d,%d,%d,%d,%g,%d,%s,%.4f,%.4f,%.4f,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,"
       "%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f",
-      p.ep, p.chips, ranks, p.tokens_per_chip, p.capacity_factor, p.d_model, kept_fraction,
+      p.ep, p.chips, ranks, p.tokens_per_chip, p.capacity_factor, p.d_model,
+      p.bf16 ? "bf16" : "fp32", kept_fraction,
       remote_fraction, bytes / 1e6, t_runner.reps, t_runner.median * ms, t_runner.q1 * ms,
       t_runner.q3 * ms, t_runner.min * ms, t_runner.max * ms, ffn * ms,
       exchange(t_runner.median) * ms, t_raw.median * ms, t_raw.q1 * ms, t_raw.q3 * ms,
@@ -387,15 +402,18 @@ int main(int argc, char** argv) {
   for (int64_t ep : args.eps)
     for (int64_t tpc : args.tokens_per_chip)
       for (double cf : args.capacity_factors)
-        for (int64_t d : args.d_models) {
-          const openmoe::Point p{.ep = ep,
-                                 .chips = args.chips > 0 ? args.chips : std::max<int64_t>(ep, ranks),
-                                 .tokens_per_chip = tpc,
-                                 .d_model = d,
-                                 .capacity_factor = cf};
-          const std::string row = openmoe::RunPoint(p, args.reps, *world);
-          if (csv != nullptr && !row.empty()) std::fprintf(csv, "%s\n", row.c_str());
-        }
+        for (int64_t d : args.d_models)
+          for (const std::string& dtype : args.dtypes) {
+            const openmoe::Point p{
+                .ep = ep,
+                .chips = args.chips > 0 ? args.chips : std::max<int64_t>(ep, ranks),
+                .tokens_per_chip = tpc,
+                .d_model = d,
+                .capacity_factor = cf,
+                .bf16 = dtype == "bf16"};
+            const std::string row = openmoe::RunPoint(p, args.reps, *world);
+            if (csv != nullptr && !row.empty()) std::fprintf(csv, "%s\n", row.c_str());
+          }
   if (csv != nullptr) std::fclose(csv);
   world.reset();
   MPI_Finalize();
