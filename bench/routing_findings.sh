@@ -50,6 +50,7 @@ launch/mpirun_local.sh 2 train "${jobs[@]}" "${sets[@]}" \
   --set checkpoint.resume=never "$@" | tee "$run/train.log"
 fi
 trained=$(date +%s)
+[[ "${REUSE_RUN:-0}" != 1 ]] || trained=$start
 
 mapfile -t ckpts < <(find "$run/ckpt" -mindepth 1 -maxdepth 1 -type d -name 'step_*' ! -name '*.tmp' | sort)
 [[ ${#ckpts[@]} -ge 2 ]] || { echo "$0: training left fewer than 2 checkpoints" >&2; exit 1; }
@@ -73,7 +74,8 @@ steps = [c["step"] for c in a["checkpoints"]]
 mean = lambda xs: sum(xs) / len(xs)
 print(f"routing findings: tiny MoE (4 experts, top-2, MoE layers 1 and 3), {len(steps)} checkpoints "
       f"(steps {steps[0]}..{steps[-1]}), {len(a['sources'])} sources x {a['sources'][0]['rows']} rows "
-      f"x {a['seq_len']} tokens ({', '.join(s['name'] for s in a['sources'])}); training took {train_seconds} s")
+      f"x {a['seq_len']} tokens ({', '.join(s['name'] for s in a['sources'])}); "
+      + (f"training took {train_seconds} s" if train_seconds > 0 else "training: the earlier run (REUSE_RUN=1)"))
 print("1. context-independent specialisation (share of an id's occurrences on its most frequent "
       f"expert, ids seen >= {a['min_count']} times; control: experts drawn from the layer's distribution)")
 for s, c in zip(a["token_specialization"], a["specialization_control"]):
@@ -109,4 +111,6 @@ with open(f"{out}/eval.csv", "w") as f:
 for step, ce in evals:
     print(f"   eval after step {step}: " + ", ".join(f"{k} ce {v:.3f}" for k, v in ce.items()))
 EOF
+# The run that made these numbers: its summary and eval lines.
+grep -E "^run summary|^  data:|^eval after" "$run/train.log" >"$out/train_summary.txt" || true
 echo "routing_findings: wrote $out/ (findings.txt, analysis.json, CSVs, PNGs)"
