@@ -11,7 +11,8 @@
 #      capacity factor (2.0) and at the training one (1.25).
 # Writes bench/results/routing_findings/ (analysis.json, CSVs, PNGs of analyze; findings.txt with
 # the numbers; train_cf/ the analysis at the training capacity factor; eval.csv the validation
-# losses during training). About 5-10 minutes on 2 cores.
+# losses during training). About 3 minutes on a quiet 2-core machine (the committed run took 23
+# minutes on one shared with other builds, load ~9).
 #
 #   bash bench/routing_findings.sh [extra `openmoe train` args]
 #
