@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/bf16.h"
 #include "core/check.h"
 #include "core/gemm.h"
 
@@ -58,6 +59,11 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   Gemm(pr, {}, tokens, width, d, x, w.wv, v);
   ApplyRope(rope, q, nb, nh, width, /*inverse=*/false);
   ApplyRope(rope, k, nb, nh, width, /*inverse=*/false);
+  // BF16: q, k, v and the context only feed GEMMs (forward and backward), which round them
+  // anyway; rounding each once spares the bf16 GEMM a rounded copy per call (core/gemm.h).
+  if (pr == GemmPrecision::kBf16) {
+    for (float* t : {q, k, v}) RoundToBf16(t, t, tokens * width);
+  }
 
   for (int64_t b = 0; b < nb; ++b) {
     const int32_t* seg = segment_ids + b * s_len;  // (S)
@@ -79,6 +85,7 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
       Gemm(pr, {}, s_len, hd, s_len, p, s_len, v + head, width, ctx + head, width);
     }
   }
+  if (pr == GemmPrecision::kBf16) RoundToBf16(ctx, ctx, tokens * width);
   Gemm(pr, {}, tokens, d, width, ctx, w.wo, y);
 }
 

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "core/bf16.h"
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
@@ -130,6 +131,11 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   sums.lm = LmLossForwardBackward(logits_buffer_.data(), batch.targets.data(),
                                   batch.loss_weights.data(), t, v, scales.output_z_weight,
                                   scales.lm_normalizer, logits_buffer_.data());
+  // BF16: d loss / d logits only feeds the two logits GEMMs of the backward, which round it
+  // anyway; rounding it once spares each a rounded copy (core/gemm.h).
+  if (dims_.precision == GemmPrecision::kBf16) {
+    RoundToBf16(logits_buffer_.data(), logits_buffer_.data(), t * v);
+  }
   sums.loss = ObjectiveOf(sums.lm, sums.router, scales);
   return sums;
 }

@@ -1,5 +1,6 @@
 #include "model/ffn.h"
 
+#include "core/bf16.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
 
@@ -28,6 +29,9 @@ void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCac
       for (int64_t j = 0; j < f; ++j) hr[j] = Silu(g0r[j]) * g1r[j];
     }
   }
+  // BF16: h only feeds GEMMs (here and wo's gradient), which round it anyway; rounding it once
+  // here spares the bf16 GEMM a rounded copy per call (core/gemm.h uses bf16 values as they are).
+  if (pr == GemmPrecision::kBf16) RoundToBf16(h, h, t * f);
   Gemm(pr, {.beta = accumulate ? 1.0f : 0.0f}, t, d, f, h, w.wo, y);
 }
 
@@ -66,6 +70,10 @@ void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCa
         dhr[j] = up * Silu(a);
       }
     }
+  }
+  if (pr == GemmPrecision::kBf16) {  // GEMM inputs only, as h above
+    RoundToBf16(dg0, dg0, t * w0);
+    RoundToBf16(dh, dh, t * f);
   }
   Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, w0, t, x, dg0, grads.wi_0);
   Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, f, t, x, dh, grads.wi_1);
