@@ -58,7 +58,11 @@ Evaluator::Evaluator(const JobSpec& spec, const Mesh& mesh, const ParamLayout& l
                                              : nullptr),
       decoder_(layout, RoutingFromSpec(spec, /*eval=*/true), runner_.get()) {}
 
-ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens) {
+ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens,
+                                const TokenIdTables* token_id_tables) {
+  RoutingConfig routing = RoutingFromSpec(spec_, /*eval=*/true);
+  routing.token_id_tables = token_id_tables;
+  decoder_.SetRouting(routing);
   const int64_t chips = mesh_.num_chips;
   const int64_t group = spec_.model().num_experts() > 0 ? spec_.router().group_size() : 1;
   // Rows per routing group boundary: a chip's rows must be whole groups.
@@ -76,45 +80,8 @@ ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens) {
       batch.Append(CausalBatch(tokens, (mesh_.FirstChip() + c) * per_chip + a, count));
     sums.Add(decoder_.Forward(params, batch, scales, spec_.logging().position_buckets()));
   }
-  ReduceSums(&sums);
+  ReduceDecoderSums(*comm_, &sums);
   return ScoreFromSums(spec_, sums, tokens.rows, tokens.seq_len, chips * per_chip - tokens.rows);
-}
-
-// As the trainer reduces a step's sums: every sum over every rank, in two reductions.
-void Evaluator::ReduceSums(DecoderSums* sums) {
-  std::vector<double> flat = {sums->lm.cross_entropy, sums->lm.z_loss, sums->lm.weight,
-                              static_cast<double>(sums->lm.correct), sums->loss};
-  for (const RouterLossSums& r : sums->router) {
-    flat.push_back(r.load_balance);
-    flat.push_back(r.z_loss);
-  }
-  for (const RoutingStats& st : sums->routing) flat.push_back(st.entropy_sum);
-  auto visit_counts = [&](auto&& f) {
-    for (RoutingStats& st : sums->routing) {
-      for (auto* v : {&st.routed_per_expert, &st.kept_per_expert, &st.dropped_by_choice,
-                      &st.dropped_by_position_bucket, &st.routed_by_position_bucket})
-        for (int64_t& x : *v) f(x);
-      f(st.tokens);
-      f(st.tokens_fully_dropped);
-    }
-  };
-  std::vector<int64_t> counts;
-  visit_counts([&](int64_t& x) { counts.push_back(x); });
-  comm_->AllReduceSum(flat.data(), static_cast<int64_t>(flat.size()));
-  comm_->AllReduceSum(counts.data(), static_cast<int64_t>(counts.size()));
-  size_t i = 0;
-  sums->lm.cross_entropy = flat[i++];
-  sums->lm.z_loss = flat[i++];
-  sums->lm.weight = flat[i++];
-  sums->lm.correct = static_cast<int64_t>(flat[i++]);
-  sums->loss = flat[i++];
-  for (RouterLossSums& r : sums->router) {
-    r.load_balance = flat[i++];
-    r.z_loss = flat[i++];
-  }
-  for (RoutingStats& st : sums->routing) st.entropy_sum = flat[i++];
-  size_t j = 0;
-  visit_counts([&](int64_t& x) { x = counts[j++]; });
 }
 
 EvalSession::EvalSession(std::vector<EvalSet> sets, Trainer& trainer)
@@ -128,9 +95,14 @@ EvalSession::EvalSession(std::vector<EvalSet> sets, Trainer& trainer)
 EvalSession::Output EvalSession::AfterStep(int64_t steps_done) {
   Output out;
   if (evaluator_ == nullptr || !EvalDue(trainer_.spec(), steps_done)) return out;
+  // After the switch to token-id routing, eval routes as training does: by the table.
+  const TokenIdTables* tables = trainer_.token_id_tables();
+  if (tables != nullptr && !tables->built()) tables = nullptr;
   std::vector<std::pair<std::string, ScoreResult>> results;
-  for (const EvalSet& set : sets_)
-    results.emplace_back(set.name, evaluator_->Evaluate(trainer_.params().data(), set.tokens));
+  for (const EvalSet& set : sets_) {
+    results.emplace_back(set.name,
+                         evaluator_->Evaluate(trainer_.params().data(), set.tokens, tables));
+  }
   out.json = EvalJson(results);
   out.line = EvalLine(steps_done, results);
   return out;

@@ -53,10 +53,11 @@ class Evaluator {
   Evaluator(const JobSpec& spec, const Mesh& mesh, const ParamLayout& layout, Communicator* comm);
 
   // Collective: every rank, same tokens. params: this rank's parameters (layout).
-  ScoreResult Evaluate(const float* params, const TokenArray& tokens);
+  // token_id_tables: non-null routes by token id (built tables, as training after the switch).
+  ScoreResult Evaluate(const float* params, const TokenArray& tokens,
+                       const TokenIdTables* token_id_tables = nullptr);
 
  private:
-  void ReduceSums(DecoderSums* sums);
 
   JobSpec spec_;
   const Mesh& mesh_;

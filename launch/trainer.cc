@@ -142,7 +142,7 @@ double Trainer::GlobalGradNorm() {
   return std::sqrt(SumSquares(grads_.data(), split) + expert_sq);
 }
 
-void Trainer::ReduceSums(DecoderSums* sums) {
+void ReduceDecoderSums(Communicator& comm, DecoderSums* sums) {
   // Flatten every sum into one vector of doubles for a single reduction.
   std::vector<double> flat = {sums->lm.cross_entropy, sums->lm.z_loss, sums->lm.weight,
                               static_cast<double>(sums->lm.correct), sums->loss};
@@ -162,8 +162,8 @@ void Trainer::ReduceSums(DecoderSums* sums) {
   std::vector<int64_t> counts;
   visit_stats([&](int64_t& x) { counts.push_back(x); });
   for (const RoutingStats& st : sums->routing) flat.push_back(st.entropy_sum);
-  comm_->AllReduceSum(flat.data(), static_cast<int64_t>(flat.size()));
-  comm_->AllReduceSum(counts.data(), static_cast<int64_t>(counts.size()));
+  comm.AllReduceSum(flat.data(), static_cast<int64_t>(flat.size()));
+  comm.AllReduceSum(counts.data(), static_cast<int64_t>(counts.size()));
   size_t i = 0;
   sums->lm.cross_entropy = flat[i++];
   sums->lm.z_loss = flat[i++];
@@ -195,7 +195,7 @@ DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
     decoder_.Backward(params_.data(), mb, scales, grads_.data());
   }
   ReduceGradients();
-  ReduceSums(&total);
+  ReduceDecoderSums(*comm_, &total);
   return total;
 }
 

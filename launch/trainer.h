@@ -72,6 +72,10 @@ struct CheckpointExtra {
   float* data = nullptr;  // the trainer's buffer, prod(shape) floats
 };
 
+// Sums `sums` over every rank of `comm` (loss sums, router losses, routing statistics), in two
+// reductions (doubles and exact integer counts). Collective over comm.
+void ReduceDecoderSums(Communicator& comm, DecoderSums* sums);
+
 class Trainer {
  public:
   // comm: the world (null: this process alone). Fails if the mesh does not fit the world.
@@ -148,7 +152,6 @@ class Trainer {
   LossScales ScalesFor(const Batch& local_batch);
   Batch Microbatch(const Batch& local_batch, int64_t m) const;
   void ReduceGradients();
-  void ReduceSums(DecoderSums* sums);
   double GlobalGradNorm();
   // At step S of token-id routing (or the first step after a resume past it): builds the tables
   // and routes by them from now on. Collective.

@@ -78,6 +78,38 @@ TEST(EvalDuringTraining, EqualsScoreOfTheTrainersWeights) {
   }
 }
 
+// After router.token_id_routing_after_steps, training routes by the token-id table and so does
+// eval: no router runs, so its load-balance and z-losses are exactly 0 (routing by the router
+// gives positive ones on the same weights).
+TEST(EvalDuringTraining, RoutesByTheTokenIdTableAfterTheSwitch) {
+  testing::TempDir dir;
+  testing::WriteOrDie(dir / "held.jsonl", testing::JsonlOf(testing::GeneratedDocuments(5, 60)));
+  JobSpec spec = TinyWithEval(dir / "held.jsonl", 8);
+  spec.mutable_router()->set_token_id_routing_after_steps(1);
+  auto sets = LoadEvalSets(spec);
+  ASSERT_TRUE(sets.ok()) << sets.status();
+  std::unique_ptr<Trainer> trainer = testing::MakeTrainer(spec);
+  for (int i = 0; i < 3; ++i) trainer->Step();
+  ASSERT_NE(trainer->token_id_tables(), nullptr);
+  ASSERT_TRUE(trainer->token_id_tables()->built());
+
+  Evaluator evaluator(spec, trainer->mesh(), trainer->layout(), &trainer->world());
+  const ScoreResult by_router = evaluator.Evaluate(trainer->params().data(), (*sets)[0].tokens);
+  EXPECT_GT(by_router.router_z_loss, 0);
+  EXPECT_GT(by_router.load_balance_loss, 0);
+
+  EvalSession session(*sets, *trainer);
+  const EvalSession::Output out = session.AfterStep(spec.eval().every_steps());
+  auto json = ParseJson(out.json);
+  ASSERT_TRUE(json.ok()) << json.status() << " in " << out.json;
+  const JsonValue* held = json->Find("held");
+  ASSERT_NE(held, nullptr) << out.json;
+  auto number = [&](const char* key) { return std::stod(held->Find(key)->text); };
+  EXPECT_EQ(number("router_z_loss"), 0) << out.json;
+  EXPECT_EQ(number("load_balance_loss"), 0) << out.json;
+  EXPECT_GT(number("cross_entropy"), 0) << out.json;
+}
+
 TEST(EvalDuringTraining, BadEvalSpecsNameTheField) {
   testing::TempDir dir;
   testing::WriteOrDie(dir / "held.jsonl", testing::JsonlOf(testing::GeneratedDocuments(5, 3)));
