@@ -65,20 +65,8 @@ void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_
                     int64_t num_tokens, int64_t d_model, Routing* routing,
                     const int32_t* segment_ids) {
   const int64_t num_experts = config.num_experts, top_k = config.top_k;
-  const int64_t group_size = config.group_size;
-  OPENMOE_CHECK(top_k >= 1 && top_k <= num_experts);
-  OPENMOE_CHECK_MSG(group_size > 0 && num_tokens % group_size == 0,
-                    "%lld tokens are not a multiple of group_size %lld",
-                    static_cast<long long>(num_tokens), static_cast<long long>(group_size));
-  OPENMOE_CHECK_MSG(!config.ignore_padding_tokens || segment_ids != nullptr || num_tokens == 0,
-                    "ignore_padding_tokens needs the segment ids");
+  StartRouting(config, num_tokens, segment_ids, /*from_table=*/false, routing);
   Routing& r = *routing;
-  r.num_tokens = num_tokens;
-  r.num_experts = num_experts;
-  r.top_k = top_k;
-  r.group_size = group_size;
-  r.capacity = ExpertCapacity(config);
-  r.from_table = false;
 
   r.logits.ResizeUninitialized({num_tokens, num_experts});
   r.probs.ResizeUninitialized({num_tokens, num_experts});
@@ -95,6 +83,23 @@ void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_
     }
   }
   AssignSlots(config, &r);
+}
+
+void StartRouting(const RoutingConfig& config, int64_t num_tokens, const int32_t* segment_ids,
+                  bool from_table, Routing* r) {
+  OPENMOE_CHECK(config.top_k >= 1 && config.top_k <= config.num_experts);
+  OPENMOE_CHECK_MSG(config.group_size > 0 && num_tokens % config.group_size == 0,
+                    "%lld tokens are not a multiple of group_size %lld",
+                    static_cast<long long>(num_tokens),
+                    static_cast<long long>(config.group_size));
+  OPENMOE_CHECK_MSG(!config.ignore_padding_tokens || segment_ids != nullptr || num_tokens == 0,
+                    "ignore_padding_tokens needs the segment ids");
+  r->num_tokens = num_tokens;
+  r->num_experts = config.num_experts;
+  r->top_k = config.top_k;
+  r->group_size = config.group_size;
+  r->capacity = ExpertCapacity(config);
+  r->from_table = from_table;
 }
 
 void AssignSlots(const RoutingConfig& config, Routing* routing) {

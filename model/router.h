@@ -89,6 +89,12 @@ void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_
 // dispatch lists (kept_*, expert_offsets). Unrouted tokens (choice_expert -1) claim nothing.
 void AssignSlots(const RoutingConfig& config, Routing* r);
 
+// The first half's bookkeeping, shared by the router and the token-id tables: checks the shapes
+// (top_k within the experts, whole routing groups, segment ids where padding is ignored) and sets
+// the sizes, the capacity and from_table of *r.
+void StartRouting(const RoutingConfig& config, int64_t num_tokens, const int32_t* segment_ids,
+                  bool from_table, Routing* r);
+
 // Sums that make the router losses; the caller divides by the global number of groups / tokens
 // (so gradient accumulation and any layout give the same loss). Unrouted tokens add nothing;
 // table routing has no router losses (zeros).

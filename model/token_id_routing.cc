@@ -122,20 +122,9 @@ void RouteByTokenId(const RoutingConfig& config, const TokenIdTables& tables, in
                     Routing* routing) {
   const int64_t num_experts = config.num_experts, top_k = config.top_k;
   OPENMOE_CHECK(num_experts == tables.num_experts() && top_k == tables.top_k());
-  OPENMOE_CHECK_MSG(config.group_size > 0 && num_tokens % config.group_size == 0,
-                    "%lld tokens are not a multiple of group_size %lld",
-                    static_cast<long long>(num_tokens),
-                    static_cast<long long>(config.group_size));
   OPENMOE_CHECK_MSG(num_tokens == 0 || token_ids != nullptr, "token-id routing needs the ids");
-  OPENMOE_CHECK_MSG(!config.ignore_padding_tokens || segment_ids != nullptr || num_tokens == 0,
-                    "ignore_padding_tokens needs the segment ids");
+  StartRouting(config, num_tokens, segment_ids, /*from_table=*/true, routing);
   Routing& r = *routing;
-  r.num_tokens = num_tokens;
-  r.num_experts = num_experts;
-  r.top_k = top_k;
-  r.group_size = config.group_size;
-  r.capacity = ExpertCapacity(config);
-  r.from_table = true;
   r.logits.Resize({0});
   r.lse.Resize({0});
   r.probs.ResizeUninitialized({num_tokens, num_experts});
