@@ -20,10 +20,25 @@ void SelfCommunicator::AllToAll(const int64_t* send, int64_t* recv, int64_t per_
   std::memmove(recv, send, per_rank * sizeof(int64_t));
 }
 
+namespace {
+
+// One rank's variable all-to-all is a copy of its one block.
+void SelfAllToAllV(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                   const std::vector<int64_t>& recv_counts, size_t value_bytes) {
+  OPENMOE_CHECK(send_counts.size() == 1 && recv_counts.size() == 1 && send_counts[0] == recv_counts[0]);
+  if (send_counts[0] > 0) std::memmove(recv, send, send_counts[0] * value_bytes);
+}
+
+}  // namespace
+
 void SelfCommunicator::AllToAllV(const float* send, const std::vector<int64_t>& send_counts,
                                  float* recv, const std::vector<int64_t>& recv_counts) {
-  OPENMOE_CHECK(send_counts.size() == 1 && recv_counts.size() == 1 && send_counts[0] == recv_counts[0]);
-  if (send_counts[0] > 0) std::memmove(recv, send, send_counts[0] * sizeof(float));
+  SelfAllToAllV(send, send_counts, recv, recv_counts, sizeof(float));
+}
+
+void SelfCommunicator::AllToAllV(const uint16_t* send, const std::vector<int64_t>& send_counts,
+                                 uint16_t* recv, const std::vector<int64_t>& recv_counts) {
+  SelfAllToAllV(send, send_counts, recv, recv_counts, sizeof(uint16_t));
 }
 
 std::unique_ptr<Communicator> SelfCommunicator::Split(int, int) {
@@ -59,24 +74,11 @@ class MpiCommunicator final : public Communicator {
 
   void AllToAllV(const float* send, const std::vector<int64_t>& send_counts, float* recv,
                  const std::vector<int64_t>& recv_counts) override {
-    OPENMOE_CHECK(static_cast<int>(send_counts.size()) == size_ &&
-                  static_cast<int>(recv_counts.size()) == size_);
-    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
-    int64_t so = 0, ro = 0;
-    for (int q = 0; q < size_; ++q) {
-      OPENMOE_CHECK_MSG(so + send_counts[q] <= INT_MAX && ro + recv_counts[q] <= INT_MAX,
-                        "all-to-all of more than 2^31 floats per rank");
-      sc[q] = static_cast<int>(send_counts[q]);
-      rc[q] = static_cast<int>(recv_counts[q]);
-      sd[q] = static_cast<int>(so);
-      rd[q] = static_cast<int>(ro);
-      so += send_counts[q];
-      ro += recv_counts[q];
-    }
-    // MPI wants valid buffers even for empty messages.
-    float dummy = 0;
-    OPENMOE_MPI_CHECK(MPI_Alltoallv(so > 0 ? send : &dummy, sc.data(), sd.data(), MPI_FLOAT,
-                                    ro > 0 ? recv : &dummy, rc.data(), rd.data(), MPI_FLOAT, comm_));
+    VariableAllToAll(send, send_counts, recv, recv_counts, MPI_FLOAT);
+  }
+  void AllToAllV(const uint16_t* send, const std::vector<int64_t>& send_counts, uint16_t* recv,
+                 const std::vector<int64_t>& recv_counts) override {
+    VariableAllToAll(send, send_counts, recv, recv_counts, MPI_UINT16_T);
   }
 
   void Broadcast(std::string* bytes, int root) override {
@@ -110,6 +112,29 @@ class MpiCommunicator final : public Communicator {
       const int count = static_cast<int>(std::min(kChunk, n - off));
       OPENMOE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p + off * elem, count, type, op, comm_));
     }
+  }
+
+  // MPI_Alltoallv of `type` values with displacements from the counts (back to back, rank order).
+  void VariableAllToAll(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                        const std::vector<int64_t>& recv_counts, MPI_Datatype type) {
+    OPENMOE_CHECK(static_cast<int>(send_counts.size()) == size_ &&
+                  static_cast<int>(recv_counts.size()) == size_);
+    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+    int64_t so = 0, ro = 0;
+    for (int q = 0; q < size_; ++q) {
+      OPENMOE_CHECK_MSG(so + send_counts[q] <= INT_MAX && ro + recv_counts[q] <= INT_MAX,
+                        "all-to-all of more than 2^31 values per rank");
+      sc[q] = static_cast<int>(send_counts[q]);
+      rc[q] = static_cast<int>(recv_counts[q]);
+      sd[q] = static_cast<int>(so);
+      rd[q] = static_cast<int>(ro);
+      so += send_counts[q];
+      ro += recv_counts[q];
+    }
+    // MPI wants valid buffers even for empty messages.
+    float dummy = 0;
+    OPENMOE_MPI_CHECK(MPI_Alltoallv(so > 0 ? send : &dummy, sc.data(), sd.data(), type,
+                                    ro > 0 ? recv : &dummy, rc.data(), rd.data(), type, comm_));
   }
 
   MPI_Comm comm_;

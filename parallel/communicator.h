@@ -35,6 +35,9 @@ class Communicator {
   // pairwise (exchange them first with AllToAll). Zero counts are fine.
   virtual void AllToAllV(const float* send, const std::vector<int64_t>& send_counts, float* recv,
                          const std::vector<int64_t>& recv_counts) = 0;
+  // The same for 16-bit values (bf16 rows on the wire); counts are in values.
+  virtual void AllToAllV(const uint16_t* send, const std::vector<int64_t>& send_counts,
+                         uint16_t* recv, const std::vector<int64_t>& recv_counts) = 0;
 
   // Rank `root`'s bytes to every rank (resized on receivers).
   virtual void Broadcast(std::string* bytes, int root) = 0;
@@ -58,6 +61,8 @@ class SelfCommunicator final : public Communicator {
   void AllReduceMin(int64_t*, int64_t) override {}
   void AllToAll(const int64_t* send, int64_t* recv, int64_t per_rank) override;
   void AllToAllV(const float* send, const std::vector<int64_t>& send_counts, float* recv,
+                 const std::vector<int64_t>& recv_counts) override;
+  void AllToAllV(const uint16_t* send, const std::vector<int64_t>& send_counts, uint16_t* recv,
                  const std::vector<int64_t>& recv_counts) override;
   void Broadcast(std::string*, int) override {}
   std::unique_ptr<Communicator> Split(int, int) override;

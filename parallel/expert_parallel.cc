@@ -45,20 +45,17 @@ void ExpertParallelRunner::Exchange(const MoeDims& dims, const float* send, floa
     comm_->AllToAllV(send, Scaled(send_rows, d), recv, Scaled(recv_rows, d));
     return;
   }
-  // bf16 pairs travel as 32-bit words through the float all-to-all, which copies bytes and never
-  // interprets them. A row is `words` words: d bf16 values, padded by one when d is odd.
-  const int64_t words = (d + 1) / 2, stride = 2 * words;
   int64_t sent = 0, received = 0;
   for (int q = 0; q < comm_->size(); ++q) {
     sent += send_rows[q];
     received += recv_rows[q];
   }
-  s.wire_send.assign(sent * stride, 0);
-  s.wire_recv.resize(received * stride);
-  for (int64_t i = 0; i < sent; ++i) FloatToBf16(send + i * d, s.wire_send.data() + i * stride, d);
-  comm_->AllToAllV(reinterpret_cast<const float*>(s.wire_send.data()), Scaled(send_rows, words),
-                   reinterpret_cast<float*>(s.wire_recv.data()), Scaled(recv_rows, words));
-  for (int64_t i = 0; i < received; ++i) Bf16ToFloat(s.wire_recv.data() + i * stride, recv + i * d, d);
+  s.wire_send.resize(sent * d);
+  s.wire_recv.resize(received * d);
+  FloatToBf16(send, s.wire_send.data(), sent * d);
+  comm_->AllToAllV(s.wire_send.data(), Scaled(send_rows, d), s.wire_recv.data(),
+                   Scaled(recv_rows, d));
+  Bf16ToFloat(s.wire_recv.data(), recv, received * d);
 }
 
 const ExpertExchangeState* ExpertParallelRunner::exchange_state(int64_t layer) const {

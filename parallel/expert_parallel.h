@@ -58,7 +58,7 @@ struct ExpertExchangeState {
   Tensor expert_res;  // (R, d) the local experts' outputs (backward: their output gradients)
   Tensor grad_in;     // (R, d) backward: the local experts' input gradients
   Tensor returned;    // (A, d) backward: input gradients back in dispatch order
-  // BF16: rows as they travel, bf16, each row padded to a whole number of 32-bit words.
+  // BF16: rows as they travel, d bf16 values each (Communicator's 16-bit all-to-all).
   std::vector<uint16_t> wire_send, wire_recv;
 };
 

@@ -44,6 +44,24 @@ TEST(MpiCommunicator, AllToAllVWithEmptyMessages) {
     for (int64_t j = 0; j < recv_counts[q]; ++j) EXPECT_EQ(recv[k++], 100.0f * q + r);
 }
 
+// The 16-bit all-to-all (bf16 rows): the same pattern, values 100 * r + q as uint16 bit patterns.
+TEST(MpiCommunicator, SixteenBitAllToAllVWithEmptyMessages) {
+  auto world = MakeWorldCommunicator();
+  const int n = world->size(), r = world->rank();
+  std::vector<int64_t> send_counts(n), recv_counts(n);
+  std::vector<uint16_t> send;
+  for (int q = 0; q < n; ++q) {
+    send_counts[q] = (r + q) % 3;
+    recv_counts[q] = (q + r) % 3;
+    for (int64_t k = 0; k < send_counts[q]; ++k) send.push_back(static_cast<uint16_t>(100 * r + q));
+  }
+  std::vector<uint16_t> recv(std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0}));
+  world->AllToAllV(send.data(), send_counts, recv.data(), recv_counts);
+  size_t k = 0;
+  for (int q = 0; q < n; ++q)
+    for (int64_t j = 0; j < recv_counts[q]; ++j) EXPECT_EQ(recv[k++], 100 * q + r);
+}
+
 TEST(MpiCommunicator, SplitGroupsRanksByColor) {
   auto world = MakeWorldCommunicator();
   auto half = world->Split(world->rank() % 2, world->rank());
