@@ -20,6 +20,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "data/batch_source.h"
+#include "model/config.h"
 #include "google/protobuf/text_format.h"
 #include "parallel/cost/cost_model.h"
 
@@ -514,15 +515,32 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   if (t.num_chips() > t.chips_per_host())
     p.Divisible("topology.num_chips", t.num_chips(), "topology.chips_per_host", t.chips_per_host());
   p.AtLeast("mesh.expert_parallel", mesh.expert_parallel(), 1);
-  if (mesh.model_parallel() != 1) {
-    p.Add(absl::StrFormat(
-        "mesh.model_parallel=%d: tensor parallelism is not implemented; set it to 1",
-        mesh.model_parallel()));
-  }
+  p.AtLeast("mesh.model_parallel", mesh.model_parallel(), 1);
   if (moe)
     p.Divisible("model.num_experts", m.num_experts(), "mesh.expert_parallel",
                 mesh.expert_parallel());
   p.Divisible("topology.num_chips", t.num_chips(), "mesh.expert_parallel", mesh.expert_parallel());
+  if (mesh.model_parallel() > 1) {
+    // Every chip of a model group holds an equal slice of heads, mlp columns and vocabulary.
+    const ModelDims dims = DimsFromSpec(spec);
+    const int64_t mp = mesh.model_parallel();
+    p.Divisible("topology.num_chips", t.num_chips(), "mesh.model_parallel", mp);
+    if (mesh.expert_parallel() >= 1 && t.num_chips() % mp == 0 &&
+        t.num_chips() / mp % mesh.expert_parallel() != 0) {
+      p.Add(absl::StrFormat(
+          "mesh.expert_parallel=%d x mesh.model_parallel=%d must divide topology.num_chips=%d",
+          mesh.expert_parallel(), mp, t.num_chips()));
+    }
+    p.Divisible("model.num_heads", m.num_heads(), "mesh.model_parallel", mp);
+    p.Divisible("model.d_ff", m.d_ff(), "mesh.model_parallel", mp);
+    if (moe) p.Divisible("model.expert_d_ff (or d_ff)", dims.expert_d_ff, "mesh.model_parallel", mp);
+    if (dims.padded_vocab_size % mp != 0) {
+      p.Add(absl::StrFormat(
+          "the padded vocabulary (%d: model.vocab_size=%d rounded up to model.vocab_pad_multiple=%d) "
+          "must be divisible by mesh.model_parallel=%d; raise vocab_pad_multiple",
+          dims.padded_vocab_size, m.vocab_size(), m.vocab_pad_multiple(), mp));
+    }
+  }
 
   // Optimizer and schedule.
   const AdafactorConfig& o = spec.optimizer();
@@ -555,27 +573,36 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
     fraction("router.jitter_noise", spec.router().jitter_noise(), true);
   }
 
-  // Batch: whole rows per chip and microbatch; whole routing groups per chip.
+  // Batch: whole rows per data shard and microbatch; whole routing groups per shard. A data shard
+  // is a chip, or with a model axis the chips of one model group (they hold the same rows).
   p.AtLeast("train.steps", tr.steps(), 0);
   p.AtLeast("train.batch_rows", tr.batch_rows(), 1);
   p.AtLeast("train.seq_len", tr.seq_len(), 2);
   p.AtLeast("train.microbatches", tr.microbatches(), 1);
   p.AtLeast("train.threads", tr.threads(), 0);
-  if (t.num_chips() > 0 && tr.microbatches() > 0) {
-    const int64_t slices = t.num_chips() * tr.microbatches();
+  const int64_t mp = mesh.model_parallel() >= 1 ? mesh.model_parallel() : 1;
+  if (t.num_chips() > 0 && tr.microbatches() > 0 && t.num_chips() % mp == 0) {
+    const int64_t shards = t.num_chips() / mp;
+    const std::string shards_desc =
+        mp == 1 ? absl::StrFormat("topology.num_chips=%d", t.num_chips())
+                : absl::StrFormat("data shards (topology.num_chips=%d / mesh.model_parallel=%d)",
+                                  t.num_chips(), mp);
+    const int64_t slices = shards * tr.microbatches();
     p.Divisible("train.batch_rows", tr.batch_rows(),
-                absl::StrFormat("topology.num_chips * train.microbatches (%d * %d)", t.num_chips(),
-                                tr.microbatches()),
+                mp == 1 ? absl::StrFormat("topology.num_chips * train.microbatches (%d * %d)",
+                                          t.num_chips(), tr.microbatches())
+                        : absl::StrFormat("data shards * train.microbatches (%d * %d)", shards,
+                                          tr.microbatches()),
                 slices);
     if (moe && tr.batch_rows() > 0 && tr.seq_len() > 0 && tr.batch_rows() % slices == 0) {
       const int64_t tokens = tr.batch_rows() / slices * tr.seq_len();
       if (r.group_size() > 0 && tokens % r.group_size() != 0) {
         p.Add(absl::StrFormat(
-            "tokens per chip per microbatch (train.batch_rows=%d * train.seq_len=%d / "
-            "(topology.num_chips=%d * train.microbatches=%d)) = %d is not divisible by "
-            "router.group_size=%d (a routing group never spans two chips)",
-            tr.batch_rows(), tr.seq_len(), t.num_chips(), tr.microbatches(), tokens,
-            r.group_size()));
+            "tokens per %s per microbatch (train.batch_rows=%d * train.seq_len=%d / "
+            "(%s * train.microbatches=%d)) = %d is not divisible by router.group_size=%d (a "
+            "routing group never spans two %ss)",
+            mp == 1 ? "chip" : "data shard", tr.batch_rows(), tr.seq_len(), shards_desc,
+            tr.microbatches(), tokens, r.group_size(), mp == 1 ? "chip" : "data shard"));
       }
     }
   }

@@ -47,7 +47,7 @@ ParamCounts CountParams(const ParamLayout& layout) {
 TrainingFlops TrainingFlopsPerToken(const ParamLayout& layout, int64_t seq_len) {
   const ModelDims& dims = layout.dims();
   TrainingFlops flops;
-  // The whole model's count: a rank's layout holds only its experts (ExpertShard), and a token's
+  // The whole model's count: a rank's layout holds only its experts (ParamShard), and a token's
   // FLOPs do not depend on where its experts live.
   const ParamLayout whole(dims);
   flops.matmul = 6.0 * static_cast<double>(CountParams(whole).activated_matmul);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/sharding.h"
 
 namespace openmoe {
 
@@ -36,25 +37,28 @@ struct ParamInit {
 
 struct ParamInfo {
   std::string name;
-  std::vector<int64_t> shape;  // experts: (E, ...)
+  std::vector<int64_t> shape;  // what this layout holds; experts: (local experts, ...)
   int64_t offset = 0;          // into the flat buffer
   int64_t size = 0;
   bool is_expert = false;      // leading dim is the expert id
   int64_t first_expert = 0;    // experts: global id of the leading dim's index 0
   Component component = Component::kAttention;
   ParamInit init;
-};
-
-// Expert tensors hold the experts [first_expert, first_expert + num_local_experts) of every MoE
-// layer: all of them on one process, a contiguous slice on a rank of an expert-parallel mesh.
-struct ExpertShard {
-  int64_t first_expert = 0;
-  int64_t num_local_experts = -1;  // -1: all experts
+  // The global tensor (checkpoints, init): its shape, its sharding view and the view's logical
+  // axes (model/sharding.h), and the view box this layout holds.
+  std::vector<int64_t> global_shape;  // experts: (num_experts, ...)
+  std::vector<LogicalAxis> axes;      // one per view dim
+  ViewBox box;                        // box.view: the view of global_shape
+  int model_dim = -1;                 // view dim split over the model axis; -1: replicated on it
+  bool model_split() const { return model_dim >= 0; }
 };
 
 class ParamLayout {
  public:
-  explicit ParamLayout(const ModelDims& dims, ExpertShard shard = {});
+  // dims: the whole model's. shard: which experts and which model piece this layout holds (expert
+  // tensors hold experts [first_expert, first_expert + num_local_experts) of every MoE layer;
+  // model-split tensors piece model_index of model_parts along their model dim).
+  explicit ParamLayout(const ModelDims& dims, ParamShard shard = {});
 
   const std::vector<ParamInfo>& params() const { return params_; }
   int64_t total_size() const { return total_; }
@@ -65,13 +69,23 @@ class ParamLayout {
   const ParamInfo& Get(const std::string& name) const;
   const ParamInfo* Find(const std::string& name) const;
   const ModelDims& dims() const { return dims_; }
+  // The sizes of the piece this layout holds, what its compute runs on: heads, d_ff, expert_d_ff
+  // and padded_vocab_size divided by model_parts (equal to dims() when model_parts is 1).
+  const ModelDims& local_dims() const { return local_dims_; }
   int64_t first_expert() const { return first_expert_; }
   int64_t num_local_experts() const { return num_local_experts_; }
+  int64_t model_parts() const { return shard_.model_parts; }
+  int64_t model_index() const { return shard_.model_index; }
+  // First global vocabulary id of this piece's embedding rows and logit columns.
+  int64_t vocab_begin() const { return shard_.model_index * local_dims_.padded_vocab_size; }
 
  private:
-  void Add(std::string name, std::vector<int64_t> shape, Component component, ParamInit init,
-           bool is_expert = false);
+  // global: the whole tensor's shape; view/axes: its sharding view (model/sharding.h).
+  void Add(std::string name, std::vector<int64_t> global, std::vector<int64_t> view,
+           std::vector<LogicalAxis> axes, Component component, ParamInit init);
   ModelDims dims_;
+  ModelDims local_dims_;
+  ParamShard shard_;
   int64_t first_expert_ = 0;
   int64_t num_local_experts_ = 0;
   std::vector<ParamInfo> params_;
@@ -83,7 +97,8 @@ class ParamLayout {
 // variance-scaling(0.1, fan_in, normal), wq further divided by sqrt(head_dim); MLP, expert and
 // logits kernels variance-scaling(1.0, fan_in, truncated normal); router N(0, 0.02^2); norm
 // scales 1. Each value depends only on (seed, name, element index of the whole tensor, with
-// experts at their global ids): the same for every sharding of the experts.
+// experts at their global ids and model pieces at their global columns): the same for every
+// sharding.
 void InitParams(const ParamLayout& layout, uint64_t seed, float* params);
 
 }  // namespace openmoe

@@ -65,6 +65,9 @@ class MpiCommunicator final : public Communicator {
   void AllReduceMin(int64_t* data, int64_t n) override {
     Reduce(data, n, MPI_INT64_T, sizeof(int64_t), MPI_MIN);
   }
+  void AllReduceMax(float* data, int64_t n) override {
+    Reduce(data, n, MPI_FLOAT, sizeof(float), MPI_MAX);
+  }
 
   void AllToAll(const int64_t* send, int64_t* recv, int64_t per_rank) override {
     OPENMOE_CHECK(per_rank <= INT_MAX);

@@ -127,14 +127,14 @@ TEST(ParamCountTest, VariantsMatchClosedForm) {
 
 // A rank under expert parallelism holds a shard of the experts (train_step_bench passes the
 // trainer's layout): the FLOPs per token are still the whole model's closed form.
-TEST(ParamCountTest, FlopsOfAnExpertShardAreTheWholeModels) {
+TEST(ParamCountTest, FlopsOfAShardAreTheWholeModels) {
   const JobSpec spec = LoadConfig("bench_small.pbtxt");
   const Expected e = ClosedForm(spec);
   const int64_t S = spec.train().seq_len();
   const double whole = 6.0 * static_cast<double>(e.activated() - e.embedding - e.norms) +
                        12.0 * spec.model().num_layers() * spec.model().num_heads() *
                            spec.model().head_dim() * static_cast<double>(S);
-  for (const ExpertShard shard : {ExpertShard{0, 2}, ExpertShard{6, 2}, ExpertShard{4, 4}}) {
+  for (const ParamShard shard : {ParamShard{0, 2}, ParamShard{6, 2}, ParamShard{4, 4}}) {
     const ParamLayout part(DimsFromSpec(spec), shard);
     EXPECT_DOUBLE_EQ(TrainingFlopsPerToken(part, S).total, whole) << shard.first_expert;
   }
