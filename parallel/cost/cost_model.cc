@@ -37,6 +37,7 @@ CostBreakdown PredictStepTime(const StepWorkload& w, const CostModelConfig& conf
       all_to_all += cost.seconds;
     } else {
       b.all_reduce_seconds += cost.seconds;
+      if (IsModelAxis(c.kind)) b.model_all_reduce_seconds += cost.seconds;
     }
     b.collectives.push_back(cost);
   }

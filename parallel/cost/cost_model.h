@@ -9,7 +9,9 @@
 // hop latency:
 //   compute     = model FLOPs / (P e)
 //   memory      = (elementwise bytes + optimizer bytes) / M
-//   all_reduce  = sum over all_reduce_* of calls * AllReduceSeconds(footprint, bytes, W, h)
+//   all_reduce  = sum over all_reduce_* of calls * AllReduceSeconds(footprint, bytes, W, h): the
+//                 gradients' and, with a model axis, the activations' all_reduce_model* (those
+//                 also in model_all_reduce: a part of all_reduce, not added to it again)
 //   all_to_all  = calls * AllToAllSeconds(footprint, bytes, W, h)      (parallel/cost/collective_cost.h)
 //   hidden      = overlap_all_to_all_with_attention ? min(all_to_all, MoE layers' attention
 //                 FLOPs / (P e)) : 0
@@ -48,7 +50,8 @@ struct CostBreakdown {
   double memory_seconds = 0;
   double all_to_all_seconds = 0;         // exposed (after overlap)
   double all_to_all_hidden_seconds = 0;  // hidden behind attention (overlap option)
-  double all_reduce_seconds = 0;
+  double all_reduce_seconds = 0;        // every all-reduce, the model axis's included
+  double model_all_reduce_seconds = 0;  // of which the model axis's (all_reduce_model*)
   double tokens_per_second = 0;
   double mfu = 0;  // model FLOPs utilisation of the peak
 

@@ -7,61 +7,19 @@
 #include "absl/strings/str_format.h"
 #include "core/check.h"
 #include "model/params.h"
+#include "parallel/cost/plan_format.h"
 #include "parallel/mesh.h"
 
 namespace openmoe {
 namespace {
 
-std::string WithCommas(int64_t v) {
-  std::string digits = absl::StrCat(v < 0 ? -v : v);
-  std::string out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return v < 0 ? "-" + out : out;
-}
-
-// 1234567 -> "1.23M" (decimal units, for counts and FLOPs).
-std::string Short(double v) {
-  const char* units[] = {"", "K", "M", "B", "T", "P", "E"};
-  int u = 0;
-  while (std::fabs(v) >= 1000 && u < 6) {
-    v /= 1000;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f", v) : absl::StrFormat("%.3g%s", v, units[u]);
-}
-
-std::string Bytes(int64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%d B", b) : absl::StrFormat("%.2f %s", v, units[u]);
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
+using plan_format::Bytes;
+using plan_format::JsonNumber;
+using plan_format::JsonString;
+using plan_format::Seconds;
+using plan_format::Short;
+using plan_format::WithCommas;
+using plan_format::WithUnit;
 
 // 1 -> "every layer", 4 -> "every 4th layer".
 std::string EveryNth(int64_t n) {
@@ -73,27 +31,6 @@ std::string EveryNth(int64_t n) {
                        : n % 10 == 3              ? "rd"
                                                   : "th";
   return absl::StrCat("every ", n, suffix, " layer");
-}
-
-std::string JsonNumber(double v) { return absl::StrFormat("%.17g", v); }
-
-// (123e12, "FLOP/s") -> "123 TFLOP/s"; (82e9, "B/s") -> "82 GB/s".
-std::string WithUnit(double v, const std::string& unit) {
-  const char* prefixes[] = {"", "K", "M", "G", "T", "P", "E"};
-  int p = 0;
-  while (std::fabs(v) >= 1000 && p < 6) {
-    v /= 1000;
-    ++p;
-  }
-  return absl::StrFormat("%.3g %s%s", v, prefixes[p], unit);
-}
-
-// 0.0123 -> "12.3 ms".
-std::string Seconds(double s) {
-  if (s == 0) return "0 s";
-  if (s >= 1) return absl::StrFormat("%.3g s", s);
-  if (s >= 1e-3) return absl::StrFormat("%.3g ms", s * 1e3);
-  return absl::StrFormat("%.3g us", s * 1e6);
 }
 
 void AppendCostText(const PlanReport& r, std::string* s) {
@@ -122,15 +59,18 @@ void AppendCostText(const PlanReport& r, std::string* s) {
        b.all_to_all_hidden_seconds > 0
            ? absl::StrCat("  (", Seconds(b.all_to_all_hidden_seconds), " hidden behind attention)")
            : std::string(c.overlap_all_to_all_with_attention() ? "" : "  (not overlapped)"));
-  part("all-reduce", b.all_reduce_seconds, "");
+  part("all-reduce", b.all_reduce_seconds,
+       b.model_all_reduce_seconds > 0
+           ? absl::StrCat("  (", Seconds(b.model_all_reduce_seconds), " of it the model axis)")
+           : std::string());
   absl::StrAppendFormat(s, "  throughput        %s tokens/s, MFU %.1f%%\n",
                         WithCommas(static_cast<int64_t>(std::llround(b.tokens_per_second))),
                         100 * b.mfu);
-  absl::StrAppendFormat(s, "  collectives\n    %-18s %5s %6s  %-26s %10s %5s %9s %9s\n", "kind",
+  absl::StrAppendFormat(s, "  collectives\n    %-24s %5s %6s  %-26s %10s %5s %9s %9s\n", "kind",
                         "group", "groups", "placement of one group", "bytes/chip", "calls",
                         "per call", "per step");
   for (const CollectiveCost& cc : b.collectives) {
-    absl::StrAppendFormat(s, "    %-18s %5d %6d  %-26s %10s %5d %9s %9s\n",
+    absl::StrAppendFormat(s, "    %-24s %5d %6d  %-26s %10s %5d %9s %9s\n",
                           CollectiveKindName(cc.kind), cc.group_size, cc.num_groups, cc.placement,
                           Bytes(static_cast<int64_t>(cc.bytes_per_chip)), cc.calls,
                           Seconds(cc.seconds_per_call), Seconds(cc.seconds));
@@ -161,12 +101,14 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
   absl::StrAppendFormat(
       s,
       "    \"step_seconds\": %s,\n    \"breakdown\": {\"compute\": %s, \"memory\": %s, "
-      "\"all_to_all\": %s, \"all_to_all_hidden\": %s, \"all_reduce\": %s},\n"
+      "\"all_to_all\": %s, \"all_to_all_hidden\": %s, \"all_reduce\": %s, "
+      "\"model_all_reduce\": %s},\n"
       "    \"tokens_per_second\": %s,\n    \"mfu\": %s,\n    \"model_flops_per_chip\": %s,\n"
       "    \"hbm_traffic_bytes_per_chip\": %s,\n    \"collectives\": [",
       JsonNumber(b.step_seconds), JsonNumber(b.compute_seconds), JsonNumber(b.memory_seconds),
       JsonNumber(b.all_to_all_seconds), JsonNumber(b.all_to_all_hidden_seconds),
-      JsonNumber(b.all_reduce_seconds), JsonNumber(b.tokens_per_second), JsonNumber(b.mfu),
+      JsonNumber(b.all_reduce_seconds), JsonNumber(b.model_all_reduce_seconds),
+      JsonNumber(b.tokens_per_second), JsonNumber(b.mfu),
       JsonNumber(b.model_flops_per_chip), JsonNumber(b.hbm_bytes_per_chip));
   bool first = true;
   for (const CollectiveCost& cc : b.collectives) {
@@ -203,16 +145,17 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.chips_per_host = t.chips_per_host();
   r.num_hosts = (r.num_chips + r.chips_per_host - 1) / r.chips_per_host;
   r.expert_parallel = spec.mesh().expert_parallel();
-  r.data_parallel = r.num_chips;
+  r.model_parallel = spec.mesh().model_parallel();
+  r.data_parallel = r.num_chips / r.model_parallel;
   r.experts_per_chip = r.dims.num_experts / r.expert_parallel;
-  r.expert_replicas = r.num_chips / r.expert_parallel;
+  r.expert_replicas = r.data_parallel / r.expert_parallel;
 
   const TrainConfig& tr = spec.train();
   r.batch_rows = tr.batch_rows();
   r.seq_len = tr.seq_len();
   r.microbatches = tr.microbatches();
   r.tokens_per_step = r.batch_rows * r.seq_len;
-  r.tokens_per_chip_microbatch = r.tokens_per_step / (r.num_chips * r.microbatches);
+  r.tokens_per_chip_microbatch = r.tokens_per_step / (r.data_parallel * r.microbatches);
   if (r.dims.num_experts > 0) {
     r.group_size = spec.router().group_size();
     r.groups_per_chip_microbatch = r.tokens_per_chip_microbatch / r.group_size;
@@ -223,7 +166,9 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.flops_per_token = TrainingFlopsPerToken(layout, r.seq_len);
   r.flops_per_step = r.flops_per_token.total * static_cast<double>(r.tokens_per_step);
   r.flops_per_chip_step = r.flops_per_step / static_cast<double>(r.num_chips);
-  r.memory = MemoryPerChip(layout, spec, r.expert_parallel);
+  // A chip's piece: model-split parameters / model_parallel (every piece is the same size).
+  r.memory = MemoryPerChip(ParamLayout(r.dims, ParamShard{.model_parts = r.model_parallel}), spec,
+                           r.expert_parallel);
   r.optimizer = spec.train().optimizer();
   r.cost_config = spec.cost_model();
   r.cost_config.set_activation_bytes(ActivationBytes(spec));  // as the cost model used it
@@ -257,14 +202,30 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
   absl::StrAppendFormat(&s, "mesh\n");
   absl::StrAppendFormat(&s, "  chips             %d %s, torus %dx%d, %d chips/host (%d hosts)\n",
                         r.num_chips, r.chip, r.torus_x, r.torus_y, r.chips_per_host, r.num_hosts);
-  absl::StrAppendFormat(&s, "  data_parallel     %d (every chip holds a data shard)\n",
-                        r.data_parallel);
+  if (r.model_parallel == 1) {
+    absl::StrAppendFormat(&s, "  data_parallel     %d (every chip holds a data shard)\n",
+                          r.data_parallel);
+  } else {
+    absl::StrAppendFormat(&s, "  data_parallel     %d (data shards, one per model group)\n",
+                          r.data_parallel);
+  }
   absl::StrAppendFormat(&s, "  expert_parallel   %d", r.expert_parallel);
   if (d.num_experts > 0) {
+    const char* unit = r.model_parallel == 1 ? "chip" : "shard";
     absl::StrAppendFormat(
-        &s, " (%d expert groups; %d expert%s per chip per MoE layer, each on %d chip%s)",
+        &s, " (%d expert groups; %d expert%s per chip per MoE layer, each on %d %s%s)",
         r.expert_replicas, r.experts_per_chip, r.experts_per_chip == 1 ? "" : "s",
-        r.expert_replicas, r.expert_replicas == 1 ? "" : "s");
+        r.expert_replicas, unit, r.expert_replicas == 1 ? "" : "s");
+  }
+  absl::StrAppendFormat(&s, "\n  model_parallel    %d", r.model_parallel);
+  if (r.model_parallel == 1) {
+    s += " (no tensor parallelism: every chip holds whole parameters)";
+  } else {
+    absl::StrAppendFormat(
+        &s,
+        " (model groups of %d consecutive chips; each holds 1/%d of heads, mlp and vocabulary, "
+        "router and norms whole)",
+        r.model_parallel, r.model_parallel);
   }
   s += "\n\n";
 
@@ -272,7 +233,8 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
   absl::StrAppendFormat(&s, "  per step          %d rows x %d = %s tokens, %d microbatch%s\n",
                         r.batch_rows, r.seq_len, WithCommas(r.tokens_per_step), r.microbatches,
                         r.microbatches == 1 ? "" : "es");
-  absl::StrAppendFormat(&s, "  per chip          %s tokens per microbatch",
+  absl::StrAppendFormat(&s, "  per %s         %s tokens per microbatch",
+                        r.model_parallel == 1 ? "chip " : "shard",
                         WithCommas(r.tokens_per_chip_microbatch));
   if (d.num_experts > 0) {
     absl::StrAppendFormat(&s, " = %d routing group%s of %d", r.groups_per_chip_microbatch,
@@ -303,7 +265,8 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
   absl::StrAppendFormat(&s, "  per step          %s (%s per chip)\n\n", Short(r.flops_per_step),
                         Short(r.flops_per_chip_step));
 
-  absl::StrAppendFormat(&s, "memory per chip (fp32)\n");
+  absl::StrAppendFormat(&s, "memory per chip (fp32%s)\n",
+                        r.model_parallel == 1 ? "" : ", its piece of the model-split parameters");
   absl::StrAppendFormat(&s, "  parameters        %s bytes (%s)\n",
                         WithCommas(r.memory.params_bytes), Bytes(r.memory.params_bytes));
   absl::StrAppendFormat(&s, "  gradients         %s bytes (%s)\n", WithCommas(r.memory.grads_bytes),
@@ -334,9 +297,10 @@ void PrintPlanJson(const PlanReport& r, std::ostream& out) {
       &s,
       "  \"mesh\": {\"chip\": %s, \"num_chips\": %d, \"torus_x\": %d, \"torus_y\": %d, "
       "\"chips_per_host\": %d, \"num_hosts\": %d, \"expert_parallel\": %d, \"data_parallel\": %d, "
-      "\"experts_per_chip\": %d, \"expert_replicas\": %d},\n",
+      "\"model_parallel\": %d, \"experts_per_chip\": %d, \"expert_replicas\": %d},\n",
       JsonString(r.chip), r.num_chips, r.torus_x, r.torus_y, r.chips_per_host, r.num_hosts,
-      r.expert_parallel, r.data_parallel, r.experts_per_chip, r.expert_replicas);
+      r.expert_parallel, r.data_parallel, r.model_parallel, r.experts_per_chip,
+      r.expert_replicas);
   absl::StrAppendFormat(
       &s,
       "  \"batch\": {\"batch_rows\": %d, \"seq_len\": %d, \"microbatches\": %d, "

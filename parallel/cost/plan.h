@@ -7,7 +7,9 @@
 // is the TPU v3 cost model's prediction for the job's slice: step time and its breakdown
 // (compute, memory-bound ops, all-to-all, all-reduce), every collective with its group's
 // placement on the torus, tokens/s, MFU, and whether params + grads + optimizer state + saved
-// activations fit in a chip's HBM.
+// activations fit in a chip's HBM. With mesh.model_parallel > 1 the memory and the prediction are
+// of one chip's piece (model-split parameters / model_parallel) and the collectives include the
+// model axis's all-reduces (step_workload.h).
 #pragma once
 
 #include <cstdint>
@@ -27,21 +29,25 @@ struct PlanReport {
   ModelDims dims;
   int64_t num_moe_layers = 0;
 
-  // Mesh. Every chip is a data-parallel shard; the expert axis is carved out of the data axis.
+  // Mesh (parallel/mesh.h). A model group of model_parallel consecutive chips holds one data
+  // shard (every chip is one when model_parallel is 1); the expert axis is carved out of the data
+  // axis (the shards).
   std::string chip;
   int64_t num_chips = 0;
   int64_t torus_x = 0, torus_y = 0;
   int64_t chips_per_host = 0;
   int64_t num_hosts = 0;         // ceil(num_chips / chips_per_host)
-  int64_t expert_parallel = 0;   // chips in one expert group
-  int64_t data_parallel = 0;     // = num_chips
-  int64_t experts_per_chip = 0;  // of every MoE layer: num_experts / expert_parallel
-  int64_t expert_replicas = 0;   // chips holding each expert: num_chips / expert_parallel
+  int64_t expert_parallel = 0;   // shards in one expert group
+  int64_t model_parallel = 1;    // chips in one model group
+  int64_t data_parallel = 0;     // data shards: num_chips / model_parallel
+  int64_t experts_per_chip = 0;  // of every MoE layer: num_experts / expert_parallel (each chip
+                                 // of a model group holds a 1 / model_parallel slice of them)
+  int64_t expert_replicas = 0;   // shards holding each expert: data_parallel / expert_parallel
 
   // Batch.
   int64_t batch_rows = 0, seq_len = 0, microbatches = 0;
   int64_t tokens_per_step = 0;             // batch_rows * seq_len
-  int64_t tokens_per_chip_microbatch = 0;  // per chip per microbatch
+  int64_t tokens_per_chip_microbatch = 0;  // per shard (so per chip) per microbatch
   int64_t group_size = 0;                  // MoE only
   int64_t groups_per_chip_microbatch = 0;  // MoE only
 
@@ -49,7 +55,7 @@ struct PlanReport {
   TrainingFlops flops_per_token;
   double flops_per_step = 0;       // flops_per_token.total * tokens_per_step
   double flops_per_chip_step = 0;  // flops_per_step / num_chips
-  ChipMemory memory;               // per chip
+  ChipMemory memory;               // per chip (its piece of the model-split parameters)
   OptimizerKind optimizer = OPTIMIZER_ADAFACTOR;  // whose state `memory` counts
 
   // The TPU v3 cost model (parallel/cost/cost_model.h) on this slice, with its constants.

@@ -19,8 +19,20 @@ const char* CollectiveKindName(CollectiveKind kind) {
       return "all_reduce_experts";
     case CollectiveKind::kAllToAll:
       return "all_to_all";
+    case CollectiveKind::kAllReduceModel:
+      return "all_reduce_model";
+    case CollectiveKind::kAllReduceModelExperts:
+      return "all_reduce_model_experts";
+    case CollectiveKind::kAllReduceModelLoss:
+      return "all_reduce_model_loss";
   }
   return "unknown";
+}
+
+bool IsModelAxis(CollectiveKind kind) {
+  return kind == CollectiveKind::kAllReduceModel ||
+         kind == CollectiveKind::kAllReduceModelExperts ||
+         kind == CollectiveKind::kAllReduceModelLoss;
 }
 
 int64_t ActivationBytes(const JobSpec& spec) {
@@ -31,22 +43,29 @@ int64_t ActivationBytes(const JobSpec& spec) {
 StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   const CostModelConfig& cfg = spec.cost_model();
   const ModelDims dims = DimsFromSpec(spec);
-  const ParamLayout layout(dims);
-  const ParamCounts counts = CountParams(layout);
-  const TorusShape torus = TorusOf(mesh, cfg.wraparound());
   const int64_t chips = std::max<int64_t>(1, mesh.num_chips);
   const int64_t ep = std::max<int64_t>(1, mesh.expert_parallel);
+  const int64_t mp = std::max<int64_t>(1, mesh.model_parallel);
+  const ParamLayout layout(dims);
+  // What one chip holds: piece 0 of mp of the model-split parameters (all pieces are equal).
+  const ParamLayout piece(dims, ParamShard{.model_parts = mp});
+  const ParamCounts counts = CountParams(layout);
+  const ParamCounts piece_counts = CountParams(piece);
+  const TorusShape torus = TorusOf(mesh, cfg.wraparound());
   const double act_bytes = static_cast<double>(ActivationBytes(spec));
   const double grad_bytes = static_cast<double>(cfg.gradient_bytes());
 
   StepWorkload w;
   w.num_chips = chips;
+  w.model_parallel = mp;
+  w.num_shards = chips / mp;
   w.microbatches = std::max<int64_t>(1, spec.train().microbatches());
   w.num_moe_layers = dims.NumMoeLayers();
   w.tokens_per_step = spec.train().batch_rows() * spec.train().seq_len();
-  w.tokens_per_chip = w.tokens_per_step / chips;
+  w.tokens_per_chip = w.tokens_per_step / w.num_shards;
   w.tokens_per_chip_microbatch = w.tokens_per_chip / w.microbatches;
   const double tokens = static_cast<double>(w.tokens_per_chip);
+  const double split = static_cast<double>(mp);
 
   // Dispatch buffer rows per routing group.
   double rows_per_group = 0;
@@ -60,9 +79,12 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     w.expert_rows_per_token = rows_per_group / g;
     groups_per_chip_microbatch = w.tokens_per_chip_microbatch / routing.group_size;
   }
+  // Expert rows a shard holds per microbatch (what it sends, and on average what it receives).
+  const double expert_rows =
+      rows_per_group * static_cast<double>(groups_per_chip_microbatch);
 
   const TrainingFlops flops = TrainingFlopsPerToken(layout, spec.train().seq_len());
-  w.model_flops_per_chip = flops.total * tokens;
+  w.model_flops_per_chip = flops.total * tokens / split;
   if (dims.num_layers > 0) {
     const double attention_params_per_layer =
         static_cast<double>(counts[Component::kAttention].total) /
@@ -70,27 +92,28 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     const double attention_flops_per_layer =
         6 * attention_params_per_layer + flops.attention / static_cast<double>(dims.num_layers);
     w.moe_attention_flops_per_chip =
-        attention_flops_per_layer * static_cast<double>(w.num_moe_layers) * tokens;
+        attention_flops_per_layer * static_cast<double>(w.num_moe_layers) * tokens / split;
   }
 
   const TokenTraffic traffic =
-      TrafficPerToken(dims, spec.train().seq_len(), w.expert_rows_per_token);
+      TrafficPerToken(piece.local_dims(), spec.train().seq_len(), w.expert_rows_per_token);
   w.elementwise_bytes_per_chip = traffic.elementwise_elements * act_bytes * tokens;
   w.activation_bytes_per_chip =
       traffic.saved_elements * act_bytes * static_cast<double>(w.tokens_per_chip_microbatch);
 
-  const ChipMemory memory = MemoryPerChip(layout, spec, ep);
+  const ChipMemory memory = MemoryPerChip(piece, spec, ep);
   w.state_bytes_per_chip = memory.total_bytes;
   w.optimizer_bytes_per_chip = static_cast<double>(memory.params) * grad_bytes *
                                static_cast<double>(4 + 2 * (w.microbatches - 1));
 
-  // Gradient all-reduce of the shared parameters over every chip.
+  // Gradient all-reduce of the shared parameters over the chips of one model coord.
   CollectiveWork shared;
   shared.kind = CollectiveKind::kAllReduceShared;
-  shared.footprint = FootprintOf(torus, AllChips(mesh));
-  shared.group_size = chips;
-  shared.num_groups = 1;
-  shared.bytes_per_chip = static_cast<double>(counts.total - counts.expert_total) * grad_bytes;
+  shared.footprint = FootprintOf(torus, ModelPeerChips(mesh, 0));
+  shared.group_size = chips / mp;
+  shared.num_groups = mp;
+  shared.bytes_per_chip =
+      static_cast<double>(piece_counts.total - piece_counts.expert_total) * grad_bytes;
   shared.calls = 1;
   w.collectives.push_back(shared);
 
@@ -98,10 +121,10 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     CollectiveWork experts;
     experts.kind = CollectiveKind::kAllReduceExperts;
     experts.footprint = FootprintOf(torus, ExpertReplicaChips(mesh, 0));
-    experts.group_size = chips / ep;
-    experts.num_groups = ep;
+    experts.group_size = chips / (ep * mp);
+    experts.num_groups = ep * mp;
     experts.bytes_per_chip =
-        static_cast<double>(counts.expert_total) / static_cast<double>(ep) * grad_bytes;
+        static_cast<double>(piece_counts.expert_total) / static_cast<double>(ep) * grad_bytes;
     experts.calls = 1;
     w.collectives.push_back(experts);
 
@@ -110,10 +133,35 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     a2a.footprint = FootprintOf(torus, ExpertGroupChips(mesh, 0));
     a2a.group_size = ep;
     a2a.num_groups = chips / ep;
-    a2a.bytes_per_chip = rows_per_group * static_cast<double>(groups_per_chip_microbatch) *
-                         static_cast<double>(dims.d_model) * act_bytes;
+    a2a.bytes_per_chip = expert_rows * static_cast<double>(dims.d_model) * act_bytes;
     a2a.calls = 4 * w.num_moe_layers * w.microbatches;
     w.collectives.push_back(a2a);
+  }
+
+  if (mp > 1) {
+    const Footprint group = FootprintOf(torus, ModelGroupChips(mesh, 0));
+    auto model_collective = [&](CollectiveKind kind, double bytes, int64_t calls_per_microbatch) {
+      CollectiveWork c;
+      c.kind = kind;
+      c.footprint = group;
+      c.group_size = mp;
+      c.num_groups = chips / mp;
+      c.bytes_per_chip = bytes;
+      c.calls = calls_per_microbatch * w.microbatches;
+      w.collectives.push_back(c);
+    };
+    const int64_t ffns = (dims.num_layers - w.num_moe_layers) +
+                         (dims.extra_dense_ffn ? w.num_moe_layers : 0);
+    const double t_mb = static_cast<double>(w.tokens_per_chip_microbatch);
+    const double d = static_cast<double>(dims.d_model);
+    model_collective(CollectiveKind::kAllReduceModel, t_mb * d * act_bytes,
+                     2 * dims.num_layers + 2 * ffns + 2);
+    if (dims.num_experts > 0) {
+      model_collective(CollectiveKind::kAllReduceModelExperts, expert_rows * d * act_bytes,
+                       2 * w.num_moe_layers);
+    }
+    constexpr double kLossValueBytes = 4;  // the cross-entropy's reductions are fp32
+    model_collective(CollectiveKind::kAllReduceModelLoss, t_mb * kLossValueBytes, 3);
   }
   return w;
 }

@@ -3,29 +3,58 @@
 // and every collective with its group's torus footprint and bytes. The cost model
 // (parallel/cost/cost_model.h) turns this into seconds.
 //
-// Counts (per chip, per step; tokens_per_chip = batch_rows * seq_len / num_chips):
-//   model FLOPs       TrainingFlopsPerToken(layout, seq_len).total * tokens_per_chip (PaLM's
-//                     6N + 12 L H hd S, model/param_count.h)
-//   elementwise HBM   TrafficPerToken(...).elementwise_elements * ActivationBytes(spec) *
-//                     tokens_per_chip (parallel/cost/hbm_traffic.h)
+// The mesh has three axes (parallel/mesh.h; model innermost): mp = model_parallel chips of a
+// model group hold the same rows (a data shard, num_shards = num_chips / mp) and piece `model` of
+// every model-split parameter (model/sharding.h: heads, mlp and vocab over the model axis); the
+// expert axis is carved out of the shards. With mp = 1 a shard is a chip and every count below is
+// what it was before the model axis. T = tokens of a shard per step = batch_rows * seq_len /
+// num_shards (tokens_per_chip: each chip of the model group works on all of them), T_mb = T /
+// microbatches. The piece layout is ParamLayout(dims, {model_parts = mp}) (model/params.h); its
+// local_dims() are the per-chip sizes (heads, d_ff, expert_d_ff, padded vocab divided by mp).
+//
+// Counts (per chip, per step):
+//   model FLOPs       TrainingFlopsPerToken(layout, seq_len).total * T / mp (PaLM's
+//                     6N + 12 L H hd S, model/param_count.h; the split matmuls. The replicated
+//                     router's d x E is counted split too: it is < 0.01% of N)
+//   elementwise HBM   TrafficPerToken(local_dims, ...).elementwise_elements * ActivationBytes(spec)
+//                     * T (parallel/cost/hbm_traffic.h: d_model-wide work is whole on every chip
+//                     of the model group, head / mlp / vocab-wide work is split)
 //   optimizer HBM     params held * gradient_bytes * (4 + 2 (microbatches - 1)): Adafactor reads
 //                     the parameter and the gradient, reads the gradient again for the update's
 //                     RMS, writes the parameter; each extra microbatch reads and writes the
 //                     accumulated gradient. Factored second moments are small and not counted.
-//   activations       TrafficPerToken(...).saved_elements * activation_bytes * tokens per chip
-//                     per microbatch (kept for the backward pass, no rematerialisation)
-//   state             params + gradients + Adafactor state, fp32 (MemoryPerChip)
+//   activations       TrafficPerToken(local_dims, ...).saved_elements * activation_bytes * T_mb
+//                     (kept for the backward pass, no rematerialisation)
+//   state             params + gradients + Adafactor state, fp32, of the piece layout
+//                     (MemoryPerChip: model-split parameters / mp, replicated ones whole)
 // Collectives (every group of a kind runs at once; footprints in parallel/cost/torus_footprint.h):
-//   all_reduce_shared   the non-expert gradients, (total - expert) params * gradient_bytes, over
-//                       every chip; once per step
-//   all_reduce_experts  each chip's experts' gradients, expert params / ep * gradient_bytes,
-//                       over the replicas of its experts (chips j + g * ep); once per step
+//   all_reduce_shared   the non-expert gradients a chip holds (piece layout's shared params *
+//                       gradient_bytes), over the chips of its model coord (ModelPeerChips:
+//                       num_chips / mp chips, stride mp; mp groups); once per step
+//   all_reduce_experts  each chip's expert pieces' gradients, piece expert params / ep *
+//                       gradient_bytes, over the chips of the same model and expert coords
+//                       (ExpertReplicaChips); once per step
 //   all_to_all          dispatch and combine, forward and backward: 4 per MoE layer per
-//                       microbatch, over each expert group (chips [g * ep, (g + 1) * ep)), with
-//                       rows per routing group * groups per chip per microbatch * d_model *
-//                       activation_bytes per chip; rows per group E * C (padded_dispatch, the
-//                       capacity buffer), or min(top_k * G, E * C) (only what can be kept), or
-//                       top_k * G (dropless).
+//                       microbatch, over each expert group (ExpertGroupChips: ep shards' chips
+//                       of one model coord, stride mp), with rows per routing group * groups per
+//                       shard per microbatch * d_model * activation_bytes per chip (every chip of
+//                       a model group sends its shard's whole rows to its peer); rows per group
+//                       E * C (padded_dispatch, the capacity buffer), or min(top_k * G, E * C)
+//                       (only what can be kept), or top_k * G (dropless).
+// The model axis (mp > 1 only; Megatron-style, per microbatch, over each model group,
+// ModelGroupChips: mp consecutive chips, num_chips / mp groups):
+//   all_reduce_model          T_mb * d_model * activation_bytes per call: forward, one after
+//                             attention's row-parallel wo per layer, one after every dense /
+//                             extra FFN's wo, one after the vocab-parallel embedding lookup;
+//                             backward, one of the input gradient per attention and FFN
+//                             sub-block, and one of d(final hidden) from the logits:
+//                             2 L + 2 (dense + extra FFNs) + 2 calls per microbatch
+//   all_reduce_model_experts  the expert rows a chip's shard holds (rows per group * groups per
+//                             shard per microbatch) * d_model * activation_bytes: the expert
+//                             outputs before the combine, and their input gradients: 2 per MoE
+//                             layer per microbatch
+//   all_reduce_model_loss     T_mb fp32 values: the vocab-parallel cross-entropy's max, sum of
+//                             exponentials and target logit: 3 per microbatch
 #pragma once
 
 #include <cstdint>
@@ -37,9 +66,19 @@
 
 namespace openmoe {
 
-enum class CollectiveKind { kAllReduceShared, kAllReduceExperts, kAllToAll };
-// "all_reduce_shared", "all_reduce_experts", "all_to_all".
+enum class CollectiveKind {
+  kAllReduceShared,
+  kAllReduceExperts,
+  kAllToAll,
+  kAllReduceModel,
+  kAllReduceModelExperts,
+  kAllReduceModelLoss,
+};
+// "all_reduce_shared", "all_reduce_experts", "all_to_all", "all_reduce_model",
+// "all_reduce_model_experts", "all_reduce_model_loss".
 const char* CollectiveKindName(CollectiveKind kind);
+// The collectives of the model axis (activations inside a step, not gradients).
+bool IsModelAxis(CollectiveKind kind);
 
 struct CollectiveWork {
   CollectiveKind kind = CollectiveKind::kAllReduceShared;
@@ -52,11 +91,13 @@ struct CollectiveWork {
 
 struct StepWorkload {
   int64_t num_chips = 0;
+  int64_t model_parallel = 1;
+  int64_t num_shards = 0;                  // num_chips / model_parallel
   int64_t microbatches = 0;
   int64_t num_moe_layers = 0;
   int64_t tokens_per_step = 0;
-  int64_t tokens_per_chip = 0;             // per step
-  int64_t tokens_per_chip_microbatch = 0;
+  int64_t tokens_per_chip = 0;             // per step: its shard's tokens, T above
+  int64_t tokens_per_chip_microbatch = 0;  // T_mb
   double expert_rows_per_token = 0;        // rows each token puts in the dispatch buffer
 
   double model_flops_per_chip = 0;

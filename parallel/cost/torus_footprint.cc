@@ -113,15 +113,31 @@ Footprint FootprintOf(const TorusShape& torus, const std::vector<int64_t>& chips
 
 std::vector<int64_t> ExpertGroupChips(const Mesh& mesh, int64_t group) {
   const int64_t ep = std::max<int64_t>(1, mesh.expert_parallel);
+  const int64_t mp = std::max<int64_t>(1, mesh.model_parallel);
   std::vector<int64_t> chips;
-  for (int64_t j = 0; j < ep; ++j) chips.push_back(group * ep + j);
+  for (int64_t j = 0; j < ep; ++j) chips.push_back((group * ep + j) * mp);
   return chips;
 }
 
 std::vector<int64_t> ExpertReplicaChips(const Mesh& mesh, int64_t slot) {
   const int64_t ep = std::max<int64_t>(1, mesh.expert_parallel);
+  const int64_t mp = std::max<int64_t>(1, mesh.model_parallel);
   std::vector<int64_t> chips;
-  for (int64_t c = slot; c < mesh.num_chips; c += ep) chips.push_back(c);
+  for (int64_t s = slot; s < mesh.num_chips / mp; s += ep) chips.push_back(s * mp);
+  return chips;
+}
+
+std::vector<int64_t> ModelGroupChips(const Mesh& mesh, int64_t shard) {
+  const int64_t mp = std::max<int64_t>(1, mesh.model_parallel);
+  std::vector<int64_t> chips;
+  for (int64_t m = 0; m < mp; ++m) chips.push_back(shard * mp + m);
+  return chips;
+}
+
+std::vector<int64_t> ModelPeerChips(const Mesh& mesh, int64_t model_coord) {
+  const int64_t mp = std::max<int64_t>(1, mesh.model_parallel);
+  std::vector<int64_t> chips;
+  for (int64_t c = model_coord; c < mesh.num_chips; c += mp) chips.push_back(c);
   return chips;
 }
 

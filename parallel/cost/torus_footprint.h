@@ -10,7 +10,9 @@
 //   - expert group of 4 chips: half a row, 4x1, x line;
 //   - the replicas of one expert with ep = 4 (chips j + 4g): 2x8, x stride 4 (ring), y ring;
 //   - the replicas with ep = 16 (chips j + 16g): 1x4, y stride 2 (ring);
-//   - every chip: 8x8, both rings.
+//   - every chip: 8x8, both rings;
+//   - with model_parallel 2, a model group: 2x1, x line; the shared-gradient group of model coord
+//     0 (chips 0, 2, 4, ...): 4x8, x ring stride 2, y ring.
 // Groups of one kind (every expert group, every replica set) are translates of each other and run
 // their collectives at the same time. Along a dimension with stride s, s translates interleave on
 // the same physical links, so one group gets 1/s of each link's bandwidth there.
@@ -63,10 +65,22 @@ struct Footprint {
 // The footprint of an explicit set of chips (chip ids as in parallel/mesh.h).
 Footprint FootprintOf(const TorusShape& torus, const std::vector<int64_t>& chips);
 
-// Chips of expert group g: [g * ep, (g + 1) * ep).
+// The groups below follow the mesh's axis order (parallel/mesh.h: model innermost, chip
+// c = (data * ep + expert) * mp + model). With model_parallel mp = 1 the shards are the chips.
+// The expert-axis groups are given at model coord 0; the groups at other model coords are their
+// translates by one chip in x, so they share no link with them.
+//
+// Chips of expert group g at model coord 0: shards [g * ep, (g + 1) * ep), i.e. chips
+// (g * ep + j) * mp, j < ep (consecutive for mp = 1, stride mp otherwise).
 std::vector<int64_t> ExpertGroupChips(const Mesh& mesh, int64_t group);
-// Chips holding the experts of slot j of every group (the replicas of those experts): j + g * ep.
+// Chips holding the experts of slot j of every group at model coord 0 (the replicas of those
+// expert pieces): (j + g * ep) * mp.
 std::vector<int64_t> ExpertReplicaChips(const Mesh& mesh, int64_t slot);
+// Chips of the model group of shard s: [s * mp, (s + 1) * mp), consecutive chips.
+std::vector<int64_t> ModelGroupChips(const Mesh& mesh, int64_t shard);
+// Chips with model coord m (they hold the same piece of every model-split parameter): m, m + mp,
+// m + 2 mp, ... (every chip for mp = 1).
+std::vector<int64_t> ModelPeerChips(const Mesh& mesh, int64_t model_coord);
 // Every chip of the slice.
 std::vector<int64_t> AllChips(const Mesh& mesh);
 

@@ -58,6 +58,25 @@ TEST(AllReduce, TakesTheCheaperDimensionOrder) {
   EXPECT_DOUBLE_EQ(AllReduceSeconds(f, kB, kLink), y_first);
 }
 
+// Footprint of model group 0 of an 8x8 slice with model_parallel mp (consecutive chips in x).
+Footprint ModelGroup(int64_t mp) {
+  Mesh m = SliceMesh(8, 8, 1);
+  m.model_parallel = mp;
+  return FootprintOf(TorusOf(m, true), ModelGroupChips(m, 0));
+}
+
+TEST(ModelAxisAllReduce, HalfRowLineAndFullRowRing) {
+  // mp 4: a line of 4 (one ring link per direction pair): 2 (3/4) B / W + 2 * 3 h.
+  EXPECT_DOUBLE_EQ(AllReduceSeconds(ModelGroup(4), kB, kLink), 2.0 * 3 / 4 * kB / kW + 6 * kH);
+  // mp 8: the row's ring, both directions: 2 (7/8) B / 2W + 2 * 7 h.
+  EXPECT_DOUBLE_EQ(AllReduceSeconds(ModelGroup(8), kB, kLink),
+                   2.0 * 7 / 8 * kB / (2 * kW) + 14 * kH);
+  // mp 16: two rows: the cheaper order reduces along x (ring of 8) first, then the B / 8 shard
+  // along the 2-line in y: 2 (7/8) B / 2W + 14 h + 2 (1/2) (B / 8) / W + 2 h.
+  EXPECT_DOUBLE_EQ(AllReduceSeconds(ModelGroup(16), kB, kLink),
+                   2.0 * 7 / 8 * kB / (2 * kW) + 14 * kH + 2.0 / 2 * (kB / 8) / kW + 2 * kH);
+}
+
 TEST(AllReduce, SingleChipIsFree) { EXPECT_EQ(AllReduceSeconds(Replicas(8, 8, 64), kB, kLink), 0); }
 
 TEST(AllToAll, RowRingOfEightIsBoundedByItsTwoCutLinks) {

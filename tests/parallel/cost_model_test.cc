@@ -257,6 +257,141 @@ TEST(CostModel, AllToAllGrowsWithTheSliceAtFixedBytesPerChip) {
   EXPECT_DOUBLE_EQ(previous_a2a / (64 * first_a2a_bytes / 4 / (16 * 82e9)), 4);
 }
 
+// SmallMoe with a model axis of 2: 8 model groups of 2 chips (8 data shards), expert groups of 4
+// shards. 32 rows / (8 shards x 2 microbatches) = 2 rows = 128 tokens = 2 routing groups per shard
+// per microbatch.
+JobSpec SmallMoeMp2() {
+  JobSpec spec = SmallMoe();
+  EXPECT_TRUE(ApplySet("mesh.model_parallel=2", &spec).ok());
+  EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  return spec;
+}
+
+Mesh SliceOfMp(const JobSpec& spec) {
+  Mesh m = SliceOf(spec);
+  m.model_parallel = spec.mesh().model_parallel();
+  return m;
+}
+
+TEST(StepWorkloadModelAxis, ModelAllReducesHaveTheirGroupsBytesAndCalls) {
+  const JobSpec spec = SmallMoeMp2();
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
+  EXPECT_EQ(w.model_parallel, 2);
+  EXPECT_EQ(w.num_shards, 8);
+  EXPECT_EQ(w.tokens_per_chip, 32 * 64 / 8);
+  EXPECT_EQ(w.tokens_per_chip_microbatch, 128);
+  ASSERT_EQ(w.collectives.size(), 6u);
+
+  // Activations after attention's wo (2 layers), the dense FFN (layer 0) and the extra FFN
+  // (layer 1), the embedding; backward the 4 sub-blocks' input gradients and d(final hidden):
+  // 4 + 4 + 2 = 10 per microbatch, of 128 tokens x 64 x 2 bytes (bf16).
+  const CollectiveWork& act = Find(w, CollectiveKind::kAllReduceModel);
+  EXPECT_EQ(act.group_size, 2);
+  EXPECT_EQ(act.num_groups, 8);
+  EXPECT_EQ(act.footprint.Describe(), "2x1 (x line)");  // chips 0, 1
+  EXPECT_DOUBLE_EQ(act.bytes_per_chip, 128.0 * 64 * 2);
+  EXPECT_EQ(act.calls, 10 * 2);
+  // Expert outputs and their input gradients: 2 groups x 80 buffer rows x 64 x 2 bytes, 2 per MoE
+  // layer per microbatch.
+  const CollectiveWork& experts = Find(w, CollectiveKind::kAllReduceModelExperts);
+  EXPECT_EQ(experts.footprint.Describe(), "2x1 (x line)");
+  EXPECT_DOUBLE_EQ(experts.bytes_per_chip, 2.0 * 80 * 64 * 2);
+  EXPECT_EQ(experts.calls, 2 * 1 * 2);
+  // Cross-entropy: max, sum-exp, target logit: 3 x 128 fp32 per microbatch.
+  const CollectiveWork& loss = Find(w, CollectiveKind::kAllReduceModelLoss);
+  EXPECT_DOUBLE_EQ(loss.bytes_per_chip, 128.0 * 4);
+  EXPECT_EQ(loss.calls, 3 * 2);
+
+  // Gradients: shared over the 8 chips of one model coord (0, 2, ..., 14: two columns of the
+  // 4-wide rows, 2 apart, closing the x ring), experts over the 2 chips with the same model and
+  // expert coords (0 and 8: one column, rows 0 and 2), the all-to-all over 4 shards' chips of
+  // one model coord (0, 2, 4, 6).
+  const CollectiveWork& shared = Find(w, CollectiveKind::kAllReduceShared);
+  EXPECT_EQ(shared.group_size, 8);
+  EXPECT_EQ(shared.num_groups, 2);
+  EXPECT_EQ(shared.footprint.Describe(), "2x4 (x ring stride 2, y ring)");
+  const CollectiveWork& replicas = Find(w, CollectiveKind::kAllReduceExperts);
+  EXPECT_EQ(replicas.group_size, 2);
+  EXPECT_EQ(replicas.num_groups, 8);
+  EXPECT_EQ(replicas.footprint.Describe(), "1x2 (y ring stride 2)");
+  const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+  EXPECT_EQ(a2a.group_size, 4);
+  EXPECT_EQ(a2a.num_groups, 4);
+  EXPECT_EQ(a2a.footprint.Describe(), "2x2 (x ring stride 2, y line)");
+  EXPECT_DOUBLE_EQ(a2a.bytes_per_chip, 2.0 * 80 * 64 * 2);  // the shard's whole rows
+
+  // Seconds by hand: a line of 2 in x is one ring link per direction pair (r = 1, stride 1):
+  // T = 2 (2 - 1) / 2 * B / W + 2 (2 - 1) h, W = 82 GB/s x 4 / 4, h = 1 us.
+  const CostBreakdown b = PredictStepTime(w, spec.cost_model());
+  auto hand = [](double bytes) { return bytes / 82e9 + 2e-6; };
+  double model = 0;
+  for (const CollectiveCost& c : b.collectives) {
+    if (c.kind == CollectiveKind::kAllReduceModel) {
+      EXPECT_DOUBLE_EQ(c.seconds_per_call, hand(128.0 * 64 * 2));
+    } else if (c.kind == CollectiveKind::kAllReduceModelExperts) {
+      EXPECT_DOUBLE_EQ(c.seconds_per_call, hand(2.0 * 80 * 64 * 2));
+    } else if (c.kind == CollectiveKind::kAllReduceModelLoss) {
+      EXPECT_DOUBLE_EQ(c.seconds_per_call, hand(128.0 * 4));
+    } else {
+      continue;
+    }
+    model += c.seconds;
+  }
+  EXPECT_DOUBLE_EQ(model, 20 * hand(16384) + 4 * hand(20480) + 6 * hand(512));
+  EXPECT_DOUBLE_EQ(b.model_all_reduce_seconds, model);
+  EXPECT_GT(b.all_reduce_seconds, b.model_all_reduce_seconds);  // includes it, and the gradients
+  EXPECT_DOUBLE_EQ(b.step_seconds, b.compute_seconds + b.memory_seconds + b.all_to_all_seconds +
+                                       b.all_reduce_seconds);
+}
+
+TEST(StepWorkloadModelAxis, ParamsPerChipAreTheSplitOnesHalvedAndTheRestWhole) {
+  const JobSpec spec = SmallMoeMp2();
+  const ModelDims dims = DimsFromSpec(spec);
+  // A naive count of one chip's piece at model_parallel 2: heads, mlp and vocab halved; norm
+  // scales, router and the d_model dims whole; each chip's experts are 4 / ep 4 = 1 of each.
+  const double d = 64, a = 64 / 2.0, f = 128 / 2.0, e = 4, v = dims.padded_vocab_size / 2.0;
+  const double attention = 4 * d * a + d;              // wq wk wv wo + attn_norm, per layer
+  const double ffn = d * 2 * f + d * f + f * d + d;    // wi_0 (a, b halves), wi_1, wo + mlp_norm
+  const double one_expert = d * 2 * f + d * f + f * d;
+  const double shared = v * d + 2 * attention + 2 * ffn + (d + d * e) + d + d * v;
+  const double expert = one_expert;  // layer 1's one local expert
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
+  EXPECT_DOUBLE_EQ(Find(w, CollectiveKind::kAllReduceShared).bytes_per_chip, 4 * shared);
+  EXPECT_DOUBLE_EQ(Find(w, CollectiveKind::kAllReduceExperts).bytes_per_chip, 4 * expert);
+  // Adafactor's optimizer traffic reads every held parameter: 4 bytes x (4 + 2 x 1 extra mb).
+  EXPECT_DOUBLE_EQ(w.optimizer_bytes_per_chip, (shared + expert) * 4 * (4 + 2));
+  // Twice the tokens per chip of model_parallel 1 (a shard is 2 chips), half the FLOPs of each.
+  const StepWorkload one = EstimateStepWorkload(SmallMoe(), SliceOf(SmallMoe()));
+  EXPECT_EQ(w.tokens_per_chip, 2 * one.tokens_per_chip);
+  EXPECT_DOUBLE_EQ(w.model_flops_per_chip, one.model_flops_per_chip);
+}
+
+TEST(StepWorkloadModelAxis, ActivationsAndTrafficUseThePieceSizes) {
+  const JobSpec spec = SmallMoeMp2();
+  ModelDims piece = DimsFromSpec(spec);
+  piece.num_heads /= 2;
+  piece.d_ff /= 2;
+  piece.expert_d_ff /= 2;
+  piece.padded_vocab_size /= 2;
+  // 2 groups of 64 tokens per shard per microbatch, 80 buffer rows each.
+  const TokenTraffic t = TrafficPerToken(piece, 64, 80.0 / 64);
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
+  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, t.saved_elements * 2 * 128);
+  EXPECT_DOUBLE_EQ(w.elementwise_bytes_per_chip, t.elementwise_elements * 2 * 256);
+  // Fewer saved elements per token than the whole model's, more tokens per chip.
+  EXPECT_LT(t.saved_elements, TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64).saved_elements);
+}
+
+TEST(StepWorkloadModelAxis, OpenMoe8bFitsOnlyWithTheModelAxis) {
+  JobSpec spec = LoadConfig("openmoe_8b_32e.pbtxt");
+  EXPECT_FALSE(PredictStepTime(spec, SliceOfMp(spec)).fits_in_hbm);
+  spec.mutable_mesh()->set_model_parallel(2);
+  ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  const CostBreakdown b = PredictStepTime(spec, SliceOfMp(spec));
+  EXPECT_TRUE(b.fits_in_hbm) << b.memory_bytes;
+  EXPECT_GT(b.model_all_reduce_seconds, 0);
+}
+
 TEST(CostModel, ValidationNamesTheField) {
   CostModelConfig c;
   EXPECT_TRUE(ValidateCostModel(c).ok());

@@ -1,5 +1,7 @@
 #include "parallel/cost/torus_footprint.h"
 
+#include <vector>
+
 #include "gtest/gtest.h"
 #include "tests/testing/torus_groups.h"
 
@@ -101,6 +103,46 @@ TEST(TorusFootprint, IrregularGroupIsApproximatedByItsBoundingLattice) {
   ExpectDim(f.dim[0], 8, 1, true);
   ExpectDim(f.dim[1], 2, 1, false);
   EXPECT_NE(f.Describe().find("approximate"), std::string::npos);
+}
+
+// The model axis is innermost (parallel/mesh.h): chip c = (data * ep + expert) * mp + model.
+Mesh WithModelAxis(int64_t x, int64_t y, int64_t ep, int64_t mp) {
+  Mesh m = SliceMesh(x, y, ep);
+  m.model_parallel = mp;
+  return m;
+}
+
+TEST(TorusFootprint, ModelGroupsAreConsecutiveChipsInX) {
+  const Mesh m = WithModelAxis(8, 8, 1, 4);
+  EXPECT_EQ(ModelGroupChips(m, 3), (std::vector<int64_t>{12, 13, 14, 15}));
+  const TorusShape t = TorusOf(m, true);
+  EXPECT_EQ(FootprintOf(t, ModelGroupChips(m, 0)).Describe(), "4x1 (x line)");
+  EXPECT_EQ(FootprintOf(t, ModelGroupChips(WithModelAxis(8, 8, 1, 8), 0)).Describe(),
+            "8x1 (x ring)");
+  EXPECT_EQ(FootprintOf(t, ModelGroupChips(WithModelAxis(8, 8, 1, 16), 1)).Describe(),
+            "8x2 (x ring, y line)");
+}
+
+TEST(TorusFootprint, ModelPeersAndExpertGroupsStrideOverTheModelAxis) {
+  // ep 4, mp 2 on 8x8: chip (s, m) = 2 s + m.
+  const Mesh m = WithModelAxis(8, 8, 4, 2);
+  const TorusShape t = TorusOf(m, true);
+  const std::vector<int64_t> peers = ModelPeerChips(m, 1);
+  ASSERT_EQ(peers.size(), 32u);
+  for (size_t i = 0; i < peers.size(); ++i) EXPECT_EQ(peers[i], 2 * static_cast<int64_t>(i) + 1);
+  EXPECT_EQ(FootprintOf(t, peers).Describe(), "4x8 (x ring stride 2, y ring)");
+  // Expert group 1 at model coord 0: shards 4..7, chips 8, 10, 12, 14 (the second half-row).
+  EXPECT_EQ(ExpertGroupChips(m, 1), (std::vector<int64_t>{8, 10, 12, 14}));
+  EXPECT_EQ(FootprintOf(t, ExpertGroupChips(m, 0)).Describe(), "4x1 (x ring stride 2)");
+  // Replicas of expert slot 1 at model coord 0: shards 1, 5, 9, ... -> chips 2, 10, 18, ...
+  const std::vector<int64_t> replicas = ExpertReplicaChips(m, 1);
+  ASSERT_EQ(replicas.size(), 8u);
+  for (size_t g = 0; g < replicas.size(); ++g) {
+    EXPECT_EQ(replicas[g], (1 + 4 * static_cast<int64_t>(g)) * 2);
+  }
+  EXPECT_EQ(FootprintOf(t, replicas).Describe(), "1x8 (y ring)");
+  // model_parallel 1: the peers of coord 0 are every chip.
+  EXPECT_EQ(ModelPeerChips(SliceMesh(8, 8, 4), 0), AllChips(SliceMesh(8, 8, 4)));
 }
 
 TEST(TorusFootprint, SpecWithoutATorusShapeIsOneRow) {
