@@ -6,7 +6,10 @@
 //   param -= lr * (m_hat / (sqrt(v_hat) + epsilon) + weight_decay * param)
 // Weight decay is decoupled (it does not pass through m, v) and applies to matrices only (every
 // tensor of rank >= 2 per expert: kernels, embedding, router, logits), not to the 1-D norm scales.
-// Every step is elementwise, so an expert's update does not depend on how experts are sharded.
+// Every step is elementwise, so an expert's update does not depend on how experts are sharded, nor
+// a model piece's on the split: nothing here reads a local shape but the tensor rank (the weight
+// decay rule), which a piece shares with its whole tensor. The clipping norm must be the global
+// one (global_grad_norm) when the gradient is spread over ranks or model pieces.
 //
 // state() is m then v: two flat fp32 buffers with exactly the parameter buffer's layout, m at
 // [0, n) and v at [n, 2n) for n = layout.total_size().

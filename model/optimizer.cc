@@ -9,11 +9,13 @@
 
 namespace openmoe {
 
-std::unique_ptr<Optimizer> MakeOptimizer(const JobSpec& spec, const ParamLayout& layout) {
+std::unique_ptr<Optimizer> MakeOptimizer(const JobSpec& spec, const ParamLayout& layout,
+                                         Communicator* model_comm) {
   if (spec.train().optimizer() == OPTIMIZER_ADAMW) {
+    // Elementwise: a piece's update needs nothing from the other pieces.
     return std::make_unique<AdamW>(spec.adamw(), spec.optimizer().global_norm_clip(), layout);
   }
-  return std::make_unique<Adafactor>(spec.optimizer(), layout);
+  return std::make_unique<Adafactor>(spec.optimizer(), layout, model_comm);
 }
 
 double GlobalNormClipScale(double clip, double global_grad_norm, const float* grads, int64_t n) {
