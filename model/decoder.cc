@@ -13,8 +13,21 @@
 
 namespace openmoe {
 
-Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, ExpertRunner* runner)
-    : layout_(layout), dims_(layout.dims()), routing_(routing), runner_(runner) {
+Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, ExpertRunner* runner,
+                 Communicator* model_comm)
+    : layout_(layout),
+      dims_(layout.local_dims()),
+      routing_(routing),
+      runner_(runner),
+      model_comm_(layout.model_parts() > 1 ? model_comm : nullptr),
+      vocab_begin_(layout.vocab_begin()) {
+  if (layout.model_parts() > 1) {
+    OPENMOE_CHECK_MSG(model_comm != nullptr && model_comm->size() == layout.model_parts() &&
+                          model_comm->rank() == layout.model_index(),
+                      "a model piece %lld of %lld needs its model group's communicator",
+                      static_cast<long long>(layout.model_index()),
+                      static_cast<long long>(layout.model_parts()));
+  }
   embedding_ = &layout.Get("embedding");
   final_norm_ = &layout.Get("final_norm.scale");
   logits_ = &layout.Get("logits");
@@ -79,10 +92,12 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
       b.moe.token_ids = batch.tokens.data();
       b.moe.segment_ids = batch.segment_ids.data();
       sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, b.normed.data(),
-                                         &b.moe, out, runner_, b.layer);
+                                         &b.moe, out, runner_, b.layer, model_comm_);
       break;
     }
   }
+  // Megatron's g: the row-parallel wo left each piece a partial sum (MoE summed its expert rows).
+  if (model_comm_ != nullptr && b.kind != Kind::kMoe) model_comm_->AllReduceSum(out, t * d);
 }
 
 DecoderSums Decoder::Forward(const float* params, const Batch& batch, const LossScales& scales,
@@ -99,10 +114,25 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   Tensor* x = blocks_.empty() ? &final_input_ : &blocks_[0].input;
   x->ResizeUninitialized({t, d});
   const float* emb = params + embedding_->offset;
-  for (int64_t i = 0; i < t; ++i) {
-    const int32_t tok = batch.tokens[i];
-    OPENMOE_CHECK(tok >= 0 && tok < v);
-    std::memcpy(x->data() + i * d, emb + tok * d, d * sizeof(float));
+  if (model_comm_ == nullptr) {
+    for (int64_t i = 0; i < t; ++i) {
+      const int32_t tok = batch.tokens[i];
+      OPENMOE_CHECK(tok >= 0 && tok < v);
+      std::memcpy(x->data() + i * d, emb + tok * d, d * sizeof(float));
+    }
+  } else {
+    // This piece holds rows [vocab_begin_, + v): its tokens' rows, zeros for the others, summed.
+    for (int64_t i = 0; i < t; ++i) {
+      const int64_t tok = batch.tokens[i] - vocab_begin_;
+      OPENMOE_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < layout_.dims().padded_vocab_size);
+      float* row = x->data() + i * d;
+      if (tok >= 0 && tok < v) {
+        std::memcpy(row, emb + tok * d, d * sizeof(float));
+      } else {
+        std::fill_n(row, d, 0.0f);
+      }
+    }
+    model_comm_->AllReduceSum(x->data(), t * d);
   }
   block_out_.ResizeUninitialized({t, d});
   for (size_t i = 0; i < blocks_.size(); ++i) {
@@ -128,9 +158,16 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   logits_buffer_.ResizeUninitialized({t, v});
   Gemm(dims_.precision, {}, t, v, d, final_normed_.data(), params + logits_->offset,
        logits_buffer_.data());
-  sums.lm = LmLossForwardBackward(logits_buffer_.data(), batch.targets.data(),
-                                  batch.loss_weights.data(), t, v, scales.output_z_weight,
-                                  scales.lm_normalizer, logits_buffer_.data());
+  if (model_comm_ == nullptr) {
+    sums.lm = LmLossForwardBackward(logits_buffer_.data(), batch.targets.data(),
+                                    batch.loss_weights.data(), t, v, scales.output_z_weight,
+                                    scales.lm_normalizer, logits_buffer_.data());
+  } else {
+    sums.lm = VocabParallelLmLossForwardBackward(
+        logits_buffer_.data(), batch.targets.data(), batch.loss_weights.data(), t, v, vocab_begin_,
+        layout_.dims().padded_vocab_size, scales.output_z_weight, scales.lm_normalizer,
+        model_comm_, logits_buffer_.data());
+  }
   // BF16: d loss / d logits only feeds the two logits GEMMs of the backward, which round it
   // anyway; rounding it once spares each a rounded copy (core/gemm.h).
   if (dims_.precision == GemmPrecision::kBf16) {
@@ -166,10 +203,13 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
                        dims_.precision};
       MoeBackward(md, {w(0), w(1), w(2), w(3)}, b.normed.data(), &b.moe, dy,
                   scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn, runner_,
-                  b.layer);
+                  b.layer, model_comm_);
       break;
     }
   }
+  // Megatron's f backward: each piece's column-parallel inputs gave a partial d normed (MoE
+  // summed its dispatched rows' gradient already).
+  if (model_comm_ != nullptr && b.kind != Kind::kMoe) model_comm_->AllReduceSum(dn, t * d);
   // The residual passes dy through unchanged; the norm adds its share.
   RmsNormBackward(dn, b.input.data(), params + b.norm->offset, b.rstd.data(), t, d,
                   residual_grad_.data(), grads + b.norm->offset);
@@ -188,6 +228,7 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   normed_grad_.ResizeUninitialized({t, d});
   Gemm(dims_.precision, {.transpose_b = true}, t, d, v, dlogits, params + logits_->offset,
        normed_grad_.data());
+  if (model_comm_ != nullptr) model_comm_->AllReduceSum(normed_grad_.data(), t * d);
   residual_grad_.Resize({t, d});
   RmsNormBackward(normed_grad_.data(), final_input_.data(), params + final_norm_->offset,
                   final_rstd_.data(), t, d, residual_grad_.data(), grads + final_norm_->offset);
@@ -196,7 +237,14 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   // Embedding: scatter-add the residual gradient into the looked-up rows.
   float* demb = grads + embedding_->offset;
   const float* dx = residual_grad_.data();
-  for (int64_t i = 0; i < t; ++i) AddInPlace(demb + batch.tokens[i] * d, dx + i * d, d);
+  if (model_comm_ == nullptr) {
+    for (int64_t i = 0; i < t; ++i) AddInPlace(demb + batch.tokens[i] * d, dx + i * d, d);
+  } else {
+    for (int64_t i = 0; i < t; ++i) {
+      const int64_t tok = batch.tokens[i] - vocab_begin_;
+      if (tok >= 0 && tok < v) AddInPlace(demb + tok * d, dx + i * d, d);  // v: this piece's rows
+    }
+  }
 }
 
 const Routing* Decoder::routing(int64_t layer) const {

@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/check.h"
 #include "core/kernels.h"
@@ -89,6 +90,73 @@ LmLossSums LmLossForwardBackward(const float* logits, const int32_t* targets, co
     for (int64_t j = 0; j < vocab; ++j) d[j] *= scale;
     // In double: c * p - c would cancel in float when p_y is near 1.
     d[y] = static_cast<float>(c * (p_scale * p_y - 1.0));
+  }
+  return sums;
+}
+
+LmLossSums VocabParallelLmLossForwardBackward(const float* logits, const int32_t* targets,
+                                              const float* weights, int64_t tokens,
+                                              int64_t local_vocab, int64_t vocab_begin,
+                                              int64_t vocab, double z_weight, double normalizer,
+                                              Communicator* comm, float* dlogits) {
+  const int64_t lv = local_vocab, vb = vocab_begin;
+  // Pass 1: every row's maximum over the whole vocabulary.
+  std::vector<float> max(tokens);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int32_t y = targets[t];
+    OPENMOE_CHECK_MSG(y >= 0 && y < vocab, "token %lld: target %d is outside [0, %lld)",
+                      static_cast<long long>(t), y, static_cast<long long>(vocab));
+    max[t] = weights[t] == 0.0f ? 0.0f : RowMax(logits + t * lv, lv);
+  }
+  comm->AllReduceMax(max.data(), tokens);
+
+  // Pass 2: per row, this piece's sum of e^(x - max), the target logit (owned by one piece) and a
+  // miss count: 1 from the owner when the target is not a maximum, plus every maximum before the
+  // target (argmax takes the first maximal index), so a row is correct iff the sum is 0.
+  std::vector<double> partial(3 * tokens, 0.0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* x = logits + t * lv;
+    float* d = dlogits + t * lv;
+    if (weights[t] == 0.0f) {
+      std::fill_n(d, lv, 0.0f);
+      continue;
+    }
+    const float m = max[t];
+    const int64_t y = targets[t] - vb;  // local column of the target, possibly outside [0, lv)
+    int64_t misses = 0;
+    if (y >= 0 && y < lv) {
+      partial[3 * t + 1] = x[y];
+      misses = x[y] == m ? 0 : 1;
+    }
+    const int64_t before = std::clamp<int64_t>(y, 0, lv);  // local columns before the target
+    misses += std::count(x, x + before, m);
+    partial[3 * t + 2] = static_cast<double>(misses);
+    // Two loops, as in the whole form: d may alias x.
+    for (int64_t j = 0; j < lv; ++j) d[j] = ExpNonPositive(x[j] - m);
+    partial[3 * t] = LaneSum(lv, [d](int64_t j) { return static_cast<double>(d[j]); });
+  }
+  comm->AllReduceSum(partial.data(), 3 * tokens);
+
+  // Pass 3: the sums and this piece's gradient columns, as the whole form computes them.
+  LmLossSums sums;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const double w = weights[t];
+    if (w == 0.0) continue;
+    float* d = dlogits + t * lv;
+    const double sum = partial[3 * t], x_y = partial[3 * t + 1];
+    const double lse = max[t] + std::log(sum);
+    sums.cross_entropy += w * (lse - x_y);
+    sums.z_loss += w * lse * lse;
+    sums.weight += w;
+    sums.correct += partial[3 * t + 2] == 0.0 ? 1 : 0;
+    const double c = normalizer * w;
+    const double p_scale = 1.0 + 2.0 * z_weight * lse;
+    const int64_t y = targets[t] - vb;
+    const bool owner = y >= 0 && y < lv;
+    const double p_y = owner ? d[y] / sum : 0.0;
+    const float scale = static_cast<float>(c * p_scale / sum);
+    for (int64_t j = 0; j < lv; ++j) d[j] *= scale;
+    if (owner) d[y] = static_cast<float>(c * (p_scale * p_y - 1.0));
   }
   return sums;
 }

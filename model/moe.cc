@@ -43,7 +43,7 @@ LocalExpertRunner* DefaultRunner() {
 
 RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_config,
                           const MoeWeights& w, const float* x, MoeCache* cache, float* y,
-                          ExpertRunner* runner, int64_t layer) {
+                          ExpertRunner* runner, int64_t layer, Communicator* model_comm) {
   const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
   OPENMOE_CHECK(routing_config.num_experts == num_experts);
   Routing& r = cache->routing;
@@ -78,6 +78,9 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
   // Experts: each runs on its contiguous block of kept assignments (possibly empty), here or on
   // the ranks that hold them.
   (runner != nullptr ? runner : DefaultRunner())->Forward(layer, dims, w, cache);
+  // Each rank of a model group ran its slice of the experts' mlp: sum the partial outputs (the
+  // gate gradients need the whole ones, so before the combine rather than after it).
+  if (model_comm != nullptr) model_comm->AllReduceSum(expert_out, num_kept * d);
 
   phase.Switch(Phase::kPermuteForward);
   // Combine: y[t] = sum of gate * expert output over t's kept choices.
@@ -90,7 +93,7 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
 
 void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCache* cache,
                  const float* dy, double load_balance_scale, double z_scale, const MoeGrads& grads,
-                 float* dx, ExpertRunner* runner, int64_t layer) {
+                 float* dx, ExpertRunner* runner, int64_t layer, Communicator* model_comm) {
   const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
   const Routing& r = cache->routing;
   const int64_t num_kept = r.NumKept();
@@ -118,6 +121,7 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
   // Experts backward, then dispatch backward (scatter-add into dx).
   (runner != nullptr ? runner : DefaultRunner())
       ->Backward(layer, dims, w, grads, cache, d_expert_out, d_dispatched);
+  if (model_comm != nullptr) model_comm->AllReduceSum(d_dispatched, num_kept * d);
   phase.Switch(Phase::kPermuteBackward);
   for (int64_t a = 0; a < num_kept; ++a) {
     AddInPlace(dx + r.kept_token[a] * d, d_dispatched + a * d, d);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/communicator.h"
 #include "core/tensor.h"
 #include "model/expert_ffn.h"
 #include "model/ffn.h"
@@ -72,14 +73,23 @@ std::vector<ExpertBlock> DispatchBlocks(const Routing& routing);
 // ExpertRunner). With cache->jitter set, the router sees x * jitter and the experts x. With
 // routing_config.token_id_tables set, tokens go where the tables say for `layer` (by
 // cache->token_ids): the router is not run, has no losses and gets no gradient.
+//
+// model_comm (tensor parallelism, may be null): the ranks of a model group, each holding a slice
+// of every expert's mlp dim (dims.expert_d_ff is the slice's) and the same x and router. The
+// routing is then the same on every rank; the experts' partial outputs (A, d) are summed over the
+// group before the combine, so y and the gates' gradients are the whole layer's on every rank.
 RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_config,
                           const MoeWeights& w, const float* x, MoeCache* cache, float* y,
-                          ExpertRunner* runner = nullptr, int64_t layer = 0);
+                          ExpertRunner* runner = nullptr, int64_t layer = 0,
+                          Communicator* model_comm = nullptr);
 
 // dy: (T, d). load_balance_scale and z_scale: see RouterLossBackward. dx (T, d) += ...,
 // grads += ... . The gradient reaches the router through the kept gates and the router losses.
+// model_comm: as in MoeForward (the same one); d dispatched (A, d) is summed over it before it
+// reaches dx, so dx and the router's gradient are the whole layer's on every rank of the group.
 void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCache* cache,
                  const float* dy, double load_balance_scale, double z_scale, const MoeGrads& grads,
-                 float* dx, ExpertRunner* runner = nullptr, int64_t layer = 0);
+                 float* dx, ExpertRunner* runner = nullptr, int64_t layer = 0,
+                 Communicator* model_comm = nullptr);
 
 }  // namespace openmoe

@@ -2,8 +2,10 @@
 // included), packed segments, padding weights, and every loss term switched on.
 #include "model/decoder.h"
 
+#include <cstring>
 #include <vector>
 
+#include "core/check.h"
 #include "gtest/gtest.h"
 #include "tests/testing/conditioned_params.h"
 #include "tests/testing/grad_check.h"
@@ -116,6 +118,62 @@ TEST(Decoder, DenseLayersHaveNoRouting) {
   decoder.Forward(params.data(), TinyBatch(dims.vocab_size), {.lm_normalizer = 1.0 / 13});
   EXPECT_EQ(decoder.routing(0), nullptr);
   EXPECT_NE(decoder.routing(1), nullptr);
+}
+
+// A one-rank communicator that counts its calls: a whole layout (model_parts 1) must not use it.
+class CountingCommunicator final : public Communicator {
+ public:
+  int calls = 0;
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void AllReduceSum(float*, int64_t) override { ++calls; }
+  void AllReduceSum(double*, int64_t) override { ++calls; }
+  void AllReduceSum(int64_t*, int64_t) override { ++calls; }
+  void AllReduceMin(int64_t*, int64_t) override { ++calls; }
+  void AllReduceMax(float*, int64_t) override { ++calls; }
+  void AllToAll(const int64_t* send, int64_t* recv, int64_t n) override {
+    ++calls;
+    std::memcpy(recv, send, n * sizeof(int64_t));
+  }
+  void AllToAllV(const float*, const std::vector<int64_t>&, float*,
+                 const std::vector<int64_t>&) override {
+    OPENMOE_CHECK(false);
+  }
+  void AllToAllV(const uint16_t*, const std::vector<int64_t>&, uint16_t*,
+                 const std::vector<int64_t>&) override {
+    OPENMOE_CHECK(false);
+  }
+  void Broadcast(std::string*, int) override { ++calls; }
+  std::unique_ptr<Communicator> Split(int, int) override { return nullptr; }
+  int LocalSize() override { return 1; }
+};
+
+// model_parts 1 with a communicator is the path without one, bit for bit, and never communicates.
+TEST(Decoder, WholeLayoutWithCommunicatorIsBitIdentical) {
+  const JobSpec spec = TinySpec(FFN_OPENMOE);
+  const ModelDims dims = DimsFromSpec(spec);
+  const ParamLayout layout(dims, {.model_parts = 1, .model_index = 0});
+  std::vector<float> params(layout.total_size());
+  InitParams(layout, 2, params.data());
+  const Batch batch = TinyBatch(dims.vocab_size);
+  const LossScales scales = {.lm_normalizer = 1.0 / 13, .output_z_weight = 0.02,
+                             .load_balance_scale = 0.1, .router_z_scale = 0.01};
+  CountingCommunicator comm;
+  std::vector<float> grads_alone(layout.total_size(), 0.0f), grads_comm(layout.total_size(), 0.0f);
+  Decoder alone(layout, RoutingFromSpec(spec, false));
+  Decoder with_comm(layout, RoutingFromSpec(spec, false), nullptr, &comm);
+  const DecoderSums a = alone.Forward(params.data(), batch, scales);
+  alone.Backward(params.data(), batch, scales, grads_alone.data());
+  const DecoderSums b = with_comm.Forward(params.data(), batch, scales);
+  with_comm.Backward(params.data(), batch, scales, grads_comm.data());
+  EXPECT_EQ(comm.calls, 0);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.lm.cross_entropy, b.lm.cross_entropy);
+  EXPECT_EQ(a.lm.z_loss, b.lm.z_loss);
+  EXPECT_EQ(a.lm.correct, b.lm.correct);
+  EXPECT_EQ(a.router[1].load_balance, b.router[1].load_balance);
+  EXPECT_EQ(std::memcmp(grads_alone.data(), grads_comm.data(), grads_alone.size() * sizeof(float)),
+            0);
 }
 
 }  // namespace

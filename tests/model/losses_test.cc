@@ -1,9 +1,14 @@
 #include "model/losses.h"
 
 #include <algorithm>
+#include <barrier>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <thread>
 #include <vector>
+
+#include "core/check.h"
 
 #include "gtest/gtest.h"
 #include "tests/testing/grad_check.h"
@@ -198,6 +203,172 @@ TEST(LmLossDeathTest, TargetOutsideVocabularyAborts) {
   EXPECT_DEATH(
       LmLossForwardBackward(logits.data(), targets.data(), weights.data(), 1, 4, 0, 1, d.data()),
       "target 4 is outside");
+}
+
+// The ranks of a group as threads of this process: each all-reduce publishes every rank's buffer,
+// reduces them all into the caller's copy, and waits until nobody reads before writing it back.
+// Only what the vocabulary-parallel loss uses.
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int n) : n_(n), sync_(n), buffers_(n) {}
+
+  class Member final : public Communicator {
+   public:
+    Member(ThreadGroup* g, int rank) : g_(g), rank_(rank) {}
+    int rank() const override { return rank_; }
+    int size() const override { return g_->n_; }
+    void AllReduceSum(float* data, int64_t n) override {
+      Reduce(data, n, [](float a, float b) { return a + b; });
+    }
+    void AllReduceSum(double* data, int64_t n) override {
+      Reduce(data, n, [](double a, double b) { return a + b; });
+    }
+    void AllReduceSum(int64_t* data, int64_t n) override {
+      Reduce(data, n, [](int64_t a, int64_t b) { return a + b; });
+    }
+    void AllReduceMin(int64_t* data, int64_t n) override {
+      Reduce(data, n, [](int64_t a, int64_t b) { return std::min(a, b); });
+    }
+    void AllReduceMax(float* data, int64_t n) override {
+      Reduce(data, n, [](float a, float b) { return std::max(a, b); });
+    }
+    void AllToAll(const int64_t*, int64_t*, int64_t) override { OPENMOE_CHECK(false); }
+    void AllToAllV(const float*, const std::vector<int64_t>&, float*,
+                   const std::vector<int64_t>&) override {
+      OPENMOE_CHECK(false);
+    }
+    void AllToAllV(const uint16_t*, const std::vector<int64_t>&, uint16_t*,
+                   const std::vector<int64_t>&) override {
+      OPENMOE_CHECK(false);
+    }
+    void Broadcast(std::string*, int) override { OPENMOE_CHECK(false); }
+    std::unique_ptr<Communicator> Split(int, int) override { return nullptr; }
+    int LocalSize() override { return g_->n_; }
+
+   private:
+    template <typename T, typename Op>
+    void Reduce(T* data, int64_t n, Op op) {
+      g_->buffers_[rank_] = data;
+      g_->sync_.arrive_and_wait();
+      std::vector<T> out(static_cast<const T*>(g_->buffers_[0]),
+                         static_cast<const T*>(g_->buffers_[0]) + n);
+      for (int r = 1; r < g_->n_; ++r) {
+        const T* other = static_cast<const T*>(g_->buffers_[r]);
+        for (int64_t i = 0; i < n; ++i) out[i] = op(out[i], other[i]);
+      }
+      g_->sync_.arrive_and_wait();
+      std::copy(out.begin(), out.end(), data);
+    }
+    ThreadGroup* g_;
+    int rank_;
+  };
+
+  // Runs fn(member) on n threads, one per rank.
+  template <typename Fn>
+  void Run(Fn fn) {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < n_; ++r) {
+      threads.emplace_back([this, r, &fn] {
+        Member m(this, r);
+        fn(m);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+
+ private:
+  int n_;
+  std::barrier<> sync_;
+  std::vector<const void*> buffers_;
+};
+
+// Splits (T, V) logits at `cuts` into pieces, runs the vocabulary-parallel loss on each piece in
+// its own thread, and returns every piece's sums and the pieces' gradients put back together.
+std::vector<LmLossSums> RunPieces(const std::vector<float>& logits, const std::vector<int32_t>& targets,
+                                  const std::vector<float>& weights, int64_t t, int64_t v,
+                                  const std::vector<int64_t>& cuts, double z_weight,
+                                  double normalizer, std::vector<float>* dlogits) {
+  const int n = static_cast<int>(cuts.size()) - 1;
+  std::vector<LmLossSums> sums(n);
+  dlogits->assign(t * v, 0.0f);
+  ThreadGroup group(n);
+  group.Run([&](Communicator& comm) {
+    const int r = comm.rank();
+    const int64_t begin = cuts[r], lv = cuts[r + 1] - cuts[r];
+    std::vector<float> piece(t * lv), d(t * lv);
+    for (int64_t i = 0; i < t; ++i)
+      std::copy_n(logits.data() + i * v + begin, lv, piece.data() + i * lv);
+    sums[r] = VocabParallelLmLossForwardBackward(piece.data(), targets.data(), weights.data(), t, lv,
+                                                 begin, v, z_weight, normalizer, &comm, d.data());
+    for (int64_t i = 0; i < t; ++i)
+      std::copy_n(d.data() + i * lv, lv, dlogits->data() + i * v + begin);
+  });
+  return sums;
+}
+
+TEST(VocabParallelLmLossTest, OnePieceIsTheWholeBitForBit) {
+  const int64_t t = 5, v = 1003;
+  std::vector<float> logits(t * v);
+  FillNormal(logits.data(), logits.size(), 3.0, 17);
+  const std::vector<int32_t> targets = {0, 500, 1002, 7, 64};
+  const std::vector<float> weights = {1, 0, 0.5f, 1, 2};
+  std::vector<float> whole_d(t * v), piece_d;
+  const LmLossSums whole = LmLossForwardBackward(logits.data(), targets.data(), weights.data(), t,
+                                                 v, 0.01, 0.25, whole_d.data());
+  const LmLossSums piece =
+      RunPieces(logits, targets, weights, t, v, {0, v}, 0.01, 0.25, &piece_d)[0];
+  EXPECT_EQ(piece.cross_entropy, whole.cross_entropy);
+  EXPECT_EQ(piece.z_loss, whole.z_loss);
+  EXPECT_EQ(piece.weight, whole.weight);
+  EXPECT_EQ(piece.correct, whole.correct);
+  EXPECT_EQ(std::memcmp(piece_d.data(), whole_d.data(), whole_d.size() * sizeof(float)), 0);
+}
+
+TEST(VocabParallelLmLossTest, UnevenPiecesMatchTheWhole) {
+  const int64_t t = 6, v = 301;
+  std::vector<float> logits(t * v);
+  FillNormal(logits.data(), logits.size(), 4.0, 5);
+  // The target is the argmax in rows 0 and 3 (so `correct` is exercised across pieces).
+  const std::vector<int32_t> targets = {150, 0, 300, 299, 12, 100};
+  for (int64_t i : {0, 3}) logits[i * v + targets[i]] = 40.0f;
+  const std::vector<float> weights = {1, 1, 0, 0.5f, 1, 1};
+  std::vector<float> whole_d(t * v), piece_d;
+  const LmLossSums whole = LmLossForwardBackward(logits.data(), targets.data(), weights.data(), t,
+                                                 v, 0.02, 0.2, whole_d.data());
+  const std::vector<LmLossSums> pieces =
+      RunPieces(logits, targets, weights, t, v, {0, 100, 101, 301}, 0.02, 0.2, &piece_d);
+  EXPECT_EQ(whole.correct, 2);
+  for (const LmLossSums& p : pieces) {  // every rank holds the whole's sums
+    EXPECT_NEAR(p.cross_entropy, whole.cross_entropy, 1e-12 * whole.cross_entropy);
+    EXPECT_NEAR(p.z_loss, whole.z_loss, 1e-12 * whole.z_loss);
+    EXPECT_EQ(p.weight, whole.weight);
+    EXPECT_EQ(p.correct, whole.correct);
+  }
+  for (int64_t i = 0; i < t * v; ++i)
+    EXPECT_NEAR(piece_d[i], whole_d[i], 1e-6 * std::abs(whole_d[i]) + 1e-12) << i;
+}
+
+TEST(VocabParallelLmLossTest, CorrectTakesTheFirstMaximumAcrossPieces) {
+  // V = 6 in pieces {0, 1, 2} and {3, 4, 5}; the maximum 2 at columns 1 and 4.
+  const int64_t v = 6;
+  const std::vector<float> row = {0, 2, 1, 0, 2, 1};
+  std::vector<float> logits;
+  for (int i = 0; i < 3; ++i) logits.insert(logits.end(), row.begin(), row.end());
+  // Target 4: a maximum, but column 1 of the other piece comes first. Target 1: the first
+  // maximum. Target 5: no maximum.
+  const std::vector<int32_t> targets = {4, 1, 5};
+  const std::vector<float> weights = {1, 1, 1};
+  std::vector<float> d;
+  for (const std::vector<int64_t>& cuts : {std::vector<int64_t>{0, 3, 6}, {0, 6}}) {
+    for (size_t row_only = 0; row_only < 3; ++row_only) {
+      std::vector<float> one(logits.begin() + row_only * v, logits.begin() + (row_only + 1) * v);
+      const LmLossSums s =
+          RunPieces(one, {targets[row_only]}, {1.0f}, 1, v, cuts, 0, 1, &d)[0];
+      EXPECT_EQ(s.correct, row_only == 1 ? 1 : 0) << "target " << targets[row_only];
+    }
+  }
+  const LmLossSums all = RunPieces(logits, targets, weights, 3, v, {0, 3, 6}, 0, 1, &d)[1];
+  EXPECT_EQ(all.correct, 1);
 }
 
 }  // namespace
