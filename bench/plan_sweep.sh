@@ -15,6 +15,8 @@
 #                            whole slice (E = ep = chips, so the buffer stays 2560 rows x 2048 x
 #                            bf16 = 10 MiB per chip) and (b) fixed groups of 32 chips (ep = 32).
 #   plan_sweep_8b.png, fixed_bytes_scaling.png   plots of both (gnuplot).
+#   layout_search_{8b,34b}.{txt,json}  `openmoe plan --search` of OpenMoE-8B/32E on v3-256 and
+#                            34B/32E on v3-512: every valid (data, expert, model) layout, ranked.
 # Needs python3 (JSON to CSV) and gnuplot; installs the Debian packages if missing (apt-get, as
 # root or through sudo).
 #
@@ -132,4 +134,13 @@ EOF
 gnuplot -e "csv='$out/plan_sweep_8b.csv'; fixed='$out/fixed_bytes_scaling.csv'; \
   png1='$out/plan_sweep_8b.png'; png2='$out/fixed_bytes_scaling.png'; eps='$eps'" \
   "$root/bench/scaling_plots.gp"
-echo "wrote $out/plan_sweep_8b.csv $out/fixed_bytes_scaling.csv and their PNGs"
+# 3. Layout search (data x expert x model) of the two large configs on their slices.
+for m in "8b 256" "34b 512"; do
+  read -r size n <<<"$m"
+  for fmt in txt json; do
+    flag=(); [[ $fmt == json ]] && flag=(--json)
+    "$bin" plan --search "${flag[@]}" --job "$root/launch/configs/openmoe_${size}_32e.pbtxt" \
+      --job "$root/launch/configs/topology/v3-$n.pbtxt" >"$out/layout_search_$size.$fmt"
+  done
+done
+echo "wrote $out/plan_sweep_8b.csv $out/fixed_bytes_scaling.csv, their PNGs and layout_search_*"

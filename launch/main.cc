@@ -4,7 +4,7 @@
 //
 //   openmoe train --job FILE ... [--set field.path=value ...] [--allow_defaults]
 //                 [--resume auto|never|DIR]
-//   openmoe plan --job FILE ... [--set field.path=value ...] [--allow_defaults] [--json]
+//   openmoe plan --job FILE ... [--set field.path=value ...] [--allow_defaults] [--json] [--search]
 //   openmoe prep --input FILE|DIR ... (--tokenizer MODEL | --train_tokenizer MODEL) [--out DIR]
 //                [--npy OUT.npy --rows R --seq_len S [--force]]
 //   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--json]
@@ -49,7 +49,9 @@ int Fail(const absl::Status& status) {
 int Plan(const CommandLine& cl) {
   auto spec = LoadJob(cl.GetAll("job"), cl.GetAll("set"), cl.GetBool("allow_defaults"));
   if (!spec.ok()) return Fail(spec.status());
-  const absl::Status status = RunPlan(*spec, cl.GetBool("json"), std::cout);
+  const absl::Status status = cl.GetBool("search")
+                                  ? RunPlanSearch(*spec, cl.GetBool("json"), std::cout)
+                                  : RunPlan(*spec, cl.GetBool("json"), std::cout);
   std::cout.flush();
   return status.ok() ? 0 : Fail(status);
 }

@@ -27,8 +27,13 @@ absl::Status EstimateRankMemory(const JobSpec& spec, int world_size, int rank,
   absl::StatusOr<Mesh> mesh = MakeMesh(spec, world_size, rank);
   if (!mesh.ok()) return mesh.status();
   const ModelDims dims = DimsFromSpec(spec);
-  const ParamLayout layout(dims, {mesh->first_local_expert,
-                                  dims.num_experts > 0 ? mesh->num_local_experts : -1});
+  // The rank's piece: its experts, and piece model_index of model_ranks of the model-split
+  // parameters (whole ones when the rank hosts whole model groups, model_ranks 1).
+  const ParamLayout layout(dims, ParamShard{.first_expert = mesh->first_local_expert,
+                                            .num_local_experts =
+                                                dims.num_experts > 0 ? mesh->num_local_experts : -1,
+                                            .model_parts = mesh->model_ranks,
+                                            .model_index = mesh->model_index});
   // The local layout's expert tensors hold only this rank's experts: expert_parallel 1.
   const ChipMemory held = MemoryPerChip(layout, spec.optimizer(), 1);
   constexpr double kFloat = 4;
@@ -49,13 +54,15 @@ absl::Status EstimateRankMemory(const JobSpec& spec, int world_size, int rank,
                                   static_cast<double>(ExpertCapacity(routing));
     expert_rows_per_token = rows / static_cast<double>(routing.group_size);
   }
+  // Activations of the piece's sizes (d_model-wide ones whole, head / mlp / vocab-wide ones
+  // split), for every data shard the rank works on.
   const TokenTraffic traffic =
-      TrafficPerToken(dims, spec.train().seq_len(), expert_rows_per_token);
+      TrafficPerToken(layout.local_dims(), spec.train().seq_len(), expert_rows_per_token);
   const double tokens = static_cast<double>(spec.train().batch_rows()) *
                         static_cast<double>(spec.train().seq_len()) /
-                        static_cast<double>(std::max<int64_t>(1, spec.topology().num_chips())) /
+                        static_cast<double>(std::max<int64_t>(1, mesh->NumShards())) /
                         static_cast<double>(std::max<int64_t>(1, spec.train().microbatches())) *
-                        static_cast<double>(mesh->chips_per_rank);
+                        static_cast<double>(mesh->ShardsPerRank());
   // Saved activations and, in the backward pass, gradients of the same shapes.
   e.activation_bytes = 2 * kFloat * traffic.saved_elements * tokens;
   e.runtime_bytes = kRuntimeBytes;

@@ -4,11 +4,13 @@
 //
 // The estimate of one rank's bytes, all fp32 as the Trainer keeps them:
 //   parameters + gradients   2 * the rank's ParamLayout (shared parameters once, its chips'
-//                            experts), as Trainer allocates them
+//                            experts; with a model group spanning model_ranks ranks, piece
+//                            model_index of the model-split parameters), as Trainer allocates them
 //   optimizer state          Adafactor's statistics (MemoryPerChip's rule, model/param_count.h)
 //                            or AdamW's two moments (2 * parameters)
 //   activations              2 * TrafficPerToken(...).saved_elements (parallel/cost/hbm_traffic.h)
-//                            per token of one microbatch of all the rank's chips (kept for the
+//                            of the piece's sizes (ParamLayout::local_dims) per token of one
+//                            microbatch of every data shard the rank works on (kept for the
 //                            backward pass, and their gradients)
 //   runtime                  a fixed 256 MiB (MPI, OpenBLAS, the binary, the data pipeline)
 // An estimate, not a bound: a job near the limit may still fail while allocating.

@@ -10,6 +10,7 @@
 #include "launch/job_loader.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "parallel/cost/hbm_traffic.h"
 
 namespace openmoe {
 namespace {
@@ -52,6 +53,35 @@ TEST(MemoryCheck, FailsWithOneLineJustBelowTheEstimate) {
   EXPECT_EQ(message.find('\n'), std::string::npos);
   // A mesh that does not fit the world (3 ranks for 4 chips) is left to Trainer::Create.
   EXPECT_TRUE(CheckRankMemory(spec, 3, 0, 1, "tiny").ok());
+}
+
+TEST(MemoryCheck, ARankOfASplitModelGroupHoldsItsPiece) {
+  // tiny at model_parallel 2, expert_parallel 2 on 4 ranks: each model group (one data shard of
+  // 4 rows) spans 2 ranks; rank 0 holds piece 0 of 2 and experts 0 and 1.
+  JobSpec spec = Tiny();
+  spec.mutable_mesh()->set_expert_parallel(2);
+  spec.mutable_mesh()->set_model_parallel(2);
+  ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  RankMemoryEstimate e;
+  ASSERT_TRUE(EstimateRankMemory(spec, 4, 0, &e).ok());
+  const ModelDims dims = DimsFromSpec(spec);
+  // A naive count of the piece (every tensor a multiple of 16 floats: no alignment padding):
+  // heads, mlp and vocabulary halved, norm scales and router whole, 2 of the 4 experts.
+  const double d = 64, a = 64 / 2, f = 128 / 2, fe = dims.expert_d_ff / 2.0, v = 512 / 2;
+  const double attention = d + 4 * d * a;
+  const double ffn = d + d * 2 * f + d * f + f * d;
+  const double moe = d + d * 4 + 2 * (d * 2 * fe + d * fe + fe * d);
+  const double params = v * d + 4 * attention + 2 * moe + 4 * ffn + d + d * v;
+  EXPECT_DOUBLE_EQ(e.params_bytes, 4 * params);
+  // Activations of the piece's sizes for the rank's one shard: 4 rows x 64 = 256 tokens, expert
+  // buffer E * C = 4 x 40 rows per 128-token group.
+  ModelDims piece = dims;
+  piece.num_heads /= 2;
+  piece.d_ff /= 2;
+  piece.expert_d_ff /= 2;
+  piece.padded_vocab_size /= 2;
+  EXPECT_DOUBLE_EQ(e.activation_bytes,
+                   2 * 4 * TrafficPerToken(piece, 64, 160.0 / 128).saved_elements * 256);
 }
 
 }  // namespace

@@ -1,13 +1,17 @@
 #include "launch/plan_command.h"
 #include "parallel/cost/plan.h"
 
+#include <set>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "launch/job_loader.h"
+#include "model/config.h"
 
 namespace openmoe {
 namespace {
@@ -160,6 +164,149 @@ TEST(PlanTest, InvalidSpecIsAnErrorNotACrash) {
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.message().find("mesh.expert_parallel=0"), std::string::npos) << status;
   EXPECT_TRUE(out.str().empty());
+}
+
+JobSpec LoadConfigs(const std::vector<std::string>& names) {
+  std::vector<std::string> paths;
+  for (const std::string& n : names) paths.push_back(std::string(OPENMOE_SOURCE_DIR) + "/" + n);
+  auto spec = LoadJob(paths, {});
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return spec.ok() ? *spec : JobSpec();
+}
+
+TEST(PlanTest, ModelParallelShowsTheSplitAndTheModelAxisCollectives) {
+  JobSpec spec = TinyMoe();
+  ASSERT_TRUE(ApplySet("mesh.model_parallel=2", &spec).ok());
+  ASSERT_TRUE(ApplySet("mesh.expert_parallel=1", &spec).ok());
+  const PlanReport r = ComputePlan(spec);
+  EXPECT_EQ(r.model_parallel, 2);
+  EXPECT_EQ(r.data_parallel, 2);  // 4 chips / 2: two data shards
+  EXPECT_EQ(r.tokens_per_chip_microbatch, 8 * 64 / 2);
+  EXPECT_LT(r.memory.params, ComputePlan(TinyMoe()).memory.params * 2);
+  std::ostringstream out;
+  ASSERT_TRUE(RunPlan(spec, false, out).ok());
+  for (const char* s : {"model_parallel    2", "all_reduce_model", "all_reduce_model_experts",
+                        "all_reduce_model_loss", "of it the model axis", "per shard"}) {
+    EXPECT_NE(out.str().find(s), std::string::npos) << s << "\n" << out.str();
+  }
+  std::ostringstream json;
+  ASSERT_TRUE(RunPlan(spec, true, json).ok());
+  Struct parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.str(), &parsed).ok()) << json.str();
+  EXPECT_EQ(Number(parsed, "mesh", "model_parallel"), 2);
+}
+
+// The layouts a search must list, from the rules written out here (not ValidateJob's code).
+std::set<std::pair<int64_t, int64_t>> BruteForceLayouts(const JobSpec& spec) {
+  const ModelDims d = DimsFromSpec(spec);
+  const int64_t chips = spec.topology().num_chips(), mb = spec.train().microbatches();
+  const int64_t padded = (spec.model().vocab_size() + spec.model().vocab_pad_multiple() - 1) /
+                         spec.model().vocab_pad_multiple() * spec.model().vocab_pad_multiple();
+  std::set<std::pair<int64_t, int64_t>> valid;
+  for (int64_t mp = 1; mp <= chips; ++mp) {
+    for (int64_t ep = 1; ep <= chips; ++ep) {
+      if (chips % (ep * mp) != 0 || spec.model().num_experts() % ep != 0) continue;
+      if (spec.model().num_heads() % mp != 0 || spec.model().d_ff() % mp != 0 ||
+          d.expert_d_ff % mp != 0 || padded % mp != 0) {
+        continue;
+      }
+      const int64_t shards = chips / mp;
+      if (spec.train().batch_rows() % (shards * mb) != 0) continue;
+      const int64_t tokens = spec.train().batch_rows() / (shards * mb) * spec.train().seq_len();
+      if (tokens % spec.router().group_size() != 0) continue;
+      valid.insert({ep, mp});
+    }
+  }
+  return valid;
+}
+
+TEST(PlanSearchTest, ListsExactlyTheValidLayoutsRankedByStepTime) {
+  // 16 chips (4x4), 4 experts (ep <= 4), 4 heads (mp <= 4), vocabulary 502 (mp 4 does not
+  // divide it), 16 rows of 64 tokens in routing groups of 64: one row per chip, so with 2
+  // microbatches mp 1 leaves half a row per chip per microbatch.
+  JobSpec spec = TinyMoe();
+  for (const char* s : {"topology.num_chips=16", "topology.torus_x=4", "topology.torus_y=4",
+                        "model.vocab_size=502", "model.vocab_pad_multiple=2",
+                        "train.batch_rows=16", "router.group_size=64"}) {
+    ASSERT_TRUE(ApplySet(s, &spec).ok()) << s;
+  }
+  for (int64_t microbatches : {1, 2}) {
+    spec.mutable_train()->set_microbatches(microbatches);
+    const std::set<std::pair<int64_t, int64_t>> expected = BruteForceLayouts(spec);
+    ASSERT_FALSE(expected.empty());
+    std::ostringstream out;
+    ASSERT_TRUE(RunPlanSearch(spec, true, out).ok()) << out.str();
+    Struct parsed;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out.str(), &parsed).ok()) << out.str();
+    std::set<std::pair<int64_t, int64_t>> listed;
+    double previous = 0;
+    for (const Value& v : parsed.fields().at("layouts").list_value().values()) {
+      const auto& f = v.struct_value().fields();
+      const int64_t ep = static_cast<int64_t>(f.at("expert_parallel").number_value());
+      const int64_t mp = static_cast<int64_t>(f.at("model_parallel").number_value());
+      EXPECT_EQ(f.at("data_parallel").number_value(), 16 / mp);
+      EXPECT_TRUE(listed.insert({ep, mp}).second) << "listed twice: " << ep << "," << mp;
+      const double step = f.at("step_seconds").number_value();
+      EXPECT_GE(step, previous);
+      previous = step;
+      EXPECT_TRUE(f.at("fits").has_bool_value());
+      // Each listed layout is what plain `plan` predicts for it.
+      JobSpec one = spec;
+      one.mutable_mesh()->set_expert_parallel(ep);
+      one.mutable_mesh()->set_model_parallel(mp);
+      one.mutable_train()->set_microbatches(
+          static_cast<int64_t>(f.at("microbatches").number_value()));
+      EXPECT_DOUBLE_EQ(step, ComputePlan(one).cost.step_seconds);
+    }
+    EXPECT_EQ(listed, expected) << "microbatches " << microbatches;
+    EXPECT_EQ(listed.count({1, 4}), 0u);  // the vocabulary rule bites
+    EXPECT_EQ(listed.count({1, 1}), microbatches == 1 ? 1u : 0u);  // the batch rule bites
+    EXPECT_LT(listed.size(), 16u * 16u);
+  }
+}
+
+TEST(PlanSearchTest, TextMarksTheFitAndNoValidLayoutIsAnError) {
+  JobSpec spec = TinyMoe();
+  std::ostringstream out;
+  ASSERT_TRUE(RunPlanSearch(spec, false, out).ok());
+  for (const char* s : {"openmoe plan --search", "valid layouts", "fits", "best that fits"}) {
+    EXPECT_NE(out.str().find(s), std::string::npos) << s << "\n" << out.str();
+  }
+  spec.mutable_router()->set_group_size(4096);  // larger than any shard's tokens
+  std::ostringstream none;
+  const absl::Status status = RunPlanSearch(spec, false, none);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("no valid layout"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("router.group_size"), std::string::npos) << status;
+  EXPECT_TRUE(none.str().empty());
+}
+
+// The OpenMoE configs on their slices: some layout fits in a v3 chip's 32 GiB.
+void ExpectSomeLayoutFits(const std::vector<std::string>& configs) {
+  const JobSpec spec = LoadConfigs(configs);
+  std::ostringstream out;
+  ASSERT_TRUE(RunPlanSearch(spec, true, out).ok());
+  Struct parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out.str(), &parsed).ok()) << out.str();
+  int fitting = 0;
+  for (const Value& v : parsed.fields().at("layouts").list_value().values()) {
+    const auto& f = v.struct_value().fields();
+    if (!f.at("fits").bool_value()) continue;
+    ++fitting;
+    EXPECT_LE(f.at("memory_bytes").number_value(), 32.0 * 1024 * 1024 * 1024);
+  }
+  EXPECT_GE(fitting, 1) << out.str();
+  EXPECT_TRUE(parsed.fields().at("best_fitting").has_struct_value());
+}
+
+TEST(PlanSearchTest, OpenMoe8bOnV3_256HasALayoutThatFits) {
+  ExpectSomeLayoutFits({"launch/configs/openmoe_8b_32e.pbtxt",
+                        "launch/configs/topology/v3-256.pbtxt"});
+}
+
+TEST(PlanSearchTest, OpenMoe34bOnV3_512HasALayoutThatFits) {
+  ExpectSomeLayoutFits({"launch/configs/openmoe_34b_32e.pbtxt",
+                        "launch/configs/topology/v3-512.pbtxt"});
 }
 
 }  // namespace
