@@ -1,7 +1,11 @@
 #include "model/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <limits>
+#include <thread>
+#include <vector>
 
 #include "core/bf16.h"
 #include "core/check.h"
@@ -10,32 +14,139 @@
 namespace openmoe {
 namespace {
 
+constexpr int64_t kBlk = kAttentionBlock;
+
 // Scores more than this below their row's max get probability exactly 0. Such a probability
 // (< 4e-18, against a row max >= 1/S) is far below fp32 resolution of the context it feeds, but
 // kept, it and its products with small gradients become subnormal floats, which slow the GEMMs
 // reading them several-fold (measured at B=16 S=256 with peaked scores: forward 2.4x, backward
-// 4.4x slower).
+// 4.4x slower). The forward cuts against its running max, the backward against the log-sum-exp
+// (>= the max); either way what is cut is below e^-40 of the row's total.
 constexpr float kMinScoreBelowMax = -40.0f;
 
-// Softmax of one row of scores over the keys query i may see (j <= i, same segment), in place.
-// Every other entry is set to exactly 0. Keys of other segments are skipped with a select so the
-// loops stay branch-free; `lo` (the first key of i's segment) bounds the range that needs exp.
-void MaskedSoftmaxRow(float* row, int64_t s_len, int64_t i, int64_t lo, const int32_t* seg) {
-  const int32_t si = seg[i];
-  float mx = row[i];  // the diagonal is always allowed
-  for (int64_t j = lo; j < i; ++j) mx = seg[j] == si ? std::max(mx, row[j]) : mx;
-  float sum = 0.0f;
-  for (int64_t j = lo; j <= i; ++j) {
-    const float z = row[j] - mx;
-    const float e = seg[j] == si && z > kMinScoreBelowMax ? std::exp(z) : 0.0f;
-    row[j] = e;
-    sum += e;
+// lo[i] = the first key of query i's segment in its row (the smallest j with seg[j] == seg[i]).
+// Packed segments are contiguous, so lo only moves at a boundary; scanning from 0 there also keeps
+// non-contiguous segment ids correct (the mask itself is by id equality).
+void SegmentStarts(const int32_t* seg, int64_t s_len, int64_t* lo) {
+  int64_t start = 0;
+  for (int64_t i = 0; i < s_len; ++i) {
+    if (i > 0 && seg[i] != seg[i - 1]) {
+      start = 0;
+      while (seg[start] != seg[i]) ++start;
+    }
+    lo[i] = start;
   }
-  const float inv = 1.0f / sum;
-  for (int64_t j = lo; j <= i; ++j) row[j] *= inv;
-  std::fill(row, row + lo, 0.0f);
-  std::fill(row + i + 1, row + s_len, 0.0f);
 }
+
+// One (row b, head h) of the (B*S, H*hd) matrices, with its row's mask.
+struct Head {
+  const float* q;  // (S, hd), leading dimension ld; likewise k, v, o (the context), d_o
+  const float* k;
+  const float* v;
+  int64_t ld;
+  int64_t hd;
+  int64_t s_len;
+  const int32_t* seg;  // (S)
+  const int64_t* lo;   // (S) SegmentStarts
+};
+
+// The first key block that query block [i0, i1) needs: blocks wholly before every one of its
+// queries' segment starts hold no allowed key. Blocks from i1 on are wholly above the diagonal.
+int64_t FirstKeyBlock(const Head& hd, int64_t i0, int64_t i1) {
+  const int64_t min_lo = *std::min_element(hd.lo + i0, hd.lo + i1);
+  return min_lo / kBlk * kBlk;
+}
+
+// scores (nq, nk), leading dimension kBlk = q[i0:i0+nq] k[j0:j0+nk]^T.
+void ScoreTile(GemmPrecision pr, const Head& hd, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
+               float* scores) {
+  Gemm(pr, {.transpose_b = true}, nq, nk, hd.hd, hd.q + i0 * hd.ld, hd.ld, hd.k + j0 * hd.ld,
+       hd.ld, scores, kBlk);
+}
+
+// The allowed keys of query i inside key block [j0, j1) lie in [jb, je) (and share i's segment).
+struct KeyRange {
+  int64_t jb, je;
+};
+KeyRange AllowedRange(const Head& hd, int64_t i, int64_t j0, int64_t j1) {
+  return {std::max(j0, hd.lo[i]), std::min(j1, i + 1)};
+}
+
+// Forward of one tile with the online softmax: turns the score tile into exp(score - m_new)
+// (masked and cut entries exactly 0), updates each row's running max m and sum l, and rescales the
+// rows of the output accumulator o (leading dimension ld) already holding earlier key blocks.
+void OnlineSoftmaxTile(const Head& hd, int64_t i0, int64_t nq, int64_t j0, int64_t nk, float* p,
+                       float* m, float* l, float* o) {
+  for (int64_t r = 0; r < nq; ++r) {
+    const int64_t i = i0 + r;
+    float* row = p + r * kBlk;
+    const int32_t si = hd.seg[i];
+    const auto [jb, je] = AllowedRange(hd, i, j0, j0 + nk);
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = jb; j < je; ++j) mx = hd.seg[j] == si ? std::max(mx, row[j - j0]) : mx;
+    if (mx == -std::numeric_limits<float>::infinity()) {  // no key of this tile: row untouched
+      std::fill(row, row + nk, 0.0f);
+      continue;
+    }
+    const float m_new = std::max(m[r], mx);
+    // m[r] = -inf (no earlier key) gives alpha 0; so does an old max cut against the new one.
+    const float alpha = m[r] - m_new > kMinScoreBelowMax ? std::exp(m[r] - m_new) : 0.0f;
+    float sum = 0.0f;
+    for (int64_t j = jb; j < je; ++j) {
+      const float z = row[j - j0] - m_new;
+      const float e = hd.seg[j] == si && z > kMinScoreBelowMax ? std::exp(z) : 0.0f;
+      row[j - j0] = e;
+      sum += e;
+    }
+    std::fill(row, row + std::max<int64_t>(jb - j0, 0), 0.0f);
+    std::fill(row + std::max<int64_t>(je - j0, 0), row + nk, 0.0f);
+    l[r] = l[r] * alpha + sum;
+    m[r] = m_new;
+    if (alpha != 1.0f) {
+      float* orow = o + r * hd.ld;
+      for (int64_t c = 0; c < hd.hd; ++c) orow[c] *= alpha;
+    }
+  }
+}
+
+// The softmax tile recomputed from the scores and each row's log-sum-exp: exp(score - lse) on the
+// allowed keys, exactly 0 elsewhere.
+void ProbabilityTile(const Head& hd, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
+                     const float* lse, float* p) {
+  for (int64_t r = 0; r < nq; ++r) {
+    const int64_t i = i0 + r;
+    float* row = p + r * kBlk;
+    const int32_t si = hd.seg[i];
+    const float li = lse[i];
+    const auto [jb, je] = AllowedRange(hd, i, j0, j0 + nk);
+    for (int64_t j = jb; j < je; ++j) {
+      const float z = row[j - j0] - li;
+      row[j - j0] = hd.seg[j] == si && z > kMinScoreBelowMax ? std::exp(z) : 0.0f;
+    }
+    std::fill(row, row + std::clamp<int64_t>(jb - j0, 0, nk), 0.0f);
+    std::fill(row + std::clamp<int64_t>(je - j0, 0, nk), row + nk, 0.0f);
+  }
+}
+
+// Runs fn(worker, bh) for every bh in [0, count) on up to GemmThreads() threads (the caller is
+// worker 0). The per-tile GEMMs are small enough that OpenBLAS runs each on its calling thread, so
+// the heads, not the GEMMs, carry the parallelism.
+template <typename Fn>
+void ForEachHead(int64_t count, int64_t workers, Fn fn) {
+  std::atomic<int64_t> next{0};
+  auto run = [&](int64_t worker) {
+    for (int64_t bh = next.fetch_add(1); bh < count; bh = next.fetch_add(1)) fn(worker, bh);
+  };
+  std::vector<std::thread> threads;
+  for (int64_t w = 1; w < workers; ++w) threads.emplace_back(run, w);
+  run(0);
+  for (std::thread& t : threads) t.join();
+}
+
+int64_t Workers(int64_t heads) { return std::clamp<int64_t>(GemmThreads(), 1, heads); }
+
+// Per-worker scratch in cache->tiles: two (kBlk, kBlk) tiles and three kBlk row vectors.
+constexpr int64_t kTileFloats = 2 * kBlk * kBlk + 3 * kBlk;
 
 }  // namespace
 
@@ -45,11 +156,13 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len;
   const GemmPrecision pr = dims.precision;
   OPENMOE_CHECK(rope.seq_len == s_len && 2 * rope.half_dim == hd);
+  const int64_t workers = Workers(nb * nh);
   cache->q.ResizeUninitialized({tokens, width});
   cache->k.ResizeUninitialized({tokens, width});
   cache->v.ResizeUninitialized({tokens, width});
-  cache->probs.ResizeUninitialized({nb, nh, s_len, s_len});
+  cache->lse.ResizeUninitialized({nb, nh, s_len});
   cache->context.ResizeUninitialized({tokens, width});
+  cache->tiles.ResizeUninitialized({workers, kTileFloats});
   float* q = cache->q.data();          // (B*S, H*hd)
   float* k = cache->k.data();          // (B*S, H*hd)
   float* v = cache->v.data();          // (B*S, H*hd)
@@ -64,27 +177,38 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   if (pr == GemmPrecision::kBf16) {
     for (float* t : {q, k, v}) RoundToBf16(t, t, tokens * width);
   }
+  std::vector<int64_t> lo(tokens);  // (B, S)
+  for (int64_t b = 0; b < nb; ++b) SegmentStarts(segment_ids + b * s_len, s_len, &lo[b * s_len]);
 
-  for (int64_t b = 0; b < nb; ++b) {
-    const int32_t* seg = segment_ids + b * s_len;  // (S)
-    for (int64_t h = 0; h < nh; ++h) {
-      const int64_t head = b * s_len * width + h * hd;                // offset of (b, 0, h, 0)
-      float* p = cache->probs.data() + (b * nh + h) * s_len * s_len;  // (S, S)
-      // Full S x S scores, masked afterwards: wasted upper-triangle flops, but one GEMM.
-      Gemm(pr, {.transpose_b = true}, s_len, s_len, hd, q + head, width, k + head, width, p, s_len);
-      int64_t lo = 0;
-      for (int64_t i = 0; i < s_len; ++i) {
-        // Packed segments are contiguous, so lo only moves at a boundary; scanning for the first
-        // key of i's segment there also keeps non-contiguous segment ids correct.
-        if (i > 0 && seg[i] != seg[i - 1]) {
-          lo = 0;
-          while (seg[lo] != seg[i]) ++lo;
-        }
-        MaskedSoftmaxRow(p + i * s_len, s_len, i, lo, seg);
+  ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
+    const int64_t b = bh / nh, h = bh % nh, head = b * s_len * width + h * hd;
+    const Head view{q + head, k + head, v + head, width, hd, s_len, segment_ids + b * s_len,
+                    &lo[b * s_len]};
+    float* p = cache->tiles.data() + worker * kTileFloats;  // (kBlk, kBlk)
+    float* m = p + 2 * kBlk * kBlk;                          // (kBlk) running max
+    float* l = m + kBlk;                                     // (kBlk) running sum
+    float* lse = cache->lse.data() + bh * s_len;             // (S)
+    float* o = ctx + head;                                   // (S, hd), leading dimension width
+    for (int64_t i0 = 0; i0 < s_len; i0 += kBlk) {
+      const int64_t nq = std::min(kBlk, s_len - i0), i1 = i0 + nq;
+      std::fill(m, m + nq, -std::numeric_limits<float>::infinity());
+      std::fill(l, l + nq, 0.0f);
+      for (int64_t r = 0; r < nq; ++r) std::fill_n(o + (i0 + r) * width, hd, 0.0f);
+      for (int64_t j0 = FirstKeyBlock(view, i0, i1); j0 < i1; j0 += kBlk) {
+        const int64_t nk = std::min(kBlk, i1 - j0);
+        ScoreTile(pr, view, i0, nq, j0, nk, p);
+        OnlineSoftmaxTile(view, i0, nq, j0, nk, p, m, l, o + i0 * width);
+        Gemm(pr, {.beta = 1.0f}, nq, hd, nk, p, kBlk, v + head + j0 * width, width,
+             o + i0 * width, width);
       }
-      Gemm(pr, {}, s_len, hd, s_len, p, s_len, v + head, width, ctx + head, width);
+      // The diagonal is allowed and never cut, so every l >= 1.
+      for (int64_t r = 0; r < nq; ++r) {
+        const float inv = 1.0f / l[r];
+        for (int64_t c = 0; c < hd; ++c) o[(i0 + r) * width + c] *= inv;
+        lse[i0 + r] = m[r] + std::log(l[r]);
+      }
     }
-  }
+  });
   if (pr == GemmPrecision::kBf16) RoundToBf16(ctx, ctx, tokens * width);
   Gemm(pr, {}, tokens, d, width, ctx, w.wo, y);
 }
@@ -96,45 +220,72 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len, act = tokens * width;
   const GemmPrecision pr = dims.precision;
   OPENMOE_CHECK(rope.seq_len == s_len && 2 * rope.half_dim == hd);
-  cache->workspace.ResizeUninitialized({4 * act + s_len * s_len});
+  const int64_t workers = Workers(nb * nh);
+  cache->workspace.ResizeUninitialized({4 * act});
+  cache->tiles.ResizeUninitialized({workers, kTileFloats});
   float* dctx = cache->workspace.data();  // (B*S, H*hd)
   float* dq = dctx + act;                 // (B*S, H*hd)
   float* dk = dq + act;                   // (B*S, H*hd)
   float* dv = dk + act;                   // (B*S, H*hd)
-  float* ds = dv + act;                   // (S, S) dP, then dS in place
   const float* q = cache->q.data();       // (B*S, H*hd)
   const float* k = cache->k.data();       // (B*S, H*hd)
   const float* v = cache->v.data();       // (B*S, H*hd)
-  // segment_ids is not read: the mask lives on in the exact zeros of cache->probs.
+  const float* ctx = cache->context.data();
 
   // y = context @ wo.
-  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, width, d, tokens, cache->context.data(), dy,
-       grads.wo);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, width, d, tokens, ctx, dy, grads.wo);
   Gemm(pr, {.transpose_b = true}, tokens, width, d, dy, w.wo, dctx);
+  // BF16: dcontext only feeds GEMMs (dP and dV), which round it anyway; D = rowsum(dO * O) then
+  // reads the values those GEMMs see.
+  if (pr == GemmPrecision::kBf16) RoundToBf16(dctx, dctx, act);
+  std::vector<int64_t> lo(tokens);  // (B, S)
+  for (int64_t b = 0; b < nb; ++b) SegmentStarts(segment_ids + b * s_len, s_len, &lo[b * s_len]);
 
-  for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t h = 0; h < nh; ++h) {
-      const int64_t head = b * s_len * width + h * hd;
-      const float* p = cache->probs.data() + (b * nh + h) * s_len * s_len;  // (S, S)
-      // Backward of context_h = P v_h.
-      Gemm(pr, {.transpose_b = true}, s_len, s_len, hd, dctx + head, width, v + head, width, ds,
-           s_len);
-      Gemm(pr, {.transpose_a = true}, s_len, hd, s_len, p, s_len, dctx + head, width, dv + head,
-           width);
-      // Softmax backward; masked entries have P == 0 exactly, so their dS is 0 too.
-      for (int64_t i = 0; i < s_len; ++i) {
-        const float* pr = p + i * s_len;
-        float* dr = ds + i * s_len;
-        float dot = 0.0f;
-        for (int64_t j = 0; j < s_len; ++j) dot += pr[j] * dr[j];
-        for (int64_t j = 0; j < s_len; ++j) dr[j] = pr[j] * (dr[j] - dot);
-      }
-      // Backward of scores = q_h k_h^T (q, k after RoPE).
-      Gemm(pr, {}, s_len, hd, s_len, ds, s_len, k + head, width, dq + head, width);
-      Gemm(pr, {.transpose_a = true}, s_len, hd, s_len, ds, s_len, q + head, width, dk + head,
-           width);
+  // FlashAttention-2 backward per head: for each tile, P = exp(q k^T - lse), dP = dO v^T,
+  // dv += P^T dO, dS = P * (dP - D) with D_i = dO_i . O_i (= sum_j P_ij dP_ij), dq += dS k,
+  // dk += dS^T q. Masked entries have P == 0 exactly, so their dS is 0 too.
+  ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
+    const int64_t b = bh / nh, h = bh % nh, head = b * s_len * width + h * hd;
+    const Head view{q + head, k + head, v + head, width, hd, s_len, segment_ids + b * s_len,
+                    &lo[b * s_len]};
+    float* p = cache->tiles.data() + worker * kTileFloats;  // (kBlk, kBlk)
+    float* ds = p + kBlk * kBlk;                             // (kBlk, kBlk) dP, then dS
+    float* dd = ds + kBlk * kBlk;                            // (kBlk) D
+    const float* lse = cache->lse.data() + bh * s_len;       // (S)
+    for (int64_t r = 0; r < s_len; ++r) {
+      std::fill_n(dq + head + r * width, hd, 0.0f);
+      std::fill_n(dk + head + r * width, hd, 0.0f);
+      std::fill_n(dv + head + r * width, hd, 0.0f);
     }
-  }
+    for (int64_t i0 = 0; i0 < s_len; i0 += kBlk) {
+      const int64_t nq = std::min(kBlk, s_len - i0), i1 = i0 + nq;
+      const float* d_o = dctx + head + i0 * width;  // (nq, hd)
+      for (int64_t r = 0; r < nq; ++r) {
+        const float* orow = ctx + head + (i0 + r) * width;
+        float dot = 0.0f;
+        for (int64_t c = 0; c < hd; ++c) dot += d_o[r * width + c] * orow[c];
+        dd[r] = dot;
+      }
+      for (int64_t j0 = FirstKeyBlock(view, i0, i1); j0 < i1; j0 += kBlk) {
+        const int64_t nk = std::min(kBlk, i1 - j0);
+        ScoreTile(pr, view, i0, nq, j0, nk, p);
+        ProbabilityTile(view, i0, nq, j0, nk, lse, p);
+        Gemm(pr, {.transpose_b = true}, nq, nk, hd, d_o, width, v + head + j0 * width, width, ds,
+             kBlk);
+        Gemm(pr, {.transpose_a = true, .beta = 1.0f}, nk, hd, nq, p, kBlk, d_o, width,
+             dv + head + j0 * width, width);
+        for (int64_t r = 0; r < nq; ++r) {
+          const float* prow = p + r * kBlk;
+          float* drow = ds + r * kBlk;
+          for (int64_t j = 0; j < nk; ++j) drow[j] = prow[j] * (drow[j] - dd[r]);
+        }
+        Gemm(pr, {.beta = 1.0f}, nq, hd, nk, ds, kBlk, k + head + j0 * width, width,
+             dq + head + i0 * width, width);
+        Gemm(pr, {.transpose_a = true, .beta = 1.0f}, nk, hd, nq, ds, kBlk, q + head + i0 * width,
+             width, dk + head + j0 * width, width);
+      }
+    }
+  });
   ApplyRope(rope, dq, nb, nh, width, /*inverse=*/true);
   ApplyRope(rope, dk, nb, nh, width, /*inverse=*/true);
 
@@ -144,6 +295,31 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   Gemm(pr, {.transpose_b = true, .beta = 1.0f}, tokens, d, width, dq, w.wq, dx);
   Gemm(pr, {.transpose_b = true, .beta = 1.0f}, tokens, d, width, dk, w.wk, dx);
   Gemm(pr, {.transpose_b = true, .beta = 1.0f}, tokens, d, width, dv, w.wv, dx);
+}
+
+void AttentionProbabilities(const AttentionDims& dims, const AttentionCache& cache,
+                            const int32_t* segment_ids, int64_t b, int64_t h, float* probs) {
+  const int64_t s_len = dims.seq_len, nh = dims.num_heads, hd = dims.head_dim, width = nh * hd;
+  OPENMOE_CHECK(b >= 0 && b < dims.batch && h >= 0 && h < nh &&
+                cache.lse.size() == dims.batch * nh * s_len);
+  const int64_t head = b * s_len * width + h * hd;
+  std::vector<int64_t> lo(s_len);
+  SegmentStarts(segment_ids + b * s_len, s_len, lo.data());
+  const Head view{cache.q.data() + head, cache.k.data() + head, cache.v.data() + head, width, hd,
+                  s_len, segment_ids + b * s_len, lo.data()};
+  const float* lse = cache.lse.data() + (b * nh + h) * s_len;
+  std::vector<float> p(kBlk * kBlk);
+  std::fill_n(probs, s_len * s_len, 0.0f);
+  for (int64_t i0 = 0; i0 < s_len; i0 += kBlk) {
+    const int64_t nq = std::min(kBlk, s_len - i0), i1 = i0 + nq;
+    for (int64_t j0 = FirstKeyBlock(view, i0, i1); j0 < i1; j0 += kBlk) {
+      const int64_t nk = std::min(kBlk, i1 - j0);
+      ScoreTile(dims.precision, view, i0, nq, j0, nk, p.data());
+      ProbabilityTile(view, i0, nq, j0, nk, lse, p.data());
+      for (int64_t r = 0; r < nq; ++r)
+        std::copy_n(p.data() + r * kBlk, nk, probs + (i0 + r) * s_len + j0);
+    }
+  }
 }
 
 }  // namespace openmoe

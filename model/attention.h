@@ -38,17 +38,25 @@ struct AttentionGrads {  // accumulated into
   float* wo = nullptr;
 };
 
-// What the forward keeps for the backward, plus reusable workspaces. Owned by the caller, reused
-// across steps (buffers are resized, not reallocated, when shapes repeat).
-struct AttentionCache {
-  Tensor q;        // (B*S, H*hd) after RoPE
-  Tensor k;        // (B*S, H*hd) after RoPE
-  Tensor v;        // (B*S, H*hd)
-  Tensor probs;    // (B, H, S, S) softmax of masked scores
-  Tensor context;  // (B*S, H*hd) probs @ v, before wo
-  Tensor workspace;  // backward scratch
-};
+// Query and key block edge of the blocked (FlashAttention-2 style) kernel: the (S, S) scores and
+// probabilities never exist; each (query block, key block) pair is a kAttentionBlock^2 tile, and key
+// blocks entirely above the diagonal or before every query's segment are skipped. 64 keeps the
+// per-tile GEMMs (64 x 64 x head_dim) efficient and, for head_dim <= 64, single-threaded inside
+// OpenBLAS, so the (b, h) pairs can run on GemmThreads() threads of their own.
+inline constexpr int64_t kAttentionBlock = 64;
 
+// What the forward keeps for the backward, plus reusable workspaces. Owned by the caller, reused
+// across steps (buffers are resized, not reallocated, when shapes repeat). The softmax is not kept:
+// the backward recomputes it tile by tile from q, k and the log-sum-exp.
+struct AttentionCache {
+  Tensor q;          // (B*S, H*hd) after RoPE
+  Tensor k;          // (B*S, H*hd) after RoPE
+  Tensor v;          // (B*S, H*hd)
+  Tensor lse;        // (B, H, S) log sum_j exp(score_ij) over the keys query i sees
+  Tensor context;    // (B*S, H*hd) softmax @ v, before wo
+  Tensor tiles;      // per-thread (block, block) tiles and row statistics, forward and backward
+  Tensor workspace;  // backward scratch: dcontext, dq, dk, dv
+};
 // x: (B*S, d) normalised input; segment_ids: (B, S); y: (B*S, d), overwritten.
 void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
                       const float* x, const int32_t* segment_ids, AttentionCache* cache, float* y);
@@ -57,5 +65,10 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
 void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
                        const float* x, const int32_t* segment_ids, AttentionCache* cache,
                        const float* dy, const AttentionGrads& grads, float* dx);
+
+// For tests and analysis: the softmax of row b, head h, (S, S) into probs, recomputed from the
+// cache exactly as the backward does (masked entries exactly 0). The cache must hold a forward.
+void AttentionProbabilities(const AttentionDims& dims, const AttentionCache& cache,
+                            const int32_t* segment_ids, int64_t b, int64_t h, float* probs);
 
 }  // namespace openmoe
