@@ -49,14 +49,15 @@ bool EvalDue(const JobSpec& spec, int64_t steps_done) {
   return every > 0 && (steps_done % every == 0 || steps_done == spec.train().steps());
 }
 
-Evaluator::Evaluator(const JobSpec& spec, const Mesh& mesh, const ParamLayout& layout,
-                     Communicator* comm)
-    : spec_(spec),
-      mesh_(mesh),
-      comm_(comm),
-      runner_(spec.model().num_experts() > 0 ? std::make_unique<ExpertParallelRunner>(mesh, comm)
-                                             : nullptr),
-      decoder_(layout, RoutingFromSpec(spec, /*eval=*/true), runner_.get()) {}
+Evaluator::Evaluator(Trainer& trainer)
+    : spec_(trainer.spec()),
+      mesh_(trainer.shard_mesh()),
+      comm_(&trainer.pieces()),
+      runner_(spec_.model().num_experts() > 0
+                  ? std::make_unique<ExpertParallelRunner>(mesh_, comm_)
+                  : nullptr),
+      decoder_(trainer.layout(), RoutingFromSpec(spec_, /*eval=*/true), runner_.get(),
+               &trainer.model_group()) {}
 
 ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens,
                                 const TokenIdTables* token_id_tables) {
@@ -87,8 +88,7 @@ ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens,
 EvalSession::EvalSession(std::vector<EvalSet> sets, Trainer& trainer)
     : sets_(std::move(sets)), trainer_(trainer) {
   if (!sets_.empty()) {
-    evaluator_ = std::make_unique<Evaluator>(trainer.spec(), trainer.mesh(), trainer.layout(),
-                                             &trainer.world());
+    evaluator_ = std::make_unique<Evaluator>(trainer);
   }
 }
 

@@ -7,9 +7,9 @@
 // after step N (tested). Every rank reads them; an error is agreed by every rank.
 //
 // The forward runs on the trainer's mesh, collective: every rank calls Evaluate with its own
-// share of the parameters (its experts), and its own Decoder and ExpertParallelRunner (the
-// trainer's are left alone). Chip c evaluates rows [c * k, (c + 1) * k) of the source, with k the
-// rows per chip, the smallest whole number of routing groups covering the rows (rows past the end
+// share of the parameters (its experts and model piece), and its own Decoder and
+// ExpertParallelRunner (the trainer's are left alone). Data shard c (a chip, or the chips of one
+// model group) evaluates rows [c * k, (c + 1) * k) of the source, with k the rows per shard, the smallest whole number of routing groups covering the rows (rows past the end
 // are padding: token 0, no target, segment 0, as `score` pads). So routing groups are the ones
 // `score` forms, and cross-entropy, accuracy and output z-loss match `score` always; drop
 // fractions and router losses also match when eval.rows is a multiple of num_chips x (rows per
@@ -49,8 +49,10 @@ bool EvalDue(const JobSpec& spec, int64_t steps_done);
 
 class Evaluator {
  public:
-  // The trainer's mesh, this rank's parameter layout and the world; all must outlive this.
-  Evaluator(const JobSpec& spec, const Mesh& mesh, const ParamLayout& layout, Communicator* comm);
+  // On the trainer's mesh: its spec, its data x expert mesh of shards (Trainer::shard_mesh), this
+  // rank's parameter layout, the ranks holding its model piece (Trainer::pieces) and its model
+  // group (Trainer::model_group). The trainer must outlive this.
+  explicit Evaluator(Trainer& trainer);
 
   // Collective: every rank, same tokens. params: this rank's parameters (layout).
   // token_id_tables: non-null routes by token id (built tables, as training after the switch).

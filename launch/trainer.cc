@@ -37,12 +37,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobSpec& spec, Co
   }
   absl::StatusOr<Mesh> mesh = MakeMesh(spec, comm->size(), comm->rank());
   if (!mesh.ok()) return mesh.status();
-  // Chip c reads data shard c of num_chips: the global batch does not depend on the ranks.
+  // Data shard s reads shard s of num_shards: the global batch does not depend on the ranks.
   std::vector<std::unique_ptr<BatchSource>> sources;
   absl::Status data_status = absl::OkStatus();
-  for (int64_t c = 0; c < mesh->chips_per_rank && data_status.ok(); ++c) {
+  for (int64_t s = 0; s < mesh->ShardsPerRank() && data_status.ok(); ++s) {
     absl::StatusOr<std::unique_ptr<BatchSource>> source =
-        MakeBatchSource(spec, mesh->FirstChip() + c, mesh->num_chips);
+        MakeBatchSource(spec, mesh->FirstShard() + s, mesh->NumShards());
     if (source.ok()) {
       sources.push_back(std::move(*source));
     } else {
@@ -59,16 +59,24 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
                  std::vector<std::unique_ptr<BatchSource>> sources)
     : spec_(spec),
       mesh_(mesh),
+      shard_mesh_(mesh.ShardMesh()),
       owned_comm_(std::move(owned_comm)),
       comm_(comm),
+      model_comm_(comm->Split(mesh.ModelGroupColor(), comm->rank())),
+      piece_comm_(comm->Split(mesh.ModelPieceColor(), comm->rank())),
       replica_comm_(comm->Split(mesh.ReplicaColor(), comm->rank())),
       dims_(DimsFromSpec(spec)),
-      layout_(dims_, {mesh.first_local_expert, mesh.num_local_experts}),
+      layout_(dims_, {.first_expert = mesh.first_local_expert,
+                      .num_local_experts = mesh.num_local_experts,
+                      .model_parts = mesh.model_ranks,
+                      .model_index = mesh.model_index}),
       params_({layout_.total_size()}),
       grads_({layout_.total_size()}),
-      optimizer_(MakeOptimizer(spec, layout_)),
-      runner_(dims_.num_experts > 0 ? std::make_unique<ExpertParallelRunner>(mesh_, comm_) : nullptr),
-      decoder_(layout_, RoutingFromSpec(spec, /*eval=*/false), runner_.get()),
+      optimizer_(MakeOptimizer(spec, layout_, model_comm_.get())),
+      runner_(dims_.num_experts > 0
+                  ? std::make_unique<ExpertParallelRunner>(shard_mesh_, piece_comm_.get())
+                  : nullptr),
+      decoder_(layout_, RoutingFromSpec(spec, /*eval=*/false), runner_.get(), model_comm_.get()),
       sources_(std::move(sources)),
       frozen_router_(layout_, *optimizer_, RouterNames(dims_)) {
   InitParams(layout_, spec.train().seed(), params_.data());
@@ -79,15 +87,15 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
 }
 
 absl::StatusOr<Batch> Trainer::NextLocalBatch() {
-  const int64_t rows_per_chip = spec_.train().batch_rows() / mesh_.num_chips;
-  Batch local, chip_rows;
-  int64_t chip = mesh_.FirstChip();
+  const int64_t rows_per_shard = spec_.train().batch_rows() / mesh_.NumShards();
+  Batch local, shard_rows;
+  int64_t shard = mesh_.FirstShard();
   for (const std::unique_ptr<BatchSource>& source : sources_) {
-    OPENMOE_RETURN_IF_ERROR(source->Next(rows_per_chip, spec_.train().seq_len(), &chip_rows));
-    // The rows' place in the global batch (chip c holds rows [c * rpc, (c + 1) * rpc)) keys the
+    OPENMOE_RETURN_IF_ERROR(source->Next(rows_per_shard, spec_.train().seq_len(), &shard_rows));
+    // The rows' place in the global batch (shard s holds rows [s * rps, (s + 1) * rps)) keys the
     // router jitter, so its noise does not depend on the layout.
-    chip_rows.SetOrigin(step_, chip++ * rows_per_chip);
-    local.Append(chip_rows);
+    shard_rows.SetOrigin(step_, shard++ * rows_per_shard);
+    local.Append(shard_rows);
   }
   return local;
 }
@@ -101,7 +109,7 @@ std::vector<std::pair<std::string, int64_t>> Trainer::DataCounters() {
   }
   std::vector<int64_t> values;
   for (const auto& [name, value] : total) values.push_back(value);
-  comm_->AllReduceSum(values.data(), static_cast<int64_t>(values.size()));
+  piece_comm_->AllReduceSum(values.data(), static_cast<int64_t>(values.size()));
   for (size_t i = 0; i < total.size(); ++i) total[i].second = values[i];
   return total;
 }
@@ -109,17 +117,18 @@ std::vector<std::pair<std::string, int64_t>> Trainer::DataCounters() {
 Batch Trainer::Microbatch(const Batch& local, int64_t m) const {
   const int64_t micro = spec_.train().microbatches();
   if (micro == 1) return local;
-  const int64_t rows_per_chip = local.rows / mesh_.chips_per_rank;
-  const int64_t rows = rows_per_chip / micro;
+  const int64_t shards = mesh_.ShardsPerRank();
+  const int64_t rows_per_shard = local.rows / shards;
+  const int64_t rows = rows_per_shard / micro;
   Batch out;
-  for (int64_t c = 0; c < mesh_.chips_per_rank; ++c) out.Append(local.Slice(c * rows_per_chip + m * rows, rows));
+  for (int64_t s = 0; s < shards; ++s) out.Append(local.Slice(s * rows_per_shard + m * rows, rows));
   return out;
 }
 
 LossScales Trainer::ScalesFor(const Batch& local_batch) {
   double weight = 0;
   for (float w : local_batch.loss_weights) weight += w;
-  comm_->AllReduceSum(&weight, 1);
+  piece_comm_->AllReduceSum(&weight, 1);
   return MakeLossScales(
       LossCountsFor(spec_, weight, spec_.train().batch_rows() * spec_.train().seq_len()),
       LossWeightsFor(spec_));
@@ -128,18 +137,25 @@ LossScales Trainer::ScalesFor(const Batch& local_batch) {
 void Trainer::ReduceGradients() {
   ScopedPhase phase(Phase::kGradAllReduce);
   const int64_t split = layout_.expert_offset();
-  comm_->AllReduceSum(grads_.data(), split);
+  piece_comm_->AllReduceSum(grads_.data(), split);
   replica_comm_->AllReduceSum(grads_.data() + split, layout_.total_size() - split);
 }
 
 double Trainer::GlobalGradNorm() {
-  const int64_t split = layout_.expert_offset();
-  // Shared gradients are identical on every rank after the reduction; each expert's appear on
-  // every rank of its replica set, so their world sum counts each expert that many times.
-  double expert_sq = SumSquares(grads_.data() + split, layout_.total_size() - split);
-  comm_->AllReduceSum(&expert_sq, 1);
-  expert_sq /= replica_comm_->size();
-  return std::sqrt(SumSquares(grads_.data(), split) + expert_sq);
+  // After the reduction every element is on several ranks: a shared piece on every rank of
+  // pieces(), a replicated shared parameter (norm scales, routers) on every rank, an expert's piece
+  // on every rank of replicas() (and on every rank of the model group too, when not model-split).
+  // The world sum of each rank's squares divided by its element's copies counts each once.
+  const double piece_copies = piece_comm_->size(), world_copies = comm_->size();
+  const double replica_copies = replica_comm_->size();
+  double sq = 0;
+  for (const ParamInfo& p : layout_.params()) {
+    const double copies = p.is_expert ? replica_copies * (p.model_split() ? 1 : mesh_.model_ranks)
+                                      : (p.model_split() ? piece_copies : world_copies);
+    sq += SumSquares(grads_.data() + p.offset, p.size) / copies;
+  }
+  comm_->AllReduceSum(&sq, 1);
+  return std::sqrt(sq);
 }
 
 void ReduceDecoderSums(Communicator& comm, DecoderSums* sums) {
@@ -195,7 +211,7 @@ DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
     decoder_.Backward(params_.data(), mb, scales, grads_.data());
   }
   ReduceGradients();
-  ReduceDecoderSums(*comm_, &total);
+  ReduceDecoderSums(*piece_comm_, &total);
   return total;
 }
 
@@ -291,8 +307,9 @@ absl::StatusOr<int64_t> Trainer::RestoreProgress(int64_t next_step,
     for (auto& source : sources_)
       restarted += source->SeekToStep(next_step, spec_.train().batch_rows()) ? 0 : 1;
   } else {
-    if (static_cast<int64_t>(data_states.size()) != mesh_.chips_per_rank) {
-      return absl::InvalidArgumentError("checkpoint data state: expected one entry per local chip");
+    if (static_cast<int64_t>(data_states.size()) != mesh_.ShardsPerRank()) {
+      return absl::InvalidArgumentError(
+          "checkpoint data state: expected one entry per local data shard");
     }
     for (size_t c = 0; c < sources_.size(); ++c) {
       OPENMOE_RETURN_IF_ERROR(sources_[c]->RestoreState(data_states[c]));
@@ -312,8 +329,9 @@ void Trainer::SyncCheckpointExtras() {
   if (token_tables_ == nullptr) return;
   if (!token_tables_->built()) {  // built: counting is over
     std::vector<int64_t>& pending = token_tables_->pending();
-    // Integers: the sum does not depend on the ranks nor on when the syncs happen.
-    comm_->AllReduceSum(pending.data(), static_cast<int64_t>(pending.size()));
+    // Integers: the sum does not depend on the ranks nor on when the syncs happen. The ranks of a
+    // model group counted the same rows: one of each group, pieces(), sums.
+    piece_comm_->AllReduceSum(pending.data(), static_cast<int64_t>(pending.size()));
     token_tables_->MergePending();
   }
   int64_t n = 1;

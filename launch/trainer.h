@@ -2,15 +2,19 @@
 // on the simulated chip mesh.
 //
 // Every rank calls every method (they are collective over the world communicator). A step:
-//   1. each rank takes the rows of its chips (chip c holds global rows [c * rpc, (c + 1) * rpc)
-//      of the global batch, rpc = batch_rows / num_chips);
-//   2. microbatch m takes every local chip's m-th slice of rows, chip-major, so routing groups stay
-//      inside one chip; forward and backward accumulate exact gradients (every loss term is
-//      normalised by global counts, see LossScales);
-//   3. gradients are summed: shared parameters over all ranks, each expert over the ranks that
-//      hold it; loss sums and routing statistics over all ranks;
+//   1. each rank takes the rows of its data shards (shard s, the chips of one model group, holds
+//      global rows [s * rps, (s + 1) * rps) of the global batch, rps = batch_rows / num_shards;
+//      without a model axis a shard is a chip). The ranks of one model group (mesh.model_ranks > 1)
+//      take the same rows and hold different pieces of the model-split parameters;
+//   2. microbatch m takes every local shard's m-th slice of rows, shard-major, so routing groups
+//      stay inside one shard; forward and backward accumulate exact gradients (every loss term is
+//      normalised by global counts, see LossScales); the decoder's tensor-parallel all-reduces run
+//      over model_group();
+//   3. gradients are summed over the ranks holding the same piece (pieces()); each expert's over
+//      the ranks holding it and the same piece (replicas()); loss sums and routing statistics over
+//      pieces() (each shard counted once);
 //   4. the optimizer (Adafactor or AdamW) updates, identically on every replica.
-// The same job gives the same losses on any number of ranks (to float rounding).
+// The same job gives the same losses on any number of ranks and any layout (to float rounding).
 //
 // Routing options (README "Routing options"): from step router.freeze_after_steps on (steps
 // counted from 0, so that many updates are taken), the router weights and their optimizer state
@@ -100,6 +104,8 @@ class Trainer {
 
   const JobSpec& spec() const { return spec_; }
   const Mesh& mesh() const { return mesh_; }
+  // The data x expert mesh of the data shards over pieces() (Mesh::ShardMesh).
+  const Mesh& shard_mesh() const { return shard_mesh_; }
   const ParamLayout& layout() const { return layout_; }
   Tensor& params() { return params_; }
   Tensor& grads() { return grads_; }
@@ -109,8 +115,15 @@ class Trainer {
   const ExpertParallelRunner* runner() const { return runner_.get(); }
   Optimizer& optimizer() { return *optimizer_; }
   Communicator& world() { return *comm_; }
-  // The ranks holding the same experts as this one (expert gradients are reduced over it).
+  // The ranks holding the same experts and model piece as this one (expert gradients are reduced
+  // over it).
   Communicator& replicas() { return *replica_comm_; }
+  // The ranks of this rank's model group: the same rows, the other pieces of the model-split
+  // parameters (size mesh().model_ranks; the decoder's tensor-parallel collectives).
+  Communicator& model_group() { return *model_comm_; }
+  // The ranks holding the same model piece as this one: one rank per model group, so every data
+  // shard once (shared gradients, loss sums, data counters).
+  Communicator& pieces() { return *piece_comm_; }
 
   // Collective: OK when every parameter and optimizer statistic on every rank is finite, else an
   // error naming the first tensor (lowest rank first) holding a NaN or infinity and the element's
@@ -118,7 +131,8 @@ class Trainer {
   absl::Status CheckParamsFinite();
 
   // What a checkpoint needs besides parameters and optimizer state: the next step, and the data
-  // iterator state of each chip this rank hosts (opaque strings, one per local chip).
+  // iterator state of each data shard this rank hosts (opaque strings, one per local shard; the
+  // ranks of one model group return the same).
   std::vector<std::string> DataStates() const;
   // Restores a checkpoint's progress: the step to take next and the local chips' data states.
   // Empty data_states (a checkpoint from another chip count): sources that can seek to the step
@@ -159,9 +173,12 @@ class Trainer {
 
   JobSpec spec_;
   Mesh mesh_;
+  Mesh shard_mesh_;
   std::unique_ptr<Communicator> owned_comm_;
   Communicator* comm_;
-  std::unique_ptr<Communicator> replica_comm_;  // ranks holding the same experts
+  std::unique_ptr<Communicator> model_comm_;    // this rank's model group
+  std::unique_ptr<Communicator> piece_comm_;    // ranks holding the same model piece
+  std::unique_ptr<Communicator> replica_comm_;  // ranks holding the same experts and piece
   ModelDims dims_;
   ParamLayout layout_;
   Tensor params_;
@@ -169,7 +186,7 @@ class Trainer {
   std::unique_ptr<Optimizer> optimizer_;  // train.optimizer: Adafactor or AdamW
   std::unique_ptr<ExpertParallelRunner> runner_;
   Decoder decoder_;
-  std::vector<std::unique_ptr<BatchSource>> sources_;  // one per local chip
+  std::vector<std::unique_ptr<BatchSource>> sources_;  // one per local data shard
   int64_t step_ = 0;
   int64_t skipped_steps_ = 0;
   bool last_step_skipped_ = false;

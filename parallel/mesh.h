@@ -46,7 +46,6 @@ struct Mesh {
   int64_t model_ranks = 1;  // ranks one model group spans (1: each rank holds whole groups)
   int64_t model_index = 0;  // this rank's piece of the model-split parameters, of model_ranks
 
-  int64_t DataParallel() const { return num_chips / (model_parallel * expert_parallel); }
   int64_t NumShards() const { return num_chips / model_parallel; }
   int64_t ShardOfChip(int64_t chip) const { return chip / model_parallel; }
   int64_t ModelCoordOfChip(int64_t chip) const { return chip % model_parallel; }

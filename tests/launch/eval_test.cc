@@ -69,7 +69,7 @@ TEST(EvalDuringTraining, EqualsScoreOfTheTrainersWeights) {
     for (int i = 0; i < 3; ++i) trainer->Step();
     // One rank holds every expert: its parameters are the whole model's.
     ASSERT_EQ(trainer->layout().total_size(), ParamLayout(DimsFromSpec(spec)).total_size());
-    Evaluator evaluator(spec, trainer->mesh(), trainer->layout(), &trainer->world());
+    Evaluator evaluator(*trainer);
     const ScoreResult eval = evaluator.Evaluate(trainer->params().data(), (*sets)[0].tokens);
     auto score = ScoreTokens(spec, trainer->params().data(), (*sets)[0].tokens);
     ASSERT_TRUE(score.ok()) << score.status();
@@ -93,7 +93,7 @@ TEST(EvalDuringTraining, RoutesByTheTokenIdTableAfterTheSwitch) {
   ASSERT_NE(trainer->token_id_tables(), nullptr);
   ASSERT_TRUE(trainer->token_id_tables()->built());
 
-  Evaluator evaluator(spec, trainer->mesh(), trainer->layout(), &trainer->world());
+  Evaluator evaluator(*trainer);
   const ScoreResult by_router = evaluator.Evaluate(trainer->params().data(), (*sets)[0].tokens);
   EXPECT_GT(by_router.router_z_loss, 0);
   EXPECT_GT(by_router.load_balance_loss, 0);

@@ -8,6 +8,7 @@ namespace {
 using testing::ExpectSameAsOneChip;
 using testing::LayoutJob;
 using testing::OnMesh;
+using testing::WithModelParallel;
 
 TEST(LayoutInvariance, OneRankEightChipsAnyExpertParallelism) {
   SelfCommunicator self;
@@ -22,6 +23,15 @@ TEST(LayoutInvariance, OneRankSixteenExpertsOnEightChips) {
 TEST(LayoutInvariance, MicrobatchesOnAMesh) {
   SelfCommunicator self;
   ExpectSameAsOneChip(OnMesh(LayoutJob(8), 8, 4, 4, /*microbatches=*/2), &self);
+}
+
+// One rank hosting whole model groups holds whole weights: any model axis gives the one-chip
+// result (the data shards are model groups of chips, whatever ep).
+TEST(LayoutInvariance, OneRankAnyModelParallelism) {
+  SelfCommunicator self;
+  for (int64_t mp : {2, 4})
+    for (int64_t ep : {1, 2})
+      ExpectSameAsOneChip(WithModelParallel(OnMesh(LayoutJob(8), 8, 4, ep, 2), mp), &self);
 }
 
 TEST(LayoutInvariance, OneRankSixtyFourChips) {

@@ -8,6 +8,7 @@ namespace {
 using testing::ExpectSameAsOneChip;
 using testing::LayoutJob;
 using testing::OnMesh;
+using testing::WithModelParallel;
 
 TEST(LayoutInvarianceMpi, EightChipsEveryExpertParallelSize) {
   auto world = MakeWorldCommunicator();
@@ -27,6 +28,35 @@ TEST(LayoutInvarianceMpi, SixtyFourChips) {
 TEST(LayoutInvarianceMpi, MicrobatchesAcrossRanks) {
   auto world = MakeWorldCommunicator();
   ExpectSameAsOneChip(OnMesh(LayoutJob(8), 8, 4, 8, /*microbatches=*/2), world.get());
+}
+
+// Every valid data x expert x model layout of 2, 4, 8 and 16 chips on this world (under CTest: 2 and 4
+// ranks, so model groups sit on one rank, or span 2 or 4 ranks), with drops (capacity factor 1),
+// against one chip in one process; microbatches on every other layout.
+TEST(LayoutInvarianceMpi, EveryDataExpertModelLayout) {
+  auto world = MakeWorldCommunicator();
+  const int ranks = world->size();
+  int layouts = 0, spanning = 0;
+  for (int64_t chips : {2, 4, 8, 16}) {
+    if (chips % ranks != 0) continue;
+    const int64_t per_rank = chips / ranks;
+    for (int64_t mp : {1, 2, 4}) {
+      for (int64_t ep : {1, 2, 4}) {
+        if (mp * ep > chips) continue;
+        if (per_rank % mp != 0 && mp % per_rank != 0) continue;
+        const int64_t shards_per_rank = per_rank >= mp ? per_rank / mp : 1;
+        if (shards_per_rank % ep != 0 && ep % shards_per_rank != 0) continue;
+        const int64_t micro = layouts % 2 == 0 ? 1 : 2;
+        const int64_t torus_x = chips >= 8 ? 4 : chips >= 4 ? 2 : 1;
+        ExpectSameAsOneChip(WithModelParallel(OnMesh(LayoutJob(8), chips, torus_x, ep, micro), mp),
+                            world.get());
+        ++layouts;
+        spanning += mp > per_rank ? 1 : 0;
+      }
+    }
+  }
+  EXPECT_GE(layouts, 10);
+  EXPECT_GE(spanning, ranks >= 4 ? 3 : 2);  // model groups spread over ranks, not only whole
 }
 
 }  // namespace

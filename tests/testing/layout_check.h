@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "model/sharding.h"
+
 #include "gtest/gtest.h"
 #include "launch/trainer.h"
 #include "parallel/communicator.h"
@@ -20,8 +22,8 @@ inline JobSpec LayoutJob(int64_t experts) {
   m->set_vocab_pad_multiple(64);
   m->set_num_layers(2);
   m->set_d_model(16);
-  m->set_num_heads(2);
-  m->set_head_dim(8);
+  m->set_num_heads(4);
+  m->set_head_dim(4);
   m->set_d_ff(32);
   m->set_num_experts(experts);
   m->set_moe_interval(2);
@@ -47,16 +49,23 @@ inline JobSpec OnMesh(JobSpec spec, int64_t chips, int64_t torus_x, int64_t expe
   return spec;
 }
 
+// The same job with a model axis of size mp (tensor parallelism).
+inline JobSpec WithModelParallel(JobSpec spec, int64_t mp) {
+  spec.mutable_mesh()->set_model_parallel(mp);
+  return spec;
+}
+
 // Runs `steps` steps of `spec` on `comm` and of its one-chip version in this process alone;
 // expects the same losses (`tolerance` relative, 1e-5 by default) and, at the first step, the
 // same gradients of every shared parameter and of this rank's experts (relative L2).
 inline void ExpectSameAsOneChip(const JobSpec& spec, Communicator* comm, int steps = 5,
                                 double tolerance = 1e-5) {
-  const JobSpec one_chip = OnMesh(spec, 1, 1, 1);
+  const JobSpec one_chip = WithModelParallel(OnMesh(spec, 1, 1, 1), 1);
   auto reference = Trainer::Create(one_chip).value();
   auto trainer = Trainer::Create(spec, comm).value();
   const std::string where = "chips=" + std::to_string(spec.topology().num_chips()) +
                             " ep=" + std::to_string(spec.mesh().expert_parallel()) +
+                            " mp=" + std::to_string(spec.mesh().model_parallel()) +
                             " ranks=" + std::to_string(comm->size()) +
                             " micro=" + std::to_string(spec.train().microbatches());
 
@@ -65,9 +74,10 @@ inline void ExpectSameAsOneChip(const JobSpec& spec, Communicator* comm, int ste
   trainer->ComputeGradients(trainer->NextLocalBatch().value());
   for (const ParamInfo& p : trainer->layout().params()) {
     const ParamInfo& q = reference->layout().Get(p.name);
-    // This rank's experts are a slice of the reference's (which holds all of them).
-    const int64_t per_expert = p.is_expert ? p.size / p.shape[0] : 0;
-    const float* want = reference->grads().data() + q.offset + p.first_expert * per_expert;
+    // This rank's piece (its experts, its model slice) is a box of the reference's whole tensor.
+    std::vector<float> want_box(static_cast<size_t>(p.size));
+    CopyWholeToBox(p.box, reference->grads().data() + q.offset, want_box.data());
+    const float* want = want_box.data();
     const float* got = trainer->grads().data() + p.offset;
     double diff = 0, norm = 0;
     for (int64_t i = 0; i < p.size; ++i) {
