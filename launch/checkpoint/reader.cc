@@ -63,6 +63,15 @@ std::string CheckpointReader::PathOf(const TensorEntry& entry) const {
 }
 
 absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
+  if (!t.model_piece) return ReadWhole(t, out);
+  // A model piece: the whole tensor (of this rank's experts), then this piece's box of it.
+  std::vector<float> whole(static_cast<size_t>(t.file_size()));
+  OPENMOE_RETURN_IF_ERROR(ReadWhole(t, whole.data()));
+  CopyWholeToPiece(t, whole.data(), out);
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointReader::ReadWhole(const LocalTensor& t, float* out) const {
   auto it = index_.find({t.kind, t.name});
   if (it == index_.end()) {
     return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": no ",
@@ -87,6 +96,7 @@ absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
   if (!t.is_expert) return ReadTensorFile(PathOf(any), any, out);  // errors name the file
 
   const int64_t lo = t.first_expert, hi = t.first_expert + t.num_experts;
+  const int64_t per_expert = t.file_per_expert();
   int64_t covered = 0;
   std::vector<float> staging;
   for (int i : it->second) {
@@ -96,14 +106,13 @@ absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
     covered += end - b;
     const int64_t file_experts = e->expert_end() - e->expert_begin();
     if (e->expert_begin() == b && e->expert_end() == end) {  // exactly what we need: no copy
-      OPENMOE_RETURN_IF_ERROR(ReadTensorFile(PathOf(*e), *e, out + (b - lo) * t.per_expert));
+      OPENMOE_RETURN_IF_ERROR(ReadTensorFile(PathOf(*e), *e, out + (b - lo) * per_expert));
       continue;
     }
-    staging.resize(static_cast<size_t>(file_experts * t.per_expert));
+    staging.resize(static_cast<size_t>(file_experts * per_expert));
     OPENMOE_RETURN_IF_ERROR(ReadTensorFile(PathOf(*e), *e, staging.data()));
-    std::memcpy(out + (b - lo) * t.per_expert,
-                staging.data() + (b - e->expert_begin()) * t.per_expert,
-                static_cast<size_t>((end - b) * t.per_expert) * sizeof(float));
+    std::memcpy(out + (b - lo) * per_expert, staging.data() + (b - e->expert_begin()) * per_expert,
+                static_cast<size_t>((end - b) * per_expert) * sizeof(float));
   }
   if (covered != t.num_experts) {  // CheckTensorIndex makes this unreachable for checked manifests
     return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir_, ": ",

@@ -1,5 +1,5 @@
-// Reading a checkpoint directory: the manifest, and any piece of any tensor by global name and
-// global expert id, whatever layout wrote it.
+// Reading a checkpoint directory: the manifest, and any piece of any tensor by global name, global
+// expert id and model piece, whatever layout wrote it.
 //
 // Not collective: each process reads what its own layout holds (a rank whose experts span several
 // files reads each of them; files of a range wider than its experts are read whole and sliced).
@@ -35,8 +35,12 @@ class CheckpointReader {
   const CheckpointManifest& manifest() const { return manifest_; }
 
   // Reads the piece `t` describes (a shared tensor whole, or experts
-  // [t.first_expert, t.first_expert + t.num_experts)) into out (t.size() floats).
+  // [t.first_expert, t.first_expert + t.num_experts); of a model piece its box) into out
+  // (t.size() floats). A model piece reads the whole tensor and keeps its box (memory: one whole
+  // tensor of its experts).
   absl::Status Read(const LocalTensor& t, float* out) const;
+  // The whole tensor over the model axis, of t's experts, into out (t.file_size() floats).
+  absl::Status ReadWhole(const LocalTensor& t, float* out) const;
 
   // Every parameter of `layout` into `params` (layout.total_size()), and, when `optimizer` is
   // non-null, its state. Every tensor of the checkpoint must be one the model has; optimizer state

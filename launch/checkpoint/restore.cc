@@ -28,29 +28,34 @@ absl::StatusOr<CheckpointManifest> ReadCheckedManifest(const std::string& dir, c
   return reader->manifest();
 }
 
-// The data states of this rank's chips, or none (with a warning) when the checkpoint
-// was written for another chip count.
+// The data states of this rank's data shards, or none (with a warning) when the checkpoint was
+// written for another number of shards (chips / model_parallel). States are keyed by global shard
+// id (DataIteratorState.chip: a shard is a chip without a model axis, so older checkpoints read
+// the same way).
 absl::StatusOr<std::vector<std::string>> LocalDataStates(const Trainer& trainer,
                                                          const CheckpointManifest& m,
                                                          const std::string& dir,
                                                          std::vector<std::string>* warnings) {
   const Mesh& mesh = trainer.mesh();
-  if (m.num_chips() != mesh.num_chips) {
+  const int64_t written_mp = std::max<int64_t>(1, m.job().mesh().model_parallel());
+  const int64_t written_shards = m.num_chips() / written_mp;
+  if (written_shards != mesh.NumShards()) {
     warnings->push_back(absl::StrFormat(
-        "checkpoint %s was written on %d chips, this job has %d: data-iterator states are not "
-        "restored "
-        "(they are per chip); generated data is positioned at step %d, corpus data starts afresh",
-        dir, m.num_chips(), mesh.num_chips, m.step()));
+        "checkpoint %s was written on %d chips with mesh.model_parallel=%d (%d data shards), this "
+        "job has %d chips with %d (%d data shards): data-iterator states are not restored (they "
+        "are per data shard); generated data is positioned at step %d, corpus data starts afresh",
+        dir, m.num_chips(), written_mp, written_shards, mesh.num_chips, mesh.model_parallel,
+        mesh.NumShards(), m.step()));
     return std::vector<std::string>();
   }
-  std::map<int64_t, const std::string*> by_chip;
-  for (const DataIteratorState& d : m.data_states()) by_chip[d.chip()] = &d.state();
+  std::map<int64_t, const std::string*> by_shard;
+  for (const DataIteratorState& d : m.data_states()) by_shard[d.chip()] = &d.state();
   std::vector<std::string> states;
-  for (int64_t c = mesh.FirstChip(); c < mesh.FirstChip() + mesh.chips_per_rank; ++c) {
-    auto it = by_chip.find(c);
-    if (it == by_chip.end()) {
+  for (int64_t s = mesh.FirstShard(); s < mesh.FirstShard() + mesh.ShardsPerRank(); ++s) {
+    auto it = by_shard.find(s);
+    if (it == by_shard.end()) {
       return absl::DataLossError(
-          absl::StrCat("checkpoint ", dir, ": no data-iterator state for chip ", c));
+          absl::StrCat("checkpoint ", dir, ": no data-iterator state for data shard ", s));
     }
     states.push_back(*it->second);
   }

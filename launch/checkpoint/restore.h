@@ -1,11 +1,13 @@
-// Restoring a trainer from a checkpoint, for any topology, world size and expert parallelism.
+// Restoring a trainer from a checkpoint, for any topology, world size, expert and model
+// parallelism.
 //
 // Rank 0 reads and checks the manifest (its checksum, its tensor index, the model's dimensions
 // against this job) and broadcasts it; then every rank reads the pieces its layout holds: shared
-// tensors by name, expert tensors (parameters and Adafactor state) by global expert id. Every file
-// read is checked against its checksum; the ranks agree on the outcome. Data-iterator states are
-// restored when the checkpoint was written for the same number of chips (they are keyed by global
-// chip id); otherwise the run continues without them, with a warning.
+// tensors by name, expert tensors (parameters and Adafactor state) by global expert id, model
+// pieces as their box of the whole tensor. Every file read is checked against its checksum; the
+// ranks agree on the outcome. Data-iterator states are restored when the checkpoint was written
+// for the same number of data shards (chips / model_parallel; they are keyed by global shard id);
+// otherwise the run continues without them, with a warning.
 //
 // Both functions are collective over trainer.world(). On failure the trainer's parameters and
 // optimizer state may be partly overwritten (callers fail or load another checkpoint).

@@ -84,9 +84,8 @@ std::vector<std::string> Prune(const std::string& root, int64_t step, int64_t ke
 absl::Status Commit(const CheckpointManifest& manifest, const std::string& tmp,
                     const std::string& final_dir, const std::string& root) {
   OPENMOE_RETURN_IF_ERROR(CheckTensorIndex(manifest));
-  OPENMOE_RETURN_IF_ERROR(
-      WriteCheckpointFileSynced((fs::path(tmp) / kManifestFile).string(),
-                                SerializeManifest(manifest)));
+  OPENMOE_RETURN_IF_ERROR(WriteCheckpointFileSynced((fs::path(tmp) / kManifestFile).string(),
+                                                    SerializeManifest(manifest)));
   OPENMOE_RETURN_IF_ERROR(FsyncDirectory(tmp));
   std::error_code ec;
   const std::string replaced = final_dir + ".replaced.tmp";
@@ -109,6 +108,26 @@ absl::Status Commit(const CheckpointManifest& manifest, const std::string& tmp,
   return absl::OkStatus();
 }
 
+// Collective over `group` (its rank q holding model piece q of t at `piece`): the whole tensor on
+// the group's first rank (t.file_size() floats), null on the others. Exact (a copy of every
+// element from the piece that holds it).
+std::unique_ptr<float[]> GatherPieces(Communicator& group, const LocalTensor& t,
+                                      const float* piece) {
+  const int size = group.size();
+  const bool first = group.rank() == 0;
+  std::vector<int64_t> send(size, 0), recv(size, 0);
+  send[0] = t.size();
+  if (first) recv.assign(size, t.size());  // every piece of a tensor has the same size
+  std::unique_ptr<float[]> received(first ? new float[static_cast<size_t>(size * t.size())]
+                                          : nullptr);
+  group.AllToAllV(piece, send, received.get(), recv);
+  if (!first) return nullptr;
+  std::unique_ptr<float[]> whole(new float[static_cast<size_t>(t.file_size())]);
+  for (int q = 0; q < size; ++q)
+    CopyPieceToWhole(PieceOf(t, q), received.get() + q * t.size(), whole.get());
+  return whole;
+}
+
 }  // namespace
 
 // What one rank writes: the tensors (pointing into the trainer or into a copy), and the rest of
@@ -122,63 +141,83 @@ struct CheckpointSave::State {
   SaveStats stats;
   Timer timer;
   double blocking = 0;
-  std::vector<LocalTensor> tensors;      // what this rank writes
-  std::vector<const float*> sources;     // their data
-  std::unique_ptr<float[]> copy;         // background saves: the data, copied
-  std::vector<std::string> data_states;  // this rank's chips
+  std::vector<LocalTensor> tensors;                // what this rank writes (model pieces: whole)
+  std::vector<const float*> sources;               // their data (t.file_size() floats each)
+  std::unique_ptr<float[]> copy;                   // background saves: the data, copied
+  std::vector<std::unique_ptr<float[]>> gathered;  // background saves: whole model-split tensors
+  std::vector<TensorEntry> done;                   // written already (gathered in the foreground)
+  absl::Status done_status;                        // the first failure among them
+  std::vector<std::string> data_states;  // this rank's data shards (empty: not this rank's)
+  int64_t first_shard = 0;
   int threads = 1;
   CheckpointShard shard;  // the result of Write()
   std::atomic<bool> written{false};
   std::thread writer;
 
-  std::string PathOf(size_t i) const {
-    return (fs::path(tmp) / TensorFileName(tensors[i])).string();
+  std::string PathOf(size_t i) const { return PathOf(tensors[i]); }
+
+  std::string PathOf(const LocalTensor& t) const {
+    return (fs::path(tmp) / TensorFileName(t)).string();
   }
 
-  // Compresses and writes every file, then fsyncs them; fills `shard` (entries or the error).
+  // Compresses and writes every file, then fsyncs them (with those in `done`); fills `shard`
+  // (entries or the error).
   void Write() {
     std::vector<TensorEntry> entries(tensors.size());
     const int64_t n = static_cast<int64_t>(tensors.size());
-    absl::Status status = ForEachInParallel(n, threads, [&](int64_t i) {
-      const LocalTensor& t = tensors[i];
-      absl::StatusOr<TensorFileInfo> info = WriteTensorFile(PathOf(i), sources[i], t.size());
-      if (!info.ok()) return info.status();
-      TensorEntry& e = entries[i];
-      e.set_name(t.name);
-      e.set_kind(t.kind);
-      for (int64_t d : t.global_shape) e.add_shape(d);
-      e.set_dtype("F32");
-      e.set_is_expert(t.is_expert);
-      if (t.is_expert) {
-        e.set_expert_begin(t.first_expert);
-        e.set_expert_end(t.first_expert + t.num_experts);
-      }
-      e.set_factored(t.factored);
-      e.set_file(TensorFileName(t));
-      e.set_encoding(info->encoding);
-      e.set_raw_bytes(info->raw_bytes);
-      e.set_compressed_bytes(info->compressed_bytes);
-      e.set_checksum(info->checksum);
-      e.set_file_checksum(info->file_checksum);
-      return absl::OkStatus();
-    });
+    absl::Status status = done_status;
+    if (status.ok()) {
+      status = ForEachInParallel(
+          n, threads, [&](int64_t i) { return WriteOne(tensors[i], sources[i], &entries[i]); });
+    }
     // Every file was handed to writeback as it was written; now wait for all of them.
     if (status.ok())
       status = ForEachInParallel(n, threads, [&](int64_t i) { return SyncFile(PathOf(i)); });
+    if (status.ok()) {
+      status = ForEachInParallel(static_cast<int64_t>(done.size()), threads, [&](int64_t i) {
+        return SyncFile((fs::path(tmp) / done[i].file()).string());
+      });
+    }
     shard.set_rank(world->rank());
     if (!status.ok()) {
       shard.set_error(std::string(status.message()));
       shard.set_error_code(static_cast<int>(status.code()));
     } else {
+      for (TensorEntry& e : done) *shard.add_tensors() = std::move(e);
       for (TensorEntry& e : entries) *shard.add_tensors() = std::move(e);
       for (size_t i = 0; i < data_states.size(); ++i) {
         DataIteratorState* d = shard.add_data_states();
-        d->set_chip(mesh.FirstChip() + static_cast<int64_t>(i));
+        d->set_chip(first_shard + static_cast<int64_t>(i));
         d->set_state(data_states[i]);
       }
     }
     copy.reset();
+    gathered.clear();
     written.store(true, std::memory_order_release);
+  }
+
+  // Writes the file of `t` (whole: t.file_size() floats at `data`) and describes it in `e`.
+  absl::Status WriteOne(const LocalTensor& t, const float* data, TensorEntry* out) const {
+    absl::StatusOr<TensorFileInfo> info = WriteTensorFile(PathOf(t), data, t.file_size());
+    if (!info.ok()) return info.status();
+    TensorEntry& e = *out;
+    e.set_name(t.name);
+    e.set_kind(t.kind);
+    for (int64_t d : t.global_shape) e.add_shape(d);
+    e.set_dtype("F32");
+    e.set_is_expert(t.is_expert);
+    if (t.is_expert) {
+      e.set_expert_begin(t.first_expert);
+      e.set_expert_end(t.first_expert + t.num_experts);
+    }
+    e.set_factored(t.factored);
+    e.set_file(TensorFileName(t));
+    e.set_encoding(info->encoding);
+    e.set_raw_bytes(info->raw_bytes);
+    e.set_compressed_bytes(info->compressed_bytes);
+    e.set_checksum(info->checksum);
+    e.set_file_checksum(info->file_checksum);
+    return absl::OkStatus();
   }
 };
 
@@ -207,23 +246,56 @@ absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& t
   OPENMOE_RETURN_IF_ERROR(
       AgreeOnFirstError(*s->world, rank0 ? PrepareDirectory(root, s->tmp) : absl::OkStatus()));
 
-  // Shared tensors by world rank 0; each expert range by the lowest rank of its replica set.
-  const bool writes_shared = rank0;
-  const bool writes_experts = trainer.replicas().rank() == 0;
-  for (LocalTensor& t : LocalTensors(trainer.layout(), &trainer.optimizer())) {
-    if (t.is_expert ? writes_experts : writes_shared) s->tensors.push_back(std::move(t));
-  }
+  // Shared tensors by world rank 0; each expert range by the lowest rank of its replica set. A
+  // model-split tensor is written whole by the first rank of the model group that writes it
+  // (that of world rank 0, or the one of the lowest ranks of its expert replica sets), gathered
+  // over the group one tensor at a time.
+  Communicator& group = trainer.model_group();
+  const bool group_first = group.rank() == 0;
+  int64_t leads[2] = {rank0 ? 1 : 0, trainer.replicas().rank() == 0 ? 1 : 0};
+  if (group.size() > 1) group.AllReduceSum(leads, 2);
+  // The ranks of one model group lead their replica sets together (the same experts, and the
+  // lowest group holding them for every piece).
+  OPENMOE_CHECK(leads[1] == 0 || leads[1] == group.size());
+  const bool group_writes_shared = leads[0] > 0, group_writes_experts = leads[1] > 0;
   std::vector<const float*> bases;
-  for (const LocalTensor& t : s->tensors) {
-    bases.push_back(
+  std::vector<LocalTensor> pieces;
+  std::vector<const float*> piece_bases;
+  for (LocalTensor& t : LocalTensors(trainer.layout(), &trainer.optimizer())) {
+    const float* base =
         (t.kind == TENSOR_PARAM ? trainer.params().data() : trainer.optimizer().state().data()) +
-        t.offset);
+        t.offset;
+    if (t.model_piece) {
+      if (t.is_expert ? group_writes_experts : group_writes_shared) {
+        pieces.push_back(std::move(t));
+        piece_bases.push_back(base);
+      }
+    } else if (t.is_expert ? group_first && trainer.replicas().rank() == 0 : rank0) {
+      s->tensors.push_back(std::move(t));
+      bases.push_back(base);
+    }
+  }
+  OPENMOE_CHECK(pieces.empty() || group.size() == trainer.layout().model_parts());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    std::unique_ptr<float[]> whole = GatherPieces(group, pieces[i], piece_bases[i]);
+    if (!group_first) continue;
+    pieces[i].model_piece = false;  // written whole
+    pieces[i].per_expert = pieces[i].whole_per_expert;
+    if (background) {  // written with the rest, from this copy
+      s->tensors.push_back(pieces[i]);
+      bases.push_back(whole.get());
+      s->gathered.push_back(std::move(whole));
+    } else if (s->done_status.ok()) {  // now, so that one whole tensor is held at a time
+      TensorEntry e;
+      s->done_status = s->WriteOne(pieces[i], whole.get(), &e);
+      s->done.push_back(std::move(e));
+    }
   }
   // Trainer state outside the model (Trainer::CheckpointExtras): shared, so rank 0 writes it, as
   // parameter-kind tensors named "extra.*". The sync is collective: every rank takes part.
   trainer.SyncCheckpointExtras();
   for (const CheckpointExtra& x : trainer.CheckpointExtras()) {
-    if (!writes_shared) break;
+    if (!rank0) break;
     LocalTensor t;
     t.name = x.name;
     t.global_shape = x.shape;
@@ -232,21 +304,28 @@ absl::StatusOr<std::unique_ptr<CheckpointSave>> CheckpointSave::Start(Trainer& t
     s->tensors.push_back(std::move(t));
     bases.push_back(x.data);
   }
+  // Background saves copy what they write but the gathered tensors (copies already).
+  std::vector<bool> copied(s->tensors.size(), false);
+  for (const std::unique_ptr<float[]>& g : s->gathered)
+    for (size_t i = 0; i < bases.size(); ++i) copied[i] = copied[i] || bases[i] == g.get();
   int64_t total = 0;
-  for (const LocalTensor& t : s->tensors) total += t.size();
+  for (size_t i = 0; i < s->tensors.size(); ++i) total += copied[i] ? 0 : s->tensors[i].size();
   if (background && total > 0) s->copy.reset(new float[static_cast<size_t>(total)]);
   int64_t at = 0;
   for (size_t i = 0; i < s->tensors.size(); ++i) {
     const LocalTensor& t = s->tensors[i];
     const float* base = bases[i];
-    if (background) {
+    if (background && !copied[i]) {
       std::memcpy(s->copy.get() + at, base, static_cast<size_t>(t.size()) * sizeof(float));
       base = s->copy.get() + at;
       at += t.size();
     }
     s->sources.push_back(base);
   }
-  s->data_states = trainer.DataStates();
+  // Data-iterator states once per data shard (the ranks of a model group hold the same): by the
+  // group's first rank, keyed by global shard id (= chip id without a model axis).
+  if (group_first) s->data_states = trainer.DataStates();
+  s->first_shard = s->mesh.FirstShard();
   State* raw = s.get();
   if (background) {
     s->threads = 1;  // leave the cores to training

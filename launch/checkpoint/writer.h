@@ -5,7 +5,12 @@
 //
 // Who writes what: shared tensors (parameters and their Adafactor state) by world rank 0; each
 // range of experts by the lowest world rank of the replica set holding it
-// (Trainer::replicas().rank() == 0). Every file is fsync'd. Rank 0 then gathers every rank's
+// (Trainer::replicas().rank() == 0). A tensor split over the model axis is written whole, with
+// its global name and shape: the model group of that writer (Trainer::model_group()) gathers its
+// pieces to the group's first rank, one tensor at a time (foreground saves then write it at once,
+// so that one whole tensor is held at a time; background saves keep the gathered copies), and
+// that rank writes the file. Data-iterator states: one per data shard, by the first rank of each
+// model group. Every file is fsync'd. Rank 0 then gathers every rank's
 // entries and data-iterator states, writes the manifest last (fsync'd), fsyncs the directory,
 // renames it to its final name and fsyncs `root`. Only then are older checkpoints pruned, so that
 // `keep_last` remain: checkpoints of a lower step than this one, newest first; a checkpoint of a
