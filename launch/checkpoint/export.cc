@@ -88,11 +88,22 @@ absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayou
                                                         ShapeString(e->shape), ", the model needs ",
                                                         ShapeString(t.global_shape)));
     }
+    if (!t.model_piece) {
+      if (absl::Status s =
+              file->ReadF32(*e, t.first_expert * t.per_expert, t.size(), params + t.offset);
+          !s.ok()) {
+        return s;
+      }
+      continue;
+    }
+    // A model piece: the whole tensor of this layout's experts, then the piece's box of it.
+    std::vector<float> whole(static_cast<size_t>(t.file_size()));
     if (absl::Status s =
-            file->ReadF32(*e, t.first_expert * t.per_expert, t.size(), params + t.offset);
+            file->ReadF32(*e, t.first_expert * t.whole_per_expert, t.file_size(), whole.data());
         !s.ok()) {
       return s;
     }
+    CopyWholeToPiece(t, whole.data(), params + t.offset);
   }
   for (const SafetensorsEntry& e : file->tensors()) {
     if (!names.count(e.name)) {

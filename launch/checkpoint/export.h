@@ -38,7 +38,8 @@ absl::StatusOr<ExportStats> ExportSafetensors(const std::string& checkpoint_dir,
                                               bool allow_nonfinite = false);
 
 // Fills `params` (layout.total_size()) from safetensors file `path`: shared tensors by name, expert
-// tensors at the layout's global expert ids. Every parameter must be present, F32, with its global
+// tensors at the layout's global expert ids, model pieces as their box of the whole tensor (read
+// whole, one tensor at a time). Every parameter must be present, F32, with its global
 // shape (FailedPrecondition naming the tensor otherwise), and the file must hold no tensor the
 // model lacks.
 absl::Status LoadParamsFromSafetensors(const std::string& path, const ParamLayout& layout,

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "launch/checkpoint/export.h"
+#include "launch/checkpoint/manifest.h"
 #include "launch/checkpoint/reader.h"
 #include "launch/checkpoint/restore.h"
 #include "launch/checkpoint/tensor_file.h"
@@ -250,6 +252,80 @@ TEST(CheckpointModelAxisMpi, DataStatesArePerShardAndRestoredForTheSameShardCoun
     EXPECT_NE(other->warnings[0].find("data-iterator states are not restored"), std::string::npos);
   }
   SharedDir::Barrier(*world);
+}
+
+// A background save gathers the pieces in Start and writes the copies later: the same tensors as a
+// save in the foreground, though training changes the buffers in between.
+TEST(CheckpointModelAxisMpi, BackgroundSaveWritesWhatTheForegroundSaveWrites) {
+  auto world = MakeWorldCommunicator();
+  SharedDir dir(*world);
+  auto trainer = Make(Job(4, 1, 4, OPTIMIZER_ADAFACTOR), world.get());
+  ASSERT_GT(trainer->layout().model_parts(), 1);
+  trainer->Step();
+  auto fg = SaveCheckpoint(*trainer, dir.path() + "/fg", 1);
+  ASSERT_TRUE(fg.ok()) << fg.status();
+  auto bg = CheckpointSave::Start(*trainer, dir.path() + "/bg", 1, /*background=*/true);
+  ASSERT_TRUE(bg.ok()) << bg.status();
+  trainer->Step();  // changes every parameter and statistic while the files are written
+  auto finished = (*bg)->Finish();
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  if (world->rank() == 0) ExpectSameTensors(fg->path, finished->path, "background");
+  SharedDir::Barrier(*world);
+}
+
+// The exported weights of a model_parallel 4 checkpoint are whole, and init_from_safetensors puts
+// them back as each layout's pieces.
+TEST(CheckpointModelAxisMpi, ExportedWeightsLoadIntoModelPieces) {
+  auto world = MakeWorldCommunicator();
+  SharedDir dir(*world);
+  const JobSpec spec = Job(4, 1, 4, OPTIMIZER_ADAFACTOR);
+  auto trainer = Make(spec, world.get());
+  trainer->Step();
+  auto saved = SaveCheckpoint(*trainer, dir.path(), 1);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  const std::string weights = dir.path() + "/w.safetensors";
+  std::string exported = "ok";
+  if (world->rank() == 0) {
+    auto stats = ExportSafetensors(saved->path, weights);
+    if (!stats.ok()) exported = std::string(stats.status().message());
+  }
+  world->Broadcast(&exported, 0);
+  ASSERT_EQ(exported, "ok");
+  std::vector<float> params(trainer->layout().total_size(), -1.0f);
+  ASSERT_TRUE(LoadParamsFromSafetensors(weights, trainer->layout(), params.data()).ok());
+  for (const ParamInfo& p : trainer->layout().params()) {
+    EXPECT_EQ(std::memcmp(params.data() + p.offset, trainer->params().data() + p.offset,
+                          4 * p.size),
+              0)
+        << p.name;
+  }
+  SharedDir::Barrier(*world);
+}
+
+// A failed write of a gathered tensor on the rank that writes it fails the save on every rank.
+TEST(CheckpointModelAxisMpi, FailedWriteOfAGatheredTensorFailsTheSaveEverywhere) {
+  auto world = MakeWorldCommunicator();
+  SharedDir dir(*world);
+  auto trainer = Make(Job(4, 1, 4, OPTIMIZER_ADAFACTOR), world.get());
+  trainer->Step();
+  if (world->rank() == 0) {
+    SetWriteFaultHookForTesting([](const std::string& path) {
+      return path.find("layers.0.attn.wq") != std::string::npos
+                 ? absl::ResourceExhaustedError("injected")
+                 : absl::OkStatus();
+    });
+  }
+  auto failed = SaveCheckpoint(*trainer, dir.path(), 1);
+  SetWriteFaultHookForTesting(nullptr);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("layers.0.attn.wq"), std::string::npos)
+      << failed.status();
+  SharedDir::Barrier(*world);
+  auto list = ListCheckpoints(dir.path());
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+  // The next save works.
+  ASSERT_TRUE(SaveCheckpoint(*trainer, dir.path(), 1).ok());
 }
 
 }  // namespace
