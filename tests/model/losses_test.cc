@@ -284,7 +284,8 @@ class ThreadGroup {
 
 // Splits (T, V) logits at `cuts` into pieces, runs the vocabulary-parallel loss on each piece in
 // its own thread, and returns every piece's sums and the pieces' gradients put back together.
-std::vector<LmLossSums> RunPieces(const std::vector<float>& logits, const std::vector<int32_t>& targets,
+std::vector<LmLossSums> RunPieces(const std::vector<float>& logits,
+                                  const std::vector<int32_t>& targets,
                                   const std::vector<float>& weights, int64_t t, int64_t v,
                                   const std::vector<int64_t>& cuts, double z_weight,
                                   double normalizer, std::vector<float>* dlogits) {
@@ -298,8 +299,9 @@ std::vector<LmLossSums> RunPieces(const std::vector<float>& logits, const std::v
     std::vector<float> piece(t * lv), d(t * lv);
     for (int64_t i = 0; i < t; ++i)
       std::copy_n(logits.data() + i * v + begin, lv, piece.data() + i * lv);
-    sums[r] = VocabParallelLmLossForwardBackward(piece.data(), targets.data(), weights.data(), t, lv,
-                                                 begin, v, z_weight, normalizer, &comm, d.data());
+    sums[r] = VocabParallelLmLossForwardBackward(piece.data(), targets.data(), weights.data(), t,
+                                                 lv, begin, v, z_weight, normalizer, &comm,
+                                                 d.data());
     for (int64_t i = 0; i < t; ++i)
       std::copy_n(d.data() + i * lv, lv, dlogits->data() + i * v + begin);
   });

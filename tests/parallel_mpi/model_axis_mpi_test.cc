@@ -13,6 +13,8 @@
 #include "model/decoder.h"
 #include "model/sharding.h"
 #include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
+#include "parallel/mesh.h"
 #include "tests/testing/conditioned_params.h"
 
 namespace openmoe {
@@ -81,14 +83,15 @@ LossScales ScalesOf(const JobSpec& spec, const Batch& batch) {
           .router_z_scale = spec.router().z_loss_weight() / 32.0};
 }
 
-struct Run {
+struct DecoderRun {
   DecoderSums sums;
   std::vector<float> grads;
   int64_t dropped = 0;  // dropped assignments over the MoE layers
 };
 
-Run RunDecoder(const ParamLayout& layout, const JobSpec& spec, const Case& c, const Batch& batch,
-               Communicator* model_comm) {
+DecoderRun RunDecoder(const ParamLayout& layout, const JobSpec& spec, const Case& c,
+                      const Batch& batch, Communicator* model_comm,
+                      ExpertRunner* runner = nullptr) {
   std::vector<float> params(layout.total_size());
   InitParams(layout, /*seed=*/5, params.data());
   // Elementwise, so the same on the whole and on a piece: routing margins far above rounding.
@@ -96,9 +99,9 @@ Run RunDecoder(const ParamLayout& layout, const JobSpec& spec, const Case& c, co
   RoutingConfig routing = RoutingFromSpec(spec, false);
   routing.jitter_noise = c.jitter;
   routing.jitter_seed = 9;
-  Decoder decoder(layout, routing, nullptr, model_comm);
+  Decoder decoder(layout, routing, runner, model_comm);
   const LossScales scales = ScalesOf(spec, batch);
-  Run run;
+  DecoderRun run;
   run.grads.assign(layout.total_size(), 0.0f);
   run.sums = decoder.Forward(params.data(), batch, scales);
   decoder.Backward(params.data(), batch, scales, run.grads.data());
@@ -126,8 +129,8 @@ void CheckGroups(const Case& c, int64_t parts) {
   const ParamLayout piece(dims, {.model_parts = parts, .model_index = group->rank()});
   const Batch batch = BatchOf(color, dims.vocab_size);
 
-  const Run ref = RunDecoder(whole, spec, c, batch, nullptr);
-  const Run got = RunDecoder(piece, spec, c, batch, group.get());
+  const DecoderRun ref = RunDecoder(whole, spec, c, batch, nullptr);
+  const DecoderRun got = RunDecoder(piece, spec, c, batch, group.get());
   const std::string where = c.name + " parts " + std::to_string(parts) + " rank " +
                             std::to_string(world->rank());
   EXPECT_GT(ref.dropped, 0) << where << ": the capacity should drop assignments";
@@ -176,6 +179,59 @@ TEST(ModelAxisMpi, IgnorePaddingAndJitter) {
 }
 // BF16 GEMMs on pieces: a piece rounds its own partial products, so only close to the whole.
 TEST(ModelAxisMpi, Bf16) { CheckEveryGroupSize({.name = "bf16", .bf16 = true, .tol = 3e-2}); }
+
+// Model and expert axes together (np 4: 4 chips, model_parallel 2, expert_parallel 2): two model
+// groups on two data shards, and each model piece's ranks exchange expert rows over the expert
+// axis. A rank's expert gradients are both shards' (its experts saw both), its shared gradients
+// its own shard's (before any data-parallel reduction).
+TEST(ModelAxisMpi, WithExpertParallelRunner) {
+  auto world = MakeWorldCommunicator();
+  if (world->size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const Case c{.name = "model_x_expert"};
+  JobSpec spec = SpecOf(c);
+  spec.mutable_topology()->set_num_chips(4);
+  spec.mutable_mesh()->set_model_parallel(2);
+  spec.mutable_mesh()->set_expert_parallel(2);
+  const Mesh mesh = MakeMesh(spec, world->size(), world->rank()).value();
+  ASSERT_EQ(mesh.model_ranks, 2);
+  std::unique_ptr<Communicator> group = world->Split(mesh.ModelGroupColor(), world->rank());
+  std::unique_ptr<Communicator> piece_world = world->Split(mesh.ModelPieceColor(), world->rank());
+  const Mesh shards = mesh.ShardMesh();
+  ExpertParallelRunner runner(shards, piece_world.get());
+  const ModelDims dims = DimsFromSpec(spec);
+  const ParamLayout whole(dims);
+  const ParamLayout piece(dims, {.first_expert = shards.first_local_expert,
+                                 .num_local_experts = shards.num_local_experts,
+                                 .model_parts = 2,
+                                 .model_index = mesh.model_index});
+  ASSERT_EQ(piece.num_local_experts(), 2);
+  const int shard = mesh.ModelGroupColor();
+  const DecoderRun ref[2] = {RunDecoder(whole, spec, c, BatchOf(0, dims.vocab_size), nullptr),
+                      RunDecoder(whole, spec, c, BatchOf(1, dims.vocab_size), nullptr)};
+  const DecoderRun got =
+      RunDecoder(piece, spec, c, BatchOf(shard, dims.vocab_size), group.get(), &runner);
+  const std::string where = "rank " + std::to_string(world->rank());
+  EXPECT_GT(ref[shard].dropped, 0);
+  ExpectNear(got.sums.loss, ref[shard].sums.loss, c.tol, where + " loss");
+  EXPECT_EQ(got.sums.lm.correct, ref[shard].sums.lm.correct) << where;
+  for (const ParamInfo& p : piece.params()) {
+    const ParamInfo& w = whole.Get(p.name);
+    std::vector<float> expected(p.size), sum(w.size);
+    for (int64_t i = 0; i < w.size; ++i) {
+      sum[i] = p.is_expert ? ref[0].grads[w.offset + i] + ref[1].grads[w.offset + i]
+                           : ref[shard].grads[w.offset + i];
+    }
+    CopyWholeToBox(p.box, sum.data(), expected.data());
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < p.size; ++i) {
+      const double e = expected[i], a = got.grads[p.offset + i];
+      diff += (a - e) * (a - e);
+      norm += e * e;
+    }
+    EXPECT_GT(norm, 0.0) << where << " " << p.name;
+    EXPECT_LE(std::sqrt(diff), c.tol * std::sqrt(norm)) << where << " " << p.name;
+  }
+}
 
 }  // namespace
 }  // namespace openmoe
