@@ -114,26 +114,20 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   Tensor* x = blocks_.empty() ? &final_input_ : &blocks_[0].input;
   x->ResizeUninitialized({t, d});
   const float* emb = params + embedding_->offset;
-  if (model_comm_ == nullptr) {
-    for (int64_t i = 0; i < t; ++i) {
-      const int32_t tok = batch.tokens[i];
-      OPENMOE_CHECK(tok >= 0 && tok < v);
-      std::memcpy(x->data() + i * d, emb + tok * d, d * sizeof(float));
+  // This layout holds the embedding rows [vocab_begin_, + v) (all of them without a model axis):
+  // its tokens' rows, zeros for the others, summed over the model group.
+  const int64_t whole_vocab = layout_.dims().padded_vocab_size;
+  for (int64_t i = 0; i < t; ++i) {
+    OPENMOE_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < whole_vocab);
+    const int64_t tok = batch.tokens[i] - vocab_begin_;
+    float* row = x->data() + i * d;
+    if (tok >= 0 && tok < v) {
+      std::memcpy(row, emb + tok * d, d * sizeof(float));
+    } else {
+      std::fill_n(row, d, 0.0f);
     }
-  } else {
-    // This piece holds rows [vocab_begin_, + v): its tokens' rows, zeros for the others, summed.
-    for (int64_t i = 0; i < t; ++i) {
-      const int64_t tok = batch.tokens[i] - vocab_begin_;
-      OPENMOE_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < layout_.dims().padded_vocab_size);
-      float* row = x->data() + i * d;
-      if (tok >= 0 && tok < v) {
-        std::memcpy(row, emb + tok * d, d * sizeof(float));
-      } else {
-        std::fill_n(row, d, 0.0f);
-      }
-    }
-    model_comm_->AllReduceSum(x->data(), t * d);
   }
+  if (model_comm_ != nullptr) model_comm_->AllReduceSum(x->data(), t * d);
   block_out_.ResizeUninitialized({t, d});
   for (size_t i = 0; i < blocks_.size(); ++i) {
     SubBlock& b = blocks_[i];
@@ -237,13 +231,9 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   // Embedding: scatter-add the residual gradient into the looked-up rows.
   float* demb = grads + embedding_->offset;
   const float* dx = residual_grad_.data();
-  if (model_comm_ == nullptr) {
-    for (int64_t i = 0; i < t; ++i) AddInPlace(demb + batch.tokens[i] * d, dx + i * d, d);
-  } else {
-    for (int64_t i = 0; i < t; ++i) {
-      const int64_t tok = batch.tokens[i] - vocab_begin_;
-      if (tok >= 0 && tok < v) AddInPlace(demb + tok * d, dx + i * d, d);  // v: this piece's rows
-    }
+  for (int64_t i = 0; i < t; ++i) {
+    const int64_t tok = batch.tokens[i] - vocab_begin_;
+    if (tok >= 0 && tok < v) AddInPlace(demb + tok * d, dx + i * d, d);  // v: this piece's rows
   }
 }
 
