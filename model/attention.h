@@ -3,6 +3,11 @@
 // No biases, no GQA, and no runtime 1/sqrt(head_dim): that factor is folded into wq's
 // initialisation. Query i may attend to key j iff j <= i and segment[i] == segment[j] (the
 // diagonal is always allowed, so padding rows with segment 0 stay finite).
+//
+// Blocked (FlashAttention-2 form): the forward runs an online softmax over key tiles and keeps,
+// besides q, k, v and the context, only each query's log-sum-exp (B, H, S); the backward
+// recomputes each probability tile from q, k and it. Scratch is two tiles per thread, so memory is
+// linear in S (bench_small: 128 KiB of log-sum-exp per layer instead of 32 MiB of probabilities).
 #pragma once
 
 #include <cstdint>
@@ -19,8 +24,10 @@ struct AttentionDims {
   int64_t d_model = 0;
   int64_t num_heads = 0;
   int64_t head_dim = 0;
-  // Every GEMM here, forward and backward: the projections and the per-head QK^T and P V. The
-  // softmax and its backward stay fp32.
+  // Every GEMM here, forward and backward: the projections and the per-tile QK^T, P V and their
+  // gradients. The softmax (running max and sum, the recomputed P) and its backward
+  // dS = P * (dP - D) stay fp32; D = rowsum(dO * O) reads O and dO as held, bf16-rounded in BF16
+  // (they only feed GEMMs otherwise).
   GemmPrecision precision = GemmPrecision::kFp32;
 };
 
