@@ -29,6 +29,9 @@ bin="${OPENMOE_BIN:-$root/build/launch/openmoe}"
 chips_list="${CHIPS:-64 128 256 512}"
 eps="${EPS:-1 2 4 8 16 32}"
 job="$root/launch/configs/openmoe_8b_32e.pbtxt"
+# The constants fitted on GShard Table 3 (bench/cost_model_anchors.sh, issue 13), until the proto
+# defaults carry them; CALIBRATED="" runs the proto defaults.
+read -r -a calibrated <<<"${CALIBRATED---set cost_model.matmul_efficiency=0.6 --set cost_model.all_to_all_efficiency=0.11}"
 [[ -x "$bin" ]] || { echo "$0: $bin not built (cmake --build build --target openmoe)" >&2; exit 2; }
 
 need=()
@@ -53,7 +56,7 @@ plan() {  # chips, then --set arguments -> JSON file path on stdout
   local f
   f="$(mktemp "$tmp/plan-XXXXXX.json")"
   "$bin" plan --json --job "$job" --set topology.num_chips="$n" --set topology.torus_x="$x" \
-    --set topology.torus_y="$y" "$@" >"$f"
+    --set topology.torus_y="$y" "${calibrated[@]}" "$@" >"$f"
   echo "$f"
 }
 
@@ -87,9 +90,9 @@ for line in open(sys.argv[1]):
         "a2a_placement": col["all_to_all"]["placement"],
         "replica_placement": col["all_reduce_experts"]["placement"],
         "a2a_mib_per_chip_call": f'{col["all_to_all"]["bytes_per_chip"] / 2**20:.4g}',
-        "state_gib": f'{c["memory_per_chip"]["state_bytes"] / gib:.2f}',
-        "activation_gib": f'{c["memory_per_chip"]["activation_bytes"] / gib:.2f}',
-        "fits_32gib": str(c["memory_per_chip"]["fits"]).lower(),
+        "state_gib": f'{c["memory_per_core"]["state_bytes"] / gib:.2f}',
+        "activation_gib": f'{c["memory_per_core"]["activation_bytes"] / gib:.2f}',
+        "fits_32gib": str(c["memory_per_core"]["fits"]).lower(),
     })
 # Grouped by expert_parallel, so each size's points are consecutive (one line per size in the plot).
 rows.sort(key=lambda r: (r["expert_parallel"], r["chips"]))
@@ -140,7 +143,8 @@ for m in "8b 256" "34b 512"; do
   for fmt in txt json; do
     flag=(); [[ $fmt == json ]] && flag=(--json)
     "$bin" plan --search "${flag[@]}" --job "$root/launch/configs/openmoe_${size}_32e.pbtxt" \
-      --job "$root/launch/configs/topology/v3-$n.pbtxt" >"$out/layout_search_$size.$fmt"
+      --job "$root/launch/configs/topology/v3-$n.pbtxt" "${calibrated[@]}" \
+      >"$out/layout_search_$size.$fmt"
   done
 done
 echo "wrote $out/plan_sweep_8b.csv $out/fixed_bytes_scaling.csv, their PNGs and layout_search_*"

@@ -3,14 +3,19 @@
 // (translates share links only through a footprint's stride, which RingLinks already divides by).
 // W is one ICI link's bandwidth in one direction (bytes/s), h the latency of one hop (s).
 //
-// All-reduce of B bytes per chip (the gradient), as bidirectional rings one torus dimension after
-// the other: reduce-scatter along the first dimension, all-reduce of the B / n_1 shard along the
-// second, all-gather along the first (the 2D all-reduce of TPU pods). Per dimension i with n_i
-// chips, ring links r_i and stride s_i:
-//   T_i(bytes) = 2 (n_i - 1) / n_i * bytes / (r_i W)  +  2 (n_i - 1) s_i h
-//   T = T_1(B) + T_2(B / n_1)
-// taking the cheaper of the two dimension orders. A whole 16x16 torus: r = 2 in both dimensions,
-// T = 2*15/16 * B / 2W + 2*15/16 * (B/16) / 2W + 60 h.
+// All-reduce of B bytes per chip (the gradient), as bidirectional rings on both torus dimensions
+// at once (the JAX scaling book, "How to think about TPU networking / collectives": a collective
+// over several axes runs them concurrently, so all four links of a chip are busy): a fraction x
+// of the buffer is reduce-scattered along x, all-reduced along y and all-gathered along x, the
+// rest the other way round; chunks pipeline, so the slower dimension sets the time. With
+// c_i = 2 (n_i - 1) / n_i * B / (r_i W) (one ring all-reduce of B along dimension i: n_i chips,
+// ring links r_i, stride s_i) the links of x carry x B whole and (1 - x) B as 1 / n_y shards:
+//   T = min_x max(c_x (x + (1 - x) / n_y), c_y ((1 - x) + x / n_x))  +  sum_i 2 (n_i - 1) s_i h
+// (the minimum is at x = 0, 1 or where the two are equal). One dimension is a single ring, c_x.
+// A whole 16x16 torus: x = 1/2, T = 15/16 * B * 17/16 / 2W + 60 h ~ 0.50 B / W (one dimension
+// after the other would be ~1.0 B / W, half the links idle). ici_link_bandwidth is derived from
+// Cloud's pod all-reduce figure with all four links busy, so this is the matching formula.
+// Without wraparound a dimension is a line (r = 1 / s): its c doubles.
 //
 // All-to-all of B bytes per chip (each chip's whole send buffer, its own share included, spread
 // evenly over the n chips of the group): half of every chip's data crosses the group's bisection,
@@ -34,7 +39,7 @@ struct LinkParams {
 // One ring all-reduce along dimension `d` of the footprint: T_d(bytes) above (0 if size < 2).
 double RingAllReduceSeconds(const Footprint& f, int d, double bytes, const LinkParams& link);
 
-// The 2D all-reduce of `bytes` per chip over the footprint (0 for a single chip).
+// The concurrent 2D all-reduce of `bytes` per chip over the footprint (0 for a single chip).
 double AllReduceSeconds(const Footprint& f, double bytes, const LinkParams& link);
 
 // One all-to-all with `bytes` per chip over the footprint (0 for a single chip).

@@ -12,11 +12,17 @@ CostBreakdown PredictStepTime(const StepWorkload& w, const CostModelConfig& conf
   // ici_links_per_chip / 4 parallel links join a chip to each of its four torus neighbours.
   const double links_per_neighbour = static_cast<double>(config.ici_links_per_chip()) / 4;
   const LinkParams link{config.ici_link_bandwidth() * links_per_neighbour, config.hop_latency()};
+  // The all-to-alls reach a fitted fraction of it (many small messages, XLA's schedule).
+  const LinkParams a2a_link{link.bandwidth * config.all_to_all_efficiency(), link.hop_latency};
 
   CostBreakdown b;
   b.tokens_per_step = w.tokens_per_step;
   b.model_flops_per_chip = w.model_flops_per_chip;
-  b.compute_seconds = w.model_flops_per_chip / sustained_flops;
+  b.dispatch_flops_per_chip = w.dispatch_flops_per_chip;
+  b.remat_flops_per_chip = w.remat_flops_per_chip;
+  b.compute_seconds =
+      (w.model_flops_per_chip + w.dispatch_flops_per_chip + w.remat_flops_per_chip) /
+      sustained_flops;
   b.hbm_bytes_per_chip = w.elementwise_bytes_per_chip + w.optimizer_bytes_per_chip;
   b.memory_seconds = b.hbm_bytes_per_chip / config.hbm_bandwidth();
 
@@ -30,7 +36,7 @@ CostBreakdown PredictStepTime(const StepWorkload& w, const CostModelConfig& conf
     cost.bytes_per_chip = c.bytes_per_chip;
     cost.calls = c.calls;
     cost.seconds_per_call = c.kind == CollectiveKind::kAllToAll
-                                ? AllToAllSeconds(c.footprint, c.bytes_per_chip, link)
+                                ? AllToAllSeconds(c.footprint, c.bytes_per_chip, a2a_link)
                                 : AllReduceSeconds(c.footprint, c.bytes_per_chip, link);
     cost.seconds = cost.seconds_per_call * static_cast<double>(c.calls);
     if (c.kind == CollectiveKind::kAllToAll) {
@@ -54,10 +60,14 @@ CostBreakdown PredictStepTime(const StepWorkload& w, const CostModelConfig& conf
     b.mfu = w.model_flops_per_chip / (b.step_seconds * config.peak_flops_per_chip());
   }
 
+  // Per core: a replica of the chip's state, its share of the chip's tokens' activations, against
+  // its share of the chip's HBM.
+  const int64_t cores = std::max<int64_t>(1, w.cores_per_chip);
+  b.cores_per_chip = cores;
   b.state_bytes = w.state_bytes_per_chip;
-  b.activation_bytes = static_cast<int64_t>(w.activation_bytes_per_chip);
+  b.activation_bytes = static_cast<int64_t>(w.activation_bytes_per_chip / static_cast<double>(cores));
   b.memory_bytes = b.state_bytes + b.activation_bytes;
-  b.hbm_capacity_bytes = config.hbm_capacity_bytes();
+  b.hbm_capacity_bytes = config.hbm_capacity_bytes() / cores;
   b.fits_in_hbm = b.memory_bytes <= b.hbm_capacity_bytes;
   return b;
 }
@@ -84,6 +94,9 @@ absl::Status ValidateCostModel(const CostModelConfig& c) {
   }
   if (!(c.ici_link_bandwidth() > 0)) {
     return bad("ici_link_bandwidth", c.ici_link_bandwidth(), "must be > 0");
+  }
+  if (!(c.all_to_all_efficiency() > 0 && c.all_to_all_efficiency() <= 1)) {
+    return bad("all_to_all_efficiency", c.all_to_all_efficiency(), "must be in (0, 1]");
   }
   if (!(c.hop_latency() >= 0)) return bad("hop_latency", c.hop_latency(), "must be >= 0");
   if (c.activation_bytes() < 1) {

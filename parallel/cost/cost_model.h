@@ -7,19 +7,21 @@
 // FLOP/s, e the matmul efficiency, M the HBM bandwidth, W one ICI link's bandwidth per direction
 // (times ici_links_per_chip / 4, the parallel links to each torus neighbour: 1 on v3) and h the
 // hop latency:
-//   compute     = model FLOPs / (P e)
+//   compute     = (model FLOPs + dispatch einsum FLOPs + remat FLOPs) / (P e)
 //   memory      = (elementwise bytes + optimizer bytes) / M
 //   all_reduce  = sum over all_reduce_* of calls * AllReduceSeconds(footprint, bytes, W, h): the
 //                 gradients' and, with a model axis, the activations' all_reduce_model* (those
 //                 also in model_all_reduce: a part of all_reduce, not added to it again)
-//   all_to_all  = calls * AllToAllSeconds(footprint, bytes, W, h)      (parallel/cost/collective_cost.h)
+//   all_to_all  = calls * AllToAllSeconds(footprint, bytes, W a, h), a = all_to_all_efficiency
+//                 (parallel/cost/collective_cost.h)
 //   hidden      = overlap_all_to_all_with_attention ? min(all_to_all, MoE layers' attention
 //                 FLOPs / (P e)) : 0
 //   step        = compute + memory + (all_to_all - hidden) + all_reduce    (nothing else overlaps)
 //   tokens/s    = tokens per step / step
 //   MFU         = model FLOPs per chip / (step * P)
-//   memory fit  = params + grads + Adafactor state (fp32) + saved activations of one microbatch
-//                 <= HBM capacity
+//   memory fit  = per core (topology.cores_per_chip, a replica per core): params + grads +
+//                 Adafactor state (fp32) + the core's share (1 / cores) of the chip's saved
+//                 activations of one microbatch <= hbm_capacity_bytes / cores
 #pragma once
 
 #include <cstdint>
@@ -57,14 +59,17 @@ struct CostBreakdown {
 
   int64_t tokens_per_step = 0;
   double model_flops_per_chip = 0;
+  double dispatch_flops_per_chip = 0;  // DISPATCH_EINSUM's one-hot einsums (not in MFU)
+  double remat_flops_per_chip = 0;     // recomputed forward (not in MFU)
   double hbm_bytes_per_chip = 0;  // elementwise + optimizer traffic
   std::vector<CollectiveCost> collectives;
 
-  // Memory per chip against HBM.
-  int64_t state_bytes = 0;       // params + grads + Adafactor, fp32
-  int64_t activation_bytes = 0;  // saved for backward, one microbatch (estimate)
+  // Memory per core (a replica per TensorCore) against the core's HBM.
+  int64_t cores_per_chip = 1;
+  int64_t state_bytes = 0;       // params + grads + Adafactor, fp32: the whole replica
+  int64_t activation_bytes = 0;  // saved for backward, one microbatch, the core's share (estimate)
   int64_t memory_bytes = 0;      // state + activations
-  int64_t hbm_capacity_bytes = 0;
+  int64_t hbm_capacity_bytes = 0;  // cost_model.hbm_capacity_bytes / cores_per_chip
   bool fits_in_hbm = false;
 };
 

@@ -19,6 +19,8 @@ TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expe
   for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
     t.elementwise_elements += 11 * d + 8 * a + 5 * hs;
     t.saved_elements += 2 * d + 4 * a + hs;
+    t.attention_internal_elements += 4 * a + hs;
+    t.layer_input_elements += d;
     const bool moe = dims.IsMoeLayer(layer);
     if (moe) {
       t.elementwise_elements += 14 * d + 5 * e + 5 * r * d + r * gate(fe);

@@ -24,7 +24,8 @@
 // embedding and loss 9d + 3V.
 //
 // Saved activations per token (no rematerialisation): attention block 2d + 4A + HS (x, norm
-// out, q, k, v, probs, attention out); FFN block 2d + saved_gate(f) with saved_gate OpenMoE 4f
+// out, q, k, v, probs, attention out; the probabilities are kept, as the modelled T5X / GShard
+// runs on v3 do: XLA's attention there is not blocked, unlike this trainer's); FFN block 2d + saved_gate(f) with saved_gate OpenMoE 4f
 // (a, b, c, h), SwiGLU 3f; MoE block 2d + E + 2rd + r saved_gate(f_e); once: 2d + V (logits).
 #pragma once
 
@@ -35,6 +36,10 @@ namespace openmoe {
 struct TokenTraffic {
   double elementwise_elements = 0;  // HBM reads + writes of elementwise ops, fwd + bwd
   double saved_elements = 0;        // activations kept for the backward pass
+  // Of saved_elements, what REMAT_ATTENTION recomputes instead (q, k, v, probs, attention out:
+  // 3A + HS + A per layer) and what REMAT_FULL keeps (each layer's input x: d per layer).
+  double attention_internal_elements = 0;
+  double layer_input_elements = 0;
 };
 
 // For one token of a row of `seq_len`, `expert_rows_per_token` as r above (0 for a dense model).

@@ -140,7 +140,7 @@ void PrintLayoutSearchText(const LayoutSearch& s, std::ostream& out) {
                         s.microbatches);
   absl::StrAppendFormat(&t, "%4s %5s %6s %5s %4s %10s %12s %6s %9s %9s %9s %9s %9s %9s  %s\n",
                         "rank", "data", "expert", "model", "mb", "step", "tokens/s", "MFU",
-                        "compute", "memory", "all2all", "allreduce", "(model)", "HBM GiB", "fits");
+                        "compute", "memory", "all2all", "allreduce", "(model)", "GiB/core", "fits");
   int64_t rank = 0;
   for (const LayoutPrediction& l : s.layouts) {
     const CostBreakdown& b = l.cost;
@@ -159,7 +159,7 @@ void PrintLayoutSearchText(const LayoutSearch& s, std::ostream& out) {
     absl::StrAppendFormat(
         &t,
         "best that fits: data_parallel %d, expert_parallel %d, model_parallel %d, %d "
-        "microbatches: %s per step, %s tokens/s, MFU %.1f%%, %.2f of %.2f GiB HBM per chip\n"
+        "microbatches: %s per step, %s tokens/s, MFU %.1f%%, %.2f of %.2f GiB HBM per core\n"
         "  (--set mesh.expert_parallel=%d --set mesh.model_parallel=%d "
         "--set train.microbatches=%d)\n",
         best->data_parallel, best->expert_parallel, best->model_parallel, best->microbatches,

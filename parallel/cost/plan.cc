@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "core/check.h"
 #include "model/params.h"
+#include "parallel/cost/calibration_residuals.h"
 #include "parallel/cost/plan_format.h"
 #include "parallel/mesh.h"
 
@@ -38,20 +39,34 @@ void AppendCostText(const PlanReport& r, std::string* s) {
   const CostBreakdown& b = r.cost;
   absl::StrAppendFormat(s, "\npredicted step on a TPU v3 slice (cost model)\n");
   absl::StrAppendFormat(
-      s, "  chip              %s bf16 x %.2f matmul efficiency; HBM %s at %s\n",
+      s, "  chip              %s bf16 x %.2f matmul efficiency; HBM %s at %s; %d cores\n",
       WithUnit(c.peak_flops_per_chip(), "FLOP/s"), c.matmul_efficiency(),
-      Bytes(c.hbm_capacity_bytes()), WithUnit(c.hbm_bandwidth(), "B/s"));
+      Bytes(c.hbm_capacity_bytes()), WithUnit(c.hbm_bandwidth(), "B/s"), b.cores_per_chip);
+  absl::StrAppendFormat(s, "  MoE               %s dispatch, %s, all-to-all at %.2f of link bandwidth\n",
+                        c.dispatch() == DISPATCH_EINSUM ? "one-hot einsum" : "gather",
+                        c.remat() == REMAT_FULL        ? "full remat"
+                        : c.remat() == REMAT_ATTENTION ? "attention remat"
+                                                       : "no remat",
+                        c.all_to_all_efficiency());
   absl::StrAppendFormat(
       s, "  interconnect      %dx%d %s, %d ICI links/chip at %s per direction, %s per hop\n",
       r.torus_x, r.torus_y, c.wraparound() ? "torus" : "mesh (no wraparound)",
       c.ici_links_per_chip(), WithUnit(c.ici_link_bandwidth(), "B/s"), Seconds(c.hop_latency()));
-  absl::StrAppendFormat(s, "  step time         %s\n", Seconds(b.step_seconds));
+  absl::StrAppendFormat(s, "  step time         %s  (calibrated on %s: residuals %+.0f%%..%+.0f%%)\n",
+                        Seconds(b.step_seconds), calibration::kSource,
+                        100 * calibration::kMinResidual, 100 * calibration::kMaxResidual);
   auto part = [&](const char* name, double v, const std::string& note) {
     absl::StrAppendFormat(s, "    %-15s %10s %5.1f%%%s\n", name, Seconds(v),
                           b.step_seconds > 0 ? 100 * v / b.step_seconds : 0.0, note);
   };
   part("compute", b.compute_seconds,
-       absl::StrCat("  ", Short(b.model_flops_per_chip), " model FLOPs per chip"));
+       absl::StrCat("  ", Short(b.model_flops_per_chip), " model FLOPs per chip",
+                    b.dispatch_flops_per_chip > 0
+                        ? absl::StrCat(" + ", Short(b.dispatch_flops_per_chip), " dispatch einsums")
+                        : std::string(),
+                    b.remat_flops_per_chip > 0
+                        ? absl::StrCat(" + ", Short(b.remat_flops_per_chip), " remat")
+                        : std::string()));
   part("memory-bound", b.memory_seconds,
        absl::StrCat("  ", Bytes(static_cast<int64_t>(b.hbm_bytes_per_chip)),
                     " elementwise + optimizer HBM traffic per chip"));
@@ -77,8 +92,9 @@ void AppendCostText(const PlanReport& r, std::string* s) {
   }
   absl::StrAppendFormat(
       s,
-      "  HBM per chip      %s state + %s activations (one microbatch, estimate) = %s of %s: %s\n",
-      Bytes(b.state_bytes), Bytes(b.activation_bytes), Bytes(b.memory_bytes),
+      "  HBM per core      %s state (a replica per core) + %s activations (one microbatch, "
+      "1/%d of the chip's, estimate) = %s of %s: %s\n",
+      Bytes(b.state_bytes), Bytes(b.activation_bytes), b.cores_per_chip, Bytes(b.memory_bytes),
       Bytes(b.hbm_capacity_bytes), b.fits_in_hbm ? "fits" : "does NOT fit");
 }
 
@@ -91,25 +107,34 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       "\"matmul_efficiency\": %s, \"hbm_capacity_bytes\": %d, \"hbm_bandwidth\": %s, "
       "\"ici_links_per_chip\": %d, \"ici_link_bandwidth\": %s, \"hop_latency\": %s, "
       "\"wraparound\": %s, \"activation_bytes\": %d, \"gradient_bytes\": %d, "
-      "\"padded_dispatch\": %s, \"overlap_all_to_all_with_attention\": %s},\n",
+      "\"padded_dispatch\": %s, \"overlap_all_to_all_with_attention\": %s, \"dispatch\": %s, "
+      "\"remat\": %s, \"all_to_all_efficiency\": %s, \"cores_per_chip\": %d},\n"
+      "    \"calibration\": {\"source\": %s, \"rows\": %d, \"min_residual\": %s, "
+      "\"max_residual\": %s},\n",
       JsonNumber(c.peak_flops_per_chip()), JsonNumber(c.matmul_efficiency()),
       c.hbm_capacity_bytes(), JsonNumber(c.hbm_bandwidth()), c.ici_links_per_chip(),
       JsonNumber(c.ici_link_bandwidth()), JsonNumber(c.hop_latency()),
       c.wraparound() ? "true" : "false", c.activation_bytes(), c.gradient_bytes(),
       c.padded_dispatch() ? "true" : "false",
-      c.overlap_all_to_all_with_attention() ? "true" : "false");
+      c.overlap_all_to_all_with_attention() ? "true" : "false",
+      JsonString(DispatchImpl_Name(c.dispatch())), JsonString(Remat_Name(c.remat())),
+      JsonNumber(c.all_to_all_efficiency()), b.cores_per_chip, JsonString(calibration::kSource),
+      calibration::kRows, JsonNumber(calibration::kMinResidual),
+      JsonNumber(calibration::kMaxResidual));
   absl::StrAppendFormat(
       s,
       "    \"step_seconds\": %s,\n    \"breakdown\": {\"compute\": %s, \"memory\": %s, "
       "\"all_to_all\": %s, \"all_to_all_hidden\": %s, \"all_reduce\": %s, "
       "\"model_all_reduce\": %s},\n"
       "    \"tokens_per_second\": %s,\n    \"mfu\": %s,\n    \"model_flops_per_chip\": %s,\n"
+      "    \"dispatch_flops_per_chip\": %s,\n    \"remat_flops_per_chip\": %s,\n"
       "    \"hbm_traffic_bytes_per_chip\": %s,\n    \"collectives\": [",
       JsonNumber(b.step_seconds), JsonNumber(b.compute_seconds), JsonNumber(b.memory_seconds),
       JsonNumber(b.all_to_all_seconds), JsonNumber(b.all_to_all_hidden_seconds),
       JsonNumber(b.all_reduce_seconds), JsonNumber(b.model_all_reduce_seconds),
       JsonNumber(b.tokens_per_second), JsonNumber(b.mfu),
-      JsonNumber(b.model_flops_per_chip), JsonNumber(b.hbm_bytes_per_chip));
+      JsonNumber(b.model_flops_per_chip), JsonNumber(b.dispatch_flops_per_chip),
+      JsonNumber(b.remat_flops_per_chip), JsonNumber(b.hbm_bytes_per_chip));
   bool first = true;
   for (const CollectiveCost& cc : b.collectives) {
     absl::StrAppendFormat(
@@ -123,9 +148,10 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
   }
   absl::StrAppendFormat(
       s,
-      "\n    ],\n    \"memory_per_chip\": {\"state_bytes\": %d, \"activation_bytes\": %d, "
-      "\"total_bytes\": %d, \"hbm_capacity_bytes\": %d, \"fits\": %s}\n  }\n",
-      b.state_bytes, b.activation_bytes, b.memory_bytes, b.hbm_capacity_bytes,
+      "\n    ],\n    \"memory_per_core\": {\"cores_per_chip\": %d, \"state_bytes\": %d, "
+      "\"activation_bytes\": %d, \"total_bytes\": %d, \"hbm_capacity_bytes\": %d, "
+      "\"fits\": %s}\n  }\n",
+      b.cores_per_chip, b.state_bytes, b.activation_bytes, b.memory_bytes, b.hbm_capacity_bytes,
       b.fits_in_hbm ? "true" : "false");
 }
 

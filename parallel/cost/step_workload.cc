@@ -40,6 +40,12 @@ int64_t ActivationBytes(const JobSpec& spec) {
   return spec.train().compute_dtype() == BF16 ? 2 : 4;
 }
 
+double EinsumDispatchFlopsPerGroup(int64_t group_size, int64_t num_experts, int64_t capacity,
+                                   int64_t d_model) {
+  return 10.0 * static_cast<double>(group_size) * static_cast<double>(num_experts) *
+         static_cast<double>(capacity) * static_cast<double>(d_model);
+}
+
 StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   const CostModelConfig& cfg = spec.cost_model();
   const ModelDims dims = DimsFromSpec(spec);
@@ -70,6 +76,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   // Dispatch buffer rows per routing group.
   double rows_per_group = 0;
   int64_t groups_per_chip_microbatch = 0;
+  double einsum_flops_per_group = 0;  // DISPATCH_EINSUM only
+  double gating_elements_per_token = 0;  // per MoE layer
   if (dims.num_experts > 0) {
     const RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/false);
     const double g = static_cast<double>(routing.group_size);
@@ -78,6 +86,14 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     rows_per_group = routing.dropless ? k_g : cfg.padded_dispatch() ? e_c : std::min(k_g, e_c);
     w.expert_rows_per_token = rows_per_group / g;
     groups_per_chip_microbatch = w.tokens_per_chip_microbatch / routing.group_size;
+    const double e = static_cast<double>(routing.num_experts);
+    gating_elements_per_token = 4 * static_cast<double>(routing.top_k) * e;
+    if (cfg.dispatch() == DISPATCH_EINSUM) {
+      const int64_t capacity = ExpertCapacity(routing);
+      einsum_flops_per_group = EinsumDispatchFlopsPerGroup(routing.group_size, routing.num_experts,
+                                                           capacity, dims.d_model);
+      gating_elements_per_token += 4 * e * static_cast<double>(capacity);
+    }
   }
   // Expert rows a shard holds per microbatch (what it sends, and on average what it receives).
   const double expert_rows =
@@ -95,15 +111,39 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
         attention_flops_per_layer * static_cast<double>(w.num_moe_layers) * tokens / split;
   }
 
+  // Routing groups of a chip per step, every MoE layer.
+  const double moe_groups = static_cast<double>(groups_per_chip_microbatch) *
+                            static_cast<double>(w.microbatches) *
+                            static_cast<double>(w.num_moe_layers);
+  w.dispatch_flops_per_chip = einsum_flops_per_group * moe_groups;
+  if (cfg.remat() == REMAT_FULL) {
+    w.remat_flops_per_chip = w.model_flops_per_chip / 3 + 0.4 * w.dispatch_flops_per_chip;
+  } else if (cfg.remat() == REMAT_ATTENTION && dims.num_layers > 0) {
+    const double attention_params = static_cast<double>(counts[Component::kAttention].total);
+    w.remat_flops_per_chip = (6 * attention_params + flops.attention) / 3 * tokens / split;
+  }
+
   const TokenTraffic traffic =
       TrafficPerToken(piece.local_dims(), spec.train().seq_len(), w.expert_rows_per_token);
-  w.elementwise_bytes_per_chip = traffic.elementwise_elements * act_bytes * tokens;
+  w.gating_bytes_per_chip = gating_elements_per_token * static_cast<double>(w.num_moe_layers) *
+                            act_bytes * tokens;
+  w.elementwise_bytes_per_chip =
+      traffic.elementwise_elements * act_bytes * tokens + w.gating_bytes_per_chip;
+  double saved = traffic.saved_elements;
+  if (cfg.remat() == REMAT_ATTENTION) {
+    saved -= traffic.attention_internal_elements;
+  } else if (cfg.remat() == REMAT_FULL && dims.num_layers > 0) {
+    saved = traffic.layer_input_elements +
+            traffic.saved_elements / static_cast<double>(dims.num_layers);
+  }
   w.activation_bytes_per_chip =
-      traffic.saved_elements * act_bytes * static_cast<double>(w.tokens_per_chip_microbatch);
+      saved * act_bytes * static_cast<double>(w.tokens_per_chip_microbatch);
 
   const ChipMemory memory = MemoryPerChip(piece, spec, ep);
+  w.cores_per_chip = std::max<int64_t>(1, spec.topology().cores_per_chip());
   w.state_bytes_per_chip = memory.total_bytes;
-  w.optimizer_bytes_per_chip = static_cast<double>(memory.params) * grad_bytes *
+  w.optimizer_bytes_per_chip = static_cast<double>(w.cores_per_chip) *
+                               static_cast<double>(memory.params) * grad_bytes *
                                static_cast<double>(4 + 2 * (w.microbatches - 1));
 
   // Gradient all-reduce of the shared parameters over the chips of one model coord.

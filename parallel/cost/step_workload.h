@@ -24,7 +24,32 @@
 //                     RMS, writes the parameter; each extra microbatch reads and writes the
 //                     accumulated gradient. Factored second moments are small and not counted.
 //   activations       TrafficPerToken(local_dims, ...).saved_elements * activation_bytes * T_mb
-//                     (kept for the backward pass, no rematerialisation)
+//                     (kept for the backward pass) under REMAT_NONE; REMAT_ATTENTION drops the
+//                     attention internals (attention_internal_elements); REMAT_FULL keeps each
+//                     layer's input (layer_input_elements) plus one layer's saved set while it
+//                     is recomputed (saved_elements / L)
+//   gating HBM        per MoE layer per token, top-k and the cumulative sum that assigns each
+//                     choice its position in its expert: 4 k E elements (each of the k passes
+//                     reads the E probabilities / one-hot mask and writes one; forward and
+//                     backward); DISPATCH_EINSUM adds the (G, E, C) dispatch and combine masks,
+//                     written in the forward, the combine mask's gradient written and read in the
+//                     backward: 4 E C elements per token
+//   dispatch FLOPs    DISPATCH_EINSUM (GShard, T5X): dispatch einsum GEC,Gd->ECd and combine
+//                     ECd,GEC->Gd, 2 G E C d FLOPs each; backward the dispatch's input gradient
+//                     and the combine's gradients for the expert outputs and the combine weights:
+//                     10 G E C d per routing group per MoE layer, every chip of a model group
+//                     whole (d_model is not split). DISPATCH_GATHER: 0 (index moves, in the
+//                     elementwise traffic already). Not model FLOPs: they count in compute time,
+//                     not in MFU.
+//   remat FLOPs       REMAT_FULL: one more forward, model FLOPs / 3 + the einsum forward
+//                     (4 G E C d); REMAT_ATTENTION: the attention sub-blocks' forward
+//                     (attention FLOPs / 3). Recomputed elementwise traffic is not added.
+//   cores             topology.cores_per_chip TensorCores per chip, each a device with
+//                     hbm_capacity / cores of HBM and a replica of the chip's piece: the chip's
+//                     tokens split over its cores, so a core holds the whole state and 1 / cores
+//                     of the activations; each core runs the optimizer on its own copy, so the
+//                     optimizer traffic per chip is cores times a replica's. The cores' gradient
+//                     reduction inside a chip is not modelled (on-chip).
 //   state             params + gradients + Adafactor state, fp32, of the piece layout
 //                     (MemoryPerChip: model-split parameters / mp, replicated ones whole)
 // Collectives (every group of a kind runs at once; footprints in parallel/cost/torus_footprint.h):
@@ -104,11 +129,19 @@ struct StepWorkload {
   double moe_attention_flops_per_chip = 0;  // attention of the MoE layers (for overlap)
   double elementwise_bytes_per_chip = 0;
   double optimizer_bytes_per_chip = 0;
-  double activation_bytes_per_chip = 0;     // one microbatch
-  int64_t state_bytes_per_chip = 0;         // params + grads + Adafactor, fp32
+  double activation_bytes_per_chip = 0;     // one microbatch, the chip's (all its cores)
+  int64_t state_bytes_per_chip = 0;         // params + grads + Adafactor, fp32 (one replica)
+  int64_t cores_per_chip = 1;               // topology.cores_per_chip
+  double dispatch_flops_per_chip = 0;       // DISPATCH_EINSUM's one-hot einsums
+  double remat_flops_per_chip = 0;          // recomputed forward work
+  double gating_bytes_per_chip = 0;         // of elementwise_bytes_per_chip
 
   std::vector<CollectiveWork> collectives;
 };
+
+// 10 G E C d: the one-hot dispatch / combine einsums of one routing group, forward and backward.
+double EinsumDispatchFlopsPerGroup(int64_t group_size, int64_t num_experts, int64_t capacity,
+                                   int64_t d_model);
 
 // `spec` must have passed ValidateJob; `mesh` is its mesh (any world size: only the slice's
 // layout is used). Uses spec.cost_model() for element sizes, padded_dispatch and wraparound.

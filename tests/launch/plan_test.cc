@@ -1,6 +1,8 @@
 #include "launch/plan_command.h"
 #include "parallel/cost/plan.h"
 
+#include <algorithm>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
@@ -11,6 +13,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "launch/job_loader.h"
+#include "parallel/cost/calibration_residuals.h"
 #include "model/config.h"
 
 namespace openmoe {
@@ -97,7 +100,8 @@ TEST(PlanTest, CostModelSectionInJsonMatchesTheReport) {
   EXPECT_DOUBLE_EQ(cost.fields().at("mfu").number_value(), r.cost.mfu);
   EXPECT_DOUBLE_EQ(Number(cost, "breakdown", "all_to_all"), r.cost.all_to_all_seconds);
   EXPECT_DOUBLE_EQ(Number(cost, "config", "peak_flops_per_chip"), 123e12);
-  EXPECT_TRUE(cost.fields().at("memory_per_chip").struct_value().fields().at("fits").bool_value());
+  EXPECT_TRUE(cost.fields().at("memory_per_core").struct_value().fields().at("fits").bool_value());
+  EXPECT_EQ(Number(cost, "memory_per_core", "cores_per_chip"), 2);
   const auto& collectives = cost.fields().at("collectives").list_value().values();
   ASSERT_EQ(collectives.size(), 3);
   const auto& a2a = collectives[2].struct_value().fields();
@@ -151,7 +155,8 @@ TEST(PlanTest, TextNamesEverySection) {
   for (const char* s :
        {"mesh", "expert_parallel   2", "data_parallel     4", "experts", "router", "non-embedding",
         "training FLOPs", "adafactor state", "2 experts per chip per MoE layer",
-        "predicted step on a TPU v3 slice", "step time", "all_reduce_shared", "HBM per chip"}) {
+        "predicted step on a TPU v3 slice", "step time", "all_reduce_shared", "HBM per core",
+        "calibrated on GShard Table 3: residuals"}) {
     EXPECT_NE(text.find(s), std::string::npos) << s << "\n" << text;
   }
 }
@@ -307,6 +312,41 @@ TEST(PlanSearchTest, OpenMoe8bOnV3_256HasALayoutThatFits) {
 TEST(PlanSearchTest, OpenMoe34bOnV3_512HasALayoutThatFits) {
   ExpectSomeLayoutFits({"launch/configs/openmoe_34b_32e.pbtxt",
                         "launch/configs/topology/v3-512.pbtxt"});
+}
+
+// The calibration anchors (launch/configs/anchors/, bench/cost_model_anchors.sh) pass plan, and
+// the residual range plan prints is the csv's: re-read the csv, recompute each residual from its
+// published and predicted step times, and compare with the compiled-in range.
+TEST(CalibrationTest, AnchorsPlanAndTheResidualRangeIsTheCsvs) {
+  const std::string root = OPENMOE_SOURCE_DIR;
+  std::ifstream csv(root + "/bench/results/cost_model_anchors.csv");
+  ASSERT_TRUE(csv.good());
+  std::string line;
+  std::getline(csv, line);
+  ASSERT_EQ(line.rfind("job,published_steps_per_s,published_step_s,predicted_step_s,", 0), 0u)
+      << line;
+  double lo = 1e9, hi = -1e9;
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    ASSERT_GE(f.size(), 6u) << line;
+    const JobSpec spec = LoadConfigs({"launch/configs/anchors/" + f[0] + ".pbtxt"});
+    std::ostringstream out;
+    ASSERT_TRUE(RunPlan(spec, false, out).ok()) << f[0];
+    const double published = 1 / std::stod(f[1]);
+    const double predicted = ComputePlan(spec).cost.step_seconds;
+    EXPECT_NEAR(predicted, std::stod(f[3]), 1e-4) << f[0] << ": rerun bench/cost_model_anchors.sh";
+    const double residual = predicted / published - 1;
+    EXPECT_LE(std::abs(residual), 0.2) << f[0];
+    lo = std::min(lo, residual);
+    hi = std::max(hi, residual);
+    ++rows;
+  }
+  EXPECT_EQ(rows, calibration::kRows);
+  EXPECT_NEAR(calibration::kMinResidual, lo, 1e-3);
+  EXPECT_NEAR(calibration::kMaxResidual, hi, 1e-3);
 }
 
 }  // namespace

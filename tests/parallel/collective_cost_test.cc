@@ -36,26 +36,27 @@ TEST(RingAllReduce, StridedReplicasShareTheirLinks) {
   EXPECT_DOUBLE_EQ(RingAllReduceSeconds(Replicas(8, 8, 16), 0, kB, kLink), 0);
 }
 
-TEST(AllReduce, TwoDimensionsReduceScatterThenReduceTheShard) {
-  // 16x16 torus: T_x(B) + T_y(B / 16), both rings.
-  const double expected =
-      2.0 * 15 / 16 * kB / (2 * kW) + 30 * kH + 2.0 * 15 / 16 * (kB / 16) / (2 * kW) + 30 * kH;
-  EXPECT_DOUBLE_EQ(AllReduceSeconds(Group(16, 16, 256), kB, kLink), expected);
+TEST(AllReduce, BothDimensionsAtOnceKeepFourLinksBusy) {
+  // 16x16 torus, both rings (r = 2): c_x = c_y = 2 (15/16) B / 2W. Half of B goes x first, half y
+  // first; each dimension carries B/2 whole plus (B/2)/16: T = c (1/2 + 1/32) + 2 * 30 h.
+  // By hand: 2 * 15/16 * 1e9 / 2e11 = 9.375e-3 s; * 17/32 = 4.98046875e-3 s; + 60e-6 s.
+  EXPECT_DOUBLE_EQ(AllReduceSeconds(Group(16, 16, 256), kB, kLink), 4.98046875e-3 + 60e-6);
+  // Half the dimension-after-dimension time: T_x(B) + T_y(B/16) = 9.375e-3 * 17/16 + 60 h.
+  EXPECT_LT(AllReduceSeconds(Group(16, 16, 256), kB, kLink), 0.51 * 9.375e-3 * 17 / 16 + 60 * kH);
 }
 
-TEST(AllReduce, TakesTheCheaperDimensionOrder) {
-  // With equal links the bandwidth term is (N - 1) / N * B / W in either order. Replicas of
-  // ep = 4 on 8x8 are 2 per row 4 hops apart (ring links 2 / 4) and a full column ring (2): it
-  // pays to reduce along the column first and send only B / 8 along the shared rows.
-  const Footprint f = Replicas(8, 8, 4);
-  const double x_first =
-      RingAllReduceSeconds(f, 0, kB, kLink) + RingAllReduceSeconds(f, 1, kB / 2, kLink);
-  const double y_first =
-      RingAllReduceSeconds(f, 1, kB, kLink) + RingAllReduceSeconds(f, 0, kB / 8, kLink);
-  EXPECT_DOUBLE_EQ(y_first, 2.0 * 7 / 8 * kB / (2 * kW) + 14 * kH +
-                                2.0 * 1 / 2 * (kB / 8) / (0.5 * kW) + 2 * 4 * kH);
-  EXPECT_LT(y_first, x_first);
-  EXPECT_DOUBLE_EQ(AllReduceSeconds(f, kB, kLink), y_first);
+TEST(AllReduce, BalancesUnequalDimensions) {
+  // Replicas of ep = 4 on 8x8: x has 2 chips 4 hops apart (ring links 2/4), y a full column ring
+  // (2). c_x = 2 (1/2) B / (0.5 W) = 2 B/W = 0.02 s, c_y = 2 (7/8) B / 2W = 0.875 B/W = 8.75e-3 s.
+  // The loads balance at x = (c_y - c_x/8) / (c_x (7/8) + c_y (1/2)) = 2/7:
+  //   c_x (2/7 + (5/7)/8) = 0.02 * 21/56 = 7.5e-3 s = c_y (5/7 + 1/7) = 8.75e-3 * 6/7.
+  // Latency 2 * 1 * 4 h + 2 * 7 * 1 h = 22 h.
+  EXPECT_NEAR(AllReduceSeconds(Replicas(8, 8, 4), kB, kLink), 7.5e-3 + 22 * kH, 1e-15);
+}
+
+TEST(AllReduce, OneDimensionIsOneRing) {
+  EXPECT_DOUBLE_EQ(AllReduceSeconds(Group(8, 8, 8), kB, kLink),
+                   RingAllReduceSeconds(Group(8, 8, 8), 0, kB, kLink));
 }
 
 // Footprint of model group 0 of an 8x8 slice with model_parallel mp (consecutive chips in x).
@@ -71,10 +72,10 @@ TEST(ModelAxisAllReduce, HalfRowLineAndFullRowRing) {
   // mp 8: the row's ring, both directions: 2 (7/8) B / 2W + 2 * 7 h.
   EXPECT_DOUBLE_EQ(AllReduceSeconds(ModelGroup(8), kB, kLink),
                    2.0 * 7 / 8 * kB / (2 * kW) + 14 * kH);
-  // mp 16: two rows: the cheaper order reduces along x (ring of 8) first, then the B / 8 shard
-  // along the 2-line in y: 2 (7/8) B / 2W + 14 h + 2 (1/2) (B / 8) / W + 2 h.
-  EXPECT_DOUBLE_EQ(AllReduceSeconds(ModelGroup(16), kB, kLink),
-                   2.0 * 7 / 8 * kB / (2 * kW) + 14 * kH + 2.0 / 2 * (kB / 8) / kW + 2 * kH);
+  // mp 16: two rows, both dimensions at once: c_x = 2 (7/8) B / 2W = 0.875 B/W (ring of 8),
+  // c_y = 2 (1/2) B / W = B/W (line of 2). Balanced at x = (1 - 0.875/2) / (0.875/2 + 7/8) = 3/7:
+  // c_y (4/7 + 3/56) = 35/56 B/W = 0.625 B/W (= c_x (3/7 + 2/7)); latency 14 h + 2 h.
+  EXPECT_NEAR(AllReduceSeconds(ModelGroup(16), kB, kLink), 0.625 * kB / kW + 16 * kH, 1e-15);
 }
 
 TEST(AllReduce, SingleChipIsFree) { EXPECT_EQ(AllReduceSeconds(Replicas(8, 8, 64), kB, kLink), 0); }
