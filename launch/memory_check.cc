@@ -63,8 +63,13 @@ absl::Status EstimateRankMemory(const JobSpec& spec, int world_size, int rank,
                         static_cast<double>(std::max<int64_t>(1, mesh->NumShards())) /
                         static_cast<double>(std::max<int64_t>(1, spec.train().microbatches())) *
                         static_cast<double>(mesh->ShardsPerRank());
+  // The blocked attention (model/attention.h) keeps each head's log-sum-exp, not the (S x S)
+  // probabilities the TPU estimate counts.
+  const ModelDims local = layout.local_dims();
+  const double saved = traffic.saved_elements - traffic.attention_probability_elements +
+                       static_cast<double>(local.num_layers * local.num_heads);
   // Saved activations and, in the backward pass, gradients of the same shapes.
-  e.activation_bytes = 2 * kFloat * traffic.saved_elements * tokens;
+  e.activation_bytes = 2 * kFloat * saved * tokens;
   e.runtime_bytes = kRuntimeBytes;
   e.total_bytes = e.params_bytes + e.grads_bytes + e.optimizer_bytes + e.activation_bytes +
                   e.runtime_bytes;

@@ -8,7 +8,9 @@
 //                            model_index of the model-split parameters), as Trainer allocates them
 //   optimizer state          Adafactor's statistics (MemoryPerChip's rule, model/param_count.h)
 //                            or AdamW's two moments (2 * parameters)
-//   activations              2 * TrafficPerToken(...).saved_elements (parallel/cost/hbm_traffic.h)
+//   activations              2 * TrafficPerToken(...).saved_elements (parallel/cost/hbm_traffic.h),
+//                            with the blocked attention's log-sum-exp (heads per layer) in place
+//                            of the probabilities (heads x seq_len per layer)
 //                            of the piece's sizes (ParamLayout::local_dims) per token of one
 //                            microbatch of every data shard the rank works on (kept for the
 //                            backward pass, and their gradients)

@@ -21,6 +21,7 @@ TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expe
     t.saved_elements += 2 * d + 4 * a + hs;
     t.attention_internal_elements += 4 * a + hs;
     t.layer_input_elements += d;
+    t.attention_probability_elements += hs;
     const bool moe = dims.IsMoeLayer(layer);
     if (moe) {
       t.elementwise_elements += 14 * d + 5 * e + 5 * r * d + r * gate(fe);

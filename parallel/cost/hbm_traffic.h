@@ -40,6 +40,10 @@ struct TokenTraffic {
   // 3A + HS + A per layer) and what REMAT_FULL keeps (each layer's input x: d per layer).
   double attention_internal_elements = 0;
   double layer_input_elements = 0;
+  // Of saved_elements, the attention probabilities (H S per layer): the TPU prediction keeps
+  // them (the modelled runs did); this trainer's blocked attention keeps a log-sum-exp (H per
+  // layer) instead (launch/memory_check.h).
+  double attention_probability_elements = 0;
 };
 
 // For one token of a row of `seq_len`, `expert_rows_per_token` as r above (0 for a dense model).
