@@ -63,7 +63,7 @@ PY
 if [ "${PLOT:-1}" = 1 ]; then
   command -v gnuplot >/dev/null || "$root/launch/install_deps.sh" gnuplot-nox
   gnuplot <<GP
-set terminal pngcairo size 800,600
+set terminal pngcairo size 800,600 noenhanced
 set output '$out/cost_model_anchors.png'
 set datafile separator ','
 set title 'TPU v3 cost model vs GShard Table 3 (step time)'
