@@ -44,8 +44,9 @@ void ParamLayout::Add(std::string name, std::vector<int64_t> global, std::vector
       p.box.size[i] = num_local_experts_;
     } else if (mesh == MeshAxis::kModel && p.model_dim < 0) {
       const int64_t parts = shard_.model_parts, n = p.box.view[i];
-      OPENMOE_CHECK_MSG(n % parts == 0, "%s: %s=%d does not split into %d model pieces",
-                        p.name.c_str(), LogicalAxisName(axes[i]), n, parts);
+      OPENMOE_CHECK_MSG(n % parts == 0, "%s: %s=%lld does not split into %lld model pieces",
+                        p.name.c_str(), LogicalAxisName(axes[i]), static_cast<long long>(n),
+                        static_cast<long long>(parts));
       p.model_dim = static_cast<int>(i);
       p.box.begin[i] = shard_.model_index * (n / parts);
       p.box.size[i] = n / parts;
@@ -64,6 +65,9 @@ void ParamLayout::Add(std::string name, std::vector<int64_t> global, std::vector
     OPENMOE_CHECK_MSG(whole == g, "%s: the sharding view does not refine the shape", p.name.c_str());
     p.shape.push_back(local);
   }
+  // Trailing view dims of size 1 (e.g. the OpenMoE wi_0 view (d, 2, 1) when d_ff is 1) belong to
+  // the last global dim.
+  while (v < p.box.view.size() && p.box.view[v] == 1) ++v;
   OPENMOE_CHECK(v == p.box.view.size());
   p.size = NumElements(p.shape);
   params_.push_back(std::move(p));

@@ -24,8 +24,9 @@ TEST(Sharding, BoxRunsMatchANaiveLoop) {
   EXPECT_EQ(got, want);
   std::vector<float> back(whole.size(), -1.0f);
   CopyBoxToWhole(box, got.data(), back.data());
-  for (size_t i = 0; i < whole.size(); ++i)
+  for (size_t i = 0; i < whole.size(); ++i) {
     if (back[i] != -1.0f) EXPECT_EQ(back[i], whole[i]);
+  }
 }
 
 TEST(Sharding, RuleTable) {
@@ -96,6 +97,16 @@ TEST(Sharding, ModelPiecesReassembleTheWholeModel) {
       }
     }
   }
+}
+
+// A size-1 mlp (d_ff = 1) leaves a trailing size-1 view dim in the OpenMoE wi_0 view (d, 2, 1).
+TEST(Sharding, SizeOneDimsGroupIntoTheShape) {
+  ModelDims dims = Dims(FFN_OPENMOE);
+  dims.d_ff = 1;
+  dims.expert_d_ff = 1;
+  const ParamLayout layout(dims);
+  EXPECT_EQ(layout.Get("layers.0.mlp.wi_0").shape, (std::vector<int64_t>{6, 2}));
+  EXPECT_EQ(layout.Get("layers.1.moe.experts.wi_0").shape, (std::vector<int64_t>{4, 6, 2}));
 }
 
 }  // namespace
