@@ -29,9 +29,9 @@ bin="${OPENMOE_BIN:-$root/build/launch/openmoe}"
 chips_list="${CHIPS:-64 128 256 512}"
 eps="${EPS:-1 2 4 8 16 32}"
 job="$root/launch/configs/openmoe_8b_32e.pbtxt"
-# The constants fitted on GShard Table 3 (bench/cost_model_anchors.sh, issue 13), until the proto
-# defaults carry them; CALIBRATED="" runs the proto defaults.
-read -r -a calibrated <<<"${CALIBRATED---set cost_model.matmul_efficiency=0.6 --set cost_model.all_to_all_efficiency=0.11}"
+# The proto defaults are the constants fitted on GShard Table 3 (bench/cost_model_anchors.sh);
+# CALIBRATED="--set cost_model.matmul_efficiency=... ..." overrides them.
+read -r -a calibrated <<<"${CALIBRATED-}"
 [[ -x "$bin" ]] || { echo "$0: $bin not built (cmake --build build --target openmoe)" >&2; exit 2; }
 
 need=()
