@@ -48,7 +48,17 @@ struct Head {
   int64_t s_len;
   const int32_t* seg;  // (S)
   const int64_t* lo;   // (S) SegmentStarts
+  int64_t offset;      // of the head's first element in the (B*S, H*hd) matrices
 };
+
+// Head bh = b * H + h of the cache's q, k, v and segment starts (made by the forward).
+Head HeadOf(const AttentionDims& dims, const AttentionCache& cache, const int32_t* segment_ids,
+            int64_t bh) {
+  const int64_t s_len = dims.seq_len, nh = dims.num_heads, hd = dims.head_dim, width = nh * hd;
+  const int64_t b = bh / nh, offset = b * s_len * width + bh % nh * hd;
+  return {cache.q.data() + offset, cache.k.data() + offset, cache.v.data() + offset, width, hd,
+          s_len, segment_ids + b * s_len, cache.segment_starts.data() + b * s_len, offset};
+}
 
 // The first key block that query block [i0, i1) needs: blocks wholly before every one of its
 // queries' segment starts hold no allowed key. Blocks from i1 on are wholly above the diagonal.
@@ -177,13 +187,13 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   if (pr == GemmPrecision::kBf16) {
     for (float* t : {q, k, v}) RoundToBf16(t, t, tokens * width);
   }
-  std::vector<int64_t> lo(tokens);  // (B, S)
-  for (int64_t b = 0; b < nb; ++b) SegmentStarts(segment_ids + b * s_len, s_len, &lo[b * s_len]);
+  cache->segment_starts.resize(tokens);  // (B, S)
+  for (int64_t b = 0; b < nb; ++b)
+    SegmentStarts(segment_ids + b * s_len, s_len, &cache->segment_starts[b * s_len]);
 
   ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
-    const int64_t b = bh / nh, h = bh % nh, head = b * s_len * width + h * hd;
-    const Head view{q + head, k + head, v + head, width, hd, s_len, segment_ids + b * s_len,
-                    &lo[b * s_len]};
+    const Head view = HeadOf(dims, *cache, segment_ids, bh);
+    const int64_t head = view.offset;
     float* p = cache->tiles.data() + worker * kTileFloats;  // (kBlk, kBlk)
     float* m = p + 2 * kBlk * kBlk;                          // (kBlk) running max
     float* l = m + kBlk;                                     // (kBlk) running sum
@@ -238,16 +248,12 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   // BF16: dcontext only feeds GEMMs (dP and dV), which round it anyway; D = rowsum(dO * O) then
   // reads the values those GEMMs see.
   if (pr == GemmPrecision::kBf16) RoundToBf16(dctx, dctx, act);
-  std::vector<int64_t> lo(tokens);  // (B, S)
-  for (int64_t b = 0; b < nb; ++b) SegmentStarts(segment_ids + b * s_len, s_len, &lo[b * s_len]);
-
   // FlashAttention-2 backward per head: for each tile, P = exp(q k^T - lse), dP = dO v^T,
   // dv += P^T dO, dS = P * (dP - D) with D_i = dO_i . O_i (= sum_j P_ij dP_ij), dq += dS k,
   // dk += dS^T q. Masked entries have P == 0 exactly, so their dS is 0 too.
   ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
-    const int64_t b = bh / nh, h = bh % nh, head = b * s_len * width + h * hd;
-    const Head view{q + head, k + head, v + head, width, hd, s_len, segment_ids + b * s_len,
-                    &lo[b * s_len]};
+    const Head view = HeadOf(dims, *cache, segment_ids, bh);
+    const int64_t head = view.offset;
     float* p = cache->tiles.data() + worker * kTileFloats;  // (kBlk, kBlk)
     float* ds = p + kBlk * kBlk;                             // (kBlk, kBlk) dP, then dS
     float* dd = ds + kBlk * kBlk;                            // (kBlk) D
@@ -299,14 +305,10 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
 
 void AttentionProbabilities(const AttentionDims& dims, const AttentionCache& cache,
                             const int32_t* segment_ids, int64_t b, int64_t h, float* probs) {
-  const int64_t s_len = dims.seq_len, nh = dims.num_heads, hd = dims.head_dim, width = nh * hd;
+  const int64_t s_len = dims.seq_len, nh = dims.num_heads;
   OPENMOE_CHECK(b >= 0 && b < dims.batch && h >= 0 && h < nh &&
                 cache.lse.size() == dims.batch * nh * s_len);
-  const int64_t head = b * s_len * width + h * hd;
-  std::vector<int64_t> lo(s_len);
-  SegmentStarts(segment_ids + b * s_len, s_len, lo.data());
-  const Head view{cache.q.data() + head, cache.k.data() + head, cache.v.data() + head, width, hd,
-                  s_len, segment_ids + b * s_len, lo.data()};
+  const Head view = HeadOf(dims, cache, segment_ids, b * nh + h);
   const float* lse = cache.lse.data() + (b * nh + h) * s_len;
   std::vector<float> p(kBlk * kBlk);
   std::fill_n(probs, s_len * s_len, 0.0f);

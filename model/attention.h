@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/gemm.h"
 #include "core/tensor.h"
@@ -60,6 +61,7 @@ struct AttentionCache {
   Tensor k;          // (B*S, H*hd) after RoPE
   Tensor v;          // (B*S, H*hd)
   Tensor lse;        // (B, H, S) log sum_j exp(score_ij) over the keys query i sees
+  std::vector<int64_t> segment_starts;  // (B, S) first position of each query's segment
   Tensor context;    // (B*S, H*hd) softmax @ v, before wo
   Tensor tiles;      // per-thread (block, block) tiles and row statistics, forward and backward
   Tensor workspace;  // backward scratch: dcontext, dq, dk, dv
