@@ -198,6 +198,7 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.optimizer = spec.train().optimizer();
   r.cost_config = spec.cost_model();
   r.cost_config.set_activation_bytes(ActivationBytes(spec));  // as the cost model used it
+  r.cost_config.set_remat(EffectiveRemat(spec));
   // The slice as one process hosting every chip: the world size does not change where chips sit
   // on the torus. The spec is valid here, so the mesh is too.
   const absl::StatusOr<Mesh> slice = MakeMesh(spec, /*world_size=*/1, /*rank=*/0);

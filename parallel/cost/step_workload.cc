@@ -40,6 +40,10 @@ int64_t ActivationBytes(const JobSpec& spec) {
   return spec.train().compute_dtype() == BF16 ? 2 : 4;
 }
 
+Remat EffectiveRemat(const JobSpec& spec) {
+  return spec.cost_model().has_remat() ? spec.cost_model().remat() : spec.train().remat();
+}
+
 double EinsumDispatchFlopsPerGroup(int64_t group_size, int64_t num_experts, int64_t capacity,
                                    int64_t d_model) {
   return 10.0 * static_cast<double>(group_size) * static_cast<double>(num_experts) *
@@ -48,6 +52,7 @@ double EinsumDispatchFlopsPerGroup(int64_t group_size, int64_t num_experts, int6
 
 StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   const CostModelConfig& cfg = spec.cost_model();
+  const Remat remat = EffectiveRemat(spec);
   const ModelDims dims = DimsFromSpec(spec);
   const int64_t chips = std::max<int64_t>(1, mesh.num_chips);
   const int64_t ep = std::max<int64_t>(1, mesh.expert_parallel);
@@ -116,9 +121,9 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
                             static_cast<double>(w.microbatches) *
                             static_cast<double>(w.num_moe_layers);
   w.dispatch_flops_per_chip = einsum_flops_per_group * moe_groups;
-  if (cfg.remat() == REMAT_FULL) {
+  if (remat == REMAT_FULL) {
     w.remat_flops_per_chip = w.model_flops_per_chip / 3 + 0.4 * w.dispatch_flops_per_chip;
-  } else if (cfg.remat() == REMAT_ATTENTION && dims.num_layers > 0) {
+  } else if (remat == REMAT_ATTENTION && dims.num_layers > 0) {
     const double attention_params = static_cast<double>(counts[Component::kAttention].total);
     w.remat_flops_per_chip = (6 * attention_params + flops.attention) / 3 * tokens / split;
   }
@@ -130,9 +135,9 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   w.elementwise_bytes_per_chip =
       traffic.elementwise_elements * act_bytes * tokens + w.gating_bytes_per_chip;
   double saved = traffic.saved_elements;
-  if (cfg.remat() == REMAT_ATTENTION) {
+  if (remat == REMAT_ATTENTION) {
     saved -= traffic.attention_internal_elements;
-  } else if (cfg.remat() == REMAT_FULL && dims.num_layers > 0) {
+  } else if (remat == REMAT_FULL && dims.num_layers > 0) {
     saved = traffic.layer_input_elements +
             traffic.saved_elements / static_cast<double>(dims.num_layers);
   }

@@ -152,4 +152,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh);
 // 2 for BF16, 4 for FP32.
 int64_t ActivationBytes(const JobSpec& spec);
 
+// The modelled run's rematerialisation: cost_model.remat when the job sets it, else train.remat
+// (what this trainer runs).
+Remat EffectiveRemat(const JobSpec& spec);
+
 }  // namespace openmoe
