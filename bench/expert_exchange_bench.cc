@@ -293,11 +293,13 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
   const int64_t received = s.recv.dim(0);
   Tensor ffn_out({std::max<int64_t>(received, 1), d});
   std::vector<FfnCache> ffn_cache(s.blocks.size());
+  ScratchArena ffn_scratch;  // as the runner's: allocated once, reused
   const auto run_ffn = [&] {
     for (size_t i = 0; i < s.blocks.size(); ++i) {
       const ExpertBlock& b = s.blocks[i];
       FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
-                 s.recv.data() + b.begin * d, &ffn_cache[i], ffn_out.data() + b.begin * d);
+                 s.recv.data() + b.begin * d, &ffn_cache[i], ffn_out.data() + b.begin * d,
+                 /*accumulate=*/false, &ffn_scratch);
     }
   };
 

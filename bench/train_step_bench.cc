@@ -26,6 +26,7 @@
 #include <mpi.h>
 #include <sys/resource.h>
 
+#include "core/allocator.h"
 #include "benchmark/benchmark.h"
 #include "core/check.h"
 #include "core/gemm.h"
@@ -174,6 +175,7 @@ class QuietReporter : public benchmark::BenchmarkReporter {
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
+  openmoe::ReturnLargeFreesToTheSystem();  // as openmoe train does
   MPI_Init(&argc, &argv);
   openmoe::g_world = openmoe::MakeWorldCommunicator();
   const bool rank0 = openmoe::g_world->rank() == 0;

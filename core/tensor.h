@@ -36,6 +36,8 @@ class Tensor {
   float operator[](int64_t i) const { return data_.get()[i]; }
 
   int64_t size() const { return size_; }
+  // Bytes of the allocation (what it costs in memory; >= size() floats).
+  int64_t capacity_bytes() const { return capacity_ * static_cast<int64_t>(sizeof(float)); }
   int rank() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const { return shape_[i < 0 ? i + shape_.size() : i]; }
   const std::vector<int64_t>& shape() const { return shape_; }

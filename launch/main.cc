@@ -26,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/allocator.h"
 #include "launch/analyze.h"
 #include "launch/args.h"
 #include "launch/checkpoint/checkpoint.h"
@@ -196,6 +197,7 @@ int FailAfterException(const std::string& message) {
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
+  openmoe::ReturnLargeFreesToTheSystem();
   try {
     return openmoe::Dispatch(argc, argv);
   } catch (const std::bad_alloc& e) {

@@ -10,15 +10,16 @@
 #include "model/param_count.h"
 #include "model/params.h"
 #include "model/router.h"
-#include "parallel/cost/hbm_traffic.h"
+#include "model/activation_memory.h"
 #include "parallel/mesh.h"
 
 namespace openmoe {
 namespace {
 
-// MPI, OpenBLAS buffers, the binary and the data pipeline: measured ~250 MiB of address space for
-// tiny.pbtxt under `ulimit -v` (it fails at 300 MB and runs at 500 MB).
-constexpr double kRuntimeBytes = 256.0 * 1024 * 1024;
+// What the process holds besides the account's owners: the binary, MPI, OpenBLAS, the data
+// pipeline. Measured as the memory account's "other" (peak RSS minus what the trainer holds)
+// after the allocator fix (core/allocator.h): 28 MiB for tiny on one rank, at 8 and at 512 rows.
+constexpr double kRuntimeBytes = 64.0 * 1024 * 1024;
 
 }  // namespace
 
@@ -45,34 +46,40 @@ absl::Status EstimateRankMemory(const JobSpec& spec, int world_size, int rank,
                           ? 2 * e.params_bytes
                           : kFloat * static_cast<double>(held.optimizer_state);
 
-  double expert_rows_per_token = 0;
+  // Activations (model/activation_memory.h, the decoder's own accounting) of one microbatch of
+  // every data shard the rank works on, at the piece's sizes.
+  const int64_t micro = std::max<int64_t>(1, spec.train().microbatches());
+  ActivationShape shape;
+  shape.rows = spec.train().batch_rows() / std::max<int64_t>(1, mesh->NumShards()) / micro *
+               mesh->ShardsPerRank();
+  shape.seq_len = spec.train().seq_len();
+  const double tokens = static_cast<double>(shape.rows * shape.seq_len);
   if (dims.num_experts > 0) {
     const RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/false);
-    const double rows = routing.dropless
-                            ? static_cast<double>(routing.top_k * routing.group_size)
-                            : static_cast<double>(routing.num_experts) *
-                                  static_cast<double>(ExpertCapacity(routing));
-    expert_rows_per_token = rows / static_cast<double>(routing.group_size);
+    // Kept rows: at most top_k per token, and at most the experts' capacity.
+    const double capacity_rows = routing.dropless
+                                     ? static_cast<double>(routing.top_k * routing.group_size)
+                                     : static_cast<double>(routing.num_experts) *
+                                           static_cast<double>(ExpertCapacity(routing));
+    const double groups = tokens / static_cast<double>(std::max<int64_t>(1, routing.group_size));
+    shape.kept_rows =
+        groups * std::min<double>(capacity_rows, static_cast<double>(routing.top_k) *
+                                                     static_cast<double>(routing.group_size));
+    shape.received_rows = shape.kept_rows;  // what a rank sends, on average it receives
+    shape.max_block_rows =
+        routing.dropless ? shape.kept_rows
+                         : std::min<double>(shape.kept_rows,
+                                            groups * static_cast<double>(ExpertCapacity(routing)));
+    shape.experts_remote = mesh->chips_per_rank < mesh->expert_parallel;  // as the runner decides
+    shape.jitter = routing.jitter_noise > 0;
   }
-  // Activations of the piece's sizes (d_model-wide ones whole, head / mlp / vocab-wide ones
-  // split), for every data shard the rank works on.
-  const TokenTraffic traffic =
-      TrafficPerToken(layout.local_dims(), spec.train().seq_len(), expert_rows_per_token);
-  const double tokens = static_cast<double>(spec.train().batch_rows()) *
-                        static_cast<double>(spec.train().seq_len()) /
-                        static_cast<double>(std::max<int64_t>(1, mesh->NumShards())) /
-                        static_cast<double>(std::max<int64_t>(1, spec.train().microbatches())) *
-                        static_cast<double>(mesh->ShardsPerRank());
-  // The blocked attention (model/attention.h) keeps each head's log-sum-exp, not the (S x S)
-  // probabilities the TPU estimate counts.
-  const ModelDims local = layout.local_dims();
-  const double saved = traffic.saved_elements - traffic.attention_probability_elements +
-                       static_cast<double>(local.num_layers * local.num_heads);
-  // Saved activations and, in the backward pass, gradients of the same shapes.
-  e.activation_bytes = 2 * kFloat * saved * tokens;
+  const ActivationEstimate act = EstimateActivations(layout.local_dims(), shape);
+  e.activation_bytes = act.residual + act.attention + act.ffn + act.moe;
+  e.scratch_bytes = act.scratch;
+  e.communication_bytes = act.exchange;
   e.runtime_bytes = kRuntimeBytes;
   e.total_bytes = e.params_bytes + e.grads_bytes + e.optimizer_bytes + e.activation_bytes +
-                  e.runtime_bytes;
+                  e.scratch_bytes + e.communication_bytes + e.runtime_bytes;
   *out = e;
   return absl::OkStatus();
 }
@@ -100,11 +107,13 @@ absl::Status CheckRankMemory(const JobSpec& spec, int world_size, int rank,
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
   return absl::ResourceExhaustedError(absl::StrFormat(
       "job (%s): needs ~%.1f GiB per rank (params %.1f + grads %.1f + optimizer %.1f + "
-      "activations %.1f + runtime %.2f GiB, %d chips per rank), %s %.1f GiB; reduce model size, "
-      "train.batch_rows or train.seq_len, raise train.microbatches, or use more ranks",
+      "activations %.1f + scratch and exchange %.2f + runtime %.2f GiB, %d chips per rank), %s "
+      "%.1f GiB; reduce model size, train.batch_rows or train.seq_len, raise train.microbatches, "
+      "set train.remat, or use more ranks",
       job_description.empty() ? "defaults" : job_description, e.total_bytes / kGiB,
       e.params_bytes / kGiB, e.grads_bytes / kGiB, e.optimizer_bytes / kGiB,
-      e.activation_bytes / kGiB, e.runtime_bytes / kGiB, e.chips_per_rank, available_what,
+      e.activation_bytes / kGiB, (e.scratch_bytes + e.communication_bytes) / kGiB,
+      e.runtime_bytes / kGiB, e.chips_per_rank, available_what,
       static_cast<double>(available_bytes) / kGiB));
 }
 

@@ -8,13 +8,12 @@
 //                            model_index of the model-split parameters), as Trainer allocates them
 //   optimizer state          Adafactor's statistics (MemoryPerChip's rule, model/param_count.h)
 //                            or AdamW's two moments (2 * parameters)
-//   activations              2 * TrafficPerToken(...).saved_elements (parallel/cost/hbm_traffic.h),
-//                            with the blocked attention's log-sum-exp (heads per layer) in place
-//                            of the probabilities (heads x seq_len per layer)
-//                            of the piece's sizes (ParamLayout::local_dims) per token of one
-//                            microbatch of every data shard the rank works on (kept for the
-//                            backward pass, and their gradients)
-//   runtime                  a fixed 256 MiB (MPI, OpenBLAS, the binary, the data pipeline)
+//   activations, scratch,    EstimateActivations (model/activation_memory.h: what the decoder
+//   communication            keeps, its shared scratch, the expert exchange's kept rows) at the
+//                            piece's sizes (ParamLayout::local_dims) for one microbatch of every
+//                            data shard the rank works on, train.remat included; kept expert
+//                            rows at their bound, min(top_k, capacity) per token
+//   runtime                  a fixed 64 MiB (MPI, OpenBLAS, the binary, the data pipeline)
 // An estimate, not a bound: a job near the limit may still fail while allocating.
 // Nothing here is collective.
 #pragma once
@@ -31,7 +30,9 @@ struct RankMemoryEstimate {
   double params_bytes = 0;
   double grads_bytes = 0;
   double optimizer_bytes = 0;
-  double activation_bytes = 0;
+  double activation_bytes = 0;     // saved for the backward
+  double scratch_bytes = 0;
+  double communication_bytes = 0;
   double runtime_bytes = 0;
   double total_bytes = 0;
   int64_t chips_per_rank = 0;

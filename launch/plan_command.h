@@ -1,5 +1,6 @@
 // `openmoe plan`: validates the job, then computes and prints its plan (parallel/cost/plan.h) as
-// text, or JSON when `json`. `openmoe plan --search`: every valid (data, expert, model) layout of
+// text (followed by this trainer's memory per rank on 1 and 2 ranks, launch/memory_check.h), or
+// JSON when `json`. `openmoe plan --search`: every valid (data, expert, model) layout of
 // the job's topology, ranked by predicted step time (parallel/cost/layout_search.h). Not
 // collective; needs no MPI.
 #pragma once

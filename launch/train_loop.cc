@@ -20,6 +20,7 @@
 #include "launch/console.h"
 #include "launch/evaluator.h"
 #include "launch/job_loader.h"
+#include "launch/memory_account.h"
 #include "launch/metrics.h"
 #include "launch/run_records.h"
 #include "launch/thread_default.h"
@@ -94,16 +95,26 @@ absl::Status RunSteps(Trainer& trainer, CheckpointSession& checkpoints, EvalSess
   const int64_t steps = spec.train().steps();
   const int64_t print_every = std::max<int64_t>(1, spec.logging().print_every());
   ThroughputWindow recent(std::max<int64_t>(1, spec.logging().throughput_window()));
+  bool accounted = false;
   while (trainer.step() < steps) {
     OPENMOE_ASSIGN_OR_RETURN(const StepResult r, trainer.TryStep());
+    // Once, after the first step (every buffer at its steady size): the memory account.
+    std::string memory_json;
+    if (!accounted) {
+      accounted = true;
+      const MemoryAccount account = AccountMemory(trainer);
+      memory_json = MemoryAccountJson(account);
+      if (rank0) console::Out(MemoryAccountText(account));
+    }
     // On the weights after this step's update: what a checkpoint step_<r.step + 1> holds.
     const EvalSession::Output evaluated = eval.AfterStep(r.step + 1);
     summary.Add(r);
     recent.Add(r.tokens, r.seconds);
     OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(
         trainer.world(),
-        rank0 ? metrics.Write(WithJsonKey(StepRecordJson(spec, r, v3, run_id), "eval",
-                                          evaluated.json))
+        rank0 ? metrics.Write(WithJsonKey(
+                    WithJsonKey(StepRecordJson(spec, r, v3, run_id), "eval", evaluated.json),
+                    "memory", memory_json))
               : absl::OkStatus()));
     const int64_t done = r.step + 1;
     if (rank0 && (done % print_every == 0 || done == steps || r.skipped)) {

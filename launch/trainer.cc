@@ -202,7 +202,8 @@ DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
   DecoderSums total;
   for (int64_t m = 0; m < micro; ++m) {
     const Batch mb = Microbatch(local_batch, m);
-    total.Add(decoder_.Forward(params_.data(), mb, scales, spec_.logging().position_buckets()));
+    total.Add(decoder_.Forward(params_.data(), mb, scales, spec_.logging().position_buckets(),
+                                  grads_.data()));
     if (token_tables_ != nullptr && !token_tables_->built()) {
       // The router's decisions of this microbatch, for the table built at the switch.
       for (int64_t layer : token_tables_->moe_layers())

@@ -113,6 +113,7 @@ class Trainer {
   // The last step was skipped (non-finite loss or gradient): the parameters are suspect.
   bool last_step_skipped() const { return last_step_skipped_; }
   const ExpertParallelRunner* runner() const { return runner_.get(); }
+  const Decoder& decoder() const { return decoder_; }
   Optimizer& optimizer() { return *optimizer_; }
   Communicator& world() { return *comm_; }
   // The ranks holding the same experts and model piece as this one (expert gradients are reduced

@@ -155,13 +155,23 @@ void ForEachHead(int64_t count, int64_t workers, Fn fn) {
 
 int64_t Workers(int64_t heads) { return std::clamp<int64_t>(GemmThreads(), 1, heads); }
 
-// Per-worker scratch in cache->tiles: two (kBlk, kBlk) tiles and three kBlk row vectors.
+// Per-worker scratch: two (kBlk, kBlk) tiles and three kBlk row vectors.
 constexpr int64_t kTileFloats = 2 * kBlk * kBlk + 3 * kBlk;
 
 }  // namespace
 
+int64_t AttentionForwardScratchFloats(const AttentionDims& dims) {
+  return Workers(dims.batch * dims.num_heads) * kTileFloats;
+}
+
+int64_t AttentionBackwardScratchFloats(const AttentionDims& dims) {
+  return AttentionForwardScratchFloats(dims) +
+         4 * dims.batch * dims.seq_len * dims.num_heads * dims.head_dim;
+}
+
 void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
-                      const float* x, const int32_t* segment_ids, AttentionCache* cache, float* y) {
+                      const float* x, const int32_t* segment_ids, AttentionCache* cache, float* y,
+                      ScratchArena* scratch) {
   const int64_t nb = dims.batch, s_len = dims.seq_len, d = dims.d_model, nh = dims.num_heads,
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len;
   const GemmPrecision pr = dims.precision;
@@ -172,7 +182,10 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   cache->v.ResizeUninitialized({tokens, width});
   cache->lse.ResizeUninitialized({nb, nh, s_len});
   cache->context.ResizeUninitialized({tokens, width});
-  cache->tiles.ResizeUninitialized({workers, kTileFloats});
+  ScratchArena local;
+  if (scratch == nullptr) scratch = &local;
+  ScratchScope scope(scratch);
+  float* tiles = scratch->Take(workers * kTileFloats);
   float* q = cache->q.data();          // (B*S, H*hd)
   float* k = cache->k.data();          // (B*S, H*hd)
   float* v = cache->v.data();          // (B*S, H*hd)
@@ -194,7 +207,7 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
     const Head view = HeadOf(dims, *cache, segment_ids, bh);
     const int64_t head = view.offset;
-    float* p = cache->tiles.data() + worker * kTileFloats;  // (kBlk, kBlk)
+    float* p = tiles + worker * kTileFloats;  // (kBlk, kBlk)
     float* m = p + 2 * kBlk * kBlk;                          // (kBlk) running max
     float* l = m + kBlk;                                     // (kBlk) running sum
     float* lse = cache->lse.data() + bh * s_len;             // (S)
@@ -224,16 +237,19 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
 }
 
 void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
-                       const float* x, const int32_t* segment_ids, AttentionCache* cache,
-                       const float* dy, const AttentionGrads& grads, float* dx) {
+                       const float* x, const int32_t* segment_ids, const AttentionCache* cache,
+                       const float* dy, const AttentionGrads& grads, float* dx,
+                       ScratchArena* scratch) {
   const int64_t nb = dims.batch, s_len = dims.seq_len, d = dims.d_model, nh = dims.num_heads,
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len, act = tokens * width;
   const GemmPrecision pr = dims.precision;
   OPENMOE_CHECK(rope.seq_len == s_len && 2 * rope.half_dim == hd);
   const int64_t workers = Workers(nb * nh);
-  cache->workspace.ResizeUninitialized({4 * act});
-  cache->tiles.ResizeUninitialized({workers, kTileFloats});
-  float* dctx = cache->workspace.data();  // (B*S, H*hd)
+  ScratchArena local;
+  if (scratch == nullptr) scratch = &local;
+  ScratchScope scope(scratch);
+  float* tiles = scratch->Take(workers * kTileFloats);
+  float* dctx = scratch->Take(4 * act);  // (B*S, H*hd)
   float* dq = dctx + act;                 // (B*S, H*hd)
   float* dk = dq + act;                   // (B*S, H*hd)
   float* dv = dk + act;                   // (B*S, H*hd)
@@ -254,7 +270,7 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
     const Head view = HeadOf(dims, *cache, segment_ids, bh);
     const int64_t head = view.offset;
-    float* p = cache->tiles.data() + worker * kTileFloats;  // (kBlk, kBlk)
+    float* p = tiles + worker * kTileFloats;  // (kBlk, kBlk)
     float* ds = p + kBlk * kBlk;                             // (kBlk, kBlk) dP, then dS
     float* dd = ds + kBlk * kBlk;                            // (kBlk) D
     const float* lse = cache->lse.data() + bh * s_len;       // (S)

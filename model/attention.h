@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/gemm.h"
+#include "core/scratch_arena.h"
 #include "core/tensor.h"
 #include "model/rope.h"
 
@@ -53,9 +54,9 @@ struct AttentionGrads {  // accumulated into
 // OpenBLAS, so the (b, h) pairs can run on GemmThreads() threads of their own.
 inline constexpr int64_t kAttentionBlock = 64;
 
-// What the forward keeps for the backward, plus reusable workspaces. Owned by the caller, reused
-// across steps (buffers are resized, not reallocated, when shapes repeat). The softmax is not kept:
-// the backward recomputes it tile by tile from q, k and the log-sum-exp.
+// What the forward keeps for the backward. Owned by the caller, reused across steps (buffers are
+// resized, not reallocated, when shapes repeat). The softmax is not kept: the backward recomputes
+// it tile by tile from q, k and the log-sum-exp.
 struct AttentionCache {
   Tensor q;          // (B*S, H*hd) after RoPE
   Tensor k;          // (B*S, H*hd) after RoPE
@@ -63,17 +64,25 @@ struct AttentionCache {
   Tensor lse;        // (B, H, S) log sum_j exp(score_ij) over the keys query i sees
   std::vector<int64_t> segment_starts;  // (B, S) first position of each query's segment
   Tensor context;    // (B*S, H*hd) softmax @ v, before wo
-  Tensor tiles;      // per-thread (block, block) tiles and row statistics, forward and backward
-  Tensor workspace;  // backward scratch: dcontext, dq, dk, dv
 };
-// x: (B*S, d) normalised input; segment_ids: (B, S); y: (B*S, d), overwritten.
+
+// Floats of scratch the forward / backward take (released on return): two tiles and three row
+// vectors per worker thread, and in the backward d context, dq, dk, dv (4 x B*S x H*hd).
+int64_t AttentionForwardScratchFloats(const AttentionDims& dims);
+int64_t AttentionBackwardScratchFloats(const AttentionDims& dims);
+
+// x: (B*S, d) normalised input; segment_ids: (B, S); y: (B*S, d), overwritten. scratch: the
+// tiles (null: a temporary arena).
 void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
-                      const float* x, const int32_t* segment_ids, AttentionCache* cache, float* y);
+                      const float* x, const int32_t* segment_ids, AttentionCache* cache, float* y,
+                      ScratchArena* scratch = nullptr);
 
 // dy: (B*S, d). dx (B*S, d) += ..., grads += ... . The cache must hold this x's forward.
+// scratch: the tiles and the four gradients of the heads' inputs (null: a temporary arena).
 void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
-                       const float* x, const int32_t* segment_ids, AttentionCache* cache,
-                       const float* dy, const AttentionGrads& grads, float* dx);
+                       const float* x, const int32_t* segment_ids, const AttentionCache* cache,
+                       const float* dy, const AttentionGrads& grads, float* dx,
+                       ScratchArena* scratch = nullptr);
 
 // For tests and analysis: the softmax of row b, head h, (S, S) into probs, recomputed from the
 // cache exactly as the backward does (masked entries exactly 0). The cache must hold a forward.

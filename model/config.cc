@@ -27,6 +27,7 @@ ModelDims DimsFromSpec(const JobSpec& spec) {
   d.ffn_form = m.ffn_form();
   d.norm_eps = static_cast<float>(m.rms_norm_eps());
   d.rope_base = static_cast<float>(m.rope_base());
+  d.remat = spec.train().remat();
   d.precision =
       spec.train().compute_dtype() == BF16 ? GemmPrecision::kBf16 : GemmPrecision::kFp32;
   return d;

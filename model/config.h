@@ -30,6 +30,8 @@ struct ModelDims {
   // and QK^T / AV, dense and extra FFNs, experts, logits; forward and backward). The router,
   // softmaxes, norms, losses, parameters and gradients stay fp32 whatever it says.
   GemmPrecision precision = GemmPrecision::kFp32;
+  // train.remat: what the decoder's backward recomputes instead of keeping (model/decoder.h).
+  Remat remat = REMAT_NONE;
 
   bool IsMoeLayer(int64_t layer) const {
     return num_experts > 0 && moe_interval > 0 && (layer + 1) % moe_interval == 0;

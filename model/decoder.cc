@@ -1,6 +1,8 @@
 #include "model/decoder.h"
 
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "core/bf16.h"
@@ -8,6 +10,7 @@
 #include "core/gemm.h"
 #include "core/kernels.h"
 #include "core/phase_timer.h"
+#include "model/activation_memory.h"
 #include "model/rmsnorm.h"
 #include "model/router_jitter.h"
 
@@ -31,14 +34,28 @@ Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, Expert
   embedding_ = &layout.Get("embedding");
   final_norm_ = &layout.Get("final_norm.scale");
   logits_ = &layout.Get("logits");
+  // Which sub-blocks share a cache (and, under REMAT_FULL, an input): a shared slot holds the
+  // last forward's, and the backward re-runs the forward into it first.
+  const bool full = dims_.remat == REMAT_FULL;
+  const bool shared_attention = full || dims_.remat == REMAT_ATTENTION;
+  int slots[3] = {0, 0, 0};
+  int shared_inputs = 0;  // REMAT_FULL: inputs of the sub-blocks after a layer's first
+  std::vector<int> input_slots;
   for (int64_t i = 0; i < dims_.num_layers; ++i) {
     const std::string l = absl::StrCat("layers.", i, ".");
+    int position = 0;
     auto add = [&](Kind kind, const std::string& norm, std::vector<std::string> names) {
       SubBlock& b = blocks_.emplace_back();
       b.kind = kind;
       b.layer = i;
+      b.first_of_layer = position == 0;
       b.norm = &layout.Get(l + norm);
       for (const std::string& n : names) b.weights.push_back(&layout.Get(l + n));
+      const bool shared = full || (kind == Kind::kAttention && shared_attention);
+      b.cache_slot = shared ? 0 : slots[static_cast<int>(kind)]++;
+      b.input_slot = full && position > 0 ? -position : 0;  // resolved below
+      ++position;
+      shared_inputs = std::max(shared_inputs, full ? position - 1 : 0);
     };
     add(Kind::kAttention, "attn_norm.scale", {"attn.wq", "attn.wk", "attn.wv", "attn.wo"});
     const bool moe = dims_.IsMoeLayer(i);
@@ -48,6 +65,19 @@ Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, Expert
     }
     if (!moe || dims_.extra_dense_ffn) add(Kind::kFfn, "mlp_norm.scale", {"mlp.wi_0", "mlp.wi_1", "mlp.wo"});
   }
+  int own = 0;
+  for (SubBlock& b : blocks_) {
+    if (b.input_slot == 0) b.input_slot = own++;
+  }
+  for (SubBlock& b : blocks_) {
+    if (b.input_slot < 0) b.input_slot = own - 1 - b.input_slot;  // own + position - 1
+  }
+  inputs_.resize(own + shared_inputs);
+  attention_caches_.resize(std::max(slots[static_cast<int>(Kind::kAttention)], 1));
+  moe_caches_.resize(std::max(slots[static_cast<int>(Kind::kMoe)], 1));
+  ffn_caches_.resize(std::max(slots[static_cast<int>(Kind::kFfn)], 1));
+  for (MoeCache& c : moe_caches_) c.scratch = &scratch_;
+  if (full) kept_routing_.resize(dims_.num_layers);
 }
 
 namespace {
@@ -59,59 +89,68 @@ AttentionDims MakeAttentionDims(const ModelDims& d, const Batch& batch) {
 
 }  // namespace
 
-void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock& b, float* out,
+void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock& b, float* next,
                               DecoderSums* sums) {
   // The MoE sub-block's own time (norm, routing) is the router's; MoeForward times its parts.
   ScopedPhase phase(b.kind == Kind::kAttention ? Phase::kAttentionForward
                     : b.kind == Kind::kFfn     ? Phase::kDenseFfnForward
                                                : Phase::kRouterForward);
+  ScratchScope scope(&scratch_);
   const int64_t t = batch.num_tokens(), d = dims_.d_model;
-  b.normed.ResizeUninitialized({t, d});
+  const Tensor& input = inputs_[b.input_slot];
+  float* normed = scratch_.Take(t * d);
+  float* out = scratch_.Take(t * d);
   b.rstd.ResizeUninitialized({t});
-  RmsNormForward(b.input.data(), params + b.norm->offset, t, d, dims_.norm_eps, b.normed.data(),
+  RmsNormForward(input.data(), params + b.norm->offset, t, d, dims_.norm_eps, normed,
                  b.rstd.data());
   auto w = [&](int i) { return params + b.weights[i]->offset; };
   switch (b.kind) {
     case Kind::kAttention:
-      AttentionForward(MakeAttentionDims(dims_, batch), rope_, {w(0), w(1), w(2), w(3)},
-                       b.normed.data(), batch.segment_ids.data(), &b.attention, out);
+      AttentionForward(MakeAttentionDims(dims_, batch), rope_, {w(0), w(1), w(2), w(3)}, normed,
+                       batch.segment_ids.data(), &attention_caches_[b.cache_slot], out,
+                       &scratch_);
       break;
     case Kind::kFfn:
-      FfnForward({t, d, dims_.d_ff, dims_.ffn_form, dims_.precision}, {w(0), w(1), w(2)},
-                 b.normed.data(), &b.ffn, out);
+      FfnForward({t, d, dims_.d_ff, dims_.ffn_form, dims_.precision}, {w(0), w(1), w(2)}, normed,
+                 &ffn_caches_[b.cache_slot], out, /*accumulate=*/false, &scratch_);
       break;
     case Kind::kMoe: {
       const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts,
                        dims_.precision};
+      MoeCache& cache = moe_caches_[b.cache_slot];
       if (routing_.jitter_noise > 0) {
         FillRouterJitter(routing_.jitter_noise, routing_.jitter_seed, b.layer, batch, d,
-                         &b.moe.jitter);
+                         &cache.jitter);
       } else {
-        b.moe.jitter.Resize({0});
+        cache.jitter.Resize({0});
       }
-      b.moe.token_ids = batch.tokens.data();
-      b.moe.segment_ids = batch.segment_ids.data();
-      sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, b.normed.data(),
-                                         &b.moe, out, runner_, b.layer, model_comm_);
+      cache.token_ids = batch.tokens.data();
+      cache.segment_ids = batch.segment_ids.data();
+      sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, normed, &cache,
+                                         out, runner_, b.layer, model_comm_);
       break;
     }
   }
   // Megatron's g: the row-parallel wo left each piece a partial sum (MoE summed its expert rows).
   if (model_comm_ != nullptr && b.kind != Kind::kMoe) model_comm_->AllReduceSum(out, t * d);
+  const float* in = input.data();
+  for (int64_t j = 0; j < t * d; ++j) next[j] = in[j] + out[j];
 }
 
 DecoderSums Decoder::Forward(const float* params, const Batch& batch, const LossScales& scales,
-                             int64_t position_buckets) {
+                             int64_t position_buckets, float* grads) {
   const int64_t t = batch.num_tokens(), d = dims_.d_model, v = dims_.padded_vocab_size;
   if (batch.seq_len != seq_len_) rope_ = MakeRopeTable(batch.seq_len, dims_.head_dim, dims_.rope_base);
   rows_ = batch.rows;
   seq_len_ = batch.seq_len;
+  forward_grads_ = grads;
+  scratch_.Reset();
   DecoderSums sums;
   sums.router.resize(dims_.num_layers);
   sums.routing.resize(dims_.num_layers);
 
   // Embedding lookup (not scaled) into the first sub-block's input.
-  Tensor* x = blocks_.empty() ? &final_input_ : &blocks_[0].input;
+  Tensor* x = blocks_.empty() ? &final_input_ : &inputs_[blocks_[0].input_slot];
   x->ResizeUninitialized({t, d});
   const float* emb = params + embedding_->offset;
   // This layout holds the embedding rows [vocab_begin_, + v) (all of them without a model axis):
@@ -128,47 +167,75 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
     }
   }
   if (model_comm_ != nullptr) model_comm_->AllReduceSum(x->data(), t * d);
-  block_out_.ResizeUninitialized({t, d});
   for (size_t i = 0; i < blocks_.size(); ++i) {
     SubBlock& b = blocks_[i];
-    ForwardSubBlock(params, batch, b, block_out_.data(), &sums);
-    if (b.kind == Kind::kMoe) {
-      sums.routing[b.layer] = ComputeRoutingStats(b.moe.routing, batch.seq_len, position_buckets);
-    }
-    Tensor& next = i + 1 < blocks_.size() ? blocks_[i + 1].input : final_input_;
+    Tensor& next = NextInput(i);
     next.ResizeUninitialized({t, d});
-    const float* in = b.input.data();
-    const float* o = block_out_.data();
-    float* nx = next.data();
-    for (int64_t j = 0; j < t * d; ++j) nx[j] = in[j] + o[j];
+    ForwardSubBlock(params, batch, b, next.data(), &sums);
+    if (b.kind == Kind::kMoe) {
+      const Routing& r = moe_caches_[b.cache_slot].routing;
+      sums.routing[b.layer] = ComputeRoutingStats(r, batch.seq_len, position_buckets);
+      if (!kept_routing_.empty()) kept_routing_[b.layer] = r;
+    }
   }
 
   ScopedPhase logits_phase(Phase::kLogitsLossForward);
-  // Final norm, logits, fused loss: logits_buffer_ ends up holding d loss / d logits.
-  final_normed_.ResizeUninitialized({t, d});
+  // Final norm, then the logits and the fused loss chunk by chunk. With grads, each chunk's
+  // d loss / d logits goes at once into the logits' weight gradient and d normed.
+  ScratchScope scope(&scratch_);
+  float* normed = scratch_.Take(t * d);
   final_rstd_.ResizeUninitialized({t});
-  RmsNormForward(final_input_.data(), params + final_norm_->offset, t, d, dims_.norm_eps,
-                 final_normed_.data(), final_rstd_.data());
-  logits_buffer_.ResizeUninitialized({t, v});
-  Gemm(dims_.precision, {}, t, v, d, final_normed_.data(), params + logits_->offset,
-       logits_buffer_.data());
-  if (model_comm_ == nullptr) {
-    sums.lm = LmLossForwardBackward(logits_buffer_.data(), batch.targets.data(),
-                                    batch.loss_weights.data(), t, v, scales.output_z_weight,
-                                    scales.lm_normalizer, logits_buffer_.data());
-  } else {
-    sums.lm = VocabParallelLmLossForwardBackward(
-        logits_buffer_.data(), batch.targets.data(), batch.loss_weights.data(), t, v, vocab_begin_,
-        layout_.dims().padded_vocab_size, scales.output_z_weight, scales.lm_normalizer,
-        model_comm_, logits_buffer_.data());
-  }
-  // BF16: d loss / d logits only feeds the two logits GEMMs of the backward, which round it
-  // anyway; rounding it once spares each a rounded copy (core/gemm.h).
-  if (dims_.precision == GemmPrecision::kBf16) {
-    RoundToBf16(logits_buffer_.data(), logits_buffer_.data(), t * v);
+  RmsNormForward(final_input_.data(), params + final_norm_->offset, t, d, dims_.norm_eps, normed,
+                 final_rstd_.data());
+  if (grads != nullptr) final_normed_grad_.ResizeUninitialized({t, d});
+  const int64_t chunk = logits_chunk_tokens_ > 0 ? std::min(logits_chunk_tokens_, std::max<int64_t>(t, 1))
+                                                : DefaultLogitsChunkTokens(t, v);
+  float* logits = scratch_.Take(chunk * v);
+  const float* w_logits = params + logits_->offset;
+  for (int64_t c0 = 0; c0 < t; c0 += chunk) {
+    const int64_t c = std::min(chunk, t - c0);
+    const float* normed_c = normed + c0 * d;
+    Gemm(dims_.precision, {}, c, v, d, normed_c, w_logits, logits);
+    const LmLossSums part =
+        model_comm_ == nullptr
+            ? LmLossForwardBackward(logits, batch.targets.data() + c0,
+                                    batch.loss_weights.data() + c0, c, v, scales.output_z_weight,
+                                    scales.lm_normalizer, logits)
+            : VocabParallelLmLossForwardBackward(
+                  logits, batch.targets.data() + c0, batch.loss_weights.data() + c0, c, v,
+                  vocab_begin_, layout_.dims().padded_vocab_size, scales.output_z_weight,
+                  scales.lm_normalizer, model_comm_, logits);
+    sums.lm.cross_entropy += part.cross_entropy;
+    sums.lm.z_loss += part.z_loss;
+    sums.lm.weight += part.weight;
+    sums.lm.correct += part.correct;
+    if (grads == nullptr) continue;
+    ScopedPhase backward(Phase::kLogitsLossBackward);
+    // BF16: d loss / d logits only feeds the two GEMMs below, which round it anyway; rounding it
+    // once spares each a rounded copy (core/gemm.h).
+    if (dims_.precision == GemmPrecision::kBf16) RoundToBf16(logits, logits, c * v);
+    Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, c, normed_c, logits,
+         grads + logits_->offset);
+    Gemm(dims_.precision, {.transpose_b = true}, c, d, v, logits, w_logits,
+         final_normed_grad_.data() + c0 * d);
   }
   sums.loss = ObjectiveOf(sums.lm, sums.router, scales);
   return sums;
+}
+
+void Decoder::RecomputeLayer(const float* params, const Batch& batch, size_t last) {
+  size_t first = last;
+  while (!blocks_[first].first_of_layer) --first;
+  DecoderSums discarded;  // the forward counted the sums already
+  discarded.router.resize(dims_.num_layers);
+  for (size_t i = first; i < last; ++i) {
+    ForwardSubBlock(params, batch, blocks_[i], inputs_[blocks_[i + 1].input_slot].data(),
+                    &discarded);
+  }
+  // The last sub-block's output is the next layer's kept input: only its caches are needed.
+  ScratchScope scope(&scratch_);
+  ForwardSubBlock(params, batch, blocks_[last],
+                  scratch_.Take(batch.num_tokens() * dims_.d_model), &discarded);
 }
 
 void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const LossScales& scales,
@@ -176,28 +243,42 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
   ScopedPhase phase(b.kind == Kind::kAttention ? Phase::kAttentionBackward
                     : b.kind == Kind::kFfn     ? Phase::kDenseFfnBackward
                                                : Phase::kRouterBackward);
+  ScratchScope scope(&scratch_);
   const int64_t t = batch.num_tokens(), d = dims_.d_model;
-  normed_grad_.Resize({t, d});
+  const Tensor& input = inputs_[b.input_slot];
+  // The normed input, remade exactly as the forward made it.
+  float* normed = scratch_.Take(t * d);
+  RmsNormForward(input.data(), params + b.norm->offset, t, d, dims_.norm_eps, normed,
+                 b.rstd.data());
+  float* dn = scratch_.Take(t * d);
+  std::fill_n(dn, t * d, 0.0f);
   const float* dy = residual_grad_.data();
-  float* dn = normed_grad_.data();
   auto w = [&](int i) { return params + b.weights[i]->offset; };
   auto g = [&](int i) { return grads + b.weights[i]->offset; };
   switch (b.kind) {
-    case Kind::kAttention:
-      AttentionBackward(MakeAttentionDims(dims_, batch), rope_, {w(0), w(1), w(2), w(3)},
-                        b.normed.data(), batch.segment_ids.data(), &b.attention, dy,
-                        {g(0), g(1), g(2), g(3)}, dn);
+    case Kind::kAttention: {
+      const AttentionDims ad = MakeAttentionDims(dims_, batch);
+      AttentionCache& cache = attention_caches_[b.cache_slot];
+      if (dims_.remat == REMAT_ATTENTION) {  // (REMAT_FULL re-ran the whole layer already)
+        ScopedPhase recompute(Phase::kAttentionForward);
+        ScratchScope out_scope(&scratch_);
+        AttentionForward(ad, rope_, {w(0), w(1), w(2), w(3)}, normed, batch.segment_ids.data(),
+                         &cache, scratch_.Take(t * d), &scratch_);
+      }
+      AttentionBackward(ad, rope_, {w(0), w(1), w(2), w(3)}, normed, batch.segment_ids.data(),
+                        &cache, dy, {g(0), g(1), g(2), g(3)}, dn, &scratch_);
       break;
+    }
     case Kind::kFfn:
-      FfnBackward({t, d, dims_.d_ff, dims_.ffn_form, dims_.precision}, {w(0), w(1), w(2)},
-                  b.normed.data(), &b.ffn, dy, {g(0), g(1), g(2)}, dn);
+      FfnBackward({t, d, dims_.d_ff, dims_.ffn_form, dims_.precision}, {w(0), w(1), w(2)}, normed,
+                  &ffn_caches_[b.cache_slot], dy, {g(0), g(1), g(2)}, dn, &scratch_);
       break;
     case Kind::kMoe: {
       const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts,
                        dims_.precision};
-      MoeBackward(md, {w(0), w(1), w(2), w(3)}, b.normed.data(), &b.moe, dy,
-                  scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn, runner_,
-                  b.layer, model_comm_);
+      MoeBackward(md, {w(0), w(1), w(2), w(3)}, normed, &moe_caches_[b.cache_slot], dy,
+                  scales.load_balance_scale, scales.router_z_scale, {g(0), g(1), g(2), g(3)}, dn,
+                  runner_, b.layer, model_comm_);
       break;
     }
   }
@@ -205,7 +286,7 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
   // summed its dispatched rows' gradient already).
   if (model_comm_ != nullptr && b.kind != Kind::kMoe) model_comm_->AllReduceSum(dn, t * d);
   // The residual passes dy through unchanged; the norm adds its share.
-  RmsNormBackward(dn, b.input.data(), params + b.norm->offset, b.rstd.data(), t, d,
+  RmsNormBackward(dn, input.data(), params + b.norm->offset, b.rstd.data(), t, d,
                   residual_grad_.data(), grads + b.norm->offset);
 }
 
@@ -214,19 +295,23 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   const int64_t t = batch.num_tokens(), d = dims_.d_model, v = dims_.padded_vocab_size;
   OPENMOE_CHECK_MSG(batch.rows == rows_ && batch.seq_len == seq_len_,
                     "Backward must follow Forward on the same batch");
+  OPENMOE_CHECK_MSG(grads != nullptr && grads == forward_grads_,
+                    "Backward needs a Forward given the same grads (the logits' gradient is "
+                    "accumulated there)");
+  forward_grads_ = nullptr;
+  scratch_.Reset();
   ScopedPhase phase(Phase::kLogitsLossBackward);  // the sub-blocks' scopes take theirs out
-  // Logits: logits = final_normed @ W.
-  const float* dlogits = logits_buffer_.data();
-  Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, t, final_normed_.data(),
-       dlogits, grads + logits_->offset);
-  normed_grad_.ResizeUninitialized({t, d});
-  Gemm(dims_.precision, {.transpose_b = true}, t, d, v, dlogits, params + logits_->offset,
-       normed_grad_.data());
-  if (model_comm_ != nullptr) model_comm_->AllReduceSum(normed_grad_.data(), t * d);
+  // The logits' part ran in the forward; d normed of the final norm is left.
+  float* dnormed = final_normed_grad_.data();
+  if (model_comm_ != nullptr) model_comm_->AllReduceSum(dnormed, t * d);
   residual_grad_.Resize({t, d});
-  RmsNormBackward(normed_grad_.data(), final_input_.data(), params + final_norm_->offset,
-                  final_rstd_.data(), t, d, residual_grad_.data(), grads + final_norm_->offset);
-  for (size_t i = blocks_.size(); i-- > 0;) BackwardSubBlock(params, batch, scales, blocks_[i], grads);
+  RmsNormBackward(dnormed, final_input_.data(), params + final_norm_->offset, final_rstd_.data(),
+                  t, d, residual_grad_.data(), grads + final_norm_->offset);
+  for (size_t i = blocks_.size(); i-- > 0;) {
+    const bool last_of_layer = i + 1 == blocks_.size() || blocks_[i + 1].first_of_layer;
+    if (dims_.remat == REMAT_FULL && last_of_layer) RecomputeLayer(params, batch, i);
+    BackwardSubBlock(params, batch, scales, blocks_[i], grads);
+  }
   phase.Switch(Phase::kOther);
   // Embedding: scatter-add the residual gradient into the looked-up rows.
   float* demb = grads + embedding_->offset;
@@ -235,12 +320,53 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
     const int64_t tok = batch.tokens[i] - vocab_begin_;
     if (tok >= 0 && tok < v) AddInPlace(demb + tok * d, dx + i * d, d);  // v: this piece's rows
   }
+  // Grows the arena to this step's high-water mark now, so that memory() after a step is the
+  // steady state.
+  scratch_.Reset();
 }
 
 const Routing* Decoder::routing(int64_t layer) const {
+  if (!kept_routing_.empty()) {
+    return layer >= 0 && layer < dims_.num_layers && dims_.IsMoeLayer(layer) ? &kept_routing_[layer]
+                                                                             : nullptr;
+  }
   for (const SubBlock& b : blocks_)
-    if (b.kind == Kind::kMoe && b.layer == layer) return &b.moe.routing;
+    if (b.kind == Kind::kMoe && b.layer == layer) return &moe_caches_[b.cache_slot].routing;
   return nullptr;
+}
+
+namespace {
+int64_t RoutingBytes(const Routing& r) {
+  auto vec = [](const auto& v) {
+    return static_cast<int64_t>(v.capacity() * sizeof(typename std::decay_t<decltype(v)>::value_type));
+  };
+  return r.logits.capacity_bytes() + r.probs.capacity_bytes() + r.lse.capacity_bytes() +
+         vec(r.choice_expert) + vec(r.choice_slot) + vec(r.expert_offsets) + vec(r.kept_token) +
+         vec(r.kept_choice) + vec(r.kept_gate);
+}
+}  // namespace
+
+Decoder::Memory Decoder::memory() const {
+  Memory m;
+  for (const Tensor& x : inputs_) m.residual += x.capacity_bytes();
+  for (const SubBlock& b : blocks_) m.residual += b.rstd.capacity_bytes();
+  m.residual += final_input_.capacity_bytes() + final_rstd_.capacity_bytes() +
+                final_normed_grad_.capacity_bytes() + residual_grad_.capacity_bytes();
+  for (const AttentionCache& c : attention_caches_) {
+    m.attention += c.q.capacity_bytes() + c.k.capacity_bytes() + c.v.capacity_bytes() +
+                   c.context.capacity_bytes() + c.lse.capacity_bytes() +
+                   static_cast<int64_t>(c.segment_starts.capacity() * sizeof(int64_t));
+  }
+  for (const FfnCache& c : ffn_caches_) m.ffn += c.g0.capacity_bytes() + c.g1.capacity_bytes();
+  for (const MoeCache& c : moe_caches_) {
+    m.moe += RoutingBytes(c.routing) + c.jitter.capacity_bytes() +
+             c.dispatched.capacity_bytes() + c.expert_out.capacity_bytes() +
+             c.own_scratch.capacity_bytes();
+    for (const FfnCache& e : c.expert_ffn) m.moe += e.g0.capacity_bytes() + e.g1.capacity_bytes();
+  }
+  for (const Routing& r : kept_routing_) m.moe += RoutingBytes(r);
+  m.scratch = scratch_.capacity_bytes();
+  return m;
 }
 
 }  // namespace openmoe

@@ -30,13 +30,13 @@ FfnGrads ExpertFfnGrads(const MoeDims& dims, const MoeGrads& g, int64_t e) {
 
 void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
                          const std::vector<ExpertBlock>& blocks, const float* x,
-                         std::vector<FfnCache>* caches, float* y) {
+                         std::vector<FfnCache>* caches, float* y, ScratchArena* scratch) {
   const int64_t d = dims.d_model;
   caches->resize(blocks.size());
   for (size_t i = 0; i < blocks.size(); ++i) {
     const ExpertBlock& b = blocks[i];
     FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
-               x + b.begin * d, &(*caches)[i], y + b.begin * d);
+               x + b.begin * d, &(*caches)[i], y + b.begin * d, /*accumulate=*/false, scratch);
     if (dims.precision == GemmPrecision::kBf16) {
       RoundToBf16(y + b.begin * d, y + b.begin * d, b.rows * d);
     }
@@ -45,14 +45,15 @@ void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
 
 void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
                           const std::vector<ExpertBlock>& blocks, const float* x,
-                          std::vector<FfnCache>* caches, const float* dy, float* dx) {
+                          const std::vector<FfnCache>& caches, const float* dy, float* dx,
+                          ScratchArena* scratch) {
   const int64_t d = dims.d_model;
-  OPENMOE_CHECK_MSG(caches->size() == blocks.size(), "backward without its forward");
+  OPENMOE_CHECK_MSG(caches.size() == blocks.size(), "backward without its forward");
   for (size_t i = 0; i < blocks.size(); ++i) {
     const ExpertBlock& b = blocks[i];
     FfnBackward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
-                x + b.begin * d, &(*caches)[i], dy + b.begin * d,
-                ExpertFfnGrads(dims, grads, b.local_expert), dx + b.begin * d);
+                x + b.begin * d, &caches[i], dy + b.begin * d,
+                ExpertFfnGrads(dims, grads, b.local_expert), dx + b.begin * d, scratch);
     if (dims.precision == GemmPrecision::kBf16) {
       RoundToBf16(dx + b.begin * d, dx + b.begin * d, b.rows * d);
     }

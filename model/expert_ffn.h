@@ -55,10 +55,11 @@ struct ExpertBlock {
 
 // x: (R, d) expert inputs; y: (R, d), each block's rows overwritten with its expert's output
 // (rows in no block are left alone; kBf16: rounded to bf16). caches: resized to blocks.size(),
-// block i's activations.
+// block i's activations. scratch: the blocks' temporaries, one block's at a time (null: a
+// temporary arena).
 void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
                          const std::vector<ExpertBlock>& blocks, const float* x,
-                         std::vector<FfnCache>* caches, float* y);
+                         std::vector<FfnCache>* caches, float* y, ScratchArena* scratch = nullptr);
 
 // Backward of the last ExpertBlocksForward on the same x, blocks and caches. dy: (R, d) in;
 // dx (R, d) += ..., the local experts' weight grads += ... . kBf16: each block's rows of dx are
@@ -66,6 +67,7 @@ void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
 // the rounded input gradient.
 void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
                           const std::vector<ExpertBlock>& blocks, const float* x,
-                          std::vector<FfnCache>* caches, const float* dy, float* dx);
+                          const std::vector<FfnCache>& caches, const float* dy, float* dx,
+                          ScratchArena* scratch = nullptr);
 
 }  // namespace openmoe

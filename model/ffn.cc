@@ -6,19 +6,14 @@
 
 namespace openmoe {
 
-void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
-                float* y, bool accumulate) {
-  const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
-  const GemmPrecision pr = dims.precision;
-  cache->g0.ResizeUninitialized({t, w0});
-  cache->g1.ResizeUninitialized({t, f});
-  cache->h.ResizeUninitialized({t, f});
-  if (t == 0) return;
-  Gemm(pr, {}, t, w0, d, x, w.wi_0, cache->g0.data());
-  Gemm(pr, {}, t, f, d, x, w.wi_1, cache->g1.data());
-  const float* g0 = cache->g0.data();
-  const float* g1 = cache->g1.data();
-  float* h = cache->h.data();
+namespace {
+
+// h (T, F) from the up-projections: the one definition the forward and the backward share, so the
+// backward's h is the forward's bit for bit. BF16: h only feeds GEMMs (wo forward and wo's
+// gradient), which round it anyway; rounding it once spares the bf16 GEMM a rounded copy per
+// call (core/gemm.h uses bf16 values as they are).
+void GatedHidden(const FfnDims& dims, const float* g0, const float* g1, float* h) {
+  const int64_t t = dims.tokens, f = dims.d_ff, w0 = dims.Wi0Width();
   for (int64_t i = 0; i < t; ++i) {
     const float* g0r = g0 + i * w0;
     const float* g1r = g1 + i * f;
@@ -29,27 +24,46 @@ void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCac
       for (int64_t j = 0; j < f; ++j) hr[j] = Silu(g0r[j]) * g1r[j];
     }
   }
-  // BF16: h only feeds GEMMs (here and wo's gradient), which round it anyway; rounding it once
-  // here spares the bf16 GEMM a rounded copy per call (core/gemm.h uses bf16 values as they are).
-  if (pr == GemmPrecision::kBf16) RoundToBf16(h, h, t * f);
+  if (dims.precision == GemmPrecision::kBf16) RoundToBf16(h, h, t * f);
+}
+
+}  // namespace
+
+void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
+                float* y, bool accumulate, ScratchArena* scratch) {
+  const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
+  const GemmPrecision pr = dims.precision;
+  cache->g0.ResizeUninitialized({t, w0});
+  cache->g1.ResizeUninitialized({t, f});
+  if (t == 0) return;
+  ScratchArena local;
+  if (scratch == nullptr) scratch = &local;
+  ScratchScope scope(scratch);
+  float* h = scratch->Take(t * f);
+  Gemm(pr, {}, t, w0, d, x, w.wi_0, cache->g0.data());
+  Gemm(pr, {}, t, f, d, x, w.wi_1, cache->g1.data());
+  GatedHidden(dims, cache->g0.data(), cache->g1.data(), h);
   Gemm(pr, {.beta = accumulate ? 1.0f : 0.0f}, t, d, f, h, w.wo, y);
 }
 
-void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
-                 const float* dy, const FfnGrads& grads, float* dx) {
+void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, const FfnCache* cache,
+                 const float* dy, const FfnGrads& grads, float* dx, ScratchArena* scratch) {
   const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
   const GemmPrecision pr = dims.precision;
   if (t == 0) return;
-  cache->dh.ResizeUninitialized({t, f});
-  cache->dg0.ResizeUninitialized({t, w0});
-  // wo: y = h @ wo.
-  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, f, d, t, cache->h.data(), dy, grads.wo);
-  Gemm(pr, {.transpose_b = true}, t, f, d, dy, w.wo, cache->dh.data());
-  // Gate: dh -> dg0 (into dg0) and dg1 (into dh, reused in place).
+  ScratchArena local;
+  if (scratch == nullptr) scratch = &local;
+  ScratchScope scope(scratch);
+  float* h = scratch->Take(t * f);
+  float* dh = scratch->Take(t * f);
+  float* dg0 = scratch->Take(t * w0);
   const float* g0 = cache->g0.data();
   const float* g1 = cache->g1.data();
-  float* dh = cache->dh.data();
-  float* dg0 = cache->dg0.data();
+  GatedHidden(dims, g0, g1, h);
+  // wo: y = h @ wo.
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, f, d, t, h, dy, grads.wo);
+  Gemm(pr, {.transpose_b = true}, t, f, d, dy, w.wo, dh);
+  // Gate: dh -> dg0 (into dg0) and dg1 (into dh, reused in place).
   for (int64_t i = 0; i < t; ++i) {
     const float* g0r = g0 + i * w0;
     const float* g1r = g1 + i * f;

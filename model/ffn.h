@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/gemm.h"
+#include "core/scratch_arena.h"
 #include "core/tensor.h"
 #include "proto/job.pb.h"
 
@@ -36,20 +37,22 @@ struct FfnGrads {  // accumulated into
   float* wo = nullptr;
 };
 
+// What the backward needs and cannot get cheaply: the two up-projections. The gated hidden h (the
+// input of wo) is one elementwise pass over them, so the backward recomputes it, bit for bit.
 struct FfnCache {
   Tensor g0;  // (T, Wi0Width) x @ wi_0
   Tensor g1;  // (T, F) x @ wi_1
-  Tensor h;   // (T, F) the gated hidden, input of wo
-  Tensor dh;  // backward scratch (T, F)
-  Tensor dg0; // backward scratch (T, Wi0Width)
 };
 
-// x: (T, d); y: (T, d), overwritten (or, with accumulate, added to).
+// x: (T, d); y: (T, d), overwritten (or, with accumulate, added to). scratch: where h lives
+// (T x F floats, released on return); null: a temporary arena.
 void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
-                float* y, bool accumulate = false);
+                float* y, bool accumulate = false, ScratchArena* scratch = nullptr);
 
-// dy: (T, d). dx (T, d) += ..., grads += ... . The cache must hold this x's forward.
-void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
-                 const float* dy, const FfnGrads& grads, float* dx);
+// dy: (T, d). dx (T, d) += ..., grads += ... . The cache must hold this x's forward. scratch: h,
+// d h and d g0 (T x (2F + Wi0Width) floats, released on return); null: a temporary arena.
+void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, const FfnCache* cache,
+                 const float* dy, const FfnGrads& grads, float* dx,
+                 ScratchArena* scratch = nullptr);
 
 }  // namespace openmoe

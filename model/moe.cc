@@ -24,14 +24,14 @@ std::vector<ExpertBlock> DispatchBlocks(const Routing& r) {
 void LocalExpertRunner::Forward(int64_t /*layer*/, const MoeDims& dims, const MoeWeights& w,
                                 MoeCache* cache) {
   ExpertBlocksForward(dims, w, DispatchBlocks(cache->routing), cache->dispatched.data(),
-                      &cache->expert_ffn, cache->expert_out.data());
+                      &cache->expert_ffn, cache->expert_out.data(), cache->Scratch());
 }
 
 void LocalExpertRunner::Backward(int64_t /*layer*/, const MoeDims& dims, const MoeWeights& w,
                                  const MoeGrads& grads, MoeCache* cache,
                                  const float* d_expert_out, float* d_dispatched) {
   ExpertBlocksBackward(dims, w, grads, DispatchBlocks(cache->routing), cache->dispatched.data(),
-                       &cache->expert_ffn, d_expert_out, d_dispatched);
+                       cache->expert_ffn, d_expert_out, d_dispatched, cache->Scratch());
 }
 
 namespace {
@@ -47,15 +47,15 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
   const int64_t num_tokens = dims.tokens, d = dims.d_model, num_experts = dims.num_experts;
   OPENMOE_CHECK(routing_config.num_experts == num_experts);
   Routing& r = cache->routing;
+  ScratchScope scope(cache->Scratch());
   const float* router_x = x;
   if (routing_config.token_id_tables != nullptr) {
     RouteByTokenId(routing_config, *routing_config.token_id_tables, layer, cache->token_ids,
                    cache->segment_ids, num_tokens, &r);
   } else if (cache->jitter.size() > 0) {
     OPENMOE_CHECK(cache->jitter.size() == num_tokens * d);
-    cache->router_input.ResizeUninitialized({num_tokens, d});
     const float* noise = cache->jitter.data();
-    float* jittered = cache->router_input.data();
+    float* jittered = cache->Scratch()->Take(num_tokens * d);
     for (int64_t i = 0; i < num_tokens * d; ++i) jittered[i] = x[i] * noise[i];
     router_x = jittered;
   }
@@ -99,8 +99,10 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
   const int64_t num_kept = r.NumKept();
   ScopedPhase phase(Phase::kPermuteBackward);  // within the decoder's router scope
   // Scratch, zero-filled: d expert_out (A, d), d dispatched (A, d), dprobs (T, E), dlogits (T, E).
-  cache->workspace.Resize({2 * num_kept * d + 2 * num_tokens * num_experts});
-  float* d_expert_out = cache->workspace.data();
+  ScratchScope scope(cache->Scratch());
+  const int64_t work = 2 * num_kept * d + 2 * num_tokens * num_experts;
+  float* d_expert_out = cache->Scratch()->Take(work);
+  std::fill_n(d_expert_out, work, 0.0f);
   float* d_dispatched = d_expert_out + num_kept * d;
   float* dprobs = d_dispatched + num_kept * d;
   float* dlogits = dprobs + num_tokens * num_experts;
@@ -140,12 +142,14 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
     return;
   }
   // Jittered: logits = (x * jitter) @ w_router, so d x += (dlogits @ w_router^T) * jitter. The
-  // jittered input is spent once the router gradient has it, so its buffer takes the product.
-  float* scratch = cache->router_input.data();
+  // jittered input (remade as the forward made it) is spent once the router gradient has it, so
+  // its buffer takes the product.
+  const float* noise = cache->jitter.data();
+  float* scratch = cache->Scratch()->Take(num_tokens * d);
+  for (int64_t i = 0; i < num_tokens * d; ++i) scratch[i] = x[i] * noise[i];
   Gemm({.transpose_a = true, .beta = 1.0f}, d, num_experts, num_tokens, scratch, dlogits,
        grads.router);
   Gemm({.transpose_b = true}, num_tokens, d, num_experts, dlogits, w.router, scratch);
-  const float* noise = cache->jitter.data();
   for (int64_t i = 0; i < num_tokens * d; ++i) dx[i] += scratch[i] * noise[i];
 }
 

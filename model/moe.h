@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/communicator.h"
+#include "core/scratch_arena.h"
 #include "core/tensor.h"
 #include "model/expert_ffn.h"
 #include "model/ffn.h"
@@ -21,10 +22,9 @@ namespace openmoe {
 struct MoeCache {
   Routing routing;
   // Router jitter: (T, d) noise the router input is multiplied by, filled by the caller before
-  // MoeForward; empty means none (the router sees x itself). router_input (T, d) = x * jitter,
-  // and backward scratch after that.
+  // MoeForward; empty means none (the router sees x itself, else x * jitter, made in scratch
+  // when needed).
   Tensor jitter;
-  Tensor router_input;
   // The tokens' ids and segment ids (T), set by the caller before MoeForward when the routing
   // config needs them (token-id tables, ignore_padding_tokens); not owned, read by MoeForward.
   const int32_t* token_ids = nullptr;
@@ -34,7 +34,11 @@ struct MoeCache {
   // The experts' activations, one per block the runner ran (model/expert_ffn.h): filled by its
   // Forward, read by its Backward.
   std::vector<FfnCache> expert_ffn;
-  Tensor workspace;                  // backward scratch
+  // Where the layer's temporaries go (the runner's too), set by the caller (the Decoder shares
+  // one arena among all sub-blocks); null: own_scratch.
+  ScratchArena* scratch = nullptr;
+  ScratchArena own_scratch;
+  ScratchArena* Scratch() { return scratch != nullptr ? scratch : &own_scratch; }
 };
 
 // Where the experts run. MoeForward gathers the kept tokens into cache->dispatched, grouped by

@@ -50,12 +50,19 @@ void ExpertParallelRunner::Exchange(const MoeDims& dims, const float* send, floa
     sent += send_rows[q];
     received += recv_rows[q];
   }
-  s.wire_send.resize(sent * d);
-  s.wire_recv.resize(received * d);
-  FloatToBf16(send, s.wire_send.data(), sent * d);
-  comm_->AllToAllV(s.wire_send.data(), Scaled(send_rows, d), s.wire_recv.data(),
+  wire_send_.resize(sent * d);
+  wire_recv_.resize(received * d);
+  FloatToBf16(send, wire_send_.data(), sent * d);
+  comm_->AllToAllV(wire_send_.data(), Scaled(send_rows, d), wire_recv_.data(),
                    Scaled(recv_rows, d));
-  Bf16ToFloat(s.wire_recv.data(), recv, received * d);
+  Bf16ToFloat(wire_recv_.data(), recv, received * d);
+}
+
+int64_t ExpertParallelRunner::held_bytes() const {
+  int64_t bytes = static_cast<int64_t>((wire_send_.capacity() + wire_recv_.capacity()) *
+                                       sizeof(uint16_t));
+  for (const ExpertExchangeState& s : layers_) bytes += s.recv.capacity_bytes();
+  return bytes;
 }
 
 const ExpertExchangeState* ExpertParallelRunner::exchange_state(int64_t layer) const {
@@ -126,12 +133,14 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
 
   // 4. The local experts on every block they received.
   phase.Switch(Phase::kExpertsForward);
-  s.expert_res.ResizeUninitialized({received, d});
-  ExpertBlocksForward(dims, w, s.blocks, s.recv.data(), &cache->expert_ffn, s.expert_res.data());
+  ScratchScope scope(cache->Scratch());
+  float* expert_res = cache->Scratch()->Take(received * d);
+  ExpertBlocksForward(dims, w, s.blocks, s.recv.data(), &cache->expert_ffn, expert_res,
+                      cache->Scratch());
 
   // 5. Outputs back to their senders, straight into dispatch order.
   phase.Switch(Phase::kCombineForward);
-  Exchange(dims, s.expert_res.data(), cache->expert_out.data(), /*outbound=*/false, s);
+  Exchange(dims, expert_res, cache->expert_out.data(), /*outbound=*/false, s);
 }
 
 void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const MoeWeights& w,
@@ -147,19 +156,23 @@ void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const Mo
   ExpertExchangeState& s = layers_[layer];
   const int64_t d = dims.d_model;
   const int64_t received = s.recv.dim(0);
-  // d outputs travel to the experts, mirroring the combine (into expert_res: no longer needed).
-  Exchange(dims, d_expert_out, s.expert_res.data(), /*outbound=*/true, s);
+  const int64_t sent = cache->routing.NumKept();
+  ScratchArena* scratch = cache->Scratch();
+  ScratchScope scope(scratch);
+  float* d_out = scratch->Take(received * d);
+  float* grad_in = scratch->Take(received * d);
+  float* returned = scratch->Take(sent * d);
+  // d outputs travel to the experts, mirroring the combine.
+  Exchange(dims, d_expert_out, d_out, /*outbound=*/true, s);
   phase.Switch(Phase::kExpertsBackward);
   // Expert backward, block by block, into zeroed input gradients.
-  s.grad_in.Resize({received, d});
-  ExpertBlocksBackward(dims, w, grads, s.blocks, s.recv.data(), &cache->expert_ffn,
-                       s.expert_res.data(), s.grad_in.data());
+  std::fill_n(grad_in, received * d, 0.0f);
+  ExpertBlocksBackward(dims, w, grads, s.blocks, s.recv.data(), cache->expert_ffn, d_out, grad_in,
+                       scratch);
   phase.Switch(Phase::kDispatchBackward);
   // d inputs travel back, mirroring the dispatch, and add into dispatch order.
-  const int64_t sent = cache->routing.NumKept();
-  s.returned.ResizeUninitialized({sent, d});
-  Exchange(dims, s.grad_in.data(), s.returned.data(), /*outbound=*/false, s);
-  AddInPlace(d_dispatched, s.returned.data(), sent * d);
+  Exchange(dims, grad_in, returned, /*outbound=*/false, s);
+  AddInPlace(d_dispatched, returned, sent * d);
 }
 
 }  // namespace openmoe

@@ -24,7 +24,8 @@
 //
 // The runner owns its exchange state, one per MoE layer (keyed by the `layer` its caller passes,
 // the decoder's layer index), from a layer's Forward to its Backward; the experts' activations
-// stay in the layer's MoeCache. The experts run through ExpertBlocksForward / Backward
+// stay in the layer's MoeCache, and the temporaries (the experts' outputs and the backward's
+// gradients, (R, d) and (A, d)) come from the cache's scratch arena. The experts run through ExpertBlocksForward / Backward
 // (model/expert_ffn.h), the same loop as on one process.
 #pragma once
 
@@ -54,12 +55,7 @@ struct ExpertExchangeState {
   std::vector<int64_t> recv_rows;   // (ranks) rows received from each rank
   std::vector<ExpertBlock> blocks;  // runs of received rows, one per (source rank, local expert):
                                     // receive order, source-major, then expert
-  Tensor recv;        // (R, d) received rows: the local experts' inputs
-  Tensor expert_res;  // (R, d) the local experts' outputs (backward: their output gradients)
-  Tensor grad_in;     // (R, d) backward: the local experts' input gradients
-  Tensor returned;    // (A, d) backward: input gradients back in dispatch order
-  // BF16: rows as they travel, d bf16 values each (Communicator's 16-bit all-to-all).
-  std::vector<uint16_t> wire_send, wire_recv;
+  Tensor recv;  // (R, d) received rows: the local experts' inputs
 };
 
 class ExpertParallelRunner final : public ExpertRunner {
@@ -76,6 +72,8 @@ class ExpertParallelRunner final : public ExpertRunner {
   const ExchangeCounters& counters() const { return counters_; }
   // The exchange of `layer`'s last Forward; null before any (or when every expert is local).
   const ExpertExchangeState* exchange_state(int64_t layer) const;
+  // Bytes the runner holds between calls: every layer's received rows and the bf16 wire buffers.
+  int64_t held_bytes() const;
 
  private:
   bool AllExpertsLocal() const;
@@ -90,6 +88,9 @@ class ExpertParallelRunner final : public ExpertRunner {
   LocalExpertRunner local_;
   ExchangeCounters counters_;
   std::vector<ExpertExchangeState> layers_;  // (max layer + 1) indexed by layer
+  // BF16: rows as they travel, d bf16 values each (Communicator's 16-bit all-to-all), shared by
+  // every exchange.
+  std::vector<uint16_t> wire_send_, wire_recv_;
 };
 
 }  // namespace openmoe

@@ -10,7 +10,7 @@
 #include "launch/job_loader.h"
 #include "model/config.h"
 #include "model/params.h"
-#include "parallel/cost/hbm_traffic.h"
+#include "model/activation_memory.h"
 
 namespace openmoe {
 namespace {
@@ -30,11 +30,15 @@ TEST(MemoryCheck, ParamsAreTheRankLayoutAndPartsAddUp) {
   EXPECT_EQ(one.params_bytes, 4.0 * ParamLayout(DimsFromSpec(spec)).total_size());
   EXPECT_EQ(one.grads_bytes, one.params_bytes);
   EXPECT_EQ(one.total_bytes, one.params_bytes + one.grads_bytes + one.optimizer_bytes +
-                                 one.activation_bytes + one.runtime_bytes);
+                                 one.activation_bytes + one.scratch_bytes +
+                                 one.communication_bytes + one.runtime_bytes);
   // Two ranks: 2 of the 4 chips each, so half the activations and fewer expert parameters.
   EXPECT_EQ(one.chips_per_rank, 4);
   EXPECT_EQ(two.chips_per_rank, 2);
-  EXPECT_DOUBLE_EQ(two.activation_bytes, one.activation_bytes / 2);
+  EXPECT_NEAR(two.activation_bytes, one.activation_bytes / 2, 1e-9 * one.activation_bytes);
+  // One rank keeps its experts' rows in place; two exchange them.
+  EXPECT_EQ(one.communication_bytes, 0);
+  EXPECT_GT(two.communication_bytes, 0);
   EXPECT_LT(two.params_bytes, one.params_bytes);
 }
 
@@ -73,21 +77,20 @@ TEST(MemoryCheck, ARankOfASplitModelGroupHoldsItsPiece) {
   const double moe = d + d * 4 + 2 * (d * 2 * fe + d * fe + fe * d);
   const double params = v * d + 4 * attention + 2 * moe + 4 * ffn + d + d * v;
   EXPECT_DOUBLE_EQ(e.params_bytes, 4 * params);
-  // Activations of the piece's sizes for the rank's one shard: 4 rows x 64 = 256 tokens, expert
-  // buffer E * C = 4 x 40 rows per 128-token group.
+  // Activations of the piece's sizes for the rank's one shard: 4 rows x 64 = 256 tokens in 2
+  // routing groups of 128, each keeping at most min(E * C, k * 128) = min(4 x 40, 256) rows, and
+  // an expert at most C = 40 rows a group; rows cross ranks (1 chip per rank, expert_parallel 2).
   ModelDims piece = dims;
   piece.num_heads /= 2;
   piece.d_ff /= 2;
   piece.expert_d_ff /= 2;
   piece.padded_vocab_size /= 2;
-  // The blocked attention keeps a log-sum-exp per head (H per layer), not the H x S probabilities.
-  const double probabilities = static_cast<double>(piece.num_layers * piece.num_heads) * 64;
-  const double lse = static_cast<double>(piece.num_layers * piece.num_heads);
-  EXPECT_DOUBLE_EQ(e.activation_bytes,
-                   2 * 4 *
-                       (TrafficPerToken(piece, 64, 160.0 / 128).saved_elements - probabilities +
-                        lse) *
-                       256);
+  const ActivationEstimate act = EstimateActivations(
+      piece, {.rows = 4, .seq_len = 64, .kept_rows = 320, .received_rows = 320,
+              .max_block_rows = 80, .experts_remote = true});
+  EXPECT_DOUBLE_EQ(e.activation_bytes, act.residual + act.attention + act.ffn + act.moe);
+  EXPECT_DOUBLE_EQ(e.scratch_bytes, act.scratch);
+  EXPECT_DOUBLE_EQ(e.communication_bytes, act.exchange);
 }
 
 }  // namespace

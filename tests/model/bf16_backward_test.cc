@@ -82,8 +82,8 @@ GradRun ForwardBackward(ComputeDtype dtype, const std::vector<float>& params) {
   scales.load_balance_scale = 0.1 / 4;  // 1 MoE layer, 4 groups
   scales.router_z_scale = 0.01 / 64;
   GradRun run;
-  run.sums = decoder.Forward(params.data(), batch, scales);
   run.grads.assign(layout.total_size(), 0.0f);
+  run.sums = decoder.Forward(params.data(), batch, scales, 4, run.grads.data());
   decoder.Backward(params.data(), batch, scales, run.grads.data());
   const Routing* r = decoder.routing(1);
   run.routing = r->choice_expert;
@@ -169,7 +169,7 @@ TEST(Bf16Backward, MoeRoutesInFp32AndExpertsHandBackBf16) {
   testing::FillNormal(d_out.data(), d_out.size(), 1.0, 7);
   std::vector<float> g0(wi0.size()), g1(wi1.size()), go(wo.size());
   ExpertBlocksBackward(dims, w, {nullptr, g0.data(), g1.data(), go.data()},
-                       DispatchBlocks(c16.routing), c16.dispatched.data(), &c16.expert_ffn,
+                       DispatchBlocks(c16.routing), c16.dispatched.data(), c16.expert_ffn,
                        d_out.data(), d_in.data());
   for (float v : d_in) not_bf16 += RoundToBf16(v) != v;
   EXPECT_EQ(not_bf16, 0) << "expert input gradients must be bf16 values";

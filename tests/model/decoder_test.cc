@@ -80,7 +80,7 @@ void CheckWholeModel(FfnForm form) {
   scales.router_z_scale = spec.router().z_loss_weight() / (1 * 16);
 
   std::vector<float> grads(layout.total_size(), 0.0f);
-  const DecoderSums base = decoder.Forward(params.data(), batch, scales);
+  const DecoderSums base = decoder.Forward(params.data(), batch, scales, 4, grads.data());
   decoder.Backward(params.data(), batch, scales, grads.data());
   const std::vector<int32_t> signature = RoutingSignature(decoder, dims);
   // The test only means something if capacity actually drops assignments.
@@ -162,9 +162,9 @@ TEST(Decoder, WholeLayoutWithCommunicatorIsBitIdentical) {
   std::vector<float> grads_alone(layout.total_size(), 0.0f), grads_comm(layout.total_size(), 0.0f);
   Decoder alone(layout, RoutingFromSpec(spec, false));
   Decoder with_comm(layout, RoutingFromSpec(spec, false), nullptr, &comm);
-  const DecoderSums a = alone.Forward(params.data(), batch, scales);
+  const DecoderSums a = alone.Forward(params.data(), batch, scales, 4, grads_alone.data());
   alone.Backward(params.data(), batch, scales, grads_alone.data());
-  const DecoderSums b = with_comm.Forward(params.data(), batch, scales);
+  const DecoderSums b = with_comm.Forward(params.data(), batch, scales, 4, grads_comm.data());
   with_comm.Backward(params.data(), batch, scales, grads_comm.data());
   EXPECT_EQ(comm.calls, 0);
   EXPECT_EQ(a.loss, b.loss);

@@ -85,7 +85,7 @@ TEST(Bf16ExchangeMpi, BfloatRowsOnTheWireGiveTheOneProcessResult) {
   std::vector<float> g0(wi0.size()), g1(wi1.size()), go(wo.size());
   ExpertBlocksForward(one, weights(0), block, x.data(), &caches, want_y.data());
   ExpertBlocksBackward(one, weights(0), {nullptr, g0.data(), g1.data(), go.data()}, block,
-                       x.data(), &caches, dy.data(), want_dx.data());
+                       x.data(), caches, dy.data(), want_dx.data());
   double bf16_vs_fp32 = 0;
   for (int64_t i = 0; i < tokens * kD; ++i) {
     EXPECT_NEAR(y16[i], want_y[i], 1e-6 * std::fabs(want_y[i]) + 1e-7) << "rank " << rank << " " << i;

@@ -103,7 +103,7 @@ DecoderRun RunDecoder(const ParamLayout& layout, const JobSpec& spec, const Case
   const LossScales scales = ScalesOf(spec, batch);
   DecoderRun run;
   run.grads.assign(layout.total_size(), 0.0f);
-  run.sums = decoder.Forward(params.data(), batch, scales);
+  run.sums = decoder.Forward(params.data(), batch, scales, 4, run.grads.data());
   decoder.Backward(params.data(), batch, scales, run.grads.data());
   for (int64_t l = 0; l < layout.dims().num_layers; ++l)
     if (const Routing* r = decoder.routing(l))

@@ -1,0 +1,87 @@
+#include "model/activation_memory.h"
+
+#include <algorithm>
+
+#include "model/attention.h"
+
+namespace openmoe {
+
+int64_t DefaultLogitsChunkTokens(int64_t tokens, int64_t vocab) {
+  // About 16 MiB of logits at a time, and at least 64 tokens so the GEMMs stay efficient.
+  constexpr int64_t kLogitsChunkFloats = int64_t{1} << 22;
+  return std::clamp<int64_t>(kLogitsChunkFloats / std::max<int64_t>(vocab, 1), 64,
+                             std::max<int64_t>(tokens, 1));
+}
+
+ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationShape& s) {
+  const double t = static_cast<double>(s.rows * s.seq_len), d = dims.d_model;
+  const double a_width = dims.AttentionWidth(), h = dims.num_heads;
+  const double f = dims.d_ff, fe = dims.expert_d_ff, e = dims.num_experts, k = dims.top_k;
+  const bool openmoe = dims.ffn_form == FFN_OPENMOE;
+  const double w0 = openmoe ? 2 * f : f, w0e = openmoe ? 2 * fe : fe;
+  const double kept = s.kept_rows, recv = s.received_rows, block = s.max_block_rows;
+  const bool full = dims.remat == REMAT_FULL;
+  const bool shared_attention = full || dims.remat == REMAT_ATTENTION;
+
+  double sub_blocks = 0, dense_ffns = 0, moes = 0, max_per_layer = 0;
+  for (int64_t l = 0; l < dims.num_layers; ++l) {
+    const bool moe = dims.IsMoeLayer(l);
+    const double ffn = !moe || dims.extra_dense_ffn ? 1 : 0;
+    sub_blocks += 1 + (moe ? 1 : 0) + ffn;
+    dense_ffns += ffn;
+    moes += moe ? 1 : 0;
+    max_per_layer = std::max(max_per_layer, 1 + (moe ? 1.0 : 0.0) + ffn);
+  }
+  const double layers = static_cast<double>(dims.num_layers);
+  const double kept_inputs = full ? layers + (max_per_layer - 1) : sub_blocks;
+  const double attention_caches = layers > 0 ? (shared_attention ? 1 : layers) : 0;
+  const double ffn_caches = dense_ffns > 0 ? (full ? 1 : dense_ffns) : 0;
+  const double moe_caches = moes > 0 ? (full ? 1 : moes) : 0;
+  const double routing = t * (2 * e + 1 + 2 * k) + 4 * kept;
+
+  ActivationEstimate out;
+  constexpr double kF = 4;  // bytes per float
+  out.residual = kF * (kept_inputs * t * d + sub_blocks * t + 3 * t * d + t);
+  out.attention = kF * attention_caches * (4 * t * a_width + t * h + 2 * t);
+  out.ffn = kF * ffn_caches * t * (w0 + f);
+  out.moe = kF * (moe_caches * (routing + 2 * kept * d + recv * (w0e + fe) +
+                                (s.jitter ? t * d : 0)) +
+                  (full ? moes * routing : 0));
+  out.exchange = s.experts_remote ? kF * moes * recv * d : 0;
+
+  // Scratch: the most any one sub-block (or the logits) holds at once.
+  const double tiles = static_cast<double>(std::max<int64_t>(s.attention_workers, 1)) *
+                       static_cast<double>(2 * kAttentionBlock * kAttentionBlock +
+                                           3 * kAttentionBlock);
+  const double io = 2 * t * d;  // normed input and output, or normed input and its gradient
+  double forward = 0, backward = 0;
+  if (layers > 0) {
+    forward = std::max(forward, io + tiles);
+    const double recompute = dims.remat == REMAT_ATTENTION ? t * d + tiles : 0.0;
+    backward = std::max(backward, io + std::max(recompute, tiles + 4 * t * a_width));
+  }
+  if (dense_ffns > 0) {
+    forward = std::max(forward, io + t * f);
+    backward = std::max(backward, io + t * (2 * f + w0));
+  }
+  if (moes > 0) {
+    const double jitter = s.jitter ? t * d : 0;
+    const double remote_forward = s.experts_remote ? recv * d : 0;
+    const double remote_backward = s.experts_remote ? 2 * recv * d + kept * d : 0;
+    forward = std::max(forward, io + jitter + remote_forward + block * fe);
+    backward = std::max(backward, io + 2 * kept * d + 2 * t * e + remote_backward +
+                                      block * (2 * fe + w0e) + jitter);
+  }
+  // REMAT_FULL re-runs a layer's forward inside the backward, its last output in scratch.
+  double peak = std::max(full ? forward + t * d : forward, backward);
+  const double v = dims.padded_vocab_size;
+  const double chunk = s.logits_chunk_tokens > 0
+                           ? std::min<double>(static_cast<double>(s.logits_chunk_tokens), t)
+                           : static_cast<double>(DefaultLogitsChunkTokens(
+                                 static_cast<int64_t>(t), dims.padded_vocab_size));
+  peak = std::max(peak, t * d + chunk * v);  // the final norm's output and a logits chunk
+  out.scratch = kF * peak;
+  return out;
+}
+
+}  // namespace openmoe
