@@ -38,6 +38,7 @@ MemoryAccount AccountMemory(Trainer& trainer) {
     a.estimate = e.total_bytes;
   }
   const TrainConfig& t = trainer.spec().train();
+  a.chips_per_rank = trainer.mesh().chips_per_rank;
   a.tokens = t.batch_rows() * t.seq_len() / std::max<int64_t>(1, trainer.mesh().NumShards()) *
              trainer.mesh().ShardsPerRank() / std::max<int64_t>(1, t.microbatches());
   return a;
@@ -67,10 +68,10 @@ std::string MemoryAccountJson(const MemoryAccount& a) {
       "{\"params\": %d, \"grads\": %d, \"optimizer\": %d, \"activations\": {\"residual\": %d, "
       "\"attention\": %d, \"ffn\": %d, \"moe\": %d}, \"scratch\": %d, \"communication\": %d, "
       "\"other\": %d, \"peak_rss\": %d, \"peak_rss_max_over_ranks\": %d, \"estimate\": %.0f, "
-      "\"tokens_per_microbatch\": %d}",
+      "\"tokens_per_microbatch\": %d, \"chips_per_rank\": %d}",
       a.params, a.grads, a.optimizer, m.residual, m.attention, m.ffn, m.moe, m.scratch,
       a.communication, a.peak_rss - a.accounted(), a.peak_rss, a.peak_rss_max, a.estimate,
-      a.tokens);
+      a.tokens, a.chips_per_rank);
 }
 
 }  // namespace openmoe

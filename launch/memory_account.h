@@ -29,6 +29,7 @@ struct MemoryAccount {
   int64_t peak_rss_max = 0;       // over ranks
   double estimate = 0;            // EstimateRankMemory's total for this rank
   int64_t tokens = 0;             // this rank's tokens per microbatch
+  int64_t chips_per_rank = 0;
   int64_t accounted() const {
     return params + grads + optimizer + activations.saved() + activations.scratch + communication;
   }

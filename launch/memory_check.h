@@ -13,7 +13,7 @@
 //                            piece's sizes (ParamLayout::local_dims) for one microbatch of every
 //                            data shard the rank works on, train.remat included; kept expert
 //                            rows at their bound, min(top_k, capacity) per token
-//   runtime                  a fixed 64 MiB (MPI, OpenBLAS, the binary, the data pipeline)
+//   runtime                  a fixed 40 MiB (MPI, OpenBLAS, the binary, the data pipeline)
 // An estimate, not a bound: a job near the limit may still fail while allocating.
 // Nothing here is collective.
 #pragma once
