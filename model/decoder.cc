@@ -35,12 +35,13 @@ Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, Expert
   final_norm_ = &layout.Get("final_norm.scale");
   logits_ = &layout.Get("logits");
   // Which sub-blocks share a cache (and, under REMAT_FULL, an input): a shared slot holds the
-  // last forward's, and the backward re-runs the forward into it first.
+  // last forward's, and the backward re-runs the forward into it first. Inputs: one per
+  // sub-block, or under REMAT_FULL one per layer (slot = layer) plus one per position after a
+  // layer's first, shared by every layer (slot = num_layers + position - 1).
   const bool full = dims_.remat == REMAT_FULL;
   const bool shared_attention = full || dims_.remat == REMAT_ATTENTION;
-  int slots[3] = {0, 0, 0};
-  int shared_inputs = 0;  // REMAT_FULL: inputs of the sub-blocks after a layer's first
-  std::vector<int> input_slots;
+  int slots[3] = {0, 0, 0};  // caches per kind
+  int64_t inputs = 0;
   for (int64_t i = 0; i < dims_.num_layers; ++i) {
     const std::string l = absl::StrCat("layers.", i, ".");
     int position = 0;
@@ -53,9 +54,11 @@ Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, Expert
       for (const std::string& n : names) b.weights.push_back(&layout.Get(l + n));
       const bool shared = full || (kind == Kind::kAttention && shared_attention);
       b.cache_slot = shared ? 0 : slots[static_cast<int>(kind)]++;
-      b.input_slot = full && position > 0 ? -position : 0;  // resolved below
+      b.input_slot = static_cast<int>(!full ? blocks_.size() - 1
+                                      : position == 0 ? i
+                                                      : dims_.num_layers + position - 1);
+      inputs = std::max<int64_t>(inputs, b.input_slot + 1);
       ++position;
-      shared_inputs = std::max(shared_inputs, full ? position - 1 : 0);
     };
     add(Kind::kAttention, "attn_norm.scale", {"attn.wq", "attn.wk", "attn.wv", "attn.wo"});
     const bool moe = dims_.IsMoeLayer(i);
@@ -63,16 +66,11 @@ Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, Expert
       add(Kind::kMoe, "moe_norm.scale",
           {"moe.router", "moe.experts.wi_0", "moe.experts.wi_1", "moe.experts.wo"});
     }
-    if (!moe || dims_.extra_dense_ffn) add(Kind::kFfn, "mlp_norm.scale", {"mlp.wi_0", "mlp.wi_1", "mlp.wo"});
+    if (!moe || dims_.extra_dense_ffn) {
+      add(Kind::kFfn, "mlp_norm.scale", {"mlp.wi_0", "mlp.wi_1", "mlp.wo"});
+    }
   }
-  int own = 0;
-  for (SubBlock& b : blocks_) {
-    if (b.input_slot == 0) b.input_slot = own++;
-  }
-  for (SubBlock& b : blocks_) {
-    if (b.input_slot < 0) b.input_slot = own - 1 - b.input_slot;  // own + position - 1
-  }
-  inputs_.resize(own + shared_inputs);
+  inputs_.resize(inputs);
   attention_caches_.resize(std::max(slots[static_cast<int>(Kind::kAttention)], 1));
   moe_caches_.resize(std::max(slots[static_cast<int>(Kind::kMoe)], 1));
   ffn_caches_.resize(std::max(slots[static_cast<int>(Kind::kFfn)], 1));
