@@ -376,7 +376,7 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  openmoe::InitMpi(&argc, &argv);
   const openmoe::Args args = openmoe::ParseArgs(argc, argv);
   std::unique_ptr<openmoe::Communicator> world = openmoe::MakeWorldCommunicator();
   openmoe::SetGemmThreads(1);

@@ -176,7 +176,7 @@ class QuietReporter : public benchmark::BenchmarkReporter {
 
 int main(int argc, char** argv) {
   openmoe::ReturnLargeFreesToTheSystem();  // as openmoe train does
-  MPI_Init(&argc, &argv);
+  openmoe::InitMpi(&argc, &argv);
   openmoe::g_world = openmoe::MakeWorldCommunicator();
   const bool rank0 = openmoe::g_world->rank() == 0;
   int threads = 2;

@@ -15,6 +15,18 @@
 
 namespace openmoe {
 
+// A collective started by one of Communicator's Start* methods and not yet complete. Its buffers
+// belong to it until Test() has returned true. Used by one thread at a time. Destroying an
+// incomplete one waits for it.
+class PendingCollective {
+ public:
+  virtual ~PendingCollective() = default;
+  // True once the collective is complete on this rank (then its output buffers hold the result).
+  // Each call also drives the library's progress (Open MPI advances nonblocking collectives only
+  // inside MPI calls).
+  virtual bool Test() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -41,6 +53,35 @@ class Communicator {
   // The same for 16-bit values (bf16 rows on the wire); counts are in values.
   virtual void AllToAllV(const uint16_t* send, const std::vector<int64_t>& send_counts,
                          uint16_t* recv, const std::vector<int64_t>& recv_counts) = 0;
+
+  // Nonblocking collectives: each starts the collective and returns at once; the result is there
+  // once the returned PendingCollective's Test() says so. They are ordered with this
+  // communicator's other collectives as MPI orders collectives: by the order ranks start them.
+  // The defaults here run the blocking collective and return a completed one (single-process
+  // and test communicators); the MPI communicator overrides them.
+  // In place: data (n < 2^31) becomes the element-wise sum over ranks.
+  virtual std::unique_ptr<PendingCollective> StartAllReduceSum(float* data, int64_t n);
+  // AllToAll of 16-bit values: send (size * per_rank), block q to rank q; recv likewise.
+  virtual std::unique_ptr<PendingCollective> StartAllToAll(const uint16_t* send, uint16_t* recv,
+                                                           int64_t per_rank);
+  // recv (size * per_rank): block q is rank q's send (per_rank).
+  virtual std::unique_ptr<PendingCollective> StartAllGather(const uint16_t* send, uint16_t* recv,
+                                                            int64_t per_rank);
+  // AllToAllV, nonblocking (counts copied; the buffers must stay alive until complete).
+  virtual std::unique_ptr<PendingCollective> StartAllToAllV(
+      const float* send, const std::vector<int64_t>& send_counts, float* recv,
+      const std::vector<int64_t>& recv_counts);
+  virtual std::unique_ptr<PendingCollective> StartAllToAllV(
+      const uint16_t* send, const std::vector<int64_t>& send_counts, uint16_t* recv,
+      const std::vector<int64_t>& recv_counts);
+
+  // A communicator of the same ranks whose collectives never match this one's, so another thread
+  // may run collectives on it while this one is in use. Collective. (Default: unsupported, a
+  // broken invariant for the communicators that do not override it.)
+  virtual std::unique_ptr<Communicator> Duplicate();
+  // Whether two threads may call collectives (on different communicators) at the same time: MPI
+  // was initialised with MPI_THREAD_MULTIPLE. Default false.
+  virtual bool ThreadSafe() const { return false; }
 
   // Rank `root`'s bytes to every rank (resized on receivers).
   virtual void Broadcast(std::string* bytes, int root) = 0;

@@ -580,6 +580,12 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   p.AtLeast("train.seq_len", tr.seq_len(), 2);
   p.AtLeast("train.microbatches", tr.microbatches(), 1);
   p.AtLeast("train.threads", tr.threads(), 0);
+  if (!(tr.grad_bucket_mb() > 0) || !std::isfinite(tr.grad_bucket_mb())) {
+    p.Add(absl::StrFormat("train.grad_bucket_mb=%g must be a positive, finite size in MiB",
+                          tr.grad_bucket_mb()));
+  }
+  p.AtLeast("train.expert_exchange_chunks", tr.expert_exchange_chunks(), 1);
+  p.AtMost("train.expert_exchange_chunks", tr.expert_exchange_chunks(), 1024);
   const int64_t mp = mesh.model_parallel() >= 1 ? mesh.model_parallel() : 1;
   if (t.num_chips() > 0 && tr.microbatches() > 0 && t.num_chips() % mp == 0) {
     const int64_t shards = t.num_chips() / mp;

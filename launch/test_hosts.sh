@@ -3,10 +3,15 @@
 # the way to try multi-node behaviour (ranks on different hosts talk only through the network)
 # without a second machine.
 #
-#   launch/test_hosts.sh [-n RANKS_PER_HOST] SUBCOMMAND|PROGRAM [ARGS...]
+#   launch/test_hosts.sh [-n RANKS_PER_HOST] [--rate RATE] SUBCOMMAND|PROGRAM [ARGS...]
 #   launch/test_hosts.sh train --job launch/configs/tiny.pbtxt     # openmoe train, 1 rank per host
 #   launch/test_hosts.sh -n 2 build/bench/expert_exchange_bench   # 2 hosts x 2 ranks, a bench
+#   launch/test_hosts.sh --rate 1gbit train --job ...              # over a 1 Gbit/s link
 #   launch/test_hosts.sh --check                                   # can test hosts be made here?
+#
+# --rate RATE shapes each direction of the link between the hosts with a token bucket (`tc qdisc
+# add dev omh0 root tbf rate RATE burst 512kb latency 100ms` on both ends; RATE as tc reads it:
+# 300mbit, 1gbit, ...). netem is not available in these namespaces; tbf is.
 #
 # A first argument containing a '/' is a program (a bench binary); anything else is an `openmoe`
 # subcommand ($OPENMOE_BIN, default build/launch/openmoe).
@@ -39,18 +44,28 @@ set -euo pipefail
 readonly kSkip=77
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 agent="$root/launch/test_hosts_agent.sh"
-usage="usage: $0 [-n RANKS_PER_HOST] SUBCOMMAND|PROGRAM [ARGS...]   or   $0 --check"
+usage="usage: $0 [-n RANKS_PER_HOST] [--rate RATE] SUBCOMMAND|PROGRAM [ARGS...]   or   $0 --check"
 
 per_host=1
 check_only=0
-case "${1:-}" in
-  --check) check_only=1 ;;
-  -n)
-    [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "$usage" >&2; exit 2; }
-    per_host="$2"
-    shift 2
-    ;;
-esac
+rate=""
+while (( $# > 0 )); do
+  case "$1" in
+    --check) check_only=1; shift ;;
+    -n)
+      [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "$usage" >&2; exit 2; }
+      per_host="$2"
+      shift 2
+      ;;
+    --rate)
+      [[ "${2:-}" =~ ^[0-9]+(\.[0-9]+)?([kmg]?bit|[kmg]?bps)$ ]] ||
+        { echo "$0: --rate wants a tc rate such as 300mbit or 1gbit, not '${2:-}'" >&2; exit 2; }
+      rate="$2"
+      shift 2
+      ;;
+    *) break ;;
+  esac
+done
 if (( ! check_only )) && [[ $# -lt 1 ]]; then
   echo "$usage" >&2
   exit 2
@@ -107,6 +122,15 @@ ip -n "$ns_a" addr add 10.77.0.1/24 dev omh0
 ip -n "$ns_b" addr add 10.77.0.2/24 dev omh0
 ip -n "$ns_a" link set omh0 up
 ip -n "$ns_b" link set omh0 up
+if [[ -n "$rate" ]]; then
+  for ns in "$ns_a" "$ns_b"; do
+    command -v tc >/dev/null 2>&1 || skip "no 'tc' command (iproute2) to shape the link"
+    if ! err="$(ip netns exec "$ns" tc qdisc add dev omh0 root tbf rate "$rate" burst 512kb \
+                  latency 100ms 2>&1)"; then
+      skip "cannot shape the link to $rate: ${err}"
+    fi
+  done
+fi
 if (( check_only )); then
   echo "test_hosts: two test hosts can be made here (10.77.0.1 in $ns_a, 10.77.0.2 in $ns_b)"
   exit 0

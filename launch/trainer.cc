@@ -73,13 +73,30 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
       params_({layout_.total_size()}),
       grads_({layout_.total_size()}),
       optimizer_(MakeOptimizer(spec, layout_, model_comm_.get())),
+      comm_thread_(std::make_unique<CommThread>(comm->size() > 1 && comm->ThreadSafe())),
       runner_(dims_.num_experts > 0
-                  ? std::make_unique<ExpertParallelRunner>(shard_mesh_, piece_comm_.get())
+                  ? std::make_unique<ExpertParallelRunner>(shard_mesh_, piece_comm_.get(),
+                                                           spec.train().expert_exchange_chunks(),
+                                                           comm_thread_.get())
                   : nullptr),
       decoder_(layout_, RoutingFromSpec(spec, /*eval=*/false), runner_.get(), model_comm_.get()),
       sources_(std::move(sources)),
       frozen_router_(layout_, *optimizer_, RouterNames(dims_)) {
   InitParams(layout_, spec.train().seed(), params_.data());
+  // Gradient sums (README "Multi-node: communication behind compute"): shared parameters over the
+  // ranks holding the same piece, experts over their replicas, each on a communicator of its own
+  // so that the progress thread's collectives never meet the compute thread's.
+  const TrainConfig& train = spec.train();
+  reduce_piece_comm_ = piece_comm_->Duplicate();
+  reduce_replica_comm_ = replica_comm_->Duplicate();
+  const int64_t split = layout_.expert_offset();
+  reducer_ = std::make_unique<GradReducer>(
+      grads_.data(),
+      std::vector<GradRegion>{{0, split, reduce_piece_comm_.get()},
+                              {split, layout_.total_size(), reduce_replica_comm_.get()}},
+      GradReducerOptionsFor(train.overlap_grad_reduce(), train.grad_bucket_mb(),
+                            train.grad_reduce_dtype() == BF16 ? GradWire::kBf16 : GradWire::kFp32),
+      comm_thread_.get());
   if (dims_.num_experts > 0 && spec.router().token_id_routing_after_steps() > 0) {
     token_tables_ = std::make_unique<TokenIdTables>(MoeLayers(dims_), dims_.padded_vocab_size,
                                                     dims_.num_experts, dims_.top_k);
@@ -135,10 +152,8 @@ LossScales Trainer::ScalesFor(const Batch& local_batch) {
 }
 
 void Trainer::ReduceGradients() {
-  ScopedPhase phase(Phase::kGradAllReduce);
-  const int64_t split = layout_.expert_offset();
-  piece_comm_->AllReduceSum(grads_.data(), split);
-  replica_comm_->AllReduceSum(grads_.data() + split, layout_.total_size() - split);
+  ScopedPhase phase(Phase::kGradAllReduce);  // what is left to wait for after the backward
+  reducer_->FinishStep();
 }
 
 double Trainer::GlobalGradNorm() {
@@ -198,10 +213,13 @@ void ReduceDecoderSums(Communicator& comm, DecoderSums* sums) {
 DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
   const LossScales scales = ScalesFor(local_batch);
   const int64_t micro = spec_.train().microbatches();
+  reducer_->BeginStep();
   grads_.Zero();
   DecoderSums total;
   for (int64_t m = 0; m < micro; ++m) {
     const Batch mb = Microbatch(local_batch, m);
+    // Only the last microbatch's backward leaves gradients final.
+    decoder_.SetGradientListener(m + 1 == micro ? reducer_.get() : nullptr);
     total.Add(decoder_.Forward(params_.data(), mb, scales, spec_.logging().position_buckets(),
                                   grads_.data()));
     if (token_tables_ != nullptr && !token_tables_->built()) {
@@ -211,6 +229,7 @@ DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
     }
     decoder_.Backward(params_.data(), mb, scales, grads_.data());
   }
+  decoder_.SetGradientListener(nullptr);
   ReduceGradients();
   ReduceDecoderSums(*piece_comm_, &total);
   return total;

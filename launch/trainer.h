@@ -11,8 +11,9 @@
 //      normalised by global counts, see LossScales); the decoder's tensor-parallel all-reduces run
 //      over model_group();
 //   3. gradients are summed over the ranks holding the same piece (pieces()); each expert's over
-//      the ranks holding it and the same piece (replicas()); loss sums and routing statistics over
-//      pieces() (each shard counted once);
+//      the ranks holding it and the same piece (replicas()), by a GradReducer that starts each
+//      bucket as the last microbatch's backward finishes it (train.overlap_grad_reduce) and on a
+//      progress thread; loss sums and routing statistics over pieces() (each shard counted once);
 //   4. the optimizer (Adafactor or AdamW) updates, identically on every replica.
 // The same job gives the same losses on any number of ranks and any layout (to float rounding).
 //
@@ -41,7 +42,9 @@
 #include "model/decoder.h"
 #include "model/params.h"
 #include "model/token_id_routing.h"
+#include "parallel/comm_thread.h"
 #include "parallel/communicator.h"
+#include "parallel/grad_reducer.h"
 #include "parallel/expert_parallel.h"
 #include "parallel/mesh.h"
 #include "proto/job.pb.h"
@@ -113,6 +116,7 @@ class Trainer {
   // The last step was skipped (non-finite loss or gradient): the parameters are suspect.
   bool last_step_skipped() const { return last_step_skipped_; }
   const ExpertParallelRunner* runner() const { return runner_.get(); }
+  const GradReducer& grad_reducer() const { return *reducer_; }
   const Decoder& decoder() const { return decoder_; }
   Optimizer& optimizer() { return *optimizer_; }
   Communicator& world() { return *comm_; }
@@ -185,6 +189,9 @@ class Trainer {
   Tensor params_;
   Tensor grads_;
   std::unique_ptr<Optimizer> optimizer_;  // train.optimizer: Adafactor or AdamW
+  // Drives the gradient buckets' and the chunked expert exchange's collectives (a thread of its
+  // own when MPI allows it); declared before its users, so destroyed after them.
+  std::unique_ptr<CommThread> comm_thread_;
   std::unique_ptr<ExpertParallelRunner> runner_;
   Decoder decoder_;
   std::vector<std::unique_ptr<BatchSource>> sources_;  // one per local data shard
@@ -195,6 +202,10 @@ class Trainer {
   std::unique_ptr<TokenIdTables> token_tables_;  // router.token_id_routing_after_steps > 0
   std::vector<float> encoded_extras_;            // the checkpoint's view of token_tables_
   FrozenParams frozen_router_;                   // every MoE layer's router
+  // The gradient sums: duplicates of pieces() and replicas() for comm_thread_ alone, and the
+  // buckets (declared last: destroyed first, after their reductions finish).
+  std::unique_ptr<Communicator> reduce_piece_comm_, reduce_replica_comm_;
+  std::unique_ptr<GradReducer> reducer_;
 };
 
 }  // namespace openmoe

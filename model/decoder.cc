@@ -217,8 +217,13 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
     Gemm(dims_.precision, {.transpose_b = true}, c, d, v, logits, w_logits,
          final_normed_grad_.data() + c0 * d);
   }
+  if (grads != nullptr) MarkFinal(*logits_);
   sums.loss = ObjectiveOf(sums.lm, sums.router, scales);
   return sums;
+}
+
+void Decoder::MarkFinal(const ParamInfo& p) {
+  if (listener_ != nullptr) listener_->GradientsFinal(p.offset, p.size);
 }
 
 void Decoder::RecomputeLayer(const float* params, const Batch& batch, size_t last) {
@@ -305,10 +310,13 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   residual_grad_.Resize({t, d});
   RmsNormBackward(dnormed, final_input_.data(), params + final_norm_->offset, final_rstd_.data(),
                   t, d, residual_grad_.data(), grads + final_norm_->offset);
+  MarkFinal(*final_norm_);
   for (size_t i = blocks_.size(); i-- > 0;) {
     const bool last_of_layer = i + 1 == blocks_.size() || blocks_[i + 1].first_of_layer;
     if (dims_.remat == REMAT_FULL && last_of_layer) RecomputeLayer(params, batch, i);
     BackwardSubBlock(params, batch, scales, blocks_[i], grads);
+    for (const ParamInfo* w : blocks_[i].weights) MarkFinal(*w);
+    MarkFinal(*blocks_[i].norm);
   }
   phase.Switch(Phase::kOther);
   // Embedding: scatter-add the residual gradient into the looked-up rows.
@@ -318,6 +326,7 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
     const int64_t tok = batch.tokens[i] - vocab_begin_;
     if (tok >= 0 && tok < v) AddInPlace(demb + tok * d, dx + i * d, d);  // v: this piece's rows
   }
+  MarkFinal(*embedding_);
   // Grows the arena to this step's high-water mark now, so that memory() after a step is the
   // steady state.
   scratch_.Reset();

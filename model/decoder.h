@@ -36,6 +36,7 @@
 
 #include "core/batch.h"
 #include "core/communicator.h"
+#include "core/gradient_listener.h"
 #include "core/scratch_arena.h"
 #include "core/tensor.h"
 #include "model/attention.h"
@@ -64,6 +65,12 @@ class Decoder {
   // Tokens per chunk of the logits (0: about 16 MiB of logits per chunk, at least 64 tokens).
   // The sums and gradients do not depend on it beyond fp32 summation order.
   void SetLogitsChunkTokens(int64_t tokens) { logits_chunk_tokens_ = tokens; }
+
+  // Told, as Forward and Backward finish them, which ranges of grads hold their final gradient
+  // (the logits' at the end of Forward, each sub-block's weights and norm after its backward, the
+  // final norm's and the embedding's): for the gradient reduction to start early. Null: nobody.
+  // The caller sets it for the last microbatch of a step only (earlier ones are not final).
+  void SetGradientListener(GradientListener* listener) { listener_ = listener; }
 
   // Routing used by MoE layers from now on (e.g. the eval capacity factor).
   void SetRouting(const RoutingConfig& routing) { routing_ = routing; }
@@ -114,6 +121,7 @@ class Decoder {
                         SubBlock& b, float* grads);
   // REMAT_FULL: re-runs the forward of the layer ending at block `last` from its kept input.
   void RecomputeLayer(const float* params, const Batch& batch, size_t last);
+  void MarkFinal(const ParamInfo& p);
   // The residual stream leaving block i.
   Tensor& NextInput(size_t i) {
     return i + 1 < blocks_.size() ? inputs_[blocks_[i + 1].input_slot] : final_input_;
@@ -123,6 +131,7 @@ class Decoder {
   ModelDims dims_;
   RoutingConfig routing_;
   ExpertRunner* runner_;
+  GradientListener* listener_ = nullptr;
   Communicator* model_comm_;  // null unless the layout holds one of several model pieces
   int64_t vocab_begin_;       // first global id of this piece's embedding rows / logit columns
   std::vector<SubBlock> blocks_;

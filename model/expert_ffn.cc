@@ -1,5 +1,7 @@
 #include "model/expert_ffn.h"
 
+#include <algorithm>
+
 #include "core/bf16.h"
 #include "core/check.h"
 
@@ -30,10 +32,11 @@ FfnGrads ExpertFfnGrads(const MoeDims& dims, const MoeGrads& g, int64_t e) {
 
 void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
                          const std::vector<ExpertBlock>& blocks, const float* x,
-                         std::vector<FfnCache>* caches, float* y, ScratchArena* scratch) {
+                         std::vector<FfnCache>* caches, float* y, ScratchArena* scratch,
+                         BlockRange range) {
   const int64_t d = dims.d_model;
   caches->resize(blocks.size());
-  for (size_t i = 0; i < blocks.size(); ++i) {
+  for (size_t i = range.first; i < std::min(range.end, blocks.size()); ++i) {
     const ExpertBlock& b = blocks[i];
     FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
                x + b.begin * d, &(*caches)[i], y + b.begin * d, /*accumulate=*/false, scratch);
@@ -46,10 +49,10 @@ void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
 void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
                           const std::vector<ExpertBlock>& blocks, const float* x,
                           const std::vector<FfnCache>& caches, const float* dy, float* dx,
-                          ScratchArena* scratch) {
+                          ScratchArena* scratch, BlockRange range) {
   const int64_t d = dims.d_model;
   OPENMOE_CHECK_MSG(caches.size() == blocks.size(), "backward without its forward");
-  for (size_t i = 0; i < blocks.size(); ++i) {
+  for (size_t i = range.first; i < std::min(range.end, blocks.size()); ++i) {
     const ExpertBlock& b = blocks[i];
     FfnBackward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
                 x + b.begin * d, &caches[i], dy + b.begin * d,

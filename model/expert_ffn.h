@@ -4,6 +4,7 @@
 // block per (source rank, local expert) in receive order). Not collective; no communication.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -53,13 +54,21 @@ struct ExpertBlock {
   int64_t local_expert = 0;  // index into the stacked local expert weights
 };
 
+// Blocks [first, end) of a block list (all of them by default): a runner that pipelines its
+// exchange runs the blocks of one chunk at a time.
+struct BlockRange {
+  size_t first = 0;
+  size_t end = SIZE_MAX;  // clamped to the list's size
+};
+
 // x: (R, d) expert inputs; y: (R, d), each block's rows overwritten with its expert's output
 // (rows in no block are left alone; kBf16: rounded to bf16). caches: resized to blocks.size(),
-// block i's activations. scratch: the blocks' temporaries, one block's at a time (null: a
-// temporary arena).
+// block i's activations (only the range's are written). scratch: the blocks' temporaries, one
+// block's at a time (null: a temporary arena).
 void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
                          const std::vector<ExpertBlock>& blocks, const float* x,
-                         std::vector<FfnCache>* caches, float* y, ScratchArena* scratch = nullptr);
+                         std::vector<FfnCache>* caches, float* y, ScratchArena* scratch = nullptr,
+                         BlockRange range = {});
 
 // Backward of the last ExpertBlocksForward on the same x, blocks and caches. dy: (R, d) in;
 // dx (R, d) += ..., the local experts' weight grads += ... . kBf16: each block's rows of dx are
@@ -68,6 +77,6 @@ void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
 void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
                           const std::vector<ExpertBlock>& blocks, const float* x,
                           const std::vector<FfnCache>& caches, const float* dy, float* dx,
-                          ScratchArena* scratch = nullptr);
+                          ScratchArena* scratch = nullptr, BlockRange range = {});
 
 }  // namespace openmoe

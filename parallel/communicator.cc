@@ -45,7 +45,43 @@ std::unique_ptr<Communicator> SelfCommunicator::Split(int, int) {
   return std::make_unique<SelfCommunicator>();
 }
 
+std::unique_ptr<Communicator> SelfCommunicator::Duplicate() {
+  return std::make_unique<SelfCommunicator>();
+}
+
 namespace {
+
+// MPI_THREAD_MULTIPLE was provided (InitMpi).
+bool thread_multiple = false;
+
+// One MPI request and the arrays it reads until it completes (MPI_Ialltoallv keeps pointers to
+// its counts and displacements).
+class MpiPending final : public PendingCollective {
+ public:
+  MpiPending() = default;
+  ~MpiPending() override {
+    if (!done_) OPENMOE_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+  }
+  bool Test() override {
+    if (done_) return true;
+    int flag = 0;
+    OPENMOE_MPI_CHECK(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE));
+    done_ = flag != 0;
+    return done_;
+  }
+  MPI_Request* request() { return &request_; }
+  std::vector<int> counts[4];  // send counts, send displacements, receive counts, displacements
+
+ private:
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  bool done_ = false;
+};
+
+int ToInt(int64_t n) {
+  OPENMOE_CHECK_MSG(n >= 0 && n <= INT_MAX, "collective of %lld values: more than 2^31",
+                    static_cast<long long>(n));
+  return static_cast<int>(n);
+}
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -91,6 +127,44 @@ class MpiCommunicator final : public Communicator {
     if (n > 0) OPENMOE_MPI_CHECK(MPI_Bcast(bytes->data(), static_cast<int>(n), MPI_CHAR, root, comm_));
   }
 
+  std::unique_ptr<PendingCollective> StartAllReduceSum(float* data, int64_t n) override {
+    auto p = std::make_unique<MpiPending>();
+    OPENMOE_MPI_CHECK(
+        MPI_Iallreduce(MPI_IN_PLACE, data, ToInt(n), MPI_FLOAT, MPI_SUM, comm_, p->request()));
+    return p;
+  }
+  std::unique_ptr<PendingCollective> StartAllToAll(const uint16_t* send, uint16_t* recv,
+                                                   int64_t per_rank) override {
+    auto p = std::make_unique<MpiPending>();
+    OPENMOE_MPI_CHECK(MPI_Ialltoall(send, ToInt(per_rank), MPI_UINT16_T, recv, ToInt(per_rank),
+                                    MPI_UINT16_T, comm_, p->request()));
+    return p;
+  }
+  std::unique_ptr<PendingCollective> StartAllGather(const uint16_t* send, uint16_t* recv,
+                                                    int64_t per_rank) override {
+    auto p = std::make_unique<MpiPending>();
+    OPENMOE_MPI_CHECK(MPI_Iallgather(send, ToInt(per_rank), MPI_UINT16_T, recv, ToInt(per_rank),
+                                     MPI_UINT16_T, comm_, p->request()));
+    return p;
+  }
+  std::unique_ptr<PendingCollective> StartAllToAllV(
+      const float* send, const std::vector<int64_t>& send_counts, float* recv,
+      const std::vector<int64_t>& recv_counts) override {
+    return StartVariableAllToAll(send, send_counts, recv, recv_counts, MPI_FLOAT);
+  }
+  std::unique_ptr<PendingCollective> StartAllToAllV(
+      const uint16_t* send, const std::vector<int64_t>& send_counts, uint16_t* recv,
+      const std::vector<int64_t>& recv_counts) override {
+    return StartVariableAllToAll(send, send_counts, recv, recv_counts, MPI_UINT16_T);
+  }
+
+  std::unique_ptr<Communicator> Duplicate() override {
+    MPI_Comm dup;
+    OPENMOE_MPI_CHECK(MPI_Comm_dup(comm_, &dup));
+    return std::make_unique<MpiCommunicator>(dup, /*owned=*/true);
+  }
+  bool ThreadSafe() const override { return thread_multiple; }
+
   std::unique_ptr<Communicator> Split(int color, int key) override {
     MPI_Comm sub;
     OPENMOE_MPI_CHECK(MPI_Comm_split(comm_, color, key, &sub));
@@ -117,27 +191,55 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  // MPI_Alltoallv of `type` values with displacements from the counts (back to back, rank order).
-  void VariableAllToAll(const void* send, const std::vector<int64_t>& send_counts, void* recv,
-                        const std::vector<int64_t>& recv_counts, MPI_Datatype type) {
+  // Counts and displacements of an all-to-all-v from per-rank value counts (back to back, rank
+  // order): {send counts, send displacements, receive counts, receive displacements}.
+  void AllToAllVLayout(const std::vector<int64_t>& send_counts,
+                       const std::vector<int64_t>& recv_counts, std::vector<int> (&out)[4],
+                       int64_t* sent, int64_t* received) const {
     OPENMOE_CHECK(static_cast<int>(send_counts.size()) == size_ &&
                   static_cast<int>(recv_counts.size()) == size_);
-    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+    for (std::vector<int>& v : out) v.assign(size_, 0);
     int64_t so = 0, ro = 0;
     for (int q = 0; q < size_; ++q) {
       OPENMOE_CHECK_MSG(so + send_counts[q] <= INT_MAX && ro + recv_counts[q] <= INT_MAX,
                         "all-to-all of more than 2^31 values per rank");
-      sc[q] = static_cast<int>(send_counts[q]);
-      rc[q] = static_cast<int>(recv_counts[q]);
-      sd[q] = static_cast<int>(so);
-      rd[q] = static_cast<int>(ro);
+      out[0][q] = static_cast<int>(send_counts[q]);
+      out[1][q] = static_cast<int>(so);
+      out[2][q] = static_cast<int>(recv_counts[q]);
+      out[3][q] = static_cast<int>(ro);
       so += send_counts[q];
       ro += recv_counts[q];
     }
+    *sent = so;
+    *received = ro;
+  }
+
+  // MPI_Alltoallv of `type` values with displacements from the counts (back to back, rank order).
+  void VariableAllToAll(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                        const std::vector<int64_t>& recv_counts, MPI_Datatype type) {
+    std::vector<int> c[4];
+    int64_t so = 0, ro = 0;
+    AllToAllVLayout(send_counts, recv_counts, c, &so, &ro);
     // MPI wants valid buffers even for empty messages.
     float dummy = 0;
-    OPENMOE_MPI_CHECK(MPI_Alltoallv(so > 0 ? send : &dummy, sc.data(), sd.data(), type,
-                                    ro > 0 ? recv : &dummy, rc.data(), rd.data(), type, comm_));
+    OPENMOE_MPI_CHECK(MPI_Alltoallv(so > 0 ? send : &dummy, c[0].data(), c[1].data(), type,
+                                    ro > 0 ? recv : &dummy, c[2].data(), c[3].data(), type, comm_));
+  }
+
+  std::unique_ptr<PendingCollective> StartVariableAllToAll(const void* send,
+                                                           const std::vector<int64_t>& send_counts,
+                                                           void* recv,
+                                                           const std::vector<int64_t>& recv_counts,
+                                                           MPI_Datatype type) {
+    auto p = std::make_unique<MpiPending>();
+    int64_t so = 0, ro = 0;
+    AllToAllVLayout(send_counts, recv_counts, p->counts, &so, &ro);
+    static float dummy = 0;  // never read or written: every count is zero when it is used
+    OPENMOE_MPI_CHECK(MPI_Ialltoallv(so > 0 ? send : &dummy, p->counts[0].data(),
+                                     p->counts[1].data(), type, ro > 0 ? recv : &dummy,
+                                     p->counts[2].data(), p->counts[3].data(), type, comm_,
+                                     p->request()));
+    return p;
   }
 
   MPI_Comm comm_;
@@ -151,7 +253,11 @@ std::unique_ptr<Communicator> MakeWorldCommunicator() {
   return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, /*owned=*/false);
 }
 
-void InitMpi(int* argc, char*** argv) { OPENMOE_MPI_CHECK(MPI_Init(argc, argv)); }
+void InitMpi(int* argc, char*** argv) {
+  int provided = MPI_THREAD_SINGLE;
+  OPENMOE_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+  thread_multiple = provided == MPI_THREAD_MULTIPLE;
+}
 
 void FinalizeMpi() { OPENMOE_MPI_CHECK(MPI_Finalize()); }
 

@@ -28,13 +28,18 @@ class SelfCommunicator final : public Communicator {
                  const std::vector<int64_t>& recv_counts) override;
   void Broadcast(std::string*, int) override {}
   std::unique_ptr<Communicator> Split(int, int) override;
+  std::unique_ptr<Communicator> Duplicate() override;
+  bool ThreadSafe() const override { return true; }
   int LocalSize() override { return 1; }
 };
 
 // MPI_COMM_WORLD, or any communicator derived from it. Requires InitMpi.
 std::unique_ptr<Communicator> MakeWorldCommunicator();
 
-// MPI_Init and MPI_Finalize, once per process (the binary's main; tests' mains).
+// MPI_Init_thread and MPI_Finalize, once per process (the binary's main; tests' mains). Asks for
+// MPI_THREAD_MULTIPLE (the gradient reducer's progress thread runs collectives beside the
+// compute thread's); a library that gives less leaves communicators !ThreadSafe(), and the
+// reducer then progresses from the compute thread instead.
 void InitMpi(int* argc, char*** argv);
 void FinalizeMpi();
 

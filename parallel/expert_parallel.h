@@ -20,7 +20,18 @@
 // sends its bf16 activations. Numerically free or layout-neutral: the expert inputs (forward) and
 // output gradients (backward) only feed bf16 GEMMs, which round them anyway; the expert outputs and
 // input gradients are rounded by ExpertBlocksForward / Backward in every layout, one process
-// included, so the wire's rounding is exact. The trainer's gradient all-reduces stay fp32.
+// included, so the wire's rounding is exact. (The gradient reduction has its own wire option,
+// train.grad_reduce_dtype: parallel/grad_reducer.h.)
+//
+// Pipelining (chunks > 1, train.expert_exchange_chunks): each (source rank, expert) run of rows is
+// cut into `chunks` parts along its rows (the capacity dimension: part k holds rows
+// [k n / chunks, (k + 1) n / chunks) of a run of n), and chunk k of every run travels in one
+// all-to-all-v. Chunk k + 1's rows are in flight (driven by the CommThread) while the experts
+// compute chunk k, and chunk k's outputs start back as soon as they are computed; the backward
+// does the same with the gradients. Received rows lie chunk-major (then source, then expert), so
+// a chunk's blocks are contiguous; the sender stages its rows in that order (one copy each way).
+// Every row meets the same expert arithmetic as unchunked; only the weight gradients' sums over
+// rows are cut differently (fp32 rounding). Empty chunks (a run shorter than `chunks`) are fine.
 //
 // The runner owns its exchange state, one per MoE layer (keyed by the `layer` its caller passes,
 // the decoder's layer index), from a layer's Forward to its Backward; the experts' activations
@@ -30,11 +41,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
+#include "core/phase_timer.h"
 #include "core/tensor.h"
 #include "model/expert_ffn.h"
 #include "model/moe.h"
+#include "parallel/comm_thread.h"
 #include "parallel/communicator.h"
 #include "parallel/mesh.h"
 
@@ -53,15 +68,25 @@ struct ExchangeCounters {
 struct ExpertExchangeState {
   std::vector<int64_t> send_rows;   // (ranks) rows sent to each rank, in dispatch order
   std::vector<int64_t> recv_rows;   // (ranks) rows received from each rank
-  std::vector<ExpertBlock> blocks;  // runs of received rows, one per (source rank, local expert):
-                                    // receive order, source-major, then expert
+  std::vector<ExpertBlock> blocks;  // runs of received rows, one per (chunk, source rank, local
+                                    // expert): receive order, chunk-major, source, then expert
   Tensor recv;  // (R, d) received rows: the local experts' inputs
+  // Per chunk (one chunk: the whole exchange): rows to and from each rank, (chunks)(ranks), and
+  // chunk k's blocks [chunk_blocks[k], chunk_blocks[k + 1]).
+  std::vector<std::vector<int64_t>> chunk_send_rows, chunk_recv_rows;
+  std::vector<size_t> chunk_blocks;
+  // Chunked: the dispatch row sent at each position of the chunk-major send order (A); empty with
+  // one chunk (dispatch order is send order).
+  std::vector<int64_t> send_order;
 };
 
 class ExpertParallelRunner final : public ExpertRunner {
  public:
-  // comm: the ranks of the mesh (world). Both must outlive the runner.
-  ExpertParallelRunner(const Mesh& mesh, Communicator* comm) : mesh_(mesh), comm_(comm) {}
+  // comm: the ranks of the mesh (world). Both must outlive the runner. chunks > 1 pipelines the
+  // exchange with the experts (above) on `thread` (required then, and outliving the runner), over
+  // a duplicate of comm made here: collective over comm.
+  ExpertParallelRunner(const Mesh& mesh, Communicator* comm, int64_t chunks = 1,
+                       CommThread* thread = nullptr);
 
   // dims.tokens is this rank's token count: its chips' rows, chip-major, for this microbatch.
   // layer >= 0: the MoE layer's key (see ExpertRunner).
@@ -77,14 +102,30 @@ class ExpertParallelRunner final : public ExpertRunner {
 
  private:
   bool AllExpertsLocal() const;
+  // From the (ranks, E) counts sent and received: the state's per-rank and per-chunk rows, the
+  // blocks and, chunked, the send order.
+  void PlanExchange(const std::vector<int64_t>& counts, const std::vector<int64_t>& recv_counts,
+                    const Routing& routing, ExpertExchangeState& s) const;
+  void CountRows(const MoeDims& dims, const std::vector<int64_t>& send_rows);
   // One all-to-all-v of rows: outbound sends state.send_rows[q] rows to rank q (dispatch order)
   // and receives state.recv_rows (source-major); the return direction swaps the counts. kBf16:
   // the rows travel as bf16 (recv gets them back as floats).
   void Exchange(const MoeDims& dims, const float* send, float* recv, bool outbound,
                 ExpertExchangeState& state);
+  // Chunked: sends out_send (A, d, chunk-major send order) to out_recv (R, d), runs `compute` on
+  // each chunk's blocks as it arrives (it writes back_send's rows of them), and returns them into
+  // back_recv (A, d, send order), chunk by chunk. The phases: waiting for rows out, computing,
+  // waiting for rows back.
+  void PipelinedExchange(const MoeDims& dims, const ExpertExchangeState& s, const float* out_send,
+                         float* out_recv, const float* back_send, float* back_recv,
+                         const std::function<void(BlockRange)>& compute, Phase out_phase,
+                         Phase compute_phase, Phase back_phase);
 
   const Mesh& mesh_;
   Communicator* comm_;
+  const int64_t chunks_;
+  CommThread* thread_;
+  std::unique_ptr<Communicator> rows_comm_;  // chunked: the row all-to-alls, on thread_
   LocalExpertRunner local_;
   ExchangeCounters counters_;
   std::vector<ExpertExchangeState> layers_;  // (max layer + 1) indexed by layer

@@ -3,9 +3,10 @@
 #include <mpi.h>
 
 #include "gtest/gtest.h"
+#include "parallel/communicator.h"
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  openmoe::InitMpi(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

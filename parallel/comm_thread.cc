@@ -1,0 +1,140 @@
+#include "parallel/comm_thread.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/check.h"
+
+namespace openmoe {
+
+CommThread::CommThread(bool threaded, int poll_microseconds)
+    : threaded_(threaded), poll_microseconds_(poll_microseconds) {
+  if (threaded_) thread_ = std::thread([this] { Loop(); });
+}
+
+CommThread::~CommThread() {
+  WaitAll();
+  if (threaded_) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    thread_.join();
+  }
+}
+
+void CommThread::Submit(AsyncTask* task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    OPENMOE_CHECK_MSG(task->done_, "a task was submitted again before it was done");
+    task->done_ = false;
+    ++unfinished_;
+    queued_.push_back({task, nullptr, false});
+  }
+  if (threaded_) work_cv_.notify_one();
+}
+
+void CommThread::Wait(AsyncTask* task) {
+  if (!threaded_) {
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (task->done_) return;
+      }
+      Advance();
+    }
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  done_cv_.wait(lock, [&] { return task->done_; });
+}
+
+void CommThread::WaitAll() {
+  if (!threaded_) {
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (unfinished_ == 0) return;
+      }
+      Advance();
+    }
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  done_cv_.wait(lock, [&] { return unfinished_ == 0; });
+}
+
+void CommThread::Poll() {
+  if (!threaded_) Advance();
+}
+
+bool CommThread::Advance() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (!queued_.empty()) {
+      running_.push_back(std::move(queued_.front()));
+      queued_.pop_front();
+    }
+  }
+  bool progressed = false;
+  std::vector<AsyncTask*> finished;
+  // Communicators on which an earlier task still has collectives to issue: later tasks on them
+  // wait, so that every rank issues the same sequence.
+  std::vector<const Communicator*> unsettled;
+  for (size_t i = 0; i < running_.size();) {
+    Running& r = running_[i];
+    const Communicator* comm = r.task->comm();
+    const bool may_issue =
+        std::find(unsettled.begin(), unsettled.end(), comm) == unsettled.end();
+    bool done = false;
+    if (r.issued == 0 && may_issue) {
+      r.stage = r.task->Begin();
+      r.issued = 1;
+      progressed = true;
+      done = r.stage == nullptr;  // nothing to send
+    }
+    // Stages may complete at once (one rank, a tiny message): chain through them.
+    while (!done && r.issued > 0 && r.stage->Test()) {
+      if (r.issued < r.task->stages() && !may_issue) break;  // its next collective must wait
+      progressed = true;
+      r.stage = r.task->Next();
+      if (r.stage == nullptr) {
+        done = true;
+      } else {
+        ++r.issued;
+      }
+    }
+    if (done) {
+      finished.push_back(r.task);
+      running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    if (r.issued < r.task->stages()) unsettled.push_back(comm);
+    ++i;
+  }
+  if (!finished.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (AsyncTask* t : finished) t->done_ = true;
+      unfinished_ -= static_cast<int64_t>(finished.size());
+    }
+    done_cv_.notify_all();
+  }
+  return progressed;
+}
+
+void CommThread::Loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [&] { return stop_ || !queued_.empty() || !running_.empty(); });
+      if (stop_ && queued_.empty() && running_.empty()) return;
+    }
+    // Collectives in flight: test them often enough to keep the link busy, without spinning a
+    // core the compute needs (the ranks' cores are all busy with GEMMs).
+    if (!Advance() && !running_.empty()) {
+      std::this_thread::sleep_for(std::chrono::microseconds(poll_microseconds_));
+    }
+  }
+}
+
+}  // namespace openmoe

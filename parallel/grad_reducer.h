@@ -1,0 +1,99 @@
+// GradReducer: sums this rank's gradients over the ranks that hold the same parameters, in
+// buckets sent while the backward goes on (as PyTorch DDP and Megatron-Core do).
+//
+// The flat gradient buffer is cut into regions, each summed over one communicator (the trainer:
+// shared parameters over the ranks holding the same model piece, experts over their replicas;
+// a region over one rank is left alone). Each region is cut into buckets from its end down, the
+// order in which the backward finishes gradients (it walks the layout's parameters in reverse):
+// the first bucket `first_bucket_floats` (so that the link starts early, as DDP's first bucket),
+// the others `bucket_floats`, the lowest taking what is left. A bucket edge may fall inside a
+// tensor. Once GradientsFinal has covered every element of a bucket, its reduction starts on the
+// CommThread, while the backward goes on; FinishStep waits for the last one.
+//
+// Wire. kFp32: one in-place all-reduce per bucket, the same sums as one all-reduce of the region
+// (bit for bit on 2 ranks, where each sum is one commutative addition; on more ranks the order in
+// which MPI's algorithm adds can depend on the message size: fp32 rounding). kBf16: half the
+// bytes. A reduce-scatter as an all-to-all of bf16 blocks; each rank sums its block in fp32 (its
+// own contribution unrounded, the others' bf16 values, in rank order), rounds the sums to bf16
+// once, and the sums are all-gathered: every rank ends with the same bf16-rounded sums.
+//
+// Without overlap, FinishStep reduces each region as one bucket, blocking: with kFp32 that is one
+// all-reduce per region, the path before buckets existed.
+//
+// Ownership and threads: the buffer, the communicators and the CommThread must outlive the
+// reducer. BeginStep, GradientsFinal and FinishStep are called by the compute thread; the
+// collectives run on the CommThread over the regions' communicators, which nothing else may use
+// meanwhile (Communicator::Duplicate). Collective: every rank of a region's communicator marks
+// the same ranges in the same order (the same backward), so buckets start in the same order.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/communicator.h"
+#include "core/gradient_listener.h"
+#include "parallel/comm_thread.h"
+
+namespace openmoe {
+
+enum class GradWire { kFp32, kBf16 };
+
+struct GradRegion {
+  int64_t begin = 0, end = 0;      // [begin, end) of the gradient buffer
+  Communicator* comm = nullptr;    // summed over these ranks
+};
+
+struct GradReducerOptions {
+  bool overlap = true;
+  int64_t bucket_floats = int64_t{25} << 18;      // 25 MiB of fp32
+  int64_t first_bucket_floats = int64_t{1} << 18;  // 1 MiB
+  GradWire wire = GradWire::kFp32;
+};
+
+// Bucket sizes in floats from train.grad_bucket_mb: the first bucket is 1 MiB or the bucket size
+// if smaller; at least one float each.
+GradReducerOptions GradReducerOptionsFor(bool overlap, double bucket_mb, GradWire wire);
+
+class GradReducer final : public GradientListener {
+ public:
+  GradReducer(float* grads, std::vector<GradRegion> regions, const GradReducerOptions& options,
+              CommThread* thread);
+  ~GradReducer() override;
+
+  // A new step: no gradient is final yet. Waits for any reduction still in flight.
+  void BeginStep();
+  // grads[offset, offset + size) is final: starts every bucket that became complete (overlap).
+  void GradientsFinal(int64_t offset, int64_t size) override;
+  // Starts the buckets not started yet (a range never marked final counts as final now), and
+  // waits until every bucket is reduced: then the buffer holds the sums.
+  void FinishStep();
+
+  struct Bucket {
+    int64_t begin = 0, end = 0;  // [begin, end) of the buffer
+    int region = 0;
+  };
+  // Every bucket, region by region, each region's from its end down.
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  // The buckets the last step started before FinishStep, in the order it started them.
+  const std::vector<int>& started_early() const { return started_early_; }
+  // Bytes held for the BF16 wire's buffers.
+  int64_t held_bytes() const;
+
+ private:
+  class BucketTask;
+  void Start(int bucket);
+
+  float* grads_;
+  std::vector<GradRegion> regions_;
+  GradReducerOptions options_;
+  CommThread* thread_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::unique_ptr<BucketTask>> tasks_;  // one per bucket
+  std::vector<int64_t> final_count_;                // elements marked final this step, per bucket
+  std::vector<bool> started_;                       // per bucket, this step
+  std::vector<int> started_early_;
+  bool in_step_ = false;
+};
+
+}  // namespace openmoe
