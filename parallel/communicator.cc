@@ -77,6 +77,25 @@ class MpiPending final : public PendingCollective {
   bool done_ = false;
 };
 
+// Several point-to-point requests, complete when all are.
+class MpiPendingSet final : public PendingCollective {
+ public:
+  ~MpiPendingSet() override {
+    if (!requests.empty())
+      OPENMOE_MPI_CHECK(MPI_Waitall(static_cast<int>(requests.size()), requests.data(),
+                                    MPI_STATUSES_IGNORE));
+  }
+  bool Test() override {
+    if (requests.empty()) return true;
+    int flag = 0;
+    OPENMOE_MPI_CHECK(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &flag,
+                                  MPI_STATUSES_IGNORE));
+    if (flag) requests.clear();
+    return flag != 0;
+  }
+  std::vector<MPI_Request> requests;
+};
+
 int ToInt(int64_t n) {
   OPENMOE_CHECK_MSG(n >= 0 && n <= INT_MAX, "collective of %lld values: more than 2^31",
                     static_cast<long long>(n));
@@ -226,21 +245,50 @@ class MpiCommunicator final : public Communicator {
                                     ro > 0 ? recv : &dummy, c[2].data(), c[3].data(), type, comm_));
   }
 
+  // The nonblocking all-to-all-v as point-to-point messages, one per rank pair with rows (the
+  // copy to itself made here), tagged by a sequence number of this communicator's nonblocking
+  // all-to-all-v's: ranks start them in the same order, so the tags match, and several can be in
+  // flight at once without their messages meeting. (Open MPI 4.1's MPI_Ialltoallv hung with
+  // several in flight on 4 ranks under MPI_THREAD_MULTIPLE; the point-to-point path progresses in
+  // the PML like any message.)
   std::unique_ptr<PendingCollective> StartVariableAllToAll(const void* send,
                                                            const std::vector<int64_t>& send_counts,
                                                            void* recv,
                                                            const std::vector<int64_t>& recv_counts,
                                                            MPI_Datatype type) {
-    auto p = std::make_unique<MpiPending>();
+    auto p = std::make_unique<MpiPendingSet>();
+    std::vector<int> c[4];
     int64_t so = 0, ro = 0;
-    AllToAllVLayout(send_counts, recv_counts, p->counts, &so, &ro);
-    static float dummy = 0;  // never read or written: every count is zero when it is used
-    OPENMOE_MPI_CHECK(MPI_Ialltoallv(so > 0 ? send : &dummy, p->counts[0].data(),
-                                     p->counts[1].data(), type, ro > 0 ? recv : &dummy,
-                                     p->counts[2].data(), p->counts[3].data(), type, comm_,
-                                     p->request()));
+    AllToAllVLayout(send_counts, recv_counts, c, &so, &ro);
+    int elem = 0;
+    OPENMOE_MPI_CHECK(MPI_Type_size(type, &elem));
+    const int tag = kFirstAllToAllVTag + static_cast<int>(all_to_all_v_sequence_++ % kAllToAllVTags);
+    const char* in = static_cast<const char*>(send);
+    char* out = static_cast<char*>(recv);
+    for (int q = 0; q < size_; ++q) {
+      if (q == rank_ || c[2][q] == 0) continue;
+      p->requests.emplace_back();
+      OPENMOE_MPI_CHECK(MPI_Irecv(out + static_cast<int64_t>(c[3][q]) * elem, c[2][q], type, q,
+                                  tag, comm_, &p->requests.back()));
+    }
+    for (int q = 0; q < size_; ++q) {
+      if (q == rank_ || c[0][q] == 0) continue;
+      p->requests.emplace_back();
+      OPENMOE_MPI_CHECK(MPI_Isend(in + static_cast<int64_t>(c[1][q]) * elem, c[0][q], type, q,
+                                  tag, comm_, &p->requests.back()));
+    }
+    OPENMOE_CHECK(c[0][rank_] == c[2][rank_]);
+    if (c[0][rank_] > 0) {
+      std::memcpy(out + static_cast<int64_t>(c[3][rank_]) * elem,
+                  in + static_cast<int64_t>(c[1][rank_]) * elem,
+                  static_cast<size_t>(c[0][rank_]) * elem);
+    }
     return p;
   }
+
+  static constexpr int kFirstAllToAllVTag = 1000;
+  static constexpr int64_t kAllToAllVTags = 30000;  // MPI_TAG_UB is at least 32767
+  int64_t all_to_all_v_sequence_ = 0;
 
   MPI_Comm comm_;
   bool owned_;
