@@ -108,7 +108,6 @@ inline RunResult RunProgramBounded(const std::string& program, const std::vector
   }
   setpgid(pid, pid);  // as the child does: whichever runs first, the group exists before exec
   HangGuard guard(pid, limits.guard);
-  auto last_check = std::chrono::steady_clock::now();
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   std::string* sinks[2] = {&result.out, &result.err};
   int open_fds = 2;
@@ -133,9 +132,6 @@ inline RunResult RunProgramBounded(const std::string& program, const std::vector
         }
       }
     }
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_check < std::chrono::milliseconds(100)) continue;
-    last_check = now;
     if (const GuardVerdict v = guard.Check(); v != GuardVerdict::kRunning) {
       result.timed_out = true;
       result.stopped = v;

@@ -106,17 +106,20 @@ class HangGuard {
   HangGuard(pid_t pid, const GuardLimits& limits)
       : pid_(pid), limits_(limits), start_(Clock::now()), last_progress_(start_) {}
 
-  // kRunning, or why the tree must stop (it is not stopped here: Kill does that). Call it every
-  // 100 ms or so; each call scans /proc.
+  // kRunning, or why the tree must stop (it is not stopped here: Kill does that). Call it as often
+  // as convenient: /proc is scanned at most every 250 ms (a scan reads every process's stat).
   GuardVerdict Check() {
     const auto now = Clock::now();
-    // Progress is any change: a process that leaves the tree unreaped takes its time with it.
-    const double cpu = TreeCpuSeconds(pid_, pid_);
-    if (cpu != last_cpu_) {
-      last_cpu_ = cpu;
-      last_progress_ = now;
+    if (now - last_scan_ >= std::chrono::milliseconds(250)) {
+      last_scan_ = now;
+      // Progress is any change: a process that leaves the tree unreaped takes its time with it.
+      const double cpu = TreeCpuSeconds(pid_, pid_);
+      if (cpu != last_cpu_) {
+        last_cpu_ = cpu;
+        last_progress_ = now;
+      }
+      cpu_ = std::max(cpu_, cpu);
     }
-    cpu_ = std::max(cpu_, cpu);
     if (cpu_ > limits_.cpu_seconds) return GuardVerdict::kCpuBudget;
     if (Seconds(now - last_progress_) > limits_.stall_seconds) return GuardVerdict::kHang;
     if (Seconds(now - start_) > limits_.wall_seconds) return GuardVerdict::kWallBackstop;
@@ -138,7 +141,7 @@ class HangGuard {
 
   pid_t pid_ = -1;
   GuardLimits limits_;
-  Clock::time_point start_, last_progress_;
+  Clock::time_point start_, last_progress_, last_scan_;
   double cpu_ = 0, last_cpu_ = 0;
 };
 
