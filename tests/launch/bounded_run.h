@@ -143,8 +143,7 @@ inline RunResult RunProgramBounded(const std::string& program, const std::vector
   for (const pollfd& p : fds)
     if (p.fd >= 0) close(p.fd);
   auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * t.tv_usec; };
-  result.cpu_seconds =
-      std::max(guard.cpu_seconds(), secs(usage.ru_utime) + secs(usage.ru_stime));
+  result.cpu_seconds = std::max(guard.cpu_seconds(), secs(usage.ru_utime) + secs(usage.ru_stime));
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.exited = WIFEXITED(status);
   if (result.exited) result.exit_code = WEXITSTATUS(status);

@@ -137,11 +137,12 @@ inline Child Start(const std::vector<std::string>& args, bool stall_stdout = fal
 }
 
 // `mpirun -np <ranks> openmoe <args>` (as root where needed; ranks share the cores).
-inline Child StartMpi(int ranks, const std::vector<std::string>& args) {
+inline Child StartMpi(int ranks, const std::vector<std::string>& args,
+                      const GuardLimits& limits = {}) {
   std::vector<std::string> all = {"--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
                                   "-np", std::to_string(ranks), OPENMOE_BINARY};
   all.insert(all.end(), args.begin(), args.end());
-  return StartProgram(OPENMOE_MPIEXEC, all);
+  return StartProgram(OPENMOE_MPIEXEC, all, /*stall_stdout=*/false, limits);
 }
 
 }  // namespace openmoe::testing

@@ -3,7 +3,7 @@
 // not set, bytes flipped / inserted / deleted, the text truncated) are each run through
 // `openmoe plan`, and those plan accepts through `openmoe train --set train.steps=1`, in a child
 // with RLIMIT_AS and a HangGuard (a CPU-time budget, no CPU progress = a hang, a wall backstop). Every run must end by exit 0, or by
-// exit 1 with one stderr line "openmoe: ..."; never by a signal or a timeout. Accepted runs stay
+// exit 1 with one stderr line "openmoe: ..."; never by a signal or the guard. Accepted runs stay
 // small because the memory check in `openmoe train` counts RLIMIT_AS as this machine's memory.
 #include <sys/stat.h>
 

@@ -23,8 +23,8 @@
 
 int main(int argc, char** argv) {
   if (argc < 6 || std::strcmp(argv[4], "--") != 0) {
-    std::fprintf(stderr,
-                 "usage: guarded_run CPU_SECONDS STALL_SECONDS WALL_SECONDS -- COMMAND [ARGS...]\n");
+    std::fprintf(
+        stderr, "usage: guarded_run CPU_SECONDS STALL_SECONDS WALL_SECONDS -- COMMAND [ARGS...]\n");
     return 2;
   }
   const openmoe::testing::GuardLimits limits = {.cpu_seconds = std::atof(argv[1]),
@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   const double cpu = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
-                    1e-6 * (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+                     1e-6 * (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
   std::fprintf(stderr, "guarded_run: %s used %.1f s CPU, %.1f s wall\n", argv[5],
                std::max(cpu, guard.cpu_seconds()), guard.wall_seconds());
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
