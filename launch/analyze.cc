@@ -14,6 +14,7 @@
 #include "core/io/file.h"
 #include "core/io/json.h"
 #include "core/tensor.h"
+#include "data/batch_source.h"
 #include "data/tokenizer.h"
 #include "launch/checkpoint/checkpoint.h"
 #include "launch/job_loader.h"
@@ -235,11 +236,27 @@ absl::Status RunAnalyze(const AnalyzeOptions& options, std::ostream& log) {
     OPENMOE_RETURN_IF_ERROR(add(spec.data().sources(i), i, "data.sources"));
   for (int i = 0; i < spec.eval().sources_size(); ++i)
     OPENMOE_RETURN_IF_ERROR(add(spec.eval().sources(i), i, "eval.sources"));
-  if (sources.empty())
-    return absl::InvalidArgumentError("analyze: the job names no data.sources or eval.sources");
-  OPENMOE_ASSIGN_OR_RETURN(
-      std::shared_ptr<const Tokenizer> tokenizer,
-      Tokenizer::LoadShared(spec.data().tokenizer().model(), spec.data().tokenizer().extra_ids()));
+  if (sources.empty()) {
+    // Any job that trains has a stream: its first --rows rows as one shard, i.e. the global rows
+    // the first steps trained on (synthetic data included).
+    OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> stream, MakeBatchSource(spec, 0, 1));
+    Batch batch;
+    OPENMOE_RETURN_IF_ERROR(stream->Next(options.rows, seq_len, &batch));
+    sources.push_back({"train", {batch.rows, batch.seq_len, std::move(batch.tokens)}});
+    log << absl::StrFormat(
+        "analyze: the job names no data.sources or eval.sources: routing %d rows of its own "
+        "training stream (%s), as source \"train\"\n",
+        options.rows, DataSourceKind_Name(spec.data().source()));
+  }
+  // Pieces decode through data.tokenizer; a job without one (synthetic data) shows ids.
+  std::shared_ptr<const Tokenizer> tokenizer;
+  if (!spec.data().tokenizer().model().empty()) {
+    OPENMOE_ASSIGN_OR_RETURN(tokenizer, Tokenizer::LoadShared(spec.data().tokenizer().model(),
+                                                              spec.data().tokenizer().extra_ids()));
+  }
+  auto piece = [&](int32_t id) {
+    return tokenizer != nullptr ? tokenizer->IdToPiece(id) : absl::StrCat("<", id, ">");
+  };
   log << absl::StrFormat("analyze: %d sources x %d rows x %d tokens, %d checkpoint(s)\n",
                          sources.size(), options.rows, seq_len, options.checkpoints.size());
 
@@ -305,7 +322,7 @@ absl::Status RunAnalyze(const AnalyzeOptions& options, std::ostream& log) {
     for (int64_t e = 0; e < dims.num_experts; ++e) {
       std::vector<std::string> toks;
       for (const TopToken& t : res.top[e]) {
-        toks.push_back(absl::StrCat("{\"id\":", t.id, ",\"piece\":", JsonQuote(tokenizer->IdToPiece(t.id)),
+        toks.push_back(absl::StrCat("{\"id\":", t.id, ",\"piece\":", JsonQuote(piece(t.id)),
                                     ",\"count\":", t.count, ",\"share\":", Num(t.share), "}"));
       }
       experts.push_back(absl::StrCat("{\"expert\":", e, ",\"tokens\":[", absl::StrJoin(toks, ","), "]}"));
@@ -382,7 +399,7 @@ absl::Status RunAnalyze(const AnalyzeOptions& options, std::ostream& log) {
       for (size_t i = 0; i < res.top[e].size(); ++i) {
         const TopToken& t = res.top[e][i];
         absl::StrAppendFormat(&top_csv, "%d,%d,%d,%d,%s,%d,%.6f\n", layer, e, i + 1, t.id,
-                              CsvPiece(tokenizer->IdToPiece(t.id)), t.count, t.share);
+                              CsvPiece(piece(t.id)), t.count, t.share);
       }
     }
   }

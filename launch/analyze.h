@@ -6,7 +6,9 @@
 // Tokens: --rows rows (default 64) of train.seq_len tokens from the start of every named source,
 // the job's data.sources first, then eval.sources (the held-out ones, when the job has them),
 // each made into causal LM rows by SourceRows (launch/source_rows.h), as `openmoe score` reads
-// them. The forward is the single-process one `score` runs (all experts in this process, whatever
+// them. A job that names no source (synthetic data) is analysed on its own training stream
+// instead: its first --rows rows (MakeBatchSource, one shard), source "train", said on `log`;
+// without data.tokenizer, top tokens are shown as "<id>". The forward is the single-process one `score` runs (all experts in this process, whatever
 // mesh wrote the checkpoint), with router.eval_capacity_factor; each source's rows are routed
 // apart (its own routing groups, padding rows appended to complete the last group and left out
 // of every statistic). Every checkpoint must hold the job's model (CheckModelCompatible); the

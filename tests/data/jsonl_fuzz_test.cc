@@ -5,8 +5,10 @@
 // BatchSource. It must not crash or hang, and the error contract must hold: with skipping on a
 // plain jsonl never fails; any error is one line naming the file.
 //
-// The inputs run in one forked child with a deadline, so a crash or hang is reported (with the
-// mutation that caused it) instead of taking the test binary down.
+// The inputs run in one forked child under a HangGuard (tests/testing/hang_guard.h: a CPU-time
+// budget, no CPU progress = a hang, a generous wall backstop), so a crash or hang is reported (with
+// the mutation that caused it) instead of taking the test binary down, and a busy machine only
+// slows it.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 #include "data/document_reader.h"
 #include "gtest/gtest.h"
 #include "tests/data/fixtures.h"
+#include "tests/testing/hang_guard.h"
 
 namespace openmoe {
 namespace {
@@ -181,24 +184,28 @@ TEST(JsonlFuzzTest, MutatedJsonlNeverCrashesOrHangsAndKeepsTheErrorContract) {
   ASSERT_FALSE(testing::TinyTokenizerPath().empty());  // trained here, not in the child
   const pid_t child = fork();
   ASSERT_GE(child, 0);
-  if (child == 0) _exit(RunAll(dir, progress));
+  if (child == 0) {
+    setpgid(0, 0);
+    _exit(RunAll(dir, progress));
+  }
+  setpgid(child, child);
+  // All mutants take ~0.6 s of CPU here: a wide margin, and no limit on what load does to wall time.
+  testing::HangGuard guard(child, {.cpu_seconds = 30, .stall_seconds = 20, .wall_seconds = 600});
   int status = 0;
-  bool done = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (waitpid(child, &status, WNOHANG) == child) {
-      done = true;
+  testing::GuardVerdict stopped = testing::GuardVerdict::kRunning;
+  while (waitpid(child, &status, WNOHANG) != child) {
+    if (stopped = guard.Check(); stopped != testing::GuardVerdict::kRunning) {
+      guard.Kill();
+      waitpid(child, &status, 0);
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::stringstream last;
   last << std::ifstream(progress).rdbuf();
-  if (!done) {
-    kill(child, SIGKILL);
-    waitpid(child, &status, 0);
-    FAIL() << "hang (over 60 s) at " << last.str();
-  }
+  ASSERT_EQ(stopped, testing::GuardVerdict::kRunning)
+      << testing::VerdictName(stopped) << " after " << guard.cpu_seconds() << " s of CPU at "
+      << last.str();
   ASSERT_TRUE(WIFEXITED(status)) << "crash (signal " << WTERMSIG(status) << ") at " << last.str();
   EXPECT_EQ(WEXITSTATUS(status), 0) << last.str();
 }

@@ -37,7 +37,7 @@ void ExpectStopsCleanlyOn(int sig, const char* name) {
   ScratchDir dir;
   const std::string ckpt = dir.Sub("ckpt");
   Child child = Start(TrainArgs(ckpt, 100000));
-  ASSERT_TRUE(child.WaitFor("step 3/", 120)) << child.seen;
+  ASSERT_TRUE(child.WaitFor("step 3/")) << child.seen;
   kill(child.pid, sig);
   const int code = child.Finish();
   EXPECT_EQ(code, 0) << child.seen;
