@@ -580,6 +580,9 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   p.AtLeast("train.seq_len", tr.seq_len(), 2);
   p.AtLeast("train.microbatches", tr.microbatches(), 1);
   p.AtLeast("train.threads", tr.threads(), 0);
+  if (!(tr.grad_bucket_mb() > 0)) {
+    p.Add(absl::StrFormat("train.grad_bucket_mb=%g must be > 0", tr.grad_bucket_mb()));
+  }
   const int64_t mp = mesh.model_parallel() >= 1 ? mesh.model_parallel() : 1;
   if (t.num_chips() > 0 && tr.microbatches() > 0 && t.num_chips() % mp == 0) {
     const int64_t shards = t.num_chips() / mp;
