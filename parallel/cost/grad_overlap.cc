@@ -80,8 +80,8 @@ GradOverlap ScheduleGradReduce(const std::vector<GradPart>& parts, double bucket
                                double window_seconds,
                                const std::function<double(double, double)>& bucket_seconds) {
   OPENMOE_CHECK(bucket_bytes > 0);
-  // Whole bytes, so that a bucket fills exactly.
-  const int64_t capacity = std::max<int64_t>(1, std::llround(bucket_bytes));
+  // Whole bytes, so that a bucket fills exactly (1e18 bytes: one bucket for anything real).
+  const int64_t capacity = std::max<int64_t>(1, std::llround(std::min(bucket_bytes, 1e18)));
   GradOverlap o;
   int64_t shared = 0, expert = 0;
   double ready = 0, end = 0;

@@ -361,7 +361,9 @@ TEST(CalibrationTest, AnchorsPlanAndTheResidualRangesAreTheCsvs) {
     const double residual = predicted / published - 1;
     const bool calibration_row = f[12] == "calibration";
     ASSERT_TRUE(calibration_row || f[12] == "check") << line;
-    if (calibration_row) EXPECT_LE(std::abs(residual), 0.1) << f[0];
+    if (calibration_row) {
+      EXPECT_LE(std::abs(residual), 0.1) << f[0];
+    }
     Range& r = calibration_row ? calibration_range : check_range;
     r.lo = std::min(r.lo, residual);
     r.hi = std::max(r.hi, residual);
