@@ -62,11 +62,11 @@ void AppendCostText(const PlanReport& r, std::string* s) {
   absl::StrAppendFormat(
       s,
       "  gradient overlap  %s: %s overlapped, %s unoverlapped; the gradient all-reduce (%s "
-      "blocking) in %d buckets of %s (%s) behind the %s backward, %s of it exposed\n",
+      "blocking) in %d bucket%s of %s (%s) behind the %s backward, %s of it exposed\n",
       b.overlap_grad_reduce ? "on (train.overlap_grad_reduce), the prediction"
                             : "off (train.overlap_grad_reduce false)",
       Seconds(b.overlapped_step_seconds), Seconds(b.unoverlapped_step_seconds),
-      Seconds(b.grad_reduce_seconds), b.grad_buckets,
+      Seconds(b.grad_reduce_seconds), b.grad_buckets, b.grad_buckets == 1 ? "" : "s",
       Bytes(static_cast<int64_t>(b.grad_bucket_bytes)), Seconds(b.grad_reduce_bucketed_seconds),
       Seconds(b.backward_seconds), Seconds(b.grad_reduce_exposed_seconds));
   auto part = [&](const char* name, double v, const std::string& note) {
@@ -90,7 +90,7 @@ void AppendCostText(const PlanReport& r, std::string* s) {
                                        " as the attention matmuls take ",
                                        Seconds(b.attention_matmul_seconds),
                                        b.attention_hbm_bound ? " (HBM-bound)"
-                                                             : " (half-empty MXU tiles)")
+                                                             : " (MXU tiles part empty)")
                         : std::string()));
   part("memory-bound", b.memory_seconds,
        absl::StrCat("  ", Bytes(static_cast<int64_t>(b.hbm_bytes_per_chip)),
