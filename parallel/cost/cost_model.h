@@ -7,7 +7,12 @@
 // FLOP/s, e the matmul efficiency, M the HBM bandwidth, W one ICI link's bandwidth per direction
 // (times ici_links_per_chip / 4, the parallel links to each torus neighbour: 1 on v3) and h the
 // hop latency:
-//   compute     = (model FLOPs + dispatch einsum FLOPs + remat FLOPs) / (P e)
+//   compute     = (model FLOPs + dispatch einsum FLOPs + remat FLOPs + MXU tile padding FLOPs)
+//                 / (P e) + attention extra
+//   attention   = max(A / (P e u), B / M) for the attention's score and context matmuls (A their
+//                 FLOPs, u their MXU utilisation u(head_dim, S), B their S x S operands' bytes:
+//                 at head_dim 64 they are HBM-bound unless the half-empty tiles are slower);
+//                 attention extra = that - A / (P e) (A / (P e) is in the FLOPs above)
 //   memory      = (elementwise bytes + optimizer bytes) / M
 //   all_reduce  = sum over all_reduce_* of calls * AllReduceSeconds(footprint, bytes, W, h): the
 //                 gradients' and, with a model axis, the activations' all_reduce_model* (those
@@ -16,7 +21,17 @@
 //                 (parallel/cost/collective_cost.h)
 //   hidden      = overlap_all_to_all_with_attention ? min(all_to_all, MoE layers' attention
 //                 FLOPs / (P e)) : 0
-//   step        = compute + memory + (all_to_all - hidden) + all_reduce    (nothing else overlaps)
+//   unoverlapped step = compute + memory + (all_to_all - hidden) + all_reduce
+//   backward    = the last microbatch's backward compute: ((2/3)(model + dispatch + MXU padding
+//                 FLOPs) / (P e) + remat FLOPs / (P e) + (2/3) attention extra + (2/3)
+//                 elementwise bytes / M) / microbatches
+//                 (earlier microbatches' gradients are not final, so they hide nothing)
+//   gradient reduction overlapped (grad_overlap.h): the gradients' all_reduce_shared and
+//                 all_reduce_experts in buckets of train.grad_bucket_mb, each bucket's seconds the
+//                 two AllReduceSeconds of its bytes, scheduled behind `backward`; exposed = what
+//                 ends after it
+//   overlapped step   = unoverlapped - (all_reduce_shared + all_reduce_experts) + exposed
+//   step        = train.overlap_grad_reduce ? overlapped : unoverlapped
 //   tokens/s    = tokens per step / step
 //   MFU         = model FLOPs per chip / (step * P)
 //   memory fit  = per core (topology.cores_per_chip, a replica per core): params + grads +
@@ -54,6 +69,17 @@ struct CostBreakdown {
   double all_to_all_hidden_seconds = 0;  // hidden behind attention (overlap option)
   double all_reduce_seconds = 0;        // every all-reduce, the model axis's included
   double model_all_reduce_seconds = 0;  // of which the model axis's (all_reduce_model*)
+
+  // The gradient reduction overlapped with the backward (train.overlap_grad_reduce).
+  bool overlap_grad_reduce = false;
+  double unoverlapped_step_seconds = 0;
+  double overlapped_step_seconds = 0;
+  double grad_reduce_seconds = 0;          // blocking: all_reduce_shared + all_reduce_experts
+  double grad_reduce_bucketed_seconds = 0;  // the buckets' reductions, one after another
+  double grad_reduce_exposed_seconds = 0;   // of them, what the backward does not hide
+  double backward_seconds = 0;              // the window: the last microbatch's backward
+  double grad_bucket_bytes = 0;
+  int64_t grad_buckets = 0;
   double tokens_per_second = 0;
   double mfu = 0;  // model FLOPs utilisation of the peak
 
@@ -61,6 +87,10 @@ struct CostBreakdown {
   double model_flops_per_chip = 0;
   double dispatch_flops_per_chip = 0;  // DISPATCH_EINSUM's one-hot einsums (not in MFU)
   double remat_flops_per_chip = 0;     // recomputed forward (not in MFU)
+  double mxu_padding_flops_per_chip = 0;  // MXU tiles left empty, as FLOPs (not in MFU)
+  double attention_matmul_seconds = 0;    // max(A / (P e u), B / M) above
+  double attention_extra_seconds = 0;     // of it, beyond A / (P e): in compute_seconds
+  bool attention_hbm_bound = false;       // B / M is the longer
   double hbm_bytes_per_chip = 0;  // elementwise + optimizer traffic
   std::vector<CollectiveCost> collectives;
 

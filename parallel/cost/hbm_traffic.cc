@@ -18,6 +18,7 @@ TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expe
   TokenTraffic t;
   for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
     t.elementwise_elements += 11 * d + 8 * a + 5 * hs;
+    t.attention_operand_elements += 6 * hs;
     t.saved_elements += 2 * d + 4 * a + hs;
     t.attention_internal_elements += 4 * a + hs;
     t.layer_input_elements += d;

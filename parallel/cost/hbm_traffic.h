@@ -23,6 +23,15 @@
 // layer) 11d + gate(f); an MoE block 14d + 5E + 5rd + r gate(f_e). Per token once: final norm,
 // embedding and loss 9d + 3V.
 //
+//
+// Apart (attention_operand_elements): the S x S operands of the attention's own matmuls, 6HS per
+// layer: forward QK^T writes the scores and PV reads the probabilities; backward dO V^T writes dp,
+// P^T dO reads p, dS K and dS^T Q read ds. Those matmuls do 2 hd FLOPs per S x S element moved
+// (bf16: hd FLOP/byte, 64 at head_dim 64), under a v3 core's 137 FLOP/byte (61.5 TFLOP/s over
+// 450 GB/s), so their operands need not hide behind the MXU: the cost model takes the longer of
+// their FLOP time and this traffic (cost_model.h). The other matmuls (d_model, d_ff or vocab
+// deep) are far above the ridge: their operands overlap the MXU and are not counted.
+//
 // Saved activations per token (no rematerialisation): attention block 2d + 4A + HS (x, norm
 // out, q, k, v, probs, attention out; the probabilities are kept, as the modelled T5X / GShard
 // runs on v3 do: XLA's attention there is not blocked, unlike this trainer's); FFN block 2d + saved_gate(f) with saved_gate OpenMoE 4f
@@ -44,6 +53,8 @@ struct TokenTraffic {
   // them (the modelled runs did); this trainer's blocked attention keeps a log-sum-exp (H per
   // layer) instead (launch/memory_check.h).
   double attention_probability_elements = 0;
+  // The attention matmuls' S x S operands (6 H S per layer), not in elementwise_elements.
+  double attention_operand_elements = 0;
 };
 
 // For one token of a row of `seq_len`, `expert_rows_per_token` as r above (0 for a dense model).

@@ -24,12 +24,15 @@ std::string LayoutJson(const LayoutPrediction& l) {
   const CostBreakdown& b = l.cost;
   return absl::StrFormat(
       "{\"data_parallel\": %d, \"expert_parallel\": %d, \"model_parallel\": %d, "
-      "\"step_seconds\": %s, \"fits\": %s, \"microbatches\": %d, \"raised_microbatches\": %s, "
+      "\"step_seconds\": %s, \"unoverlapped_step_seconds\": %s, "
+      "\"overlapped_step_seconds\": %s, \"grad_reduce_exposed_seconds\": %s, \"fits\": %s, \"microbatches\": %d, \"raised_microbatches\": %s, "
       "\"tokens_per_second\": %s, \"mfu\": %s, "
       "\"compute_seconds\": %s, \"memory_seconds\": %s, \"all_to_all_seconds\": %s, "
       "\"all_reduce_seconds\": %s, \"model_all_reduce_seconds\": %s, \"state_bytes\": %d, "
       "\"activation_bytes\": %d, \"memory_bytes\": %d, \"hbm_capacity_bytes\": %d}",
       l.data_parallel, l.expert_parallel, l.model_parallel, JsonNumber(b.step_seconds),
+      JsonNumber(b.unoverlapped_step_seconds), JsonNumber(b.overlapped_step_seconds),
+      JsonNumber(b.grad_reduce_exposed_seconds),
       b.fits_in_hbm ? "true" : "false", l.microbatches, l.raised_microbatches ? "true" : "false",
       JsonNumber(b.tokens_per_second), JsonNumber(b.mfu),
       JsonNumber(b.compute_seconds), JsonNumber(b.memory_seconds),
@@ -135,22 +138,32 @@ void PrintLayoutSearchText(const LayoutSearch& s, std::ostream& out) {
       "%d valid layouts of %d (data_parallel = data shards = chips / model_parallel, the expert "
       "axis carved out of them); %d fit in HBM. Ranked by predicted v3 step time:\n",
       static_cast<int64_t>(s.layouts.size()), s.candidates, fitting);
+  const bool overlap = !s.layouts.empty() && s.layouts.front().cost.overlap_grad_reduce;
   absl::StrAppendFormat(&t,
-                        "(mb: microbatches; * = raised from the job's %d, the fewest that fit)\n",
-                        s.microbatches);
-  absl::StrAppendFormat(&t, "%4s %5s %6s %5s %4s %10s %12s %6s %9s %9s %9s %9s %9s %9s  %s\n",
-                        "rank", "data", "expert", "model", "mb", "step", "tokens/s", "MFU",
-                        "compute", "memory", "all2all", "allreduce", "(model)", "GiB/core", "fits");
+                        "(mb: microbatches; * = raised from the job's %d, the fewest that fit; "
+                        "step: %s, no-overlap: the gradient all-reduce after the backward; "
+                        "allreduce: blocking, exposed: what overlap leaves of it)\n",
+                        s.microbatches,
+                        overlap ? "gradient all-reduce overlapped with the backward "
+                                  "(train.overlap_grad_reduce)"
+                                : "not overlapped (train.overlap_grad_reduce false)");
+  absl::StrAppendFormat(&t,
+                        "%4s %5s %6s %5s %4s %10s %10s %12s %6s %9s %9s %9s %9s %9s %9s %9s  %s\n",
+                        "rank", "data", "expert", "model", "mb", "step", "no-overlap", "tokens/s",
+                        "MFU", "compute", "memory", "all2all", "allreduce", "exposed", "(model)",
+                        "GiB/core", "fits");
   int64_t rank = 0;
   for (const LayoutPrediction& l : s.layouts) {
     const CostBreakdown& b = l.cost;
     absl::StrAppendFormat(
-        &t, "%4d %5d %6d %5d %4s %10s %12s %5.1f%% %9s %9s %9s %9s %9s %9.2f  %s\n", ++rank,
-        l.data_parallel, l.expert_parallel, l.model_parallel,
+        &t, "%4d %5d %6d %5d %4s %10s %10s %12s %5.1f%% %9s %9s %9s %9s %9s %9s %9.2f  %s\n",
+        ++rank, l.data_parallel, l.expert_parallel, l.model_parallel,
         absl::StrCat(l.microbatches, l.raised_microbatches ? "*" : ""), Seconds(b.step_seconds),
+        Seconds(b.unoverlapped_step_seconds),
         WithCommas(static_cast<int64_t>(std::llround(b.tokens_per_second))), 100 * b.mfu,
         Seconds(b.compute_seconds), Seconds(b.memory_seconds), Seconds(b.all_to_all_seconds),
-        Seconds(b.all_reduce_seconds), Seconds(b.model_all_reduce_seconds),
+        Seconds(b.all_reduce_seconds), Seconds(b.grad_reduce_exposed_seconds),
+        Seconds(b.model_all_reduce_seconds),
         static_cast<double>(b.memory_bytes) / kGiB, b.fits_in_hbm ? "fits" : "-");
   }
   if (s.layouts.empty()) {

@@ -52,9 +52,23 @@ void AppendCostText(const PlanReport& r, std::string* s) {
       s, "  interconnect      %dx%d %s, %d ICI links/chip at %s per direction, %s per hop\n",
       r.torus_x, r.torus_y, c.wraparound() ? "torus" : "mesh (no wraparound)",
       c.ici_links_per_chip(), WithUnit(c.ici_link_bandwidth(), "B/s"), Seconds(c.hop_latency()));
-  absl::StrAppendFormat(s, "  step time         %s  (calibrated on %s: residuals %+.0f%%..%+.0f%%)\n",
+  absl::StrAppendFormat(s,
+                        "  step time         %s  (calibrated on %s: residuals %+.0f%%..%+.0f%%; "
+                        "checked, not fitted, on %s's small models: %+.0f%%..%+.0f%%)\n",
                         Seconds(b.step_seconds), calibration::kSource,
-                        100 * calibration::kMinResidual, 100 * calibration::kMaxResidual);
+                        100 * calibration::kMinResidual, 100 * calibration::kMaxResidual,
+                        calibration::kCheckSource, 100 * calibration::kCheckMinResidual,
+                        100 * calibration::kCheckMaxResidual);
+  absl::StrAppendFormat(
+      s,
+      "  gradient overlap  %s: %s overlapped, %s unoverlapped; the gradient all-reduce (%s "
+      "blocking) in %d bucket%s of %s (%s) behind the %s backward, %s of it exposed\n",
+      b.overlap_grad_reduce ? "on (train.overlap_grad_reduce), the prediction"
+                            : "off (train.overlap_grad_reduce false)",
+      Seconds(b.overlapped_step_seconds), Seconds(b.unoverlapped_step_seconds),
+      Seconds(b.grad_reduce_seconds), b.grad_buckets, b.grad_buckets == 1 ? "" : "s",
+      Bytes(static_cast<int64_t>(b.grad_bucket_bytes)), Seconds(b.grad_reduce_bucketed_seconds),
+      Seconds(b.backward_seconds), Seconds(b.grad_reduce_exposed_seconds));
   auto part = [&](const char* name, double v, const std::string& note) {
     absl::StrAppendFormat(s, "    %-15s %10s %5.1f%%%s\n", name, Seconds(v),
                           b.step_seconds > 0 ? 100 * v / b.step_seconds : 0.0, note);
@@ -66,6 +80,17 @@ void AppendCostText(const PlanReport& r, std::string* s) {
                         : std::string(),
                     b.remat_flops_per_chip > 0
                         ? absl::StrCat(" + ", Short(b.remat_flops_per_chip), " remat")
+                        : std::string(),
+                    b.mxu_padding_flops_per_chip > 0
+                        ? absl::StrCat(" + ", Short(b.mxu_padding_flops_per_chip),
+                                       " MXU tile padding")
+                        : std::string(),
+                    b.attention_extra_seconds > 0
+                        ? absl::StrCat("; + ", Seconds(b.attention_extra_seconds),
+                                       " as the attention matmuls take ",
+                                       Seconds(b.attention_matmul_seconds),
+                                       b.attention_hbm_bound ? " (HBM-bound)"
+                                                             : " (MXU tiles part empty)")
                         : std::string()));
   part("memory-bound", b.memory_seconds,
        absl::StrCat("  ", Bytes(static_cast<int64_t>(b.hbm_bytes_per_chip)),
@@ -74,10 +99,16 @@ void AppendCostText(const PlanReport& r, std::string* s) {
        b.all_to_all_hidden_seconds > 0
            ? absl::StrCat("  (", Seconds(b.all_to_all_hidden_seconds), " hidden behind attention)")
            : std::string(c.overlap_all_to_all_with_attention() ? "" : "  (not overlapped)"));
-  part("all-reduce", b.all_reduce_seconds,
+  part(b.overlap_grad_reduce ? "all-reduce (*)" : "all-reduce", b.all_reduce_seconds,
        b.model_all_reduce_seconds > 0
            ? absl::StrCat("  (", Seconds(b.model_all_reduce_seconds), " of it the model axis)")
            : std::string());
+  if (b.overlap_grad_reduce) {
+    absl::StrAppendFormat(s,
+                          "    (*) blocking; overlapped, only %s of its gradients' %s is "
+                          "exposed: the parts sum to the unoverlapped step\n",
+                          Seconds(b.grad_reduce_exposed_seconds), Seconds(b.grad_reduce_seconds));
+  }
   absl::StrAppendFormat(s, "  throughput        %s tokens/s, MFU %.1f%%\n",
                         WithCommas(static_cast<int64_t>(std::llround(b.tokens_per_second))),
                         100 * b.mfu);
@@ -110,7 +141,8 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       "\"padded_dispatch\": %s, \"overlap_all_to_all_with_attention\": %s, \"dispatch\": %s, "
       "\"remat\": %s, \"all_to_all_efficiency\": %s, \"cores_per_chip\": %d},\n"
       "    \"calibration\": {\"source\": %s, \"rows\": %d, \"min_residual\": %s, "
-      "\"max_residual\": %s},\n",
+      "\"max_residual\": %s, \"check_source\": %s, \"check_rows\": %d, "
+      "\"check_min_residual\": %s, \"check_max_residual\": %s},\n",
       JsonNumber(c.peak_flops_per_chip()), JsonNumber(c.matmul_efficiency()),
       c.hbm_capacity_bytes(), JsonNumber(c.hbm_bandwidth()), c.ici_links_per_chip(),
       JsonNumber(c.ici_link_bandwidth()), JsonNumber(c.hop_latency()),
@@ -120,21 +152,38 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       JsonString(DispatchImpl_Name(c.dispatch())), JsonString(Remat_Name(c.remat())),
       JsonNumber(c.all_to_all_efficiency()), b.cores_per_chip, JsonString(calibration::kSource),
       calibration::kRows, JsonNumber(calibration::kMinResidual),
-      JsonNumber(calibration::kMaxResidual));
+      JsonNumber(calibration::kMaxResidual), JsonString(calibration::kCheckSource),
+      calibration::kCheckRows, JsonNumber(calibration::kCheckMinResidual),
+      JsonNumber(calibration::kCheckMaxResidual));
   absl::StrAppendFormat(
       s,
-      "    \"step_seconds\": %s,\n    \"breakdown\": {\"compute\": %s, \"memory\": %s, "
+      "    \"step_seconds\": %s,\n"
+      "    \"unoverlapped_step_seconds\": %s,\n    \"overlapped_step_seconds\": %s,\n"
+      "    \"grad_reduce\": {\"overlap\": %s, \"bucket_bytes\": %s, \"buckets\": %d, "
+      "\"backward_seconds\": %s, \"blocking_seconds\": %s, \"bucketed_seconds\": %s, "
+      "\"exposed_seconds\": %s},\n"
+      "    \"breakdown\": {\"compute\": %s, \"memory\": %s, "
       "\"all_to_all\": %s, \"all_to_all_hidden\": %s, \"all_reduce\": %s, "
       "\"model_all_reduce\": %s},\n"
       "    \"tokens_per_second\": %s,\n    \"mfu\": %s,\n    \"model_flops_per_chip\": %s,\n"
       "    \"dispatch_flops_per_chip\": %s,\n    \"remat_flops_per_chip\": %s,\n"
+      "    \"mxu_padding_flops_per_chip\": %s,\n    \"attention_matmul_seconds\": %s,\n"
+      "    \"attention_extra_seconds\": %s,\n    \"attention_hbm_bound\": %s,\n"
       "    \"hbm_traffic_bytes_per_chip\": %s,\n    \"collectives\": [",
-      JsonNumber(b.step_seconds), JsonNumber(b.compute_seconds), JsonNumber(b.memory_seconds),
+      JsonNumber(b.step_seconds), JsonNumber(b.unoverlapped_step_seconds),
+      JsonNumber(b.overlapped_step_seconds), b.overlap_grad_reduce ? "true" : "false",
+      JsonNumber(b.grad_bucket_bytes), b.grad_buckets, JsonNumber(b.backward_seconds),
+      JsonNumber(b.grad_reduce_seconds), JsonNumber(b.grad_reduce_bucketed_seconds),
+      JsonNumber(b.grad_reduce_exposed_seconds), JsonNumber(b.compute_seconds),
+      JsonNumber(b.memory_seconds),
       JsonNumber(b.all_to_all_seconds), JsonNumber(b.all_to_all_hidden_seconds),
       JsonNumber(b.all_reduce_seconds), JsonNumber(b.model_all_reduce_seconds),
       JsonNumber(b.tokens_per_second), JsonNumber(b.mfu),
       JsonNumber(b.model_flops_per_chip), JsonNumber(b.dispatch_flops_per_chip),
-      JsonNumber(b.remat_flops_per_chip), JsonNumber(b.hbm_bytes_per_chip));
+      JsonNumber(b.remat_flops_per_chip), JsonNumber(b.mxu_padding_flops_per_chip),
+      JsonNumber(b.attention_matmul_seconds), JsonNumber(b.attention_extra_seconds),
+      b.attention_hbm_bound ? "true" : "false",
+      JsonNumber(b.hbm_bytes_per_chip));
   bool first = true;
   for (const CollectiveCost& cc : b.collectives) {
     absl::StrAppendFormat(

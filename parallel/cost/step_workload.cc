@@ -8,6 +8,7 @@
 #include "model/params.h"
 #include "model/router.h"
 #include "parallel/cost/hbm_traffic.h"
+#include "parallel/cost/mxu_tiles.h"
 
 namespace openmoe {
 
@@ -128,8 +129,22 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     w.remat_flops_per_chip = (6 * attention_params + flops.attention) / 3 * tokens / split;
   }
 
+  if (w.model_flops_per_chip > 0) {
+    w.mxu_padding_flops_per_chip = MxuWeightPaddingFlopsPerToken(piece) * tokens *
+                                   (1 + w.remat_flops_per_chip / w.model_flops_per_chip);
+  }
+
   const TokenTraffic traffic =
       TrafficPerToken(piece.local_dims(), spec.train().seq_len(), w.expert_rows_per_token);
+  // The attention's own matmuls; both remat modes run the attention's forward again (its two
+  // matmuls' FLOPs, a third of theirs, and their forward operands, 2 of the 6 H S).
+  const bool attention_recomputed = remat == REMAT_FULL || remat == REMAT_ATTENTION;
+  w.attention_flops_per_chip =
+      flops.attention * tokens / split * (attention_recomputed ? 4.0 / 3 : 1.0);
+  w.attention_mxu_utilisation =
+      AttentionMxuUtilisation(piece.local_dims(), spec.train().seq_len());
+  w.attention_operand_bytes_per_chip = traffic.attention_operand_elements * act_bytes * tokens *
+                                       (attention_recomputed ? 8.0 / 6 : 1.0);
   w.gating_bytes_per_chip = gating_elements_per_token * static_cast<double>(w.num_moe_layers) *
                             act_bytes * tokens;
   w.elementwise_bytes_per_chip =
@@ -150,6 +165,10 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   w.optimizer_bytes_per_chip = static_cast<double>(w.cores_per_chip) *
                                static_cast<double>(memory.params) * grad_bytes *
                                static_cast<double>(4 + 2 * (w.microbatches - 1));
+
+  w.overlap_grad_reduce = spec.train().overlap_grad_reduce();
+  w.grad_bucket_bytes = static_cast<double>(spec.train().grad_bucket_mb()) * 1024 * 1024;
+  w.grad_parts = GradPartsInBackwardOrder(piece, spec.train().seq_len(), ep, grad_bytes);
 
   // Gradient all-reduce of the shared parameters over the chips of one model coord.
   CollectiveWork shared;

@@ -41,6 +41,14 @@
 //                     whole (d_model is not split). DISPATCH_GATHER: 0 (index moves, in the
 //                     elementwise traffic already). Not model FLOPs: they count in compute time,
 //                     not in MFU.
+//   MXU padding FLOPs what the weight matmuls' dims leave empty of the MXU's 128 x 128 tiles,
+//                     costed as FLOPs (parallel/cost/mxu_tiles.h): MxuWeightPaddingFlopsPerToken *
+//                     T * (1 + remat FLOPs / model FLOPs) (the recomputed forward pads alike).
+//                     Not model FLOPs: compute time, not MFU
+//   attention matmuls the score and context matmuls' FLOPs (12 L H hd S * T / mp, in the model
+//                     FLOPs; x 4/3 when remat recomputes the attention), their MXU utilisation
+//                     u(hd, S), and their S x S operands' HBM bytes (TrafficPerToken's
+//                     attention_operand_elements * activation_bytes * T, x 8/6 with remat)
 //   remat FLOPs       REMAT_FULL: one more forward, model FLOPs / 3 + the einsum forward
 //                     (4 G E C d); REMAT_ATTENTION: the attention sub-blocks' forward
 //                     (attention FLOPs / 3). Recomputed elementwise traffic is not added.
@@ -53,6 +61,8 @@
 //   state             params + gradients + Adafactor state, fp32, of the piece layout
 //                     (MemoryPerChip: model-split parameters / mp, replicated ones whole)
 // Collectives (every group of a kind runs at once; footprints in parallel/cost/torus_footprint.h):
+// Gradient overlap: train.overlap_grad_reduce and grad_bucket_mb (MiB -> bytes), and the
+// gradient's parts in the order the backward makes them final (parallel/cost/grad_overlap.h).
 //   all_reduce_shared   the non-expert gradients a chip holds (piece layout's shared params *
 //                       gradient_bytes), over the chips of its model coord (ModelPeerChips:
 //                       num_chips / mp chips, stride mp; mp groups); once per step
@@ -86,6 +96,7 @@
 #include <vector>
 
 #include "parallel/mesh.h"
+#include "parallel/cost/grad_overlap.h"
 #include "parallel/cost/torus_footprint.h"
 #include "proto/job.pb.h"
 
@@ -134,9 +145,17 @@ struct StepWorkload {
   int64_t cores_per_chip = 1;               // topology.cores_per_chip
   double dispatch_flops_per_chip = 0;       // DISPATCH_EINSUM's one-hot einsums
   double remat_flops_per_chip = 0;          // recomputed forward work
+  double mxu_padding_flops_per_chip = 0;    // tile padding of the weight matmuls (mxu_tiles.h)
+  double attention_flops_per_chip = 0;      // score + context matmuls (in model + remat FLOPs)
+  double attention_mxu_utilisation = 1;     // u(head_dim, seq_len)
+  double attention_operand_bytes_per_chip = 0;  // their S x S operands through HBM
   double gating_bytes_per_chip = 0;         // of elementwise_bytes_per_chip
 
   std::vector<CollectiveWork> collectives;
+
+  bool overlap_grad_reduce = false;  // train.overlap_grad_reduce
+  double grad_bucket_bytes = 0;      // train.grad_bucket_mb in bytes
+  std::vector<GradPart> grad_parts;  // backward order (grad_overlap.h)
 };
 
 // 10 G E C d: the one-hot dispatch / combine einsums of one routing group, forward and backward.

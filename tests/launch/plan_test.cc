@@ -89,8 +89,11 @@ TEST(PlanTest, CostModelSectionInJsonMatchesTheReport) {
   const JobSpec spec = TinyMoe();
   const PlanReport r = ComputePlan(spec);
   EXPECT_GT(r.cost.step_seconds, 0);
-  EXPECT_DOUBLE_EQ(r.cost.step_seconds, r.cost.compute_seconds + r.cost.memory_seconds +
-                                            r.cost.all_to_all_seconds + r.cost.all_reduce_seconds);
+  // The parts sum to the unoverlapped step; the prediction is the overlapped one (default on).
+  EXPECT_DOUBLE_EQ(r.cost.unoverlapped_step_seconds,
+                   r.cost.compute_seconds + r.cost.memory_seconds + r.cost.all_to_all_seconds +
+                       r.cost.all_reduce_seconds);
+  EXPECT_DOUBLE_EQ(r.cost.step_seconds, r.cost.overlapped_step_seconds);
   std::ostringstream out;
   ASSERT_TRUE(RunPlan(spec, /*json=*/true, out).ok());
   Struct parsed;
@@ -99,6 +102,15 @@ TEST(PlanTest, CostModelSectionInJsonMatchesTheReport) {
   EXPECT_DOUBLE_EQ(cost.fields().at("step_seconds").number_value(), r.cost.step_seconds);
   EXPECT_DOUBLE_EQ(cost.fields().at("mfu").number_value(), r.cost.mfu);
   EXPECT_DOUBLE_EQ(Number(cost, "breakdown", "all_to_all"), r.cost.all_to_all_seconds);
+  // Both steps and the overlap's account (issue 23).
+  EXPECT_DOUBLE_EQ(cost.fields().at("unoverlapped_step_seconds").number_value(),
+                   r.cost.unoverlapped_step_seconds);
+  EXPECT_DOUBLE_EQ(cost.fields().at("overlapped_step_seconds").number_value(),
+                   r.cost.overlapped_step_seconds);
+  EXPECT_TRUE(cost.fields().at("grad_reduce").struct_value().fields().at("overlap").bool_value());
+  EXPECT_DOUBLE_EQ(Number(cost, "grad_reduce", "exposed_seconds"),
+                   r.cost.grad_reduce_exposed_seconds);
+  EXPECT_EQ(Number(cost, "grad_reduce", "bucket_bytes"), 25.0 * 1024 * 1024);
   EXPECT_DOUBLE_EQ(Number(cost, "config", "peak_flops_per_chip"), 123e12);
   EXPECT_TRUE(cost.fields().at("memory_per_core").struct_value().fields().at("fits").bool_value());
   EXPECT_EQ(Number(cost, "memory_per_core", "cores_per_chip"), 2);
@@ -252,6 +264,9 @@ TEST(PlanSearchTest, ListsExactlyTheValidLayoutsRankedByStepTime) {
       EXPECT_EQ(f.at("data_parallel").number_value(), 16 / mp);
       EXPECT_TRUE(listed.insert({ep, mp}).second) << "listed twice: " << ep << "," << mp;
       const double step = f.at("step_seconds").number_value();
+      // Ranked by the overlapped step (train.overlap_grad_reduce, default on; issue 23).
+      EXPECT_DOUBLE_EQ(step, f.at("overlapped_step_seconds").number_value());
+      EXPECT_GT(f.at("unoverlapped_step_seconds").number_value(), 0);
       EXPECT_GE(step, previous);
       previous = step;
       EXPECT_TRUE(f.at("fits").has_bool_value());
@@ -314,10 +329,12 @@ TEST(PlanSearchTest, OpenMoe34bOnV3_512HasALayoutThatFits) {
                         "launch/configs/topology/v3-512.pbtxt"});
 }
 
-// The calibration anchors (launch/configs/anchors/, bench/cost_model_anchors.sh) pass plan, and
-// the residual range plan prints is the csv's: re-read the csv, recompute each residual from its
-// published and predicted step times, and compare with the compiled-in range.
-TEST(CalibrationTest, AnchorsPlanAndTheResidualRangeIsTheCsvs) {
+// The anchors (launch/configs/anchors/, bench/cost_model_anchors.sh) pass plan, and the residual
+// ranges plan prints are the csv's: re-read the csv, recompute each residual from its published and
+// predicted step times, and compare with the compiled-in ranges: the calibration set (fitted)
+// within +-10%. The small-model check (not fitted) is recorded as it is: today 24-46% fast
+// (README "Small models"), so only its range is checked against the header.
+TEST(CalibrationTest, AnchorsPlanAndTheResidualRangesAreTheCsvs) {
   const std::string root = OPENMOE_SOURCE_DIR;
   std::ifstream csv(root + "/bench/results/cost_model_anchors.csv");
   ASSERT_TRUE(csv.good());
@@ -325,28 +342,41 @@ TEST(CalibrationTest, AnchorsPlanAndTheResidualRangeIsTheCsvs) {
   std::getline(csv, line);
   ASSERT_EQ(line.rfind("job,published_steps_per_s,published_step_s,predicted_step_s,", 0), 0u)
       << line;
-  double lo = 1e9, hi = -1e9;
-  int rows = 0;
+  ASSERT_NE(line.find(",set,"), std::string::npos) << line;
+  struct Range {
+    double lo = 1e9, hi = -1e9;
+    int rows = 0;
+  } calibration_range, check_range;
   while (std::getline(csv, line)) {
     std::vector<std::string> f;
     std::stringstream ss(line);
     for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
-    ASSERT_GE(f.size(), 6u) << line;
+    ASSERT_GE(f.size(), 13u) << line;
     const JobSpec spec = LoadConfigs({"launch/configs/anchors/" + f[0] + ".pbtxt"});
     std::ostringstream out;
     ASSERT_TRUE(RunPlan(spec, false, out).ok()) << f[0];
-    const double published = 1 / std::stod(f[1]);
+    const double published = std::stod(f[2]);
     const double predicted = ComputePlan(spec).cost.step_seconds;
     EXPECT_NEAR(predicted, std::stod(f[3]), 1e-4) << f[0] << ": rerun bench/cost_model_anchors.sh";
     const double residual = predicted / published - 1;
-    EXPECT_LE(std::abs(residual), 0.2) << f[0];
-    lo = std::min(lo, residual);
-    hi = std::max(hi, residual);
-    ++rows;
+    const bool calibration_row = f[12] == "calibration";
+    ASSERT_TRUE(calibration_row || f[12] == "check") << line;
+    if (calibration_row) {
+      EXPECT_LE(std::abs(residual), 0.1) << f[0];
+    }
+    Range& r = calibration_row ? calibration_range : check_range;
+    r.lo = std::min(r.lo, residual);
+    r.hi = std::max(r.hi, residual);
+    ++r.rows;
   }
-  EXPECT_EQ(rows, calibration::kRows);
-  EXPECT_NEAR(calibration::kMinResidual, lo, 1e-3);
-  EXPECT_NEAR(calibration::kMaxResidual, hi, 1e-3);
+  EXPECT_EQ(calibration_range.rows, calibration::kRows);
+  EXPECT_NEAR(calibration::kMinResidual, calibration_range.lo, 1e-3);
+  EXPECT_NEAR(calibration::kMaxResidual, calibration_range.hi, 1e-3);
+  EXPECT_EQ(check_range.rows, calibration::kCheckRows);
+  if (check_range.rows > 0) {
+    EXPECT_NEAR(calibration::kCheckMinResidual, check_range.lo, 1e-3);
+    EXPECT_NEAR(calibration::kCheckMaxResidual, check_range.hi, 1e-3);
+  }
 }
 
 }  // namespace

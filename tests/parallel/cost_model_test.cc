@@ -136,6 +136,8 @@ TEST(StepWorkload, HbmTrafficAndActivationsFollowTheirPerTokenFormulas) {
   const double ffn = 11 * d + 11 * f;
   const double moe = 14 * d + 5 * e + 5 * r * d + r * 11 * f;
   EXPECT_DOUBLE_EQ(t.elementwise_elements, 2 * attention + 2 * ffn + moe + 9 * d + 3 * v);
+  // Apart, the attention matmuls' S x S operands: 6 H S per layer (issue 26).
+  EXPECT_DOUBLE_EQ(t.attention_operand_elements, 2 * 6 * hs);
   const double saved = 2 * (2 * d + 4 * a + hs) + 2 * (2 * d + 4 * f) +
                        (2 * d + e + 2 * r * d + r * 4 * f) + 2 * d + v;
   EXPECT_DOUBLE_EQ(t.saved_elements, saved);
@@ -159,8 +161,13 @@ TEST(CostModel, StepIsTheSumOfItsPartsAndGivesThroughputAndMfu) {
   const CostModelConfig& c = spec.cost_model();
   const CostBreakdown b = PredictStepTime(w, c);
   const double e = c.matmul_efficiency();
-  EXPECT_DOUBLE_EQ(b.compute_seconds,
-                   (w.model_flops_per_chip + w.dispatch_flops_per_chip) / (123e12 * e));
+  // Plus what the MXU's 128 x 128 tiles leave empty at d 64, head_dim 16 (issue 26).
+  EXPECT_GT(w.mxu_padding_flops_per_chip, 0);
+  EXPECT_GT(b.attention_extra_seconds, 0);
+  EXPECT_DOUBLE_EQ(b.compute_seconds, (w.model_flops_per_chip + w.dispatch_flops_per_chip +
+                                       w.mxu_padding_flops_per_chip) /
+                                              (123e12 * e) +
+                                          b.attention_extra_seconds);
   EXPECT_DOUBLE_EQ(b.memory_seconds,
                    (w.elementwise_bytes_per_chip + w.optimizer_bytes_per_chip) / 900e9);
   const LinkParams link{82e9, 1e-6};
@@ -175,8 +182,11 @@ TEST(CostModel, StepIsTheSumOfItsPartsAndGivesThroughputAndMfu) {
     }
   }
   EXPECT_DOUBLE_EQ(b.all_reduce_seconds, all_reduce);
-  EXPECT_DOUBLE_EQ(b.step_seconds, b.compute_seconds + b.memory_seconds + b.all_to_all_seconds +
-                                       b.all_reduce_seconds);
+  // The parts sum to the unoverlapped step; the prediction overlaps the gradient all-reduce
+  // (train.overlap_grad_reduce, default on; cost_terms_test.cc).
+  EXPECT_DOUBLE_EQ(b.unoverlapped_step_seconds, b.compute_seconds + b.memory_seconds +
+                                                    b.all_to_all_seconds + b.all_reduce_seconds);
+  EXPECT_DOUBLE_EQ(b.step_seconds, b.overlapped_step_seconds);
   EXPECT_DOUBLE_EQ(b.tokens_per_second, 32 * 64 / b.step_seconds);
   EXPECT_DOUBLE_EQ(b.mfu, w.model_flops_per_chip / (b.step_seconds * 123e12));
   EXPECT_LT(b.mfu, e);  // never above the matmul efficiency
@@ -218,7 +228,8 @@ TEST(CostModel, OpenMoe8bAndDenseModelsOnRealSlices) {
   const CostBreakdown b = PredictStepTime(spec, SliceOf(spec));
   EXPECT_GT(b.step_seconds, b.compute_seconds);
   EXPECT_GT(b.mfu, 0.3);
-  EXPECT_LT(b.mfu, 0.5);
+  // Below the matmul efficiency (0.68 since issue 26's refit; 0.506 today).
+  EXPECT_LT(b.mfu, 0.55);
   EXPECT_FALSE(b.fits_in_hbm);  // 26 GiB of fp32 state before any activation
   ASSERT_EQ(b.collectives.size(), 3u);
   EXPECT_EQ(b.collectives[2].calls, 4 * 4 * 4);  // 4 MoE layers x 4 microbatches
@@ -352,8 +363,8 @@ TEST(StepWorkloadModelAxis, ModelAllReducesHaveTheirGroupsBytesAndCalls) {
   EXPECT_DOUBLE_EQ(model, 20 * hand(16384) + 4 * hand(20480) + 6 * hand(512));
   EXPECT_DOUBLE_EQ(b.model_all_reduce_seconds, model);
   EXPECT_GT(b.all_reduce_seconds, b.model_all_reduce_seconds);  // includes it, and the gradients
-  EXPECT_DOUBLE_EQ(b.step_seconds, b.compute_seconds + b.memory_seconds + b.all_to_all_seconds +
-                                       b.all_reduce_seconds);
+  EXPECT_DOUBLE_EQ(b.unoverlapped_step_seconds, b.compute_seconds + b.memory_seconds +
+                                                    b.all_to_all_seconds + b.all_reduce_seconds);
 }
 
 TEST(StepWorkloadModelAxis, ParamsPerChipAreTheSplitOnesHalvedAndTheRestWhole) {
@@ -445,8 +456,9 @@ TEST(Remat, FullAddsOneForwardAndKeepsLayerInputs) {
   EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, (2 * 64 + t.saved_elements / 2) * 2 * 64);
   const CostBreakdown b = PredictStepTime(w, spec.cost_model());
   EXPECT_DOUBLE_EQ(b.compute_seconds, (w.model_flops_per_chip + w.dispatch_flops_per_chip +
-                                       w.remat_flops_per_chip) /
-                                          (123e12 * spec.cost_model().matmul_efficiency()));
+                                       w.remat_flops_per_chip + w.mxu_padding_flops_per_chip) /
+                                              (123e12 * spec.cost_model().matmul_efficiency()) +
+                                          b.attention_extra_seconds);
   // MFU counts model FLOPs only.
   EXPECT_DOUBLE_EQ(b.mfu, w.model_flops_per_chip / (b.step_seconds * 123e12));
 }

@@ -1,0 +1,278 @@
+// The cost model's terms added for small models (issue 26) and the overlapped gradient reduction
+// (issue 23), each against a figure derived by hand.
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "launch/job_loader.h"
+#include "model/config.h"
+#include "model/param_count.h"
+#include "model/params.h"
+#include "parallel/cost/collective_cost.h"
+#include "parallel/cost/cost_model.h"
+#include "parallel/cost/grad_overlap.h"
+#include "parallel/cost/hbm_traffic.h"
+#include "parallel/cost/mxu_tiles.h"
+#include "parallel/cost/step_workload.h"
+
+namespace openmoe {
+namespace {
+
+// As cost_model_test's SmallMoe: 2 layers (layer 1 MoE: 4 experts top-2, extra dense FFN), d 64,
+// 4 x 16 heads, d_ff 128 (OpenMoE form: wi_0 holds 2 d_ff), vocab 256, 16 chips (4x4), ep 4.
+JobSpec SmallMoe() {
+  JobSpec spec;
+  for (const char* s :
+       {"model.vocab_size=256", "model.num_layers=2", "model.d_model=64", "model.num_heads=4",
+        "model.head_dim=16", "model.d_ff=128", "model.num_experts=4", "model.moe_interval=2",
+        "router.group_size=64", "topology.num_chips=16", "topology.torus_x=4", "topology.torus_y=4",
+        "mesh.expert_parallel=4", "train.batch_rows=32", "train.seq_len=64", "train.microbatches=2",
+        "train.compute_dtype=BF16"}) {
+    EXPECT_TRUE(ApplySet(s, &spec).ok()) << s;
+  }
+  EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  return spec;
+}
+
+Mesh SliceOf(const JobSpec& spec) {
+  Mesh m;
+  m.num_chips = spec.topology().num_chips();
+  m.torus_x = spec.topology().torus_x();
+  m.torus_y = spec.topology().torus_y();
+  m.expert_parallel = spec.mesh().expert_parallel();
+  m.num_experts = spec.model().num_experts();
+  return m;
+}
+
+TEST(MxuTiles, UtilisationIsTheFilledFractionOfEachTiledDim) {
+  EXPECT_DOUBLE_EQ(MxuUtilisation(768, 2048), 1.0);  // T5-Base's d_model, d_ff: 6 and 16 tiles
+  EXPECT_DOUBLE_EQ(MxuUtilisation(64, 512), 0.5);    // head_dim 64 fills half the array
+  EXPECT_DOUBLE_EQ(MxuUtilisation(100, 200), (100.0 / 128) * (200.0 / 256));
+  EXPECT_DOUBLE_EQ(MxuUtilisation(129, 128), 129.0 / 256);
+}
+
+TEST(MxuTiles, SmallMoeWeightPaddingFlopsByHand) {
+  // Per token, 6 K N (1/u - 1) per weight matrix:
+  //   wq, wk, wv, wo [64, 64]: u = 1/4, 6*4096*3 = 73,728 each, 4 per layer x 2 layers = 589,824
+  //   FFN (layer 0's dense, layer 1's extra): wi_0 [64, 256] u = 1/2: 98,304; wi_1 [64, 128] and
+  //     wo [128, 64] u = 1/2: 49,152 each; 196,608 per FFN, 2 FFNs = 393,216
+  //   experts, the same three shapes, top-2: 2 x 196,608 = 393,216
+  //   router [64, 4]: u = 1/2 x 4/128 = 1/64: 6*256*63 = 96,768
+  //   logits [64, 256]: u = 1/2: 98,304 (the embedding is a lookup, the norms no matmul)
+  const JobSpec spec = SmallMoe();
+  const ParamLayout layout(DimsFromSpec(spec));
+  const double by_hand = 589824.0 + 393216 + 393216 + 96768 + 98304;
+  EXPECT_DOUBLE_EQ(MxuWeightPaddingFlopsPerToken(layout), by_hand);
+  // In the step: times the chip's 128 tokens, in compute time, not in MFU.
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  EXPECT_DOUBLE_EQ(w.mxu_padding_flops_per_chip, by_hand * 128);
+  // The attention matmuls: 12 L H hd S = 12*2*4*16*64 = 98,304 FLOPs per token at u(16, 64) =
+  // 1/8 x 1/2 = 1/16: 16x their FLOP time (2.7 us) against their operands' 6 H S x 2 layers x 2
+  // bytes x 128 tokens = 786,432 bytes (0.87 us at 900 GB/s): tile-bound, 15 A / (P e) extra.
+  EXPECT_DOUBLE_EQ(w.attention_flops_per_chip, 98304.0 * 128);
+  EXPECT_DOUBLE_EQ(w.attention_mxu_utilisation, 1.0 / 16);
+  EXPECT_DOUBLE_EQ(w.attention_operand_bytes_per_chip, 786432);
+  const double pe = 123e12 * spec.cost_model().matmul_efficiency();
+  const CostBreakdown b = PredictStepTime(w, spec.cost_model());
+  EXPECT_FALSE(b.attention_hbm_bound);
+  EXPECT_DOUBLE_EQ(b.attention_matmul_seconds, 16 * 98304.0 * 128 / pe);
+  EXPECT_NEAR(b.attention_extra_seconds, 15 * 98304.0 * 128 / pe, 1e-18);
+  EXPECT_NEAR(b.compute_seconds,
+              (w.model_flops_per_chip + w.dispatch_flops_per_chip + by_hand * 128) / pe +
+                  15 * 98304.0 * 128 / pe,
+              1e-15);
+  EXPECT_DOUBLE_EQ(b.mfu, w.model_flops_per_chip / (b.step_seconds * 123e12));
+  // At 1 GB/s of HBM the operands take longer (786 us): HBM-bound, B / M - A / (P e) extra.
+  CostModelConfig slow = spec.cost_model();
+  slow.set_hbm_bandwidth(1e9);
+  const CostBreakdown h = PredictStepTime(w, slow);
+  EXPECT_TRUE(h.attention_hbm_bound);
+  EXPECT_DOUBLE_EQ(h.attention_matmul_seconds, 786432 / 1e9);
+  EXPECT_DOUBLE_EQ(h.attention_extra_seconds, 786432 / 1e9 - 98304.0 * 128 / pe);
+}
+
+TEST(MxuTiles, FilledTilesCostNothingAndRematPadsAlike) {
+  // Every dim a multiple of 128 (d 128, heads 2 x 128, d_ff 256, 128 experts, vocab 256, seq 128):
+  // no padding, and the attention matmuls at u = 1.
+  JobSpec spec = SmallMoe();
+  for (const char* s : {"model.d_model=128", "model.num_heads=2", "model.head_dim=128",
+                        "model.d_ff=256", "model.num_experts=128", "mesh.expert_parallel=16",
+                        "train.seq_len=128", "router.group_size=128"}) {
+    ASSERT_TRUE(ApplySet(s, &spec).ok()) << s;
+  }
+  ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  const StepWorkload filled = EstimateStepWorkload(spec, SliceOf(spec));
+  EXPECT_EQ(filled.mxu_padding_flops_per_chip, 0);
+  EXPECT_EQ(filled.attention_mxu_utilisation, 1);
+  // REMAT_FULL recomputes a third more model FLOPs: their padding too, and the attention's
+  // forward (a third more of its FLOPs, 2 of its 6 H S operands).
+  JobSpec small = SmallMoe();
+  const StepWorkload plain = EstimateStepWorkload(small, SliceOf(small));
+  small.mutable_cost_model()->set_remat(REMAT_FULL);
+  const StepWorkload full = EstimateStepWorkload(small, SliceOf(small));
+  EXPECT_DOUBLE_EQ(full.mxu_padding_flops_per_chip,
+                   plain.mxu_padding_flops_per_chip *
+                       (1 + full.remat_flops_per_chip / full.model_flops_per_chip));
+  EXPECT_DOUBLE_EQ(full.attention_flops_per_chip, plain.attention_flops_per_chip * 4 / 3);
+  EXPECT_DOUBLE_EQ(full.attention_operand_bytes_per_chip,
+                   plain.attention_operand_bytes_per_chip * 8 / 6);
+}
+
+TEST(HbmTraffic, AttentionOperandsAreSixScoreMatricesPerLayer) {
+  // QK^T writes the scores, PV reads p; dO V^T writes dp, P^T dO reads p, dS K and dS^T Q read
+  // ds: 6 H S per layer per token, apart from the softmax's 5 H S.
+  ModelDims dims = DimsFromSpec(SmallMoe());
+  const TokenTraffic t64 = TrafficPerToken(dims, 64, 0);
+  const TokenTraffic t128 = TrafficPerToken(dims, 128, 0);
+  EXPECT_DOUBLE_EQ(t64.attention_operand_elements, 6.0 * 4 * 64 * 2);
+  EXPECT_DOUBLE_EQ(t128.elementwise_elements - t64.elementwise_elements, 5.0 * 4 * 64 * 2);
+}
+
+// Closed forms of the bucket schedule; bucket seconds: 10 ms per shared byte, 20 ms per expert one.
+double Linear(double shared, double expert) { return 0.01 * shared + 0.02 * expert; }
+
+TEST(GradOverlap, BucketsWaitForTheirLastByteAndForEachOther) {
+  // Parts final at 0, 5 s and 10 s (window 10 s) of 100 bytes each; buckets of 150:
+  // bucket 1 = part 0 + half of part 1, ready at 5 s, 1.5 s long: ends 6.5 s;
+  // bucket 2 = the other half + part 2, ready at 10 s: ends 11.5 s; exposed 1.5 s.
+  const std::vector<GradPart> parts = {{0.0, 100, 0}, {0.5, 100, 0}, {1.0, 100, 0}};
+  GradOverlap o = ScheduleGradReduce(parts, 150, 10, Linear);
+  EXPECT_EQ(o.buckets, 2);
+  EXPECT_DOUBLE_EQ(o.reduce_seconds, 3.0);
+  EXPECT_DOUBLE_EQ(o.finish_seconds, 11.5);
+  EXPECT_DOUBLE_EQ(o.exposed_seconds, 1.5);
+  // Buckets of 100: 1 s each, ready at 0, 5, 10: ends 1, 6, 11: exposed 1 s (the last bucket).
+  o = ScheduleGradReduce(parts, 100, 10, Linear);
+  EXPECT_EQ(o.buckets, 3);
+  EXPECT_DOUBLE_EQ(o.exposed_seconds, 1.0);
+  // A short window: the first bucket alone (ready at 0) takes 1 s of a 0.5 s window; the others
+  // queue behind it: ends 1, then 2, 3 (ready at 0.25, 0.5): exposed 2.5 s.
+  o = ScheduleGradReduce(parts, 100, 0.5, Linear);
+  EXPECT_DOUBLE_EQ(o.finish_seconds, 3.0);
+  EXPECT_DOUBLE_EQ(o.exposed_seconds, 2.5);
+  // One bucket larger than everything: the blocking reduction, all exposed.
+  for (double huge : {1e9, 1e30}) {
+    o = ScheduleGradReduce(parts, huge, 10, Linear);
+    EXPECT_EQ(o.buckets, 1);
+    EXPECT_DOUBLE_EQ(o.exposed_seconds, 3.0);
+  }
+}
+
+TEST(GradOverlap, BucketEdgesFallInsideATensorAndSplitSharedFromExpertBytes) {
+  // One part of 250 shared bytes in buckets of 100: 100, 100, 50.
+  GradOverlap o = ScheduleGradReduce({{1.0, 250, 0}}, 100, 0, Linear);
+  EXPECT_EQ(o.buckets, 3);
+  EXPECT_DOUBLE_EQ(o.reduce_seconds, 2.5);
+  // 30 shared + 40 expert bytes in buckets of 50: (30 s + 20 e) = 0.3 + 0.4 s, then 20 e = 0.4 s.
+  o = ScheduleGradReduce({{1.0, 30, 40}}, 50, 0, Linear);
+  EXPECT_EQ(o.buckets, 2);
+  EXPECT_DOUBLE_EQ(o.reduce_seconds, 1.1);
+}
+
+TEST(GradOverlap, SmallMoePartsInBackwardOrder) {
+  const JobSpec spec = SmallMoe();
+  const ParamLayout layout(DimsFromSpec(spec));
+  const std::vector<GradPart> parts = GradPartsInBackwardOrder(layout, 64, 4, 4.0);
+  // Logits' weight (final before the backward), logits' backward with the final norm, layer 1,
+  // layer 0, the embedding.
+  ASSERT_EQ(parts.size(), 5u);
+  EXPECT_EQ(parts[0].final_fraction, 0);
+  EXPECT_DOUBLE_EQ(parts[0].shared_bytes, 64.0 * 256 * 4);
+  // The backward's time in proportion to training FLOPs per token, which sum to PaLM's total.
+  const double total = TrainingFlopsPerToken(layout, 64).total;
+  EXPECT_DOUBLE_EQ(parts[1].final_fraction, 6.0 * 64 * 256 / total);
+  EXPECT_DOUBLE_EQ(parts[1].shared_bytes, 64.0 * 4);  // final_norm.scale
+  // Layer 1: attention 4 x 64 x 64 + its 12 H hd S share, the extra FFN 4 d d_ff, top-2 of the
+  // experts, the router.
+  const double layer1 =
+      6.0 * (4 * 64 * 64 + 4 * 64 * 128 + 2 * 4 * 64 * 128 + 64 * 4) + 12.0 * 4 * 16 * 64;
+  EXPECT_NEAR(parts[2].final_fraction, (6.0 * 64 * 256 + layer1) / total, 1e-15);
+  EXPECT_DOUBLE_EQ(parts[2].expert_bytes, 4.0 * 4 * (4 * 64 * 128) / 4);  // E x 4 d d_ff / ep
+  EXPECT_NEAR(parts[3].final_fraction, 1.0, 1e-12);
+  EXPECT_EQ(parts[3].expert_bytes, 0);
+  EXPECT_DOUBLE_EQ(parts[4].final_fraction, 1.0);
+  EXPECT_DOUBLE_EQ(parts[4].shared_bytes, 256.0 * 64 * 4);  // the embedding, last
+  // Every byte once: the all-reduces' own totals.
+  const ParamCounts counts = CountParams(layout);
+  double shared = 0, expert = 0;
+  for (const GradPart& p : parts) {
+    shared += p.shared_bytes;
+    expert += p.expert_bytes;
+  }
+  EXPECT_DOUBLE_EQ(shared, 4.0 * (counts.total - counts.expert_total));
+  EXPECT_DOUBLE_EQ(expert, 4.0 * counts.expert_total / 4);
+}
+
+TEST(GradOverlap, StepHidesWhatTheBackwardCovers) {
+  // By hand: 3 s of compute (a 2 s backward), no memory traffic, B bytes over SmallMoe's 4x4
+  // shared group, half final before the backward and half at its end. Buckets of B / 2: the
+  // first reduces at once (r < 2 s), the second after the backward: exposed r, the step 3 + r
+  // against the blocking 3 + R.
+  const JobSpec spec = SmallMoe();
+  const StepWorkload small = EstimateStepWorkload(spec, SliceOf(spec));
+  StepWorkload w;
+  w.microbatches = 1;
+  w.model_flops_per_chip = 3 * 123e12 * 0.6;
+  const double bytes = 64e6;
+  CollectiveWork shared = small.collectives[0];
+  ASSERT_EQ(shared.kind, CollectiveKind::kAllReduceShared);
+  shared.bytes_per_chip = bytes;
+  w.collectives = {shared};
+  w.grad_parts = {{0.0, bytes / 2, 0}, {1.0, bytes / 2, 0}};
+  w.grad_bucket_bytes = bytes / 2;
+  w.overlap_grad_reduce = true;
+  CostModelConfig config;
+  config.set_matmul_efficiency(0.6);
+  const LinkParams link{82e9, 1e-6};
+  const double whole = AllReduceSeconds(shared.footprint, bytes, link);
+  const double half = AllReduceSeconds(shared.footprint, bytes / 2, link);
+  ASSERT_LT(half, 2.0);
+  CostBreakdown b = PredictStepTime(w, config);
+  EXPECT_DOUBLE_EQ(b.backward_seconds, 2.0);
+  EXPECT_DOUBLE_EQ(b.grad_reduce_seconds, whole);
+  EXPECT_EQ(b.grad_buckets, 2);
+  EXPECT_NEAR(b.grad_reduce_exposed_seconds, half, 1e-12);
+  EXPECT_DOUBLE_EQ(b.unoverlapped_step_seconds, 3.0 + whole);
+  EXPECT_NEAR(b.overlapped_step_seconds, 3.0 + half, 1e-12);
+  EXPECT_NEAR(b.step_seconds, 3.0 + half, 1e-12);
+  // Off: the blocking step is the prediction; the overlapped one is still reported.
+  w.overlap_grad_reduce = false;
+  b = PredictStepTime(w, config);
+  EXPECT_DOUBLE_EQ(b.step_seconds, 3.0 + whole);
+  EXPECT_NEAR(b.overlapped_step_seconds, 3.0 + half, 1e-12);
+  // 4 microbatches: only the last one's backward (0.5 s) is a window. The first bucket ends at
+  // `half`, the second starts at max(0.5, half): exposed max(0.5, half) + half - 0.5.
+  w.overlap_grad_reduce = true;
+  w.microbatches = 4;
+  b = PredictStepTime(w, config);
+  EXPECT_DOUBLE_EQ(b.backward_seconds, 0.5);
+  EXPECT_NEAR(b.grad_reduce_exposed_seconds, std::max(0.5, half) + half - 0.5, 1e-12);
+}
+
+TEST(GradOverlap, SmallMoeOverlappedIsTheBlockingStepLessWhatIsHidden) {
+  JobSpec spec = SmallMoe();
+  const CostBreakdown on = PredictStepTime(spec, SliceOf(spec));
+  EXPECT_TRUE(on.overlap_grad_reduce);  // the default
+  EXPECT_DOUBLE_EQ(on.step_seconds, on.overlapped_step_seconds);
+  EXPECT_DOUBLE_EQ(
+      on.overlapped_step_seconds,
+      on.unoverlapped_step_seconds - on.grad_reduce_seconds + on.grad_reduce_exposed_seconds);
+  EXPECT_GT(on.grad_reduce_exposed_seconds, 0);  // the embedding's bucket comes last
+  EXPECT_DOUBLE_EQ(on.tokens_per_second, 32 * 64 / on.overlapped_step_seconds);
+  spec.mutable_train()->set_overlap_grad_reduce(false);
+  const CostBreakdown off = PredictStepTime(spec, SliceOf(spec));
+  EXPECT_DOUBLE_EQ(off.step_seconds, off.unoverlapped_step_seconds);
+  EXPECT_DOUBLE_EQ(off.unoverlapped_step_seconds, on.unoverlapped_step_seconds);
+}
+
+TEST(GradOverlap, BadBucketSizeIsRejectedNamingTheField) {
+  JobSpec spec = SmallMoe();
+  spec.mutable_train()->set_grad_bucket_mb(0);
+  const absl::Status status = ValidateJob(spec);
+  EXPECT_NE(status.message().find("train.grad_bucket_mb=0"), std::string::npos) << status;
+  spec.mutable_train()->set_grad_bucket_mb(-2);
+  EXPECT_FALSE(ValidateJob(spec).ok());
+}
+
+}  // namespace
+}  // namespace openmoe
