@@ -5,9 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "data/document_reader.h"
 #include "core/io/file.h"
-#include "data/objective.h"
+#include "data/document_reader.h"
+#include "data/heldout_rows.h"
 
 namespace openmoe {
 namespace {
@@ -151,8 +151,9 @@ absl::StatusOr<PrepResult> RunPrep(const PrepOptions& options, std::ostream* log
   return result;
 }
 
-absl::StatusOr<std::vector<int32_t>> CausalLmRows(const PrepOptions& options, int64_t rows,
-                                                  int64_t seq_len) {
+absl::StatusOr<std::vector<int32_t>> HeldOutRows(const PrepOptions& options, int64_t rows,
+                                                 int64_t seq_len, RowForm form,
+                                                 const std::string& mode) {
   if (options.inputs.empty()) return absl::InvalidArgumentError("prep: no --input given");
   if (options.tokenizer_model.empty())
     return absl::InvalidArgumentError("prep --npy: needs --tokenizer MODEL");
@@ -161,21 +162,25 @@ absl::StatusOr<std::vector<int32_t>> CausalLmRows(const PrepOptions& options, in
         "prep --npy: needs --rows >= 1 and --seq_len >= 2 (got ", rows, " and ", seq_len, ")"));
   auto tokenizer = Tokenizer::Load(options.tokenizer_model, options.extra_ids);
   if (!tokenizer.ok()) return tokenizer.status();
-  const CausalLmObjective objective((*tokenizer)->eos_id(), seq_len);
+  std::vector<int32_t> mode_ids;
+  if (form == RowForm::kPrefixLm) {
+    auto ids = (*tokenizer)->ModeTokens(mode);
+    if (!ids.ok()) return ids.status();
+    mode_ids = *ids;
+    if (seq_len <= static_cast<int64_t>(mode_ids.size()) + 3)
+      return absl::InvalidArgumentError(
+          absl::StrCat("prep --npy: --seq_len ", seq_len, " is too short for prefix-LM rows"));
+  }
+  const HeldOutRowMaker maker(form, (*tokenizer)->eos_id(), mode_ids, seq_len);
   const int64_t wanted = rows * seq_len;
   std::vector<int32_t> stream, doc;
-  Example example;
   int64_t documents = 0, bad = 0;
   auto s = ForEachDocument(options, &bad, [&](Document d) -> absl::Status {
     if (auto e = (*tokenizer)->Encode(d.text, &doc); !e.ok())
       return absl::InternalError(absl::StrCat(d.where, ": ", e.message()));
     if (doc.empty()) return absl::OkStatus();
     ++documents;
-    // The objective's examples of one document, inputs concatenated, are EOS d: the stream.
-    for (int64_t offset = 0; !objective.Exhausted(doc, offset);) {
-      objective.Next(doc, &offset, 0, &example);
-      stream.insert(stream.end(), example.tokens.begin(), example.tokens.end());
-    }
+    maker.Add(doc, &stream);
     if (static_cast<int64_t>(stream.size()) >= wanted) return absl::CancelledError();
     return absl::OkStatus();
   });

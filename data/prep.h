@@ -5,7 +5,7 @@
 // and text field), tokenized in parallel in blocks, and written in input order, so the shards are
 // a pure function of the inputs, the tokenizer and shard_tokens, whatever the thread count.
 //
-// CausalLmRows is the other product (`openmoe prep --npy`): held-out rows for `openmoe score`.
+// HeldOutRows is the other product (`openmoe prep --npy`): held-out rows for `openmoe score`.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "data/heldout_rows.h"
 #include "data/token_shards.h"
 #include "data/tokenizer.h"
 #include "proto/job.pb.h"
@@ -47,13 +48,15 @@ struct PrepResult {
 // Progress and a summary go to *log (may be null).
 absl::StatusOr<PrepResult> RunPrep(const PrepOptions& options, std::ostream* log);
 
-// The first `rows` rows of `seq_len` tokens (row-major, rows * seq_len ids) of the inputs made
-// into the causal LM stream EOS d1 EOS d2 EOS ... by the training objective (CausalLmObjective),
-// documents in input order, tokenized with options.tokenizer_model. The rows are consecutive
-// slices of that stream, not Packer rows: `openmoe score` reads each row as one causal sequence
-// (every position predicts the next), so a row must not end in padding. FailedPrecondition naming
-// the inputs and the number of full rows they make when that is fewer than `rows`.
-absl::StatusOr<std::vector<int32_t>> CausalLmRows(const PrepOptions& options, int64_t rows,
-                                                  int64_t seq_len);
+// The first `rows` rows of `seq_len` tokens (row-major, rows * seq_len ids) that the inputs'
+// documents make in input order in `form` (data/heldout_rows.h), tokenized with
+// options.tokenizer_model: kCausalLm, consecutive slices of the stream EOS d1 EOS d2 EOS ... (not
+// Packer rows: `openmoe score` reads each row as one causal sequence, so a row must not end in
+// padding); kPrefixLm, one row per chunk with `mode` (tokenized as the UL2 objective does)
+// after the first EOS. FailedPrecondition naming the inputs and the number of full rows they
+// make when that is fewer than `rows`.
+absl::StatusOr<std::vector<int32_t>> HeldOutRows(const PrepOptions& options, int64_t rows,
+                                                 int64_t seq_len, RowForm form = RowForm::kCausalLm,
+                                                 const std::string& mode = "");
 
 }  // namespace openmoe

@@ -85,7 +85,8 @@ CheckpointRouting Route(const JobSpec& spec, const float* params,
     const int64_t per_call = unit * std::max<int64_t>(1, kTokensPerCall / (unit * t.seq_len));
     const int64_t total_rows = (t.rows + unit - 1) / unit * unit;
     for (int64_t row = 0; row < total_rows; row += per_call) {
-      const Batch batch = CausalBatch(t, row, std::min(per_call, total_rows - row));
+      const Batch batch =
+          RowsBatch(t, row, std::min(per_call, total_rows - row), RowForm::kCausalLm);
       decoder.Forward(params, batch, scales, spec.logging().position_buckets());
       for (size_t m = 0; m < out.layers.size(); ++m) {
         const Routing* r = decoder.routing(out.layers[m]);

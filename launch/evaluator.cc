@@ -22,6 +22,7 @@ absl::StatusOr<std::vector<EvalSet>> LoadEvalSets(const JobSpec& spec) {
         absl::StrCat("eval.every_steps=", eval.every_steps(), ": must be >= 0 (0: no eval)"));
   std::vector<EvalSet> sets;
   if (eval.every_steps() == 0) return sets;
+  const RowForm form = EvalRowForm(spec.data());
   if (eval.rows() < 1)
     return absl::InvalidArgumentError(absl::StrCat("eval.rows=", eval.rows(), ": must be >= 1"));
   if (eval.sources_size() == 0)
@@ -29,7 +30,7 @@ absl::StatusOr<std::vector<EvalSet>> LoadEvalSets(const JobSpec& spec) {
         "eval.every_steps=", eval.every_steps(), ": needs at least one eval.sources entry"));
   for (int i = 0; i < eval.sources_size(); ++i) {
     absl::StatusOr<TokenArray> rows = SourceRows(eval.sources(i), i, spec.data(), eval.rows(),
-                                                 spec.train().seq_len(), "eval.rows");
+                                                 spec.train().seq_len(), "eval.rows", form);
     if (!rows.ok())
       return absl::Status(rows.status().code(),
                           absl::StrCat("eval.sources[", i, "]: ", rows.status().message()));
@@ -39,7 +40,7 @@ absl::StatusOr<std::vector<EvalSet>> LoadEvalSets(const JobSpec& spec) {
                                                        " is outside [0, model.vocab_size=",
                                                        spec.model().vocab_size(), ")"));
     }
-    sets.push_back({SourceName(eval.sources(i), i), *std::move(rows)});
+    sets.push_back({SourceName(eval.sources(i), i), *std::move(rows), form});
   }
   return sets;
 }
@@ -59,7 +60,7 @@ Evaluator::Evaluator(Trainer& trainer)
       decoder_(trainer.layout(), RoutingFromSpec(spec_, /*eval=*/true), runner_.get(),
                &trainer.model_group()) {}
 
-ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens,
+ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens, RowForm form,
                                 const TokenIdTables* token_id_tables) {
   RoutingConfig routing = RoutingFromSpec(spec_, /*eval=*/true);
   routing.token_id_tables = token_id_tables;
@@ -78,11 +79,14 @@ ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens,
     const int64_t count = std::min(chunk, per_chip - a);
     Batch batch;
     for (int64_t c = 0; c < mesh_.chips_per_rank; ++c)
-      batch.Append(CausalBatch(tokens, (mesh_.FirstChip() + c) * per_chip + a, count));
+      batch.Append(RowsBatch(tokens, (mesh_.FirstChip() + c) * per_chip + a, count, form));
     sums.Add(decoder_.Forward(params, batch, scales, spec_.logging().position_buckets()));
   }
   ReduceDecoderSums(*comm_, &sums);
-  return ScoreFromSums(spec_, sums, tokens.rows, tokens.seq_len, chips * per_chip - tokens.rows);
+  ScoreResult r =
+      ScoreFromSums(spec_, sums, tokens.rows, tokens.seq_len, chips * per_chip - tokens.rows);
+  r.form = form;
+  return r;
 }
 
 EvalSession::EvalSession(std::vector<EvalSet> sets, Trainer& trainer)
@@ -100,8 +104,8 @@ EvalSession::Output EvalSession::AfterStep(int64_t steps_done) {
   if (tables != nullptr && !tables->built()) tables = nullptr;
   std::vector<std::pair<std::string, ScoreResult>> results;
   for (const EvalSet& set : sets_) {
-    results.emplace_back(set.name,
-                         evaluator_->Evaluate(trainer_.params().data(), set.tokens, tables));
+    results.emplace_back(
+        set.name, evaluator_->Evaluate(trainer_.params().data(), set.tokens, set.form, tables));
   }
   out.json = EvalJson(results);
   out.line = EvalLine(steps_done, results);
@@ -123,25 +127,26 @@ std::string EvalJson(const std::vector<std::pair<std::string, ScoreResult>>& res
     std::vector<std::string> by_choice, layers;
     for (double v : r.drop_fraction_by_choice) by_choice.push_back(JsonNumber(v));
     for (const LayerScore& l : r.layers) layers.push_back(JsonNumber(l.drop_fraction));
-    absl::StrAppend(
-        &out, i ? "," : "", JsonQuote(results[i].first), ":{\"rows\":", r.rows,
-        ",\"padded_rows\":", r.padded_rows, ",\"target_tokens\":", JsonNumber(r.target_tokens),
-        ",\"cross_entropy\":", JsonNumber(r.cross_entropy),
-        ",\"perplexity\":", JsonNumber(std::exp(r.cross_entropy)),
-        ",\"accuracy\":", JsonNumber(r.accuracy), ",\"loss\":", JsonNumber(r.loss),
-        ",\"output_z_loss\":", JsonNumber(r.output_z_loss),
-        ",\"load_balance_loss\":", JsonNumber(r.load_balance_loss),
-        ",\"router_z_loss\":", JsonNumber(r.router_z_loss),
-        ",\"drop_fraction\":", JsonNumber(r.drop_fraction), ",\"drop_fraction_by_choice\":[",
-        absl::StrJoin(by_choice, ","), "],\"drop_fraction_by_layer\":[",
-        absl::StrJoin(layers, ","), "]}");
+    absl::StrAppend(&out, i ? "," : "", JsonQuote(results[i].first), ":{\"rows\":", r.rows,
+                    ",\"form\":\"", RowFormName(r.form), "\"", ",\"padded_rows\":", r.padded_rows,
+                    ",\"target_tokens\":", JsonNumber(r.target_tokens),
+                    ",\"cross_entropy\":", JsonNumber(r.cross_entropy),
+                    ",\"perplexity\":", JsonNumber(std::exp(r.cross_entropy)),
+                    ",\"accuracy\":", JsonNumber(r.accuracy), ",\"loss\":", JsonNumber(r.loss),
+                    ",\"output_z_loss\":", JsonNumber(r.output_z_loss),
+                    ",\"load_balance_loss\":", JsonNumber(r.load_balance_loss),
+                    ",\"router_z_loss\":", JsonNumber(r.router_z_loss),
+                    ",\"drop_fraction\":", JsonNumber(r.drop_fraction),
+                    ",\"drop_fraction_by_choice\":[", absl::StrJoin(by_choice, ","),
+                    "],\"drop_fraction_by_layer\":[", absl::StrJoin(layers, ","), "]}");
   }
   return out + "}";
 }
 
 std::string EvalLine(int64_t steps_done,
                      const std::vector<std::pair<std::string, ScoreResult>>& results) {
-  std::string out = absl::StrFormat("eval after step %d", steps_done);
+  std::string out = absl::StrFormat("eval after step %d (%s)", steps_done,
+                                    results.empty() ? "" : RowFormName(results[0].second.form));
   for (const auto& [name, r] : results) {
     absl::StrAppendFormat(&out, " | %s: ce %.4f (ppl %.1f) acc %.4f drop %.4f", name,
                           r.cross_entropy, std::exp(r.cross_entropy), r.accuracy,

@@ -2,9 +2,12 @@
 // the same metrics as `openmoe score`, with router.eval_capacity_factor.
 //
 // Rows: eval.rows rows of train.seq_len tokens from the start of each of eval.sources, made once
-// at the start of the run by SourceRows (what `openmoe prep --npy` writes for the same source),
-// so the result equals `openmoe score --checkpoint step_N --tokens <those rows>` on the weights
-// after step N (tested). Every rank reads them; an error is agreed by every rank.
+// at the start of the run by SourceRows in the job's EvalRowForm (launch/source_rows.h): the
+// prefix-LM form for a UL2 corpus job (the form it trains on; data/heldout_rows.h says why the
+// causal form misleads there), else causal LM. What `openmoe prep --npy [--form prefix_lm]`
+// writes for the same source, so the result equals `openmoe score --checkpoint step_N --tokens
+// <those rows> [--form prefix_lm]` on the weights after step N (tested). Every rank reads them;
+// an error is agreed by every rank.
 //
 // The forward runs on the trainer's mesh, collective: every rank calls Evaluate with its own
 // share of the parameters (its experts and model piece), and its own Decoder and
@@ -38,6 +41,7 @@ namespace openmoe {
 struct EvalSet {
   std::string name;
   TokenArray tokens;  // (eval.rows, train.seq_len)
+  RowForm form = RowForm::kCausalLm;
 };
 
 // The rows of every eval source; empty when eval.every_steps is 0. InvalidArgument naming the
@@ -57,6 +61,7 @@ class Evaluator {
   // Collective: every rank, same tokens. params: this rank's parameters (layout).
   // token_id_tables: non-null routes by token id (built tables, as training after the switch).
   ScoreResult Evaluate(const float* params, const TokenArray& tokens,
+                       RowForm form = RowForm::kCausalLm,
                        const TokenIdTables* token_id_tables = nullptr);
 
  private:
@@ -94,7 +99,7 @@ std::string WithJsonKey(const std::string& record, const std::string& key,
 // {"<source>":{cross_entropy, perplexity, accuracy, loss, ...},...}: the value of a metrics
 // record's "eval" key (every number finite or null, as in every record).
 std::string EvalJson(const std::vector<std::pair<std::string, ScoreResult>>& results);
-// "eval after step 100 | text: ce 5.1234 (ppl 168.0) acc 0.2100 drop 0.0123 | code: ..."
+// "eval after step 100 (prefix_lm) | text: ce 5.1234 (ppl 168.0) acc 0.2100 drop 0.0123 | ..."
 std::string EvalLine(int64_t steps_done,
                      const std::vector<std::pair<std::string, ScoreResult>>& results);
 

@@ -6,8 +6,10 @@
 //                 [--resume auto|never|DIR]
 //   openmoe plan --job FILE ... [--set field.path=value ...] [--allow_defaults] [--json] [--search]
 //   openmoe prep --input FILE|DIR ... (--tokenizer MODEL | --train_tokenizer MODEL) [--out DIR]
-//                [--npy OUT.npy --rows R --seq_len S [--force]]
-//   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--json]
+//                [--npy OUT.npy --rows R --seq_len S [--form causal_lm|prefix_lm] [--mode T]
+//                [--force]]
+//   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--form causal_lm|prefix_lm]
+//                 [--job FILE ...] [--json]
 //   openmoe export --checkpoint DIR --out FILE.safetensors [--allow_nonfinite]
 //   openmoe analyze --checkpoint DIR ... --job FILE ... [--out DIR] [--rows N] [--min_count K]
 //   openmoe help [SUBCOMMAND]
@@ -33,11 +35,12 @@
 #include "launch/job_loader.h"
 #include "launch/memory_check.h"
 #include "launch/plan_command.h"
-#include "parallel/cost/plan.h"
-#include "launch/score.h"
 #include "launch/prep.h"
+#include "launch/score.h"
+#include "launch/source_rows.h"
 #include "launch/train_loop.h"
 #include "parallel/communicator.h"
+#include "parallel/cost/plan.h"
 
 namespace openmoe {
 namespace {
@@ -65,6 +68,9 @@ int Score(const CommandLine& cl) {
   options.job_files = cl.GetAll("job");
   options.sets = cl.GetAll("set");
   options.json = cl.GetBool("json");
+  absl::StatusOr<RowForm> form = ParseRowForm(cl.Get("form", "causal_lm"));
+  if (!form.ok()) return Fail(form.status());
+  options.form = *form;
   const absl::Status status = RunScore(options, std::cout);
   std::cout.flush();
   return status.ok() ? 0 : Fail(status);

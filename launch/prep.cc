@@ -11,6 +11,7 @@
 #include "core/io/file.h"
 #include "data/prep.h"
 #include "launch/score.h"
+#include "launch/source_rows.h"
 
 namespace openmoe {
 namespace {
@@ -40,7 +41,13 @@ absl::Status WriteHeldOutRows(const CommandLine& cl, const PrepOptions& o, std::
   if (PathExists(path) && !cl.GetBool("force"))
     return absl::AlreadyExistsError(
         absl::StrCat(path, ": exists; not overwritten (give --force to replace it)"));
-  auto rows = CausalLmRows(o, t.rows, t.seq_len);
+  const std::string form_name = cl.Get("form", "causal_lm");
+  absl::StatusOr<RowForm> form = ParseRowForm(form_name);
+  if (!form.ok()) return form.status();
+  if (cl.Has("mode") && *form != RowForm::kPrefixLm)
+    return absl::InvalidArgumentError("prep --npy: --mode goes with --form prefix_lm");
+  // OpenMoE's prefix-LM mode token (DefaultUl2Denoisers).
+  auto rows = HeldOutRows(o, t.rows, t.seq_len, *form, cl.Get("mode", "[S2S]"));
   if (!rows.ok()) return rows.status();
   t.tokens = std::move(*rows);
   const std::string tmp = absl::StrCat(path, ".tmp", getpid());
@@ -53,7 +60,8 @@ absl::Status WriteHeldOutRows(const CommandLine& cl, const PrepOptions& o, std::
     std::remove(tmp.c_str());
     return absl::DataLossError(absl::StrCat(path, ": rename failed (", why, ")"));
   }
-  out << "prep: wrote " << path << " (" << t.rows << " rows x " << t.seq_len << " tokens, int32)\n";
+  out << "prep: wrote " << path << " (" << t.rows << " rows x " << t.seq_len << " tokens, int32, "
+      << RowFormName(*form) << " form)\n";
   return absl::OkStatus();
 }
 

@@ -7,8 +7,10 @@
 #   runs/quickstart/metrics.jsonl         one JSON record per step (and a run header and summary)
 #   runs/quickstart/ckpt/step_<N>/        the final checkpoint (saved at the end of training)
 #   runs/quickstart/model.safetensors     its weights, from `openmoe export`
-#   runs/quickstart/heldout.npy           64 x 64 held-out tokens (`openmoe prep --npy`)
-#   runs/quickstart/score.txt, score.json `openmoe score` of model.safetensors on heldout.npy
+#   runs/quickstart/heldout.npy           64 prefix-LM rows of 64 held-out tokens (`openmoe prep
+#                                         --npy --form prefix_lm`: [S2S] prefix EOS continuation)
+#   runs/quickstart/score.txt, score.json `openmoe score --form prefix_lm` of model.safetensors on
+#                                         heldout.npy: the loss on the continuations
 #   runs/quickstart/plots/*.png           launch/plot_metrics.sh of the metrics
 #
 # Extra arguments go to `openmoe train` (e.g. --set train.steps=50). A rerun starts afresh: the
@@ -51,12 +53,17 @@ ckpt="$(find "$run/ckpt" -mindepth 1 -maxdepth 1 -type d -name 'step_*' ! -name 
 [[ -n "$ckpt" ]] || { echo "$0: training left no checkpoint under $run/ckpt" >&2; exit 1; }
 echo "quickstart: exporting $ckpt to $run/model.safetensors"
 "$bin" export --checkpoint "$ckpt" --out "$run/model.safetensors"
-echo "quickstart: held-out tokens $run/heldout.npy from $heldout"
+# The model trains on UL2 alone, so it is scored in the form it trains on: held-out chunks as
+# prefix-LM examples ([S2S] prefix EOS continuation, loss on the continuation), as the eval
+# during training does (README "Eval during training" says why the causal form misleads here).
+echo "quickstart: held-out prefix-LM rows $run/heldout.npy from $heldout"
 "$bin" prep --input "$heldout" --tokenizer data/corpus/spm.model --npy "$run/heldout.npy" \
-  --rows 64 --seq_len 64
+  --rows 64 --seq_len 64 --form prefix_lm
 echo "quickstart: scoring $run/model.safetensors on $run/heldout.npy"
-"$bin" score --checkpoint "$run/model.safetensors" --tokens "$run/heldout.npy" | tee "$run/score.txt"
-"$bin" score --checkpoint "$run/model.safetensors" --tokens "$run/heldout.npy" --json >"$run/score.json"
+"$bin" score --checkpoint "$run/model.safetensors" --tokens "$run/heldout.npy" --form prefix_lm |
+  tee "$run/score.txt"
+"$bin" score --checkpoint "$run/model.safetensors" --tokens "$run/heldout.npy" --form prefix_lm \
+  --json >"$run/score.json"
 launch/plot_metrics.sh "$run/metrics.jsonl" "$run/plots"
 echo "quickstart: done; outputs in $run/ (metrics.jsonl, ckpt/, model.safetensors, heldout.npy," \
   "score.txt, score.json, plots/)"

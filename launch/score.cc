@@ -19,6 +19,7 @@
 #include "core/tensor.h"
 #include "launch/checkpoint/checkpoint.h"
 #include "launch/job_loader.h"
+#include "launch/source_rows.h"
 #include "model/config.h"
 #include "model/decoder.h"
 #include "model/loss_summary.h"
@@ -49,27 +50,6 @@ std::string HeaderValue(absl::string_view header, const std::string& key) {
   }
   while (end < header.size() && header[end] != ',' && header[end] != '}') ++end;
   return std::string(absl::StripAsciiWhitespace(header.substr(p, end - p)));
-}
-
-Batch CausalRows(const TokenArray& t, int64_t first_row, int64_t rows) {
-  Batch b;
-  b.Resize(rows, t.seq_len);
-  const int64_t s_len = t.seq_len;
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t src = first_row + r;
-    if (src >= t.rows) continue;  // padding row: token 0, no target, segment 0
-    const int32_t* row = t.tokens.data() + src * s_len;
-    for (int64_t s = 0; s < s_len; ++s) {
-      const int64_t i = r * s_len + s;
-      b.tokens[i] = row[s];
-      b.segment_ids[i] = 1;
-      if (s + 1 < s_len) {
-        b.targets[i] = row[s + 1];
-        b.loss_weights[i] = 1.0f;
-      }
-    }
-  }
-  return b;
 }
 
 double Ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
@@ -178,7 +158,8 @@ absl::Status WriteNpyTokens(const std::string& path, const TokenArray& tokens) {
 }
 
 absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params,
-                                        const TokenArray& tokens) {
+                                        const TokenArray& tokens, RowForm form) {
+  OPENMOE_RETURN_IF_ERROR(CheckRows(tokens, form));
   const ModelDims dims = DimsFromSpec(spec);
   for (int64_t i = 0; i < static_cast<int64_t>(tokens.tokens.size()); ++i) {
     const int32_t v = tokens.tokens[i];
@@ -201,10 +182,12 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
   LossScales scales;  // zero: only the sums are used (no backward)
   scales.output_z_weight = spec.loss().output_z_loss_weight();
   for (int64_t row = 0; row < total_rows; row += per_call) {
-    const Batch batch = CausalRows(tokens, row, std::min(per_call, total_rows - row));
+    const Batch batch = RowsBatch(tokens, row, std::min(per_call, total_rows - row), form);
     sums.Add(decoder.Forward(params, batch, scales, spec.logging().position_buckets()));
   }
-  return ScoreFromSums(spec, sums, tokens.rows, tokens.seq_len, total_rows - tokens.rows);
+  ScoreResult r = ScoreFromSums(spec, sums, tokens.rows, tokens.seq_len, total_rows - tokens.rows);
+  r.form = form;
+  return r;
 }
 
 ScoreResult ScoreFromSums(const JobSpec& spec, const DecoderSums& sums, int64_t rows,
@@ -266,15 +249,17 @@ ScoreResult ScoreFromSums(const JobSpec& spec, const DecoderSums& sums, int64_t 
 
 std::string ScoreJson(const ScoreResult& r) {
   std::string out = absl::StrFormat(
-      "{\"rows\":%d,\"seq_len\":%d,\"padded_rows\":%d,\"target_tokens\":%.0f,\"capacity_factor\":%."
+      "{\"rows\":%d,\"seq_len\":%d,\"padded_rows\":%d,\"form\":\"%s\",\"target_tokens\":%.0f,"
+      "\"capacity_factor\":%."
       "6g,"
       "\"cross_entropy\":%.8g,\"perplexity\":%.8g,\"output_z_loss\":%.8g,\"load_balance_loss\":%."
       "8g,"
       "\"router_z_loss\":%.8g,\"loss\":%.8g,\"accuracy\":%.6g,\"drop_fraction\":%.6g,"
       "\"drop_fraction_by_choice\":[%s],\"fully_dropped_fraction\":%.6g,\"moe_layers\":[",
-      r.rows, r.seq_len, r.padded_rows, r.target_tokens, r.capacity_factor, r.cross_entropy,
-      std::exp(r.cross_entropy), r.output_z_loss, r.load_balance_loss, r.router_z_loss, r.loss,
-      r.accuracy, r.drop_fraction, Doubles(r.drop_fraction_by_choice), r.fully_dropped_fraction);
+      r.rows, r.seq_len, r.padded_rows, RowFormName(r.form), r.target_tokens, r.capacity_factor,
+      r.cross_entropy, std::exp(r.cross_entropy), r.output_z_loss, r.load_balance_loss,
+      r.router_z_loss, r.loss, r.accuracy, r.drop_fraction, Doubles(r.drop_fraction_by_choice),
+      r.fully_dropped_fraction);
   for (size_t i = 0; i < r.layers.size(); ++i) {
     const LayerScore& l = r.layers[i];
     absl::StrAppendFormat(
@@ -289,7 +274,8 @@ std::string ScoreJson(const ScoreResult& r) {
 
 std::string ScoreText(const ScoreResult& r) {
   std::string out = absl::StrFormat(
-      "rows %d x seq_len %d (%d padding rows), %.0f target tokens, eval capacity factor %.3g\n"
+      "rows %d x seq_len %d (%d padding rows), %s form, %.0f target tokens, eval capacity factor "
+      "%.3g\n"
       "cross_entropy      %.6f (perplexity %.4f)\n"
       "output_z_loss      %.6f\n"
       "load_balance_loss  %.6f\n"
@@ -297,9 +283,10 @@ std::string ScoreText(const ScoreResult& r) {
       "loss               %.6f (the training objective with the job's weights)\n"
       "accuracy           %.4f\n"
       "drop_fraction      %.4f (by choice: %s; every choice dropped: %.4f)\n",
-      r.rows, r.seq_len, r.padded_rows, r.target_tokens, r.capacity_factor, r.cross_entropy,
-      std::exp(r.cross_entropy), r.output_z_loss, r.load_balance_loss, r.router_z_loss, r.loss,
-      r.accuracy, r.drop_fraction, Doubles(r.drop_fraction_by_choice), r.fully_dropped_fraction);
+      r.rows, r.seq_len, r.padded_rows, RowFormName(r.form), r.target_tokens, r.capacity_factor,
+      r.cross_entropy, std::exp(r.cross_entropy), r.output_z_loss, r.load_balance_loss,
+      r.router_z_loss, r.loss, r.accuracy, r.drop_fraction, Doubles(r.drop_fraction_by_choice),
+      r.fully_dropped_fraction);
   for (const LayerScore& l : r.layers) {
     absl::StrAppendFormat(
         &out, "  layer %d: drop %.4f (by choice: %s), load_balance %.6f, router_z %.6f\n", l.layer,
@@ -352,7 +339,7 @@ absl::Status RunScore(const ScoreOptions& options, std::ostream& out) {
   } else {
     OPENMOE_RETURN_IF_ERROR(LoadParamsFromSafetensors(options.checkpoint, layout, params.data()));
   }
-  absl::StatusOr<ScoreResult> result = ScoreTokens(spec, params.data(), *tokens);
+  absl::StatusOr<ScoreResult> result = ScoreTokens(spec, params.data(), *tokens, options.form);
   if (!result.ok())
     return absl::Status(result.status().code(),
                         absl::StrCat(options.tokens, ": ", result.status().message()));

@@ -1,16 +1,19 @@
 // `openmoe score`: the model's losses on given tokens, with evaluation routing.
 //
-//   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--job FILE ...] [--set f=v
-//   ...] [--json]
+//   openmoe score --checkpoint DIR|FILE.safetensors --tokens FILE.npy [--form causal_lm|prefix_lm]
+//   [--job FILE ...] [--set f=v ...] [--json]
 //
 // The tokens are a 2-D C-order .npy array (int32 '<i4', or int64 '<i8' with values that fit) of
-// shape [rows, seq_len]; each row is one causal LM sequence: position s predicts the token at
-// s + 1 of the same row, the last position has no target, segment ids are 1. The forward uses the
-// job's router with router.eval_capacity_factor. Routing groups are router.group_size tokens of
-// the row-major token stream, as in training; when rows * seq_len is not a multiple of it, rows of
-// token 0 with no targets (segment id 0) are appended to complete the last group, as padding in
-// a T5X evaluation batch would be: they take part in routing (and in the drop statistics) but not
-// in any loss. Single process; no MPI.
+// shape [rows, seq_len]; each row is one sequence: position s predicts the token at s + 1 of the
+// same row, the last position has no target. In the causal LM form (the default) every other
+// position counts and segment ids are 1; in the prefix-LM form (--form prefix_lm, rows from
+// `openmoe prep --npy --form prefix_lm`, data/heldout_rows.h) each row is EOS mode prefix EOS
+// continuation and only the continuation counts: the form a UL2-trained model learned. The forward
+// uses the job's router with router.eval_capacity_factor. Routing groups are router.group_size
+// tokens of the row-major token stream, as in training; when rows * seq_len is not a multiple of
+// it, rows of token 0 with no targets (segment id 0) are appended to complete the last group, as
+// padding in a T5X evaluation batch would be: they take part in routing (and in the drop
+// statistics) but not in any loss. Single process; no MPI.
 //
 // Weights: a checkpoint directory (its job spec, or --job when given, which must describe the
 // same model) or a safetensors file from `openmoe export` (its embedded job spec, or --job).
@@ -23,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "data/heldout_rows.h"
 #include "model/loss_summary.h"
 #include "proto/job.pb.h"
 
@@ -50,6 +54,7 @@ struct LayerScore {
 
 struct ScoreResult {
   int64_t rows = 0, seq_len = 0, padded_rows = 0;
+  RowForm form = RowForm::kCausalLm;  // how the rows were read
   double target_tokens = 0;
   double capacity_factor = 0;  // the eval capacity factor used
   // Means over target tokens.
@@ -65,10 +70,12 @@ struct ScoreResult {
   std::vector<LayerScore> layers;  // MoE layers only
 };
 
-// Forward of `params` (the full ParamLayout of `spec`'s model, all experts) on `tokens`.
-// InvalidArgument for a token id outside [0, model.vocab_size), naming row and column.
+// Forward of `params` (the full ParamLayout of `spec`'s model, all experts) on `tokens` read in
+// `form`. InvalidArgument for a token id outside [0, model.vocab_size), naming row and column,
+// or a row not of the form (CheckRows).
 absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params,
-                                        const TokenArray& tokens);
+                                        const TokenArray& tokens,
+                                        RowForm form = RowForm::kCausalLm);
 
 // The result from the forward's sums (reduced over every token scored): rows real rows and
 // padded_rows padding rows of seq_len tokens. Used by ScoreTokens and by eval during training.
@@ -83,6 +90,7 @@ struct ScoreOptions {
   std::string tokens;      // .npy
   std::vector<std::string> job_files, sets;
   bool json = false;
+  RowForm form = RowForm::kCausalLm;
 };
 
 // The whole subcommand: loads weights and tokens, scores, prints to `out`.

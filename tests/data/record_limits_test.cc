@@ -313,16 +313,16 @@ TEST_F(RecordLimitsTest, CausalLmRowsAreTheEosSeparatedStreamOfTheInputs) {
   }
   const int64_t rows = 5, seq_len = 16;
   ASSERT_GE(static_cast<int64_t>(stream.size()), rows * seq_len);
-  auto got = CausalLmRows(o, rows, seq_len);
+  auto got = HeldOutRows(o, rows, seq_len);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, std::vector<int32_t>(stream.begin(), stream.begin() + rows * seq_len));
   // Asking for more rows than the inputs make: an error with the count.
   const int64_t full = static_cast<int64_t>(stream.size()) / seq_len;
-  auto many = CausalLmRows(o, full + 1, seq_len);
+  auto many = HeldOutRows(o, full + 1, seq_len);
   EXPECT_TRUE(absl::IsFailedPrecondition(many.status())) << many.status();
   EXPECT_MENTIONS(many.status(), absl::StrCat("make only ", full, " full rows of 16"));
   EXPECT_MENTIONS(many.status(), dir_ / "h.jsonl");
-  EXPECT_TRUE(CausalLmRows(o, full, seq_len).ok());
+  EXPECT_TRUE(HeldOutRows(o, full, seq_len).ok());
 }
 
 }  // namespace
