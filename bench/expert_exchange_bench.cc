@@ -50,6 +50,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "core/blas_kernels.h"
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/rng.h"
@@ -376,6 +377,7 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
+  openmoe::EnsureBlasKernels(argv);
   openmoe::InitMpi(&argc, &argv);
   const openmoe::Args args = openmoe::ParseArgs(argc, argv);
   std::unique_ptr<openmoe::Communicator> world = openmoe::MakeWorldCommunicator();

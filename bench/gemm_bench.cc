@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "core/blas_kernels.h"
 #include "core/bf16.h"
 #include "core/gemm.h"
 #include "core/onednn_gemm.h"
@@ -90,6 +91,7 @@ BENCHMARK(BM_Gemm)
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
+  openmoe::EnsureBlasKernels(argv);
   int threads = 2;
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {

@@ -28,6 +28,7 @@
 
 #include "core/allocator.h"
 #include "benchmark/benchmark.h"
+#include "core/blas_kernels.h"
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/tensor.h"
@@ -175,6 +176,7 @@ class QuietReporter : public benchmark::BenchmarkReporter {
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
+  openmoe::EnsureBlasKernels(argv);
   openmoe::ReturnLargeFreesToTheSystem();  // as openmoe train does
   openmoe::InitMpi(&argc, &argv);
   openmoe::g_world = openmoe::MakeWorldCommunicator();

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/allocator.h"
+#include "core/blas_kernels.h"
 #include "launch/analyze.h"
 #include "launch/args.h"
 #include "launch/checkpoint/checkpoint.h"
@@ -203,6 +204,7 @@ int FailAfterException(const std::string& message) {
 }  // namespace openmoe
 
 int main(int argc, char** argv) {
+  openmoe::EnsureBlasKernels(argv);
   openmoe::ReturnLargeFreesToTheSystem();
   try {
     return openmoe::Dispatch(argc, argv);
