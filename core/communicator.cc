@@ -14,31 +14,33 @@ class CompletedCollective final : public PendingCollective {
 
 std::unique_ptr<PendingCollective> Completed() { return std::make_unique<CompletedCollective>(); }
 
-// Equal blocks of per_rank values per rank, as AllToAllV counts.
-std::vector<int64_t> EqualCounts(int ranks, int64_t per_rank) {
-  return std::vector<int64_t>(static_cast<size_t>(ranks), per_rank);
+}  // namespace
+
+namespace {
+
+// The all-gather as a blocking all-to-all-v: this rank's block sent to every rank.
+template <typename T>
+void AllGatherVByAllToAllV(Communicator& comm, const T* send, T* recv,
+                           const std::vector<int64_t>& counts) {
+  const int ranks = comm.size();
+  const int64_t mine = counts[comm.rank()];
+  std::vector<T> repeated;
+  repeated.reserve(static_cast<size_t>(ranks * mine));
+  for (int q = 0; q < ranks; ++q) repeated.insert(repeated.end(), send, send + mine);
+  comm.AllToAllV(repeated.data(), std::vector<int64_t>(ranks, mine), recv, counts);
 }
 
 }  // namespace
 
-std::unique_ptr<PendingCollective> Communicator::StartAllReduceSum(float* data, int64_t n) {
-  AllReduceSum(data, n);
+std::unique_ptr<PendingCollective> Communicator::StartAllGatherV(
+    const float* send, float* recv, const std::vector<int64_t>& counts) {
+  AllGatherVByAllToAllV(*this, send, recv, counts);
   return Completed();
 }
 
-std::unique_ptr<PendingCollective> Communicator::StartAllToAll(const uint16_t* send,
-                                                               uint16_t* recv, int64_t per_rank) {
-  AllToAllV(send, EqualCounts(size(), per_rank), recv, EqualCounts(size(), per_rank));
-  return Completed();
-}
-
-std::unique_ptr<PendingCollective> Communicator::StartAllGather(const uint16_t* send,
-                                                                uint16_t* recv, int64_t per_rank) {
-  // Every rank sends its one block to every rank.
-  std::vector<uint16_t> repeated;
-  repeated.reserve(static_cast<size_t>(size() * per_rank));
-  for (int q = 0; q < size(); ++q) repeated.insert(repeated.end(), send, send + per_rank);
-  AllToAllV(repeated.data(), EqualCounts(size(), per_rank), recv, EqualCounts(size(), per_rank));
+std::unique_ptr<PendingCollective> Communicator::StartAllGatherV(
+    const uint16_t* send, uint16_t* recv, const std::vector<int64_t>& counts) {
+  AllGatherVByAllToAllV(*this, send, recv, counts);
   return Completed();
 }
 

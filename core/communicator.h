@@ -59,14 +59,13 @@ class Communicator {
   // communicator's other collectives as MPI orders collectives: by the order ranks start them.
   // The defaults here run the blocking collective and return a completed one (single-process
   // and test communicators); the MPI communicator overrides them.
-  // In place: data (n < 2^31) becomes the element-wise sum over ranks.
-  virtual std::unique_ptr<PendingCollective> StartAllReduceSum(float* data, int64_t n);
-  // AllToAll of 16-bit values: send (size * per_rank), block q to rank q; recv likewise.
-  virtual std::unique_ptr<PendingCollective> StartAllToAll(const uint16_t* send, uint16_t* recv,
-                                                           int64_t per_rank);
-  // recv (size * per_rank): block q is rank q's send (per_rank).
-  virtual std::unique_ptr<PendingCollective> StartAllGather(const uint16_t* send, uint16_t* recv,
-                                                            int64_t per_rank);
+  // All-gather of blocks of different sizes: every rank's `counts[rank]` values at `send` reach
+  // every rank; recv holds block q (counts[q] values) after blocks 0..q-1, back to back. `send`
+  // may be this rank's own block inside recv (in place).
+  virtual std::unique_ptr<PendingCollective> StartAllGatherV(const float* send, float* recv,
+                                                             const std::vector<int64_t>& counts);
+  virtual std::unique_ptr<PendingCollective> StartAllGatherV(const uint16_t* send, uint16_t* recv,
+                                                             const std::vector<int64_t>& counts);
   // AllToAllV, nonblocking (counts copied; the buffers must stay alive until complete).
   virtual std::unique_ptr<PendingCollective> StartAllToAllV(
       const float* send, const std::vector<int64_t>& send_counts, float* recv,

@@ -481,13 +481,13 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
     p.AtLeast("router.token_id_routing_after_steps", r.token_id_routing_after_steps(), 0);
   }
   p.NonNegative("loss.output_z_loss_weight", spec.loss().output_z_loss_weight());
-  // The exchange of MoE layer L needs layer L's attention output, and the work that does not (the
-  // extra dense FFN, another microbatch) runs on the same cores with blocking collectives: no
-  // overlap to gain here (README "Routing options"). The cost model predicts a real slice's.
+  // The exchange of MoE layer L needs layer L's attention output; what could overlap it is the
+  // next microbatch's attention, and it is measured not to pay here (README "Multi-node:
+  // communication behind compute"): the exchange overlaps the experts' own compute instead.
   if (spec.train().overlap_attention_all_to_all()) {
-    p.Add("train.overlap_attention_all_to_all=true is not implemented in this trainer (blocking "
-          "all-to-all on the ranks' cores); use cost_model.overlap_all_to_all_with_attention in "
-          "openmoe plan to model it");
+    p.Add("train.overlap_attention_all_to_all=true is not implemented in this trainer; "
+          "train.expert_exchange_chunks overlaps the exchange with the experts' compute, and "
+          "cost_model.overlap_all_to_all_with_attention models the overlap in openmoe plan");
   }
 
   // Topology and mesh.

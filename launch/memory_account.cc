@@ -26,7 +26,7 @@ MemoryAccount AccountMemory(Trainer& trainer) {
   a.optimizer = trainer.optimizer().state().capacity_bytes();
   a.activations = trainer.decoder().memory();
   if (trainer.runner() != nullptr) a.communication = trainer.runner()->held_bytes();
-  a.communication += trainer.grad_reducer().held_bytes();  // the BF16 gradient wire's buffers
+  a.communication += trainer.grad_reducer().held_bytes();  // the gradient buckets' buffers
   a.peak_rss = PeakRssBytes();
   Communicator& world = trainer.world();
   std::vector<int64_t> peaks(world.size(), 0);

@@ -7,8 +7,8 @@
 //   saved activations        what the decoder keeps for the backward, by kind (residual stream
 //                            and norm statistics, attention, dense FFN, MoE)
 //   scratch                  the decoder's shared arena: one sub-block's temporaries
-//   communication            the expert exchange's kept rows and wire buffers, the BF16
-//                            gradient wire's buffers (train.grad_reduce_dtype)
+//   communication            the expert exchange's kept rows and wire buffers, the gradient
+//                            buckets' receive buffers (and their bf16 copies)
 //   other                    peak RSS minus all of the above: the binary, MPI, OpenBLAS, the
 //                            data pipeline, allocator slack
 // Taken after a step (the buffers have their steady sizes). AccountMemory is collective over

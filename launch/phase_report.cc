@@ -79,7 +79,12 @@ PredictedPhases PredictPhases(const JobSpec& spec, const CostBreakdown& v3) {
                   Phase::kCombineBackward}) {
     s[static_cast<int>(p)] = v3.all_to_all_seconds / 4;
   }
-  s[static_cast<int>(Phase::kGradAllReduce)] = v3.all_reduce_seconds;
+  // With train.overlap_grad_reduce the step carries only the exposed part of the gradient
+  // reduction (the model axis's all-reduces stay whole), as the measured phase does.
+  const double hidden = v3.unoverlapped_step_seconds > 0
+                            ? std::max(0.0, v3.unoverlapped_step_seconds - v3.step_seconds)
+                            : 0.0;
+  s[static_cast<int>(Phase::kGradAllReduce)] = v3.all_reduce_seconds - hidden;
   const double bandwidth = spec.cost_model().hbm_bandwidth();
   const double optimizer =
       bandwidth > 0 ? EstimateStepWorkload(spec, *mesh).optimizer_bytes_per_chip / bandwidth : 0;

@@ -19,7 +19,7 @@
 // CostBreakdown as v3_predicted): compute split over phases by their share of the model FLOPs
 // (6 x activated parameters of each component, attention also 12 L H hd S; 1/3 forward, 2/3
 // backward), the exposed all-to-all split evenly over dispatch / combine x forward / backward,
-// all_reduce as grad_all_reduce, the optimizer's HBM traffic as optimizer, and the rest of the
+// all_reduce (less what the overlapped gradient reduction hides) as grad_all_reduce, the optimizer's HBM traffic as optimizer, and the rest of the
 // memory-bound time as memory_elementwise (spread over every phase; the model does not split it).
 // They add up to v3_predicted.step_seconds. There is no predicted data or other.
 #pragma once

@@ -54,29 +54,6 @@ namespace {
 // MPI_THREAD_MULTIPLE was provided (InitMpi).
 bool thread_multiple = false;
 
-// One MPI request and the arrays it reads until it completes (MPI_Ialltoallv keeps pointers to
-// its counts and displacements).
-class MpiPending final : public PendingCollective {
- public:
-  MpiPending() = default;
-  ~MpiPending() override {
-    if (!done_) OPENMOE_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE));
-  }
-  bool Test() override {
-    if (done_) return true;
-    int flag = 0;
-    OPENMOE_MPI_CHECK(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE));
-    done_ = flag != 0;
-    return done_;
-  }
-  MPI_Request* request() { return &request_; }
-  std::vector<int> counts[4];  // send counts, send displacements, receive counts, displacements
-
- private:
-  MPI_Request request_ = MPI_REQUEST_NULL;
-  bool done_ = false;
-};
-
 // Several point-to-point requests, complete when all are.
 class MpiPendingSet final : public PendingCollective {
  public:
@@ -146,25 +123,13 @@ class MpiCommunicator final : public Communicator {
     if (n > 0) OPENMOE_MPI_CHECK(MPI_Bcast(bytes->data(), static_cast<int>(n), MPI_CHAR, root, comm_));
   }
 
-  std::unique_ptr<PendingCollective> StartAllReduceSum(float* data, int64_t n) override {
-    auto p = std::make_unique<MpiPending>();
-    OPENMOE_MPI_CHECK(
-        MPI_Iallreduce(MPI_IN_PLACE, data, ToInt(n), MPI_FLOAT, MPI_SUM, comm_, p->request()));
-    return p;
+  std::unique_ptr<PendingCollective> StartAllGatherV(const float* send, float* recv,
+                                                     const std::vector<int64_t>& counts) override {
+    return StartAllGather(send, recv, counts, MPI_FLOAT);
   }
-  std::unique_ptr<PendingCollective> StartAllToAll(const uint16_t* send, uint16_t* recv,
-                                                   int64_t per_rank) override {
-    auto p = std::make_unique<MpiPending>();
-    OPENMOE_MPI_CHECK(MPI_Ialltoall(send, ToInt(per_rank), MPI_UINT16_T, recv, ToInt(per_rank),
-                                    MPI_UINT16_T, comm_, p->request()));
-    return p;
-  }
-  std::unique_ptr<PendingCollective> StartAllGather(const uint16_t* send, uint16_t* recv,
-                                                    int64_t per_rank) override {
-    auto p = std::make_unique<MpiPending>();
-    OPENMOE_MPI_CHECK(MPI_Iallgather(send, ToInt(per_rank), MPI_UINT16_T, recv, ToInt(per_rank),
-                                     MPI_UINT16_T, comm_, p->request()));
-    return p;
+  std::unique_ptr<PendingCollective> StartAllGatherV(const uint16_t* send, uint16_t* recv,
+                                                     const std::vector<int64_t>& counts) override {
+    return StartAllGather(send, recv, counts, MPI_UINT16_T);
   }
   std::unique_ptr<PendingCollective> StartAllToAllV(
       const float* send, const std::vector<int64_t>& send_counts, float* recv,
@@ -262,7 +227,7 @@ class MpiCommunicator final : public Communicator {
     AllToAllVLayout(send_counts, recv_counts, c, &so, &ro);
     int elem = 0;
     OPENMOE_MPI_CHECK(MPI_Type_size(type, &elem));
-    const int tag = kFirstAllToAllVTag + static_cast<int>(all_to_all_v_sequence_++ % kAllToAllVTags);
+    const int tag = NextTag();
     const char* in = static_cast<const char*>(send);
     char* out = static_cast<char*>(recv);
     for (int q = 0; q < size_; ++q) {
@@ -286,9 +251,44 @@ class MpiCommunicator final : public Communicator {
     return p;
   }
 
-  static constexpr int kFirstAllToAllVTag = 1000;
-  static constexpr int64_t kAllToAllVTags = 30000;  // MPI_TAG_UB is at least 32767
-  int64_t all_to_all_v_sequence_ = 0;
+  // The nonblocking all-gather-v the same way: this rank's block to every other rank, every other
+  // rank's block into its place in recv (the own block copied unless already in place).
+  std::unique_ptr<PendingCollective> StartAllGather(const void* send, void* recv,
+                                                    const std::vector<int64_t>& counts,
+                                                    MPI_Datatype type) {
+    OPENMOE_CHECK(static_cast<int>(counts.size()) == size_);
+    auto p = std::make_unique<MpiPendingSet>();
+    int elem = 0;
+    OPENMOE_MPI_CHECK(MPI_Type_size(type, &elem));
+    const int tag = NextTag();
+    char* out = static_cast<char*>(recv);
+    int64_t at = 0, mine_at = 0;
+    for (int q = 0; q < size_; ++q) {
+      if (q == rank_) mine_at = at;
+      if (q != rank_ && counts[q] > 0) {
+        p->requests.emplace_back();
+        OPENMOE_MPI_CHECK(MPI_Irecv(out + at * elem, ToInt(counts[q]), type, q, tag, comm_,
+                                    &p->requests.back()));
+      }
+      at += counts[q];
+    }
+    const int64_t mine = counts[rank_];
+    for (int q = 0; q < size_ && mine > 0; ++q) {
+      if (q == rank_) continue;
+      p->requests.emplace_back();
+      OPENMOE_MPI_CHECK(MPI_Isend(send, ToInt(mine), type, q, tag, comm_, &p->requests.back()));
+    }
+    if (mine > 0 && static_cast<const char*>(send) != out + mine_at * elem)
+      std::memmove(out + mine_at * elem, send, static_cast<size_t>(mine) * elem);
+    return p;
+  }
+
+  // Tags of the point-to-point collectives: a sequence number of this communicator's, so ranks
+  // starting them in the same order match, and several in flight never meet.
+  int NextTag() { return kFirstP2pTag + static_cast<int>(p2p_sequence_++ % kP2pTags); }
+  static constexpr int kFirstP2pTag = 1000;
+  static constexpr int64_t kP2pTags = 30000;  // MPI_TAG_UB is at least 32767
+  int64_t p2p_sequence_ = 0;
 
   MPI_Comm comm_;
   bool owned_;

@@ -18,60 +18,78 @@ GradReducerOptions GradReducerOptionsFor(bool overlap, double bucket_mb, GradWir
   return o;
 }
 
-// The reduction of one bucket over its region's communicator, as a chain of collectives.
+// The reduction of one bucket over its region's communicator: a reduce-scatter (an all-to-all-v
+// of blocks: block q of the bucket to rank q), each rank's sum of its block, and an all-gather of
+// the sums. Both stages send every message at once (not MPI_Iallreduce, whose pipelined rounds
+// each wait for the next progress call: measured, it hid nothing behind the backward).
 class GradReducer::BucketTask final : public AsyncTask {
  public:
   BucketTask(float* data, int64_t n, Communicator* comm, GradWire wire)
-      : data_(data), n_(n), comm_(comm), wire_(wire) {}
+      : data_(data), n_(n), comm_(comm), wire_(wire) {
+    const int64_t ranks = comm_->size(), block = (n_ + ranks - 1) / ranks;
+    for (int64_t q = 0; q < ranks; ++q)
+      counts_.push_back(std::max<int64_t>(0, std::min(n_, (q + 1) * block) - q * block));
+    first_ = std::min(n_, comm_->rank() * block);
+    mine_ = counts_[comm_->rank()];
+  }
 
   const Communicator* comm() const override { return comm_; }
-  int stages() const override { return wire_ == GradWire::kFp32 ? 1 : 2; }
+  int stages() const override { return 2; }
 
   std::unique_ptr<PendingCollective> Begin() override {
     stage_ = 0;
-    if (wire_ == GradWire::kFp32) return comm_->StartAllReduceSum(data_, n_);
-    // Reduce-scatter: block q of every rank's bf16 copy goes to rank q.
-    const int64_t ranks = comm_->size(), block = Block();
-    a_.resize(ranks * block);
-    b_.resize(ranks * block);
-    FloatToBf16(data_, a_.data(), n_);
-    std::fill(a_.begin() + n_, a_.end(), uint16_t{0});
-    return comm_->StartAllToAll(a_.data(), b_.data(), block);
+    const std::vector<int64_t> from_each(counts_.size(), mine_);
+    if (wire_ == GradWire::kFp32) {
+      recv32_.resize(counts_.size() * mine_);
+      return comm_->StartAllToAllV(data_, counts_, recv32_.data(), from_each);
+    }
+    wire16_.resize(n_);
+    recv16_.resize(counts_.size() * mine_);
+    FloatToBf16(data_, wire16_.data(), n_);
+    return comm_->StartAllToAllV(wire16_.data(), counts_, recv16_.data(), from_each);
   }
 
   std::unique_ptr<PendingCollective> Next() override {
-    if (wire_ == GradWire::kFp32) return nullptr;
-    const int64_t ranks = comm_->size(), block = Block(), me = comm_->rank();
+    const bool fp32 = wire_ == GradWire::kFp32;
     if (stage_++ == 0) {
-      // This rank's block: the sum in fp32, rank order, this rank's own values unrounded.
-      const int64_t first = me * block;
-      for (int64_t i = 0; i < block; ++i) {
-        float sum = 0;
-        for (int64_t q = 0; q < ranks; ++q) {
-          sum += q == me ? (first + i < n_ ? data_[first + i] : 0.0f)
-                         : Bf16ToFloat(b_[q * block + i]);
+      // This rank's block: the sum in fp32, rank order, its own values as they are (so on 2 ranks
+      // each sum is the one addition a blocking all-reduce makes).
+      const int64_t ranks = static_cast<int64_t>(counts_.size()), me = comm_->rank();
+      for (int64_t i = 0; i < mine_; ++i) {
+        auto term = [&](int64_t q) {
+          if (q == me) return data_[first_ + i];
+          return fp32 ? recv32_[q * mine_ + i] : Bf16ToFloat(recv16_[q * mine_ + i]);
+        };
+        float sum = term(0);
+        for (int64_t q = 1; q < ranks; ++q) sum += term(q);
+        if (fp32) {
+          data_[first_ + i] = sum;
+        } else {
+          wire16_[first_ + i] = FloatToBf16(sum);
         }
-        a_[i] = FloatToBf16(sum);
       }
-      return comm_->StartAllGather(a_.data(), b_.data(), block);
+      return fp32 ? comm_->StartAllGatherV(data_ + first_, data_, counts_)
+                  : comm_->StartAllGatherV(wire16_.data() + first_, wire16_.data(), counts_);
     }
-    Bf16ToFloat(b_.data(), data_, n_);
+    if (!fp32) Bf16ToFloat(wire16_.data(), data_, n_);
     return nullptr;
   }
 
   int64_t held_bytes() const {
-    return static_cast<int64_t>((a_.capacity() + b_.capacity()) * sizeof(uint16_t));
+    return static_cast<int64_t>(recv32_.capacity() * sizeof(float) +
+                                (wire16_.capacity() + recv16_.capacity()) * sizeof(uint16_t));
   }
 
  private:
-  int64_t Block() const { return (n_ + comm_->size() - 1) / comm_->size(); }
-
   float* data_;
   int64_t n_;
   Communicator* comm_;
   GradWire wire_;
+  std::vector<int64_t> counts_;  // (ranks) block q's size; block q is summed by rank q
+  int64_t first_ = 0, mine_ = 0;  // this rank's block
   int stage_ = 0;
-  std::vector<uint16_t> a_, b_;  // BF16: the wire's send and receive buffers
+  std::vector<float> recv32_;                // FP32: the others' pieces of this rank's block
+  std::vector<uint16_t> wire16_, recv16_;    // BF16: the bucket as bf16, and the pieces
 };
 
 GradReducer::GradReducer(float* grads, std::vector<GradRegion> regions,

@@ -10,12 +10,13 @@
 // tensor. Once GradientsFinal has covered every element of a bucket, its reduction starts on the
 // CommThread, while the backward goes on; FinishStep waits for the last one.
 //
-// Wire. kFp32: one in-place all-reduce per bucket, the same sums as one all-reduce of the region
-// (bit for bit on 2 ranks, where each sum is one commutative addition; on more ranks the order in
-// which MPI's algorithm adds can depend on the message size: fp32 rounding). kBf16: half the
-// bytes. A reduce-scatter as an all-to-all of bf16 blocks; each rank sums its block in fp32 (its
-// own contribution unrounded, the others' bf16 values, in rank order), rounds the sums to bf16
-// once, and the sums are all-gathered: every rank ends with the same bf16-rounded sums.
+// A bucket's reduction is a reduce-scatter (an all-to-all-v: block q of the bucket to rank q),
+// each rank's sum of its block in fp32 in rank order (its own values as they are), and an
+// all-gather of the sums; both stages send all their messages at once. Wire kFp32: the same sums
+// as a blocking all-reduce on 2 ranks, bit for bit (each is one commutative addition); on more
+// ranks fp32 summation order. kBf16: half the bytes: the others' pieces arrive as bf16 and the
+// sums are rounded to bf16 once before the all-gather, so every rank ends with the same
+// bf16-rounded sums.
 //
 // Without overlap, FinishStep reduces each region as one bucket, blocking: with kFp32 that is one
 // all-reduce per region, the path before buckets existed.
@@ -77,7 +78,7 @@ class GradReducer final : public GradientListener {
   const std::vector<Bucket>& buckets() const { return buckets_; }
   // The buckets the last step started before FinishStep, in the order it started them.
   const std::vector<int>& started_early() const { return started_early_; }
-  // Bytes held for the BF16 wire's buffers.
+  // Bytes held for the buckets' receive (and BF16 wire) buffers.
   int64_t held_bytes() const;
 
  private:
