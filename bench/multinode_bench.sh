@@ -6,6 +6,8 @@
 #   overlap       gradient buckets reduced during the backward (the default), FP32 wire
 #   overlap_bf16  the same with train.grad_reduce_dtype=BF16
 #   (+ CHUNKS)    each of the overlapped ones with train.expert_exchange_chunks=CHUNKS if set
+#   overlap_poll  (only if named in CONFIGS) overlap with OPENMOE_PROGRESS=poll: the collectives
+#                 driven from the compute thread, not the progress thread
 # and the same two ranks on one host (shared memory) blocking and overlapped. Per run: the median
 # step of steps 3..STEPS, and per phase what was waited for (the metrics' `timing`, max over
 # ranks, median over the same steps): grad_all_reduce (the reduction left after the backward),
@@ -58,13 +60,17 @@ for round in $(seq 1 "$rounds"); do
             --set logging.print_every=100 --set "logging.metrics_path=$metrics" --resume never
             $(settings "$c"))
       echo "== $link $c (round $round)" >&2
+      poll_env=()
+      [[ "$c" == overlap_poll* ]] && poll_env=(-x OPENMOE_PROGRESS=poll)
       if [[ "$link" == one_host ]]; then
         mpirun --allow-run-as-root --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 \
-          -np 2 "$bin" "${args[@]}" >"$tmp/log" 2>&1 || { cat "$tmp/log" >&2; exit 1; }
+          ${poll_env[@]+"${poll_env[@]}"} -np 2 "$bin" "${args[@]}" >"$tmp/log" 2>&1 ||
+          { cat "$tmp/log" >&2; exit 1; }
       else
         rate_args=()
         [[ "$link" != none ]] && rate_args=(--rate "$link")
-        OPENMOE_BIN="$bin" "$root/launch/test_hosts.sh" ${rate_args[@]+"${rate_args[@]}"} \
+        OPENMOE_BIN="$bin" MPIRUN_ARGS="${MPIRUN_ARGS:-} ${poll_env[*]:-}" \
+          "$root/launch/test_hosts.sh" ${rate_args[@]+"${rate_args[@]}"} \
           "${args[@]}" >"$tmp/log" 2>&1 || { cat "$tmp/log" >&2; exit 1; }
       fi
       python3 - "$metrics" "$link" "$c" "$round" >>"$tmp/rows.csv" <<'PY'

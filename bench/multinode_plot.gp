@@ -3,9 +3,9 @@
 # exchange) and the rest.
 #   gnuplot -e "in='bench/results/multinode_bench.csv'; out='bench/results/multinode_bench.png'" bench/multinode_plot.gp
 set datafile separator ','
-set terminal pngcairo size 1100,520 font ',10'
+set terminal pngcairo size 1100,520 font ',10' noenhanced
 set output out
-set title 'bench\_small on two test hosts (1 rank each, TCP): median step and what it waited for'
+set title 'bench_small on two test hosts (1 rank each, TCP): median step and what it waited for'
 set style data histograms
 set style histogram rowstacked
 set style fill solid 0.8 border -1

@@ -1,6 +1,7 @@
 #include "launch/trainer.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/str_format.h"
 
@@ -19,6 +20,14 @@ std::vector<int64_t> MoeLayers(const ModelDims& dims) {
   for (int64_t i = 0; i < dims.num_layers; ++i)
     if (dims.IsMoeLayer(i)) layers.push_back(i);
   return layers;
+}
+
+// A diagnostic for bench/multinode_bench.sh: OPENMOE_PROGRESS=poll drives the nonblocking
+// collectives from the compute thread (at each sub-block's end), as happens without
+// MPI_THREAD_MULTIPLE, to measure what the progress thread buys.
+bool ProgressFromComputeThread() {
+  const char* mode = std::getenv("OPENMOE_PROGRESS");
+  return mode != nullptr && std::string(mode) == "poll";
 }
 
 std::vector<std::string> RouterNames(const ModelDims& dims) {
@@ -73,7 +82,8 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
       params_({layout_.total_size()}),
       grads_({layout_.total_size()}),
       optimizer_(MakeOptimizer(spec, layout_, model_comm_.get())),
-      comm_thread_(std::make_unique<CommThread>(comm->size() > 1 && comm->ThreadSafe())),
+      comm_thread_(std::make_unique<CommThread>(comm->size() > 1 && comm->ThreadSafe() &&
+                                                !ProgressFromComputeThread())),
       runner_(dims_.num_experts > 0
                   ? std::make_unique<ExpertParallelRunner>(shard_mesh_, piece_comm_.get(),
                                                            spec.train().expert_exchange_chunks(),

@@ -47,7 +47,7 @@ struct GradRegion {
 
 struct GradReducerOptions {
   bool overlap = true;
-  int64_t bucket_floats = int64_t{25} << 18;      // 25 MiB of fp32
+  int64_t bucket_floats = int64_t{4} << 18;       // 4 MiB of fp32
   int64_t first_bucket_floats = int64_t{1} << 18;  // 1 MiB
   GradWire wire = GradWire::kFp32;
 };
