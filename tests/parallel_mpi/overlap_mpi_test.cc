@@ -78,7 +78,7 @@ TEST(OverlapMpi, EveryDataExpertModelLayoutMatchesBlocking) {
 }
 
 // BF16 on the wire: the gradients lose their low mantissa bits once, so the losses of a short
-// run stay close to the FP32 wire's (tiny's 300-step parity is bench/multinode_bench.sh's).
+// run stay close to the FP32 wire's (tiny's 300-step parity is measured in the README).
 TEST(OverlapMpi, Bf16WireTrainsLikeFp32Wire) {
   auto world = MakeWorldCommunicator();
   JobSpec fp32 = OnMesh(LayoutJob(8), 8, 4, 2), bf16 = fp32;
