@@ -20,9 +20,15 @@ void EnsureBlasKernels(char** argv) {
                        : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "Haswell"
                                                                                          : nullptr;
   if (better == nullptr) return;
+  // The binary's own path (not /proc/self/exe, which would rename the process "exe").
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+  if (n <= 0) return;
+  path[n] = '\0';
   setenv("OPENBLAS_CORETYPE", better, /*overwrite=*/1);
-  execv("/proc/self/exe", argv);
-  // exec failed (no /proc?): carry on with the generic kernels rather than fail.
+  execv(path, argv);
+  // exec failed: carry on with the generic kernels rather than fail.
+  unsetenv("OPENBLAS_CORETYPE");
 }
 
 }  // namespace openmoe

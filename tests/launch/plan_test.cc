@@ -110,7 +110,7 @@ TEST(PlanTest, CostModelSectionInJsonMatchesTheReport) {
   EXPECT_TRUE(cost.fields().at("grad_reduce").struct_value().fields().at("overlap").bool_value());
   EXPECT_DOUBLE_EQ(Number(cost, "grad_reduce", "exposed_seconds"),
                    r.cost.grad_reduce_exposed_seconds);
-  EXPECT_EQ(Number(cost, "grad_reduce", "bucket_bytes"), 25.0 * 1024 * 1024);
+  EXPECT_EQ(Number(cost, "grad_reduce", "bucket_bytes"), 4.0 * 1024 * 1024);
   EXPECT_DOUBLE_EQ(Number(cost, "config", "peak_flops_per_chip"), 123e12);
   EXPECT_TRUE(cost.fields().at("memory_per_core").struct_value().fields().at("fits").bool_value());
   EXPECT_EQ(Number(cost, "memory_per_core", "cores_per_chip"), 2);

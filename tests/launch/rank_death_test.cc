@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -18,8 +19,10 @@
 namespace openmoe {
 namespace {
 
-// The pids of `parent`'s children named `name` (/proc/<pid>/stat: "pid (comm) state ppid ...").
-std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& name) {
+// The pids of `parent`'s descendants named `name` (/proc/<pid>/stat: "pid (comm) state ppid ...").
+std::vector<pid_t> DescendantsNamed(pid_t parent, const std::string& name) {
+  std::vector<std::pair<pid_t, pid_t>> procs;  // (pid, ppid)
+  std::vector<std::string> names;
   std::vector<pid_t> out;
   DIR* proc = opendir("/proc");
   if (proc == nullptr) return out;
@@ -35,9 +38,18 @@ std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& name) {
     char state = 0;
     int ppid = 0;
     if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
-    if (ppid == parent && comm == name) out.push_back(pid);
+    procs.push_back({pid, ppid});
+    names.push_back(comm);
   }
   closedir(proc);
+  std::vector<pid_t> tree = {parent};
+  for (size_t t = 0; t < tree.size(); ++t) {
+    for (size_t i = 0; i < procs.size(); ++i) {
+      if (procs[i].second != tree[t]) continue;
+      tree.push_back(procs[i].first);
+      if (names[i] == name) out.push_back(procs[i].first);
+    }
+  }
   return out;
 }
 
@@ -51,7 +63,7 @@ TEST(RankDeath, KillNineOfARankDuringOverlappedStepsEndsTheJob) {
       "--set", "logging.metrics_path=" + dir.path() + "/metrics.jsonl"};
   testing::Child job = testing::StartMpi(2, args, {.cpu_seconds = 300, .stall_seconds = 30});
   ASSERT_TRUE(job.WaitFor("step 5/")) << job.seen;
-  const std::vector<pid_t> ranks = ChildrenNamed(job.pid, "openmoe");
+  const std::vector<pid_t> ranks = DescendantsNamed(job.pid, "openmoe");
   ASSERT_EQ(ranks.size(), 2u) << "mpirun's rank processes";
   ASSERT_EQ(kill(ranks[1], SIGKILL), 0);
   const int status = job.Finish();

@@ -131,9 +131,14 @@ TEST_P(DecoderMemoryTest, ChunkedLogitsMatchTheWholeLogits) {
       den += static_cast<double>(whole.grads[i]) * whole.grads[i];
       worst = std::max(worst, std::abs(diff) / (std::abs(whole.grads[i]) + 1e-3));
     }
-    EXPECT_LT(std::sqrt(num / den), 1e-6);
-    // Per entry, cancellation in the summed chunks can leave ~1e-5 of a small entry.
-    EXPECT_LT(worst, 1e-4);
+    // Per entry, cancellation in the summed chunks can leave ~1e-5 of a small entry. BF16: where
+    // oneDNN runs different kernels for different row counts (AMX tiles for the whole logits, not
+    // for a chunk of 1 or 7 rows; seen on an AMX Xeon), the fp32 accumulation order differs, and
+    // d logits, rounded to bf16 before its two GEMMs, can round the other way: one bf16 ulp
+    // (2^-8 relative) of an entry (measured: 7.8e-5 relative L2, 1.5e-2 worst entry).
+    const bool bf16 = GetParam() == BF16;
+    EXPECT_LT(std::sqrt(num / den), bf16 ? 5e-4 : 1e-6);
+    EXPECT_LT(worst, bf16 ? 5e-2 : 1e-4);
   }
 }
 
