@@ -35,32 +35,28 @@ void CommThread::Submit(AsyncTask* task) {
   if (threaded_) work_cv_.notify_one();
 }
 
-void CommThread::Wait(AsyncTask* task) {
-  if (!threaded_) {
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (task->done_) return;
-      }
-      Advance();
-    }
+template <typename Done>
+void CommThread::WaitUntil(Done done) {
+  if (threaded_) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, done);
+    return;
   }
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return task->done_; });
+  for (;;) {  // no thread: this one drives the work until it is done
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (done()) return;
+    }
+    Advance();
+  }
+}
+
+void CommThread::Wait(AsyncTask* task) {
+  WaitUntil([&] { return task->done_; });
 }
 
 void CommThread::WaitAll() {
-  if (!threaded_) {
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (unfinished_ == 0) return;
-      }
-      Advance();
-    }
-  }
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [&] { return unfinished_ == 0; });
+  WaitUntil([&] { return unfinished_ == 0; });
 }
 
 void CommThread::Poll() {

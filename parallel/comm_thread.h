@@ -76,6 +76,9 @@ class CommThread {
   // made progress. Called with mu_ not held, by the progress thread or the owner (unthreaded).
   bool Advance();
   void Loop();
+  // Returns once done() (read under mu_) holds: waits for the thread, or without one advances.
+  template <typename Done>
+  void WaitUntil(Done done);
 
   const bool threaded_;
   const int poll_microseconds_;

@@ -8,7 +8,6 @@ namespace {
 using testing::ExpectSameAsOneChip;
 using testing::LayoutJob;
 using testing::OnMesh;
-using testing::WithModelParallel;
 
 TEST(LayoutInvarianceMpi, EightChipsEveryExpertParallelSize) {
   auto world = MakeWorldCommunicator();
@@ -37,23 +36,10 @@ TEST(LayoutInvarianceMpi, EveryDataExpertModelLayout) {
   auto world = MakeWorldCommunicator();
   const int ranks = world->size();
   int layouts = 0, spanning = 0;
-  for (int64_t chips : {2, 4, 8, 16}) {
-    if (chips % ranks != 0) continue;
-    const int64_t per_rank = chips / ranks;
-    for (int64_t mp : {1, 2, 4}) {
-      for (int64_t ep : {1, 2, 4}) {
-        if (mp * ep > chips) continue;
-        if (per_rank % mp != 0 && mp % per_rank != 0) continue;
-        const int64_t shards_per_rank = per_rank >= mp ? per_rank / mp : 1;
-        if (shards_per_rank % ep != 0 && ep % shards_per_rank != 0) continue;
-        const int64_t micro = layouts % 2 == 0 ? 1 : 2;
-        const int64_t torus_x = chips >= 8 ? 4 : chips >= 4 ? 2 : 1;
-        ExpectSameAsOneChip(WithModelParallel(OnMesh(LayoutJob(8), chips, torus_x, ep, micro), mp),
-                            world.get());
-        ++layouts;
-        spanning += mp > per_rank ? 1 : 0;
-      }
-    }
+  for (const testing::MeshLayout& layout : testing::EveryDataExpertModelLayout(ranks)) {
+    ExpectSameAsOneChip(layout.spec, world.get());
+    ++layouts;
+    spanning += layout.model_group_spans_ranks ? 1 : 0;
   }
   EXPECT_GE(layouts, 10);
   EXPECT_GE(spanning, ranks >= 4 ? 3 : 2);  // model groups spread over ranks, not only whole

@@ -13,7 +13,6 @@ namespace {
 
 using testing::LayoutJob;
 using testing::OnMesh;
-using testing::WithModelParallel;
 
 void ExpectSame(double a, double b, bool exact, const std::string& what) {
   if (exact) {
@@ -54,25 +53,12 @@ void ExpectOverlapMatchesBlocking(const JobSpec& spec, Communicator* world, int 
 
 TEST(OverlapMpi, EveryDataExpertModelLayoutMatchesBlocking) {
   auto world = MakeWorldCommunicator();
-  const int ranks = world->size();
   int layouts = 0;
-  for (int64_t chips : {2, 4, 8, 16}) {
-    if (chips % ranks != 0) continue;
-    const int64_t per_rank = chips / ranks;
-    for (int64_t mp : {1, 2, 4}) {
-      for (int64_t ep : {1, 2, 4}) {
-        if (mp * ep > chips) continue;
-        if (per_rank % mp != 0 && mp % per_rank != 0) continue;
-        const int64_t shards_per_rank = per_rank >= mp ? per_rank / mp : 1;
-        if (shards_per_rank % ep != 0 && ep % shards_per_rank != 0) continue;
-        const int64_t micro = layouts % 2 == 0 ? 1 : 2;
-        const int64_t torus_x = chips >= 8 ? 4 : chips >= 4 ? 2 : 1;
-        JobSpec spec = WithModelParallel(OnMesh(LayoutJob(8), chips, torus_x, ep, micro), mp);
-        if (layouts % 3 == 2) spec.mutable_train()->set_compute_dtype(BF16);
-        ExpectOverlapMatchesBlocking(spec, world.get());
-        ++layouts;
-      }
-    }
+  for (const testing::MeshLayout& layout : testing::EveryDataExpertModelLayout(world->size())) {
+    JobSpec spec = layout.spec;
+    if (layouts % 3 == 2) spec.mutable_train()->set_compute_dtype(BF16);
+    ExpectOverlapMatchesBlocking(spec, world.get());
+    ++layouts;
   }
   EXPECT_GE(layouts, 10);
 }

@@ -55,6 +55,33 @@ inline JobSpec WithModelParallel(JobSpec spec, int64_t mp) {
   return spec;
 }
 
+// Every valid data x expert x model layout of 2, 4, 8 and 16 chips (mp and ep in {1, 2, 4}) on
+// `ranks` ranks, of LayoutJob(8), with microbatches 1 and 2 on alternate layouts.
+struct MeshLayout {
+  JobSpec spec;
+  bool model_group_spans_ranks = false;  // mp > chips per rank
+};
+inline std::vector<MeshLayout> EveryDataExpertModelLayout(int ranks) {
+  std::vector<MeshLayout> out;
+  for (int64_t chips : {2, 4, 8, 16}) {
+    if (chips % ranks != 0) continue;
+    const int64_t per_rank = chips / ranks;
+    for (int64_t mp : {1, 2, 4}) {
+      for (int64_t ep : {1, 2, 4}) {
+        if (mp * ep > chips) continue;
+        if (per_rank % mp != 0 && mp % per_rank != 0) continue;
+        const int64_t shards_per_rank = per_rank >= mp ? per_rank / mp : 1;
+        if (shards_per_rank % ep != 0 && ep % shards_per_rank != 0) continue;
+        const int64_t micro = out.size() % 2 == 0 ? 1 : 2;
+        const int64_t torus_x = chips >= 8 ? 4 : chips >= 4 ? 2 : 1;
+        out.push_back({WithModelParallel(OnMesh(LayoutJob(8), chips, torus_x, ep, micro), mp),
+                       mp > per_rank});
+      }
+    }
+  }
+  return out;
+}
+
 // Runs `steps` steps of `spec` on `comm` and of its one-chip version in this process alone;
 // expects the same losses (`tolerance` relative, 1e-5 by default) and, at the first step, the
 // same gradients of every shared parameter and of this rank's experts (relative L2).
