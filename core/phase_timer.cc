@@ -1,5 +1,7 @@
 #include "core/phase_timer.h"
 
+#include <time.h>
+
 #include "core/check.h"
 
 namespace openmoe {
@@ -66,7 +68,7 @@ const char* MpiDetailName(MpiDetail detail) {
 
 void PhaseTimer::Start() {
   OPENMOE_CHECK_MSG(!running_now_, "PhaseTimer::Start while it runs");
-  for (int i = 0; i < kNumPhases; ++i) seconds_[i] = 0, calls_[i] = 0;
+  for (int i = 0; i < kNumPhases; ++i) seconds_[i] = 0, cpu_seconds_[i] = 0, calls_[i] = 0;
   for (int i = 0; i < kNumMpiDetails; ++i) mpi_seconds_[i] = 0, mpi_calls_[i] = 0;
   current_ = static_cast<int>(Phase::kOther);
   calls_[current_] = 1;
@@ -74,6 +76,13 @@ void PhaseTimer::Start() {
   running_ = this;
   running_now_ = true;
   last_ = Clock::now();
+  last_cpu_ = ProcessCpuSeconds();
+}
+
+double PhaseTimer::ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 void PhaseTimer::Stop() {

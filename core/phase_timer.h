@@ -12,7 +12,12 @@
 // counts all-to-all and in the row all-to-all-v's of the expert exchange, already part of the
 // dispatch / combine phases they run in.
 //
-// Cost: a scope reads steady_clock twice (and a thread-local pointer); nothing allocates. With no
+// CPU time: each transition also reads the process's CPU clock (every thread: GEMM, ParallelFor
+// and attention workers), so cpu_seconds(p) / seconds(p) is how many cores phase p kept busy on
+// average; a phase near 1 of 2 is a serial stretch.
+//
+// Cost: a scope reads steady_clock and the process CPU clock twice (and a thread-local pointer);
+// nothing allocates. With no
 // timer started on the thread (tests calling the decoder directly) a scope is a pointer test.
 // The running timer is thread-local so that instrumenting a call site is one line, with no timer
 // threaded through the model's signatures. Not thread-safe: one step runs on one thread (GEMM
@@ -69,12 +74,17 @@ class PhaseTimer {
   void Stop();
 
   double seconds(Phase p) const { return seconds_[static_cast<int>(p)]; }
+  // CPU seconds of the whole process (all threads) while p was the current phase.
+  double cpu_seconds(Phase p) const { return cpu_seconds_[static_cast<int>(p)]; }
   // Scopes entered since Start: 0 for a phase this step did not run.
   int64_t calls(Phase p) const { return calls_[static_cast<int>(p)]; }
   double mpi_seconds(MpiDetail d) const { return mpi_seconds_[static_cast<int>(d)]; }
   int64_t mpi_calls(MpiDetail d) const { return mpi_calls_[static_cast<int>(d)]; }
   // Sum over phases: the time from Start to Stop.
   double TotalSeconds() const;
+
+  // CPU seconds used so far by every thread of this process.
+  static double ProcessCpuSeconds();
 
   // The thread's running timer, or null.
   static PhaseTimer* Running() { return running_; }
@@ -83,21 +93,26 @@ class PhaseTimer {
   friend class ScopedPhase;
   friend class ScopedMpiTime;
 
-  // Charges now - last_ to the current phase; returns now.
+  // Charges now - last_ (wall and process CPU) to the current phase; returns now.
   Clock::time_point Charge() {
     const Clock::time_point now = Clock::now();
+    const double cpu = ProcessCpuSeconds();
     seconds_[current_] += std::chrono::duration<double>(now - last_).count();
+    cpu_seconds_[current_] += cpu - last_cpu_;
     last_ = now;
+    last_cpu_ = cpu;
     return now;
   }
 
   static inline thread_local PhaseTimer* running_ = nullptr;
   double seconds_[kNumPhases] = {};
+  double cpu_seconds_[kNumPhases] = {};
   int64_t calls_[kNumPhases] = {};
   double mpi_seconds_[kNumMpiDetails] = {};
   int64_t mpi_calls_[kNumMpiDetails] = {};
   int current_ = 0;
   Clock::time_point last_{};
+  double last_cpu_ = 0;
   PhaseTimer* outer_ = nullptr;  // the thread's running timer before Start
   bool running_now_ = false;
 };

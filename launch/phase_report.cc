@@ -17,13 +17,15 @@ namespace openmoe {
 PhaseTimes ReducePhaseTimes(const PhaseTimer& timer, Communicator& comm) {
   // Every rank writes its slot of a (ranks, slots) table; one sum gathers them all, so the
   // maximum and the mean need a single collective.
-  constexpr int kSlots = 2 * kNumPhases + 2 * kNumMpiDetails;
+  constexpr int kSlots = 3 * kNumPhases + 2 * kNumMpiDetails;
+  constexpr int kCpu = 2 * kNumPhases + 2 * kNumMpiDetails;  // first CPU-seconds slot
   const int ranks = comm.size();
   std::vector<double> table(static_cast<size_t>(ranks) * kSlots, 0.0);
   double* mine = table.data() + static_cast<size_t>(comm.rank()) * kSlots;
   for (int p = 0; p < kNumPhases; ++p) {
     mine[p] = timer.seconds(static_cast<Phase>(p));
     mine[kNumPhases + p] = static_cast<double>(timer.calls(static_cast<Phase>(p)));
+    mine[kCpu + p] = timer.cpu_seconds(static_cast<Phase>(p));
   }
   for (int d = 0; d < kNumMpiDetails; ++d) {
     mine[2 * kNumPhases + d] = timer.mpi_seconds(static_cast<MpiDetail>(d));
@@ -39,6 +41,7 @@ PhaseTimes ReducePhaseTimes(const PhaseTimer& timer, Communicator& comm) {
     for (int p = 0; p < kNumPhases; ++p) {
       t.max[p] = std::max(t.max[p], row[p]);
       t.mean[p] += row[p] / ranks;
+      t.cpu_mean[p] += row[kCpu + p] / ranks;
       t.ran[p] = t.ran[p] || row[kNumPhases + p] > 0;
     }
     for (int d = 0; d < kNumMpiDetails; ++d) {
@@ -110,7 +113,8 @@ std::string Object(const Values& values, const std::array<bool, kNumPhases>& pre
 
 std::string PhaseTimingJson(const PhaseTimes& t, const PredictedPhases& predicted) {
   std::string out = absl::StrCat(",\"timing\":", Object(t.max, t.ran),
-                                 "},\"timing_mean\":", Object(t.mean, t.ran), "}");
+                                 "},\"timing_mean\":", Object(t.mean, t.ran),
+                                 "},\"timing_cpu\":", Object(t.cpu_mean, t.ran), "}");
   if (t.mpi_ran) {
     absl::StrAppend(&out, ",\"timing_exchange\":{");
     for (int d = 0; d < kNumMpiDetails; ++d) {
@@ -165,6 +169,15 @@ std::string PhaseColumn(const PhaseTimes& t) {
       ran = ran || t.ran[static_cast<int>(p)];
     }
     if (ran) absl::StrAppend(&out, absl::StrFormat(" %s %.1f", f.label, ms));
+  }
+  out += " | cores";
+  for (const Family& f : families) {
+    double wall = 0, cpu = 0;
+    for (Phase p : f.phases) {
+      wall += t.mean[static_cast<int>(p)];
+      cpu += t.cpu_mean[static_cast<int>(p)];
+    }
+    if (wall > 0) absl::StrAppend(&out, absl::StrFormat(" %s %.2f", f.label, cpu / wall));
   }
   return out;
 }

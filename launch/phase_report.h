@@ -5,6 +5,8 @@
 // Measured (seconds, summed over microbatches):
 //   timing           per phase, the maximum over ranks
 //   timing_mean      per phase, the mean over ranks
+//   timing_cpu       per phase, CPU seconds of the rank's process (every thread), mean over
+//                    ranks: timing_cpu / timing_mean is how many cores the phase kept busy
 //   timing_exchange  only where rows cross ranks: "counts" is the time in the counts all-to-all
 //                    (a few bytes per rank pair, so nearly all of it is waiting for the slowest
 //                    rank to reach the layer), "rows" the time in the row all-to-all-v's (the
@@ -36,12 +38,13 @@ namespace openmoe {
 
 struct PhaseTimes {
   std::array<double, kNumPhases> max{}, mean{}, local{};  // local: this rank's
+  std::array<double, kNumPhases> cpu_mean{};              // process CPU seconds, mean over ranks
   std::array<bool, kNumPhases> ran{};                     // some rank entered the phase
   std::array<double, kNumMpiDetails> mpi_max{}, mpi_mean{}, mpi_local{};
   bool mpi_ran = false;  // some rank exchanged rows with another
 };
 
-// Collective over `comm` (one all-reduce of ranks x 2 (phases + details) doubles). `timer` must be
+// Collective over `comm` (one all-reduce of ranks x (3 phases + 2 details) doubles). `timer` must be
 // stopped.
 PhaseTimes ReducePhaseTimes(const PhaseTimer& timer, Communicator& comm);
 
@@ -59,8 +62,9 @@ PredictedPhases PredictPhases(const JobSpec& spec, const CostBreakdown& v3);
 std::string PhaseTimingJson(const PhaseTimes& times, const PredictedPhases& predicted);
 
 // The progress column: " | ms attn 3.1 ffn 4.2 router 0.3 experts 2.0 a2a 0.4 logits 1.1 ar 0.2
-// opt 1.5 data 0.1 other 0.2": milliseconds of forward + backward, the maximum over ranks, only
-// what ran; router includes permute, a2a is dispatch + combine.
+// opt 1.5 data 0.1 other 0.2 | cores attn 1.9 ffn 1.4 ...": milliseconds of forward + backward,
+// the maximum over ranks, only what ran; router includes permute, a2a is dispatch + combine; then
+// the cores each family kept busy (CPU seconds / wall seconds, means over ranks).
 std::string PhaseColumn(const PhaseTimes& times);
 
 }  // namespace openmoe

@@ -67,13 +67,6 @@ int64_t FirstKeyBlock(const Head& hd, int64_t i0, int64_t i1) {
   return min_lo / kBlk * kBlk;
 }
 
-// scores (nq, nk), leading dimension kBlk = q[i0:i0+nq] k[j0:j0+nk]^T.
-void ScoreTile(GemmPrecision pr, const Head& hd, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
-               float* scores) {
-  Gemm(pr, {.transpose_b = true}, nq, nk, hd.hd, hd.q + i0 * hd.ld, hd.ld, hd.k + j0 * hd.ld,
-       hd.ld, scores, kBlk);
-}
-
 // The allowed keys of query i inside key block [j0, j1) lie in [jb, je) (and share i's segment).
 struct KeyRange {
   int64_t jb, je;
@@ -155,17 +148,37 @@ void ForEachHead(int64_t count, int64_t workers, Fn fn) {
 
 int64_t Workers(int64_t heads) { return std::clamp<int64_t>(GemmThreads(), 1, heads); }
 
-// Per-worker scratch: two (kBlk, kBlk) tiles and three kBlk row vectors.
+// Per-worker scratch: two (kBlk, kBlk) tiles and three kBlk row vectors, then the HeadTiles'
+// packed operands.
 constexpr int64_t kTileFloats = 2 * kBlk * kBlk + 3 * kBlk;
+int64_t WorkerFloats(const AttentionDims& dims, bool backward) {
+  return kTileFloats +
+         HeadTiles::StorageWords(dims.precision, dims.seq_len, dims.head_dim, backward);
+}
+
+// One HeadTiles per worker, each on its own part of `scratch` (after the worker's tiles).
+std::vector<HeadTiles> WorkerTiles(const AttentionDims& dims, int64_t workers, bool backward,
+                                   float* scratch) {
+  std::vector<HeadTiles> out;
+  out.reserve(workers);
+  const int64_t width = dims.num_heads * dims.head_dim;
+  for (int64_t w = 0; w < workers; ++w) {
+    // The arena's floats hold packed uint32 words here and nothing else while the call runs.
+    auto* storage = reinterpret_cast<uint32_t*>(scratch + w * WorkerFloats(dims, backward) +
+                                                kTileFloats);
+    out.emplace_back(dims.precision, dims.seq_len, dims.head_dim, width, backward, storage);
+  }
+  return out;
+}
 
 }  // namespace
 
 int64_t AttentionForwardScratchFloats(const AttentionDims& dims) {
-  return Workers(dims.batch * dims.num_heads) * kTileFloats;
+  return Workers(dims.batch * dims.num_heads) * WorkerFloats(dims, /*backward=*/false);
 }
 
 int64_t AttentionBackwardScratchFloats(const AttentionDims& dims) {
-  return AttentionForwardScratchFloats(dims) +
+  return Workers(dims.batch * dims.num_heads) * WorkerFloats(dims, /*backward=*/true) +
          4 * dims.batch * dims.seq_len * dims.num_heads * dims.head_dim;
 }
 
@@ -185,7 +198,8 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   ScratchArena local;
   if (scratch == nullptr) scratch = &local;
   ScratchScope scope(scratch);
-  float* tiles = scratch->Take(workers * kTileFloats);
+  float* tiles = scratch->Take(workers * WorkerFloats(dims, /*backward=*/false));
+  std::vector<HeadTiles> products = WorkerTiles(dims, workers, /*backward=*/false, tiles);
   float* q = cache->q.data();          // (B*S, H*hd)
   float* k = cache->k.data();          // (B*S, H*hd)
   float* v = cache->v.data();          // (B*S, H*hd)
@@ -207,7 +221,9 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
   ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
     const Head view = HeadOf(dims, *cache, segment_ids, bh);
     const int64_t head = view.offset;
-    float* p = tiles + worker * kTileFloats;  // (kBlk, kBlk)
+    HeadTiles& product = products[worker];
+    product.Bind(view.q, view.k, view.v);
+    float* p = tiles + worker * WorkerFloats(dims, false);  // (kBlk, kBlk)
     float* m = p + 2 * kBlk * kBlk;                          // (kBlk) running max
     float* l = m + kBlk;                                     // (kBlk) running sum
     float* lse = cache->lse.data() + bh * s_len;             // (S)
@@ -219,10 +235,9 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
       for (int64_t r = 0; r < nq; ++r) std::fill_n(o + (i0 + r) * width, hd, 0.0f);
       for (int64_t j0 = FirstKeyBlock(view, i0, i1); j0 < i1; j0 += kBlk) {
         const int64_t nk = std::min(kBlk, i1 - j0);
-        ScoreTile(pr, view, i0, nq, j0, nk, p);
+        product.Scores(i0, nq, j0, nk, p);
         OnlineSoftmaxTile(view, i0, nq, j0, nk, p, m, l, o + i0 * width);
-        Gemm(pr, {.beta = 1.0f}, nq, hd, nk, p, kBlk, v + head + j0 * width, width,
-             o + i0 * width, width);
+        product.AddContext(p, i0, nq, j0, nk, o);
       }
       // The diagonal is allowed and never cut, so every l >= 1.
       for (int64_t r = 0; r < nq; ++r) {
@@ -248,14 +263,12 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   ScratchArena local;
   if (scratch == nullptr) scratch = &local;
   ScratchScope scope(scratch);
-  float* tiles = scratch->Take(workers * kTileFloats);
+  float* tiles = scratch->Take(workers * WorkerFloats(dims, /*backward=*/true));
+  std::vector<HeadTiles> products = WorkerTiles(dims, workers, /*backward=*/true, tiles);
   float* dctx = scratch->Take(4 * act);  // (B*S, H*hd)
   float* dq = dctx + act;                 // (B*S, H*hd)
   float* dk = dq + act;                   // (B*S, H*hd)
   float* dv = dk + act;                   // (B*S, H*hd)
-  const float* q = cache->q.data();       // (B*S, H*hd)
-  const float* k = cache->k.data();       // (B*S, H*hd)
-  const float* v = cache->v.data();       // (B*S, H*hd)
   const float* ctx = cache->context.data();
 
   // y = context @ wo.
@@ -270,7 +283,9 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   ForEachHead(nb * nh, workers, [&](int64_t worker, int64_t bh) {
     const Head view = HeadOf(dims, *cache, segment_ids, bh);
     const int64_t head = view.offset;
-    float* p = tiles + worker * kTileFloats;  // (kBlk, kBlk)
+    HeadTiles& product = products[worker];
+    product.Bind(view.q, view.k, view.v, dctx + head);
+    float* p = tiles + worker * WorkerFloats(dims, true);  // (kBlk, kBlk)
     float* ds = p + kBlk * kBlk;                             // (kBlk, kBlk) dP, then dS
     float* dd = ds + kBlk * kBlk;                            // (kBlk) D
     const float* lse = cache->lse.data() + bh * s_len;       // (S)
@@ -290,21 +305,17 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
       }
       for (int64_t j0 = FirstKeyBlock(view, i0, i1); j0 < i1; j0 += kBlk) {
         const int64_t nk = std::min(kBlk, i1 - j0);
-        ScoreTile(pr, view, i0, nq, j0, nk, p);
+        product.Scores(i0, nq, j0, nk, p);
         ProbabilityTile(view, i0, nq, j0, nk, lse, p);
-        Gemm(pr, {.transpose_b = true}, nq, nk, hd, d_o, width, v + head + j0 * width, width, ds,
-             kBlk);
-        Gemm(pr, {.transpose_a = true, .beta = 1.0f}, nk, hd, nq, p, kBlk, d_o, width,
-             dv + head + j0 * width, width);
+        product.OutputGradScores(i0, nq, j0, nk, ds);
+        product.AddValueGrad(p, i0, nq, j0, nk, dv + head);
         for (int64_t r = 0; r < nq; ++r) {
           const float* prow = p + r * kBlk;
           float* drow = ds + r * kBlk;
           for (int64_t j = 0; j < nk; ++j) drow[j] = prow[j] * (drow[j] - dd[r]);
         }
-        Gemm(pr, {.beta = 1.0f}, nq, hd, nk, ds, kBlk, k + head + j0 * width, width,
-             dq + head + i0 * width, width);
-        Gemm(pr, {.transpose_a = true, .beta = 1.0f}, nk, hd, nq, ds, kBlk, q + head + i0 * width,
-             width, dk + head + j0 * width, width);
+        product.AddQueryGrad(ds, i0, nq, j0, nk, dq + head);
+        product.AddKeyGrad(ds, i0, nq, j0, nk, dk + head);
       }
     }
   });
@@ -327,12 +338,17 @@ void AttentionProbabilities(const AttentionDims& dims, const AttentionCache& cac
   const Head view = HeadOf(dims, cache, segment_ids, b * nh + h);
   const float* lse = cache.lse.data() + (b * nh + h) * s_len;
   std::vector<float> p(kBlk * kBlk);
+  std::vector<uint32_t> storage(
+      HeadTiles::StorageWords(dims.precision, s_len, dims.head_dim, /*backward=*/false));
+  HeadTiles product(dims.precision, s_len, dims.head_dim, nh * dims.head_dim, /*backward=*/false,
+                    storage.data());
+  product.Bind(view.q, view.k, view.v);
   std::fill_n(probs, s_len * s_len, 0.0f);
   for (int64_t i0 = 0; i0 < s_len; i0 += kBlk) {
     const int64_t nq = std::min(kBlk, s_len - i0), i1 = i0 + nq;
     for (int64_t j0 = FirstKeyBlock(view, i0, i1); j0 < i1; j0 += kBlk) {
       const int64_t nk = std::min(kBlk, i1 - j0);
-      ScoreTile(dims.precision, view, i0, nq, j0, nk, p.data());
+      product.Scores(i0, nq, j0, nk, p.data());
       ProbabilityTile(view, i0, nq, j0, nk, lse, p.data());
       for (int64_t r = 0; r < nq; ++r)
         std::copy_n(p.data() + r * kBlk, nk, probs + (i0 + r) * s_len + j0);

@@ -16,6 +16,7 @@
 #include "core/gemm.h"
 #include "core/scratch_arena.h"
 #include "core/tensor.h"
+#include "model/attention_tiles.h"
 #include "model/rope.h"
 
 namespace openmoe {
@@ -47,13 +48,6 @@ struct AttentionGrads {  // accumulated into
   float* wo = nullptr;
 };
 
-// Query and key block edge of the blocked (FlashAttention-2 style) kernel: the (S, S) scores and
-// probabilities never exist; each (query block, key block) pair is a kAttentionBlock^2 tile, and key
-// blocks entirely above the diagonal or before every query's segment are skipped. 64 keeps the
-// per-tile GEMMs (64 x 64 x head_dim) efficient and, for head_dim <= 64, single-threaded inside
-// OpenBLAS, so the (b, h) pairs can run on GemmThreads() threads of their own.
-inline constexpr int64_t kAttentionBlock = 64;
-
 // What the forward keeps for the backward. Owned by the caller, reused across steps (buffers are
 // resized, not reallocated, when shapes repeat). The softmax is not kept: the backward recomputes
 // it tile by tile from q, k and the log-sum-exp.
@@ -66,8 +60,9 @@ struct AttentionCache {
   Tensor context;    // (B*S, H*hd) softmax @ v, before wo
 };
 
-// Floats of scratch the forward / backward take (released on return): two tiles and three row
-// vectors per worker thread, and in the backward d context, dq, dk, dv (4 x B*S x H*hd).
+// Floats of scratch the forward / backward take (released on return): per worker thread two tiles,
+// three row vectors and, in BF16, the head's packed operands (HeadTiles::StorageWords); in the
+// backward also d context, dq, dk, dv (4 x B*S x H*hd).
 int64_t AttentionForwardScratchFloats(const AttentionDims& dims);
 int64_t AttentionBackwardScratchFloats(const AttentionDims& dims);
 

@@ -447,16 +447,18 @@ TEST_P(BlockedAttentionTest, HeadsOnTwoThreadsMatchFullProbabilitiesAndRepeatBit
   // shared tile would show as an O(1) error or as run-to-run differences).
   const int saved = GemmThreads();
   SetGemmThreads(2);
-  const Result first = Run(GemmPrecision::kFp32);
-  const Result second = Run(GemmPrecision::kFp32);
+  for (const GemmPrecision precision : {GemmPrecision::kFp32, GemmPrecision::kBf16}) {
+    const Result first = Run(precision);
+    const Result second = Run(precision);
+    ExpectClose(first, Reference(), precision == GemmPrecision::kFp32 ? 1e-6 : 2e-2);
+    EXPECT_EQ(first.y, second.y);
+    EXPECT_EQ(first.dx, second.dx);
+    EXPECT_EQ(first.dwq, second.dwq);
+    EXPECT_EQ(first.dwk, second.dwk);
+    EXPECT_EQ(first.dwv, second.dwv);
+    EXPECT_EQ(first.dwo, second.dwo);
+  }
   SetGemmThreads(saved);
-  ExpectClose(first, Reference(), 1e-6);
-  EXPECT_EQ(first.y, second.y);
-  EXPECT_EQ(first.dx, second.dx);
-  EXPECT_EQ(first.dwq, second.dwq);
-  EXPECT_EQ(first.dwk, second.dwk);
-  EXPECT_EQ(first.dwv, second.dwv);
-  EXPECT_EQ(first.dwo, second.dwo);
 }
 
 TEST_P(BlockedAttentionTest, Bf16StaysWithinBf16RoundingOfTheFp32Reference) {
