@@ -1,12 +1,20 @@
 #include "model/ffn.h"
 
+#include <algorithm>
+
 #include "core/bf16.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
+#include "core/parallel_for.h"
 
 namespace openmoe {
 
 namespace {
+
+// Rows per ParallelFor range of the gate's elementwise passes (>= 16k elements).
+int64_t MinRows(const FfnDims& dims) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(dims.d_ff, 1));
+}
 
 // h (T, F) from the up-projections: the one definition the forward and the backward share, so the
 // backward's h is the forward's bit for bit. BF16: h only feeds GEMMs (wo forward and wo's
@@ -14,17 +22,19 @@ namespace {
 // call (core/gemm.h uses bf16 values as they are).
 void GatedHidden(const FfnDims& dims, const float* g0, const float* g1, float* h) {
   const int64_t t = dims.tokens, f = dims.d_ff, w0 = dims.Wi0Width();
-  for (int64_t i = 0; i < t; ++i) {
-    const float* g0r = g0 + i * w0;
-    const float* g1r = g1 + i * f;
-    float* hr = h + i * f;
-    if (dims.form == FFN_OPENMOE) {
-      for (int64_t j = 0; j < f; ++j) hr[j] = g0r[j] * Silu(g0r[f + j]) * g1r[j];
-    } else {
-      for (int64_t j = 0; j < f; ++j) hr[j] = Silu(g0r[j]) * g1r[j];
+  ParallelFor(t, MinRows(dims), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* g0r = g0 + i * w0;
+      const float* g1r = g1 + i * f;
+      float* hr = h + i * f;
+      if (dims.form == FFN_OPENMOE) {
+        for (int64_t j = 0; j < f; ++j) hr[j] = g0r[j] * Silu(g0r[f + j]) * g1r[j];
+      } else {
+        for (int64_t j = 0; j < f; ++j) hr[j] = Silu(g0r[j]) * g1r[j];
+      }
+      if (dims.precision == GemmPrecision::kBf16) RoundToBf16(hr, hr, f);
     }
-  }
-  if (dims.precision == GemmPrecision::kBf16) RoundToBf16(h, h, t * f);
+  });
 }
 
 }  // namespace
@@ -64,31 +74,33 @@ void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, const
   Gemm(pr, {.transpose_a = true, .beta = 1.0f}, f, d, t, h, dy, grads.wo);
   Gemm(pr, {.transpose_b = true}, t, f, d, dy, w.wo, dh);
   // Gate: dh -> dg0 (into dg0) and dg1 (into dh, reused in place).
-  for (int64_t i = 0; i < t; ++i) {
-    const float* g0r = g0 + i * w0;
-    const float* g1r = g1 + i * f;
-    float* dhr = dh + i * f;
-    float* dg0r = dg0 + i * w0;
-    if (dims.form == FFN_OPENMOE) {
-      for (int64_t j = 0; j < f; ++j) {
-        const float a = g0r[j], b = g0r[f + j], c = g1r[j], up = dhr[j];
-        const float sb = Silu(b);
-        dg0r[j] = up * sb * c;
-        dg0r[f + j] = up * a * c * SiluGrad(b);
-        dhr[j] = up * a * sb;  // now d g1
+  ParallelFor(t, MinRows(dims), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* g0r = g0 + i * w0;
+      const float* g1r = g1 + i * f;
+      float* dhr = dh + i * f;
+      float* dg0r = dg0 + i * w0;
+      if (dims.form == FFN_OPENMOE) {
+        for (int64_t j = 0; j < f; ++j) {
+          const float a = g0r[j], b = g0r[f + j], c = g1r[j], up = dhr[j];
+          const float sb = Silu(b);
+          dg0r[j] = up * sb * c;
+          dg0r[f + j] = up * a * c * SiluGrad(b);
+          dhr[j] = up * a * sb;  // now d g1
+        }
+      } else {
+        for (int64_t j = 0; j < f; ++j) {
+          const float a = g0r[j], c = g1r[j], up = dhr[j];
+          dg0r[j] = up * c * SiluGrad(a);
+          dhr[j] = up * Silu(a);
+        }
       }
-    } else {
-      for (int64_t j = 0; j < f; ++j) {
-        const float a = g0r[j], c = g1r[j], up = dhr[j];
-        dg0r[j] = up * c * SiluGrad(a);
-        dhr[j] = up * Silu(a);
+      if (pr == GemmPrecision::kBf16) {  // GEMM inputs only, as h above
+        RoundToBf16(dg0r, dg0r, w0);
+        RoundToBf16(dhr, dhr, f);
       }
     }
-  }
-  if (pr == GemmPrecision::kBf16) {  // GEMM inputs only, as h above
-    RoundToBf16(dg0, dg0, t * w0);
-    RoundToBf16(dh, dh, t * f);
-  }
+  });
   Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, w0, t, x, dg0, grads.wi_0);
   Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, f, t, x, dh, grads.wi_1);
   Gemm(pr, {.transpose_b = true, .beta = 1.0f}, t, d, w0, dg0, w.wi_0, dx);

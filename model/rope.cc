@@ -1,8 +1,10 @@
 #include "model/rope.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/check.h"
+#include "core/parallel_for.h"
 
 namespace openmoe {
 
@@ -32,11 +34,13 @@ void ApplyRope(const RopeTable& table, float* x, int64_t batch, int64_t heads, i
   OPENMOE_CHECK(row_stride >= heads * 2 * half);
   // The inverse (transposed) rotation is the rotation by -theta: flip the sign of sin.
   const float sign = inverse ? -1.0f : 1.0f;
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t p = 0; p < s_len; ++p) {
+  const int64_t min_rows = std::max<int64_t>(1, 16384 / std::max<int64_t>(row_stride, 1));
+  ParallelFor(batch * s_len, min_rows, [&](int64_t begin, int64_t end) {
+    for (int64_t token = begin; token < end; ++token) {
+      const int64_t p = token % s_len;
       const float* c = table.cos.data() + p * half;
       const float* s = table.sin.data() + p * half;
-      float* row = x + (b * s_len + p) * row_stride;
+      float* row = x + token * row_stride;
       for (int64_t h = 0; h < heads; ++h) {
         float* lo = row + h * 2 * half;
         float* hi = lo + half;
@@ -47,7 +51,7 @@ void ApplyRope(const RopeTable& table, float* x, int64_t batch, int64_t heads, i
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace openmoe
