@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
   openmoe::SetGemmThreads(threads);
   benchmark::AddCustomContext("gemm_threads", std::to_string(threads));
   benchmark::AddCustomContext("avx512_bf16", openmoe::CpuHasAvx512Bf16() ? "yes" : "no");
+  benchmark::AddCustomContext("bf16_gemm", openmoe::GemmPathName(openmoe::GemmPrecision::kBf16));
   int n = static_cast<int>(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -199,6 +199,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("openblas_threads", std::to_string(threads));
   benchmark::AddCustomContext("sgemm_peak_gflops", std::to_string(openmoe::g_sgemm_peak / 1e9));
   benchmark::AddCustomContext("bf16_peak_gflops", std::to_string(openmoe::g_bf16_peak / 1e9));
+  benchmark::AddCustomContext("fp32_gemm", openmoe::GemmPathName(openmoe::GemmPrecision::kFp32));
+  benchmark::AddCustomContext("bf16_gemm", openmoe::GemmPathName(openmoe::GemmPrecision::kBf16));
   benchmark::AddCustomContext("mpi_ranks", std::to_string(openmoe::g_world->size()));
   benchmark::Initialize(&rest_argc, rest.data());
   if (openmoe::g_world->size() > 1) {
@@ -218,7 +220,7 @@ int main(int argc, char** argv) {
         "bench_small step: FP32 %.0f tokens/s (%.1f GFLOP/s, %.2fx sgemm peak, %.0f MiB), "
         "BF16 %.0f tokens/s (%.1f GFLOP/s, %.2fx sgemm peak, %.2fx bf16 peak, %.0f MiB); "
         "BF16 / FP32 %.2fx (per CPU-second %.2fx); peaks: sgemm %.1f GFLOP/s, bf16 %.1f GFLOP/s "
-        "(%.2fx)\n",
+        "(%.2fx); BF16 GEMM path: %s\n",
         fp32.tokens_per_second, fp32.model_flops_per_second / 1e9,
         fp32.model_flops_per_second / openmoe::g_sgemm_peak, fp32.peak_rss_bytes / (1 << 20),
         bf16.tokens_per_second, bf16.model_flops_per_second / 1e9,
@@ -226,7 +228,8 @@ int main(int argc, char** argv) {
         bf16.model_flops_per_second / openmoe::g_bf16_peak, bf16.peak_rss_bytes / (1 << 20),
         bf16.tokens_per_second / fp32.tokens_per_second,
         bf16.tokens_per_cpu_second / fp32.tokens_per_cpu_second, openmoe::g_sgemm_peak / 1e9,
-        openmoe::g_bf16_peak / 1e9, openmoe::g_bf16_peak / openmoe::g_sgemm_peak);
+        openmoe::g_bf16_peak / 1e9, openmoe::g_bf16_peak / openmoe::g_sgemm_peak,
+        openmoe::GemmPathName(openmoe::GemmPrecision::kBf16).c_str());
   }
   benchmark::Shutdown();
   openmoe::g_world.reset();

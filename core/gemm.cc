@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/bf16.h"
+#include "core/bf16_pair_gemm.h"
 #include "core/check.h"
 #include "core/onednn_gemm.h"
 
@@ -131,5 +132,23 @@ void SetGemmThreads(int threads) {
 }
 
 int GemmThreads() { return openblas_get_num_threads(); }
+
+std::string GemmPathName(GemmPrecision precision) {
+  const bool onednn = ActiveGemmBackend(precision) == GemmBackend::kOneDnn;
+  const char* blas = openblas_get_corename();
+  if (precision == GemmPrecision::kFp32) {
+    return onednn ? "oneDNN f32 matmul" : std::string("OpenBLAS sgemm (") + blas + " kernels)";
+  }
+  const std::string tiles = Bf16PairGemmIsNative()
+                                ? "attention tiles on VDPBF16PS"
+                                : "attention tiles in a portable fp32 loop";
+  if (!onednn) {
+    return std::string(CpuHasAvx512Bf16() ? "" : "no AVX512-BF16: ") +
+           "OpenBLAS sgemm on bf16-rounded copies, " + tiles + " (fp32 speed)";
+  }
+  GemmOp op;
+  return "oneDNN bf16 matmul (" +
+         OneDnnGemmImplementation(precision, op, 512, 512, 512, 512, 512, 512) + "), " + tiles;
+}
 
 }  // namespace openmoe

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace openmoe {
 
@@ -54,5 +55,11 @@ GemmBackend ActiveGemmBackend(GemmPrecision precision);
 // For benchmarks and tests: route a precision to a backend. Checks that oneDNN implements it on
 // this CPU (OneDnnGemmAvailable in core/onednn_gemm.h). Not for use while GEMMs run.
 void SetGemmBackend(GemmPrecision precision, GemmBackend backend);
+
+// One line naming what runs this precision's GEMMs here, for run headers and benchmark output
+// (so a figure from the slow fallback is not mistaken for a result): e.g. "oneDNN bf16 matmul
+// (brg:avx512_core_amx_bf16), attention tiles on VDPBF16PS" or "no AVX512-BF16: sgemm on
+// bf16-rounded copies, attention tiles in a portable fp32 loop (fp32 speed)".
+std::string GemmPathName(GemmPrecision precision);
 
 }  // namespace openmoe

@@ -62,7 +62,7 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
       "parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
       "\nmesh: %d chips (%dx%d torus), %d data shards (expert_parallel %d) x model_parallel %d,"
       " %d MPI ranks x %d chips"
-      " (%s), experts %d..%d on rank 0 | OpenBLAS threads per rank: %d",
+      " (%s), experts %d..%d on rank 0 | OpenBLAS threads per rank: %d\ngemm (%s): %s",
       counts.total / 1e6, counts.activated / 1e6, counts.non_embedding_total / 1e6,
       counts.non_embedding_activated / 1e6, mesh.num_chips, mesh.torus_x, mesh.torus_y,
       mesh.NumShards(), mesh.expert_parallel, mesh.model_parallel, ranks, mesh.chips_per_rank,
@@ -70,7 +70,10 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
           ? absl::StrFormat("a model group spans %d ranks, each holds 1/%d of the split weights",
                             mesh.model_ranks, mesh.model_ranks)
           : absl::StrFormat("%d data shards per rank, whole weights", mesh.ShardsPerRank()),
-      mesh.first_local_expert, mesh.first_local_expert + mesh.num_local_experts - 1, threads));
+      mesh.first_local_expert, mesh.first_local_expert + mesh.num_local_experts - 1, threads,
+      ComputeDtype_Name(spec.train().compute_dtype()),
+      GemmPathName(spec.train().compute_dtype() == BF16 ? GemmPrecision::kBf16
+                                                        : GemmPrecision::kFp32)));
 }
 
 // Every rank's peak resident memory (MiB), printed by rank 0. Collective.

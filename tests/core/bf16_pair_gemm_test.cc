@@ -99,5 +99,12 @@ TEST(Bf16PairGemm, PackersRoundToNearestEven) {
   EXPECT_EQ(out[1] >> 16, FloatToBf16(1.0f + 4.0f / 256.0f));
 }
 
+// A build for this CPU must use the VDPBF16PS kernel where the CPU has it (a lost -march flag would
+// silently leave the portable loop).
+TEST(Bf16PairGemm, RunsTheNativeKernelWhereTheCpuHasAvx512Bf16) {
+  if (!CpuHasAvx512Bf16()) GTEST_SKIP() << "no AVX512-BF16 here: the portable fp32 loop runs";
+  EXPECT_TRUE(Bf16PairGemmIsNative());
+}
+
 }  // namespace
 }  // namespace openmoe
