@@ -2,6 +2,8 @@
 // auto-vectorises them; the heavy lifting of every layer is in GEMM (core/gemm.h).
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -41,6 +43,30 @@ inline float SiluGrad(float x) {
   const float s = Sigmoid(x);
   return s * (1.0f + x * (1.0f - s));
 }
+
+// e^x for x <= 0 in plain float arithmetic, within about 1 ulp: Cephes' expf, x = n ln2 + r with
+// |r| <= ln2 / 2, a polynomial for e^r and 2^n built from exponent bits. std::exp is a libm call
+// the compiler cannot vectorise without -ffast-math, and this runs on every logit and every
+// attention score of every step.
+inline float ExpNonPositive(float x_in) {
+  // Clamping keeps 2^n a normal float. Below the clamp (e^-87 = 1.6e-38) the result is 0, where
+  // std::exp gives a denormal: either is nothing next to a row sum that is >= 1.
+  constexpr float kMin = -87.0f;
+  const float x = std::max(x_in, kMin);
+  // Round to nearest by adding and removing 1.5 * 2^23 (std::nearbyint would not vectorise).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln 2 in two parts
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const float e = y * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return x_in < kMin ? 0.0f : e;
+}
+
 
 // Softmax of each row of x (rows, cols) into y (rows, cols); y may alias x. Returns nothing;
 // if lse is non-null it receives each row's logsumexp (rows).

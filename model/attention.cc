@@ -10,6 +10,7 @@
 #include "core/bf16.h"
 #include "core/check.h"
 #include "core/gemm.h"
+#include "core/kernels.h"
 
 namespace openmoe {
 namespace {
@@ -93,14 +94,17 @@ void OnlineSoftmaxTile(const Head& hd, int64_t i0, int64_t nq, int64_t j0, int64
     }
     const float m_new = std::max(m[r], mx);
     // m[r] = -inf (no earlier key) gives alpha 0; so does an old max cut against the new one.
-    const float alpha = m[r] - m_new > kMinScoreBelowMax ? std::exp(m[r] - m_new) : 0.0f;
-    float sum = 0.0f;
+    const float alpha = m[r] - m_new > kMinScoreBelowMax ? ExpNonPositive(m[r] - m_new) : 0.0f;
+    // Branch-free (a select, not a branch, per key), so the loop vectorises.
+    float* keys = row - j0;
+    const int32_t* seg = hd.seg;
     for (int64_t j = jb; j < je; ++j) {
-      const float z = row[j - j0] - m_new;
-      const float e = hd.seg[j] == si && z > kMinScoreBelowMax ? std::exp(z) : 0.0f;
-      row[j - j0] = e;
-      sum += e;
+      const float z = keys[j] - m_new;
+      const float e = ExpNonPositive(z);
+      keys[j] = (seg[j] == si) & (z > kMinScoreBelowMax) ? e : 0.0f;
     }
+    float sum = 0.0f;
+    for (int64_t j = jb; j < je; ++j) sum += keys[j];
     std::fill(row, row + std::max<int64_t>(jb - j0, 0), 0.0f);
     std::fill(row + std::max<int64_t>(je - j0, 0), row + nk, 0.0f);
     l[r] = l[r] * alpha + sum;
@@ -122,9 +126,12 @@ void ProbabilityTile(const Head& hd, int64_t i0, int64_t nq, int64_t j0, int64_t
     const int32_t si = hd.seg[i];
     const float li = lse[i];
     const auto [jb, je] = AllowedRange(hd, i, j0, j0 + nk);
-    for (int64_t j = jb; j < je; ++j) {
-      const float z = row[j - j0] - li;
-      row[j - j0] = hd.seg[j] == si && z > kMinScoreBelowMax ? std::exp(z) : 0.0f;
+    float* keys = row - j0;
+    const int32_t* seg = hd.seg;
+    for (int64_t j = jb; j < je; ++j) {  // branch-free, as in OnlineSoftmaxTile
+      const float z = keys[j] - li;
+      const float e = ExpNonPositive(std::min(z, 0.0f));
+      keys[j] = (seg[j] == si) & (z > kMinScoreBelowMax) ? e : 0.0f;
     }
     std::fill(row, row + std::clamp<int64_t>(jb - j0, 0, nk), 0.0f);
     std::fill(row + std::clamp<int64_t>(je - j0, 0, nk), row + nk, 0.0f);
