@@ -161,6 +161,10 @@ absl::Status ValidateCostModel(const CostModelConfig& c) {
     return bad("all_to_all_efficiency", c.all_to_all_efficiency(), "must be in (0, 1]");
   }
   if (!(c.hop_latency() >= 0)) return bad("hop_latency", c.hop_latency(), "must be >= 0");
+  if (c.has_attention_logits_bytes() && c.attention_logits_bytes() < 1) {
+    return bad("attention_logits_bytes", static_cast<double>(c.attention_logits_bytes()),
+               "must be >= 1");
+  }
   if (c.activation_bytes() < 1) {
     return bad("activation_bytes", static_cast<double>(c.activation_bytes()), "must be >= 1");
   }

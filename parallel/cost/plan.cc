@@ -139,7 +139,8 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       "\"ici_links_per_chip\": %d, \"ici_link_bandwidth\": %s, \"hop_latency\": %s, "
       "\"wraparound\": %s, \"activation_bytes\": %d, \"gradient_bytes\": %d, "
       "\"padded_dispatch\": %s, \"overlap_all_to_all_with_attention\": %s, \"dispatch\": %s, "
-      "\"remat\": %s, \"all_to_all_efficiency\": %s, \"cores_per_chip\": %d},\n"
+      "\"remat\": %s, \"all_to_all_efficiency\": %s, \"attention_logits_bytes\": %d, "
+      "\"attention_position_bias\": %s, \"cores_per_chip\": %d},\n"
       "    \"calibration\": {\"source\": %s, \"rows\": %d, \"min_residual\": %s, "
       "\"max_residual\": %s, \"check_source\": %s, \"check_rows\": %d, "
       "\"check_min_residual\": %s, \"check_max_residual\": %s},\n",
@@ -150,7 +151,9 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       c.padded_dispatch() ? "true" : "false",
       c.overlap_all_to_all_with_attention() ? "true" : "false",
       JsonString(DispatchImpl_Name(c.dispatch())), JsonString(Remat_Name(c.remat())),
-      JsonNumber(c.all_to_all_efficiency()), b.cores_per_chip, JsonString(calibration::kSource),
+      JsonNumber(c.all_to_all_efficiency()), c.attention_logits_bytes(),
+      c.attention_position_bias() ? "true" : "false", b.cores_per_chip,
+      JsonString(calibration::kSource),
       calibration::kRows, JsonNumber(calibration::kMinResidual),
       JsonNumber(calibration::kMaxResidual), JsonString(calibration::kCheckSource),
       calibration::kCheckRows, JsonNumber(calibration::kCheckMinResidual),
@@ -248,6 +251,7 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.cost_config = spec.cost_model();
   r.cost_config.set_activation_bytes(ActivationBytes(spec));  // as the cost model used it
   r.cost_config.set_remat(EffectiveRemat(spec));
+  r.cost_config.set_attention_logits_bytes(AttentionLogitsBytes(spec));
   // The slice as one process hosting every chip: the world size does not change where chips sit
   // on the torus. The spec is valid here, so the mesh is too.
   const absl::StatusOr<Mesh> slice = MakeMesh(spec, /*world_size=*/1, /*rank=*/0);

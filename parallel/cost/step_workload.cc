@@ -7,6 +7,7 @@
 #include "model/param_count.h"
 #include "model/params.h"
 #include "model/router.h"
+#include "parallel/cost/attention_scores.h"
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/mxu_tiles.h"
 
@@ -39,6 +40,11 @@ bool IsModelAxis(CollectiveKind kind) {
 int64_t ActivationBytes(const JobSpec& spec) {
   if (spec.cost_model().has_activation_bytes()) return spec.cost_model().activation_bytes();
   return spec.train().compute_dtype() == BF16 ? 2 : 4;
+}
+
+int64_t AttentionLogitsBytes(const JobSpec& spec) {
+  return spec.cost_model().has_attention_logits_bytes() ? spec.cost_model().attention_logits_bytes()
+                                                        : ActivationBytes(spec);
 }
 
 Remat EffectiveRemat(const JobSpec& spec) {
@@ -134,21 +140,38 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
                                    (1 + w.remat_flops_per_chip / w.model_flops_per_chip);
   }
 
-  const TokenTraffic traffic =
-      TrafficPerToken(piece.local_dims(), spec.train().seq_len(), w.expert_rows_per_token);
+  const ModelDims local = piece.local_dims();
+  const TokenTraffic traffic = TrafficPerToken(local, spec.train().seq_len(), w.expert_rows_per_token);
   // The attention's own matmuls; both remat modes run the attention's forward again (its two
-  // matmuls' FLOPs, a third of theirs, and their forward operands, 2 of the 6 H S).
+  // matmuls' FLOPs, a third of theirs, and their forward S x S passes).
   const bool attention_recomputed = remat == REMAT_FULL || remat == REMAT_ATTENTION;
-  w.attention_flops_per_chip =
-      flops.attention * tokens / split * (attention_recomputed ? 4.0 / 3 : 1.0);
-  w.attention_mxu_utilisation =
-      AttentionMxuUtilisation(piece.local_dims(), spec.train().seq_len());
-  w.attention_operand_bytes_per_chip = traffic.attention_operand_elements * act_bytes * tokens *
-                                       (attention_recomputed ? 8.0 / 6 : 1.0);
+  const double recomputed = attention_recomputed ? 1.0 : 0.0;
+  w.attention_flops_per_chip = flops.attention * tokens / split * (1 + recomputed / 3);
+  w.attention_mxu_utilisation = AttentionMxuUtilisation(local, spec.train().seq_len());
+  const ScoreBytes score = AttentionScoreBytes(AttentionLogitsBytes(spec), ActivationBytes(spec),
+                                               cfg.attention_position_bias());
+  // H S elements per token per layer, and the attention width for the q, k casts.
+  const double score_elements = static_cast<double>(local.num_layers) *
+                                static_cast<double>(local.num_heads) *
+                                static_cast<double>(spec.train().seq_len()) * tokens;
+  const double width_elements = static_cast<double>(local.num_layers) *
+                                static_cast<double>(local.AttentionWidth()) * tokens;
+  w.attention_operand_bytes_per_chip =
+      (score.operand_forward * (1 + recomputed) + score.operand_backward) * score_elements;
+  w.attention_score_bytes_per_chip =
+      (score.elementwise_forward * (1 + recomputed) + score.elementwise_backward) *
+          score_elements +
+      score.qk_cast * width_elements;
+  // What the recomputation runs again besides the S x S passes (hbm_traffic.h).
+  const double recomputed_elements = remat == REMAT_FULL        ? traffic.layer_forward_elements
+                                     : remat == REMAT_ATTENTION ? traffic.attention_forward_elements
+                                                                : 0.0;
+  w.recomputed_bytes_per_chip = recomputed_elements * act_bytes * tokens;
   w.gating_bytes_per_chip = gating_elements_per_token * static_cast<double>(w.num_moe_layers) *
                             act_bytes * tokens;
-  w.elementwise_bytes_per_chip =
-      traffic.elementwise_elements * act_bytes * tokens + w.gating_bytes_per_chip;
+  w.elementwise_bytes_per_chip = traffic.elementwise_elements * act_bytes * tokens +
+                                 w.attention_score_bytes_per_chip + w.recomputed_bytes_per_chip +
+                                 w.gating_bytes_per_chip;
   double saved = traffic.saved_elements;
   if (remat == REMAT_ATTENTION) {
     saved -= traffic.attention_internal_elements;

@@ -18,7 +18,14 @@
 //                     router's d x E is counted split too: it is < 0.01% of N)
 //   elementwise HBM   TrafficPerToken(local_dims, ...).elementwise_elements * ActivationBytes(spec)
 //                     * T (parallel/cost/hbm_traffic.h: d_model-wide work is whole on every chip
-//                     of the model group, head / mlp / vocab-wide work is split)
+//                     of the model group, head / mlp / vocab-wide work is split), plus the S x S
+//                     softmax passes, AttentionScoreBytes(AttentionLogitsBytes, activation bytes,
+//                     attention_position_bias) (parallel/cost/attention_scores.h): (elementwise
+//                     forward x (1 + recomputed) + elementwise backward) * L H S * T + qk_cast *
+//                     L A * T (local heads, width), recomputed = 1 when remat runs the attention
+//                     again; plus what remat runs again besides them: REMAT_ATTENTION
+//                     attention_forward_elements, REMAT_FULL layer_forward_elements, times
+//                     activation bytes * T
 //   optimizer HBM     params held * gradient_bytes * (4 + 2 (microbatches - 1)): Adafactor reads
 //                     the parameter and the gradient, reads the gradient again for the update's
 //                     RMS, writes the parameter; each extra microbatch reads and writes the
@@ -47,11 +54,11 @@
 //                     Not model FLOPs: compute time, not MFU
 //   attention matmuls the score and context matmuls' FLOPs (12 L H hd S * T / mp, in the model
 //                     FLOPs; x 4/3 when remat recomputes the attention), their MXU utilisation
-//                     u(hd, S), and their S x S operands' HBM bytes (TrafficPerToken's
-//                     attention_operand_elements * activation_bytes * T, x 8/6 with remat)
+//                     u(hd, S), and their S x S operands' HBM bytes ((operand forward x (1 +
+//                     recomputed) + operand backward) * L H S * T, attention_scores.h)
 //   remat FLOPs       REMAT_FULL: one more forward, model FLOPs / 3 + the einsum forward
 //                     (4 G E C d); REMAT_ATTENTION: the attention sub-blocks' forward
-//                     (attention FLOPs / 3). Recomputed elementwise traffic is not added.
+//                     (attention FLOPs / 3). Their elementwise traffic: elementwise HBM above.
 //   cores             topology.cores_per_chip TensorCores per chip, each a device with
 //                     hbm_capacity / cores of HBM and a replica of the chip's piece: the chip's
 //                     tokens split over its cores, so a core holds the whole state and 1 / cores
@@ -150,6 +157,8 @@ struct StepWorkload {
   double attention_mxu_utilisation = 1;     // u(head_dim, seq_len)
   double attention_operand_bytes_per_chip = 0;  // their S x S operands through HBM
   double gating_bytes_per_chip = 0;         // of elementwise_bytes_per_chip
+  double attention_score_bytes_per_chip = 0;  // of it: the S x S softmax passes (attention_scores.h)
+  double recomputed_bytes_per_chip = 0;       // of it: what remat runs again, S x S passes apart
 
   std::vector<CollectiveWork> collectives;
 
@@ -170,6 +179,10 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh);
 // cost_model.activation_bytes when the job sets it, else what train.compute_dtype computes in:
 // 2 for BF16, 4 for FP32.
 int64_t ActivationBytes(const JobSpec& spec);
+
+// Bytes per element of the attention logits: cost_model.attention_logits_bytes when the job sets
+// it, else ActivationBytes(spec).
+int64_t AttentionLogitsBytes(const JobSpec& spec);
 
 // The modelled run's rematerialisation: cost_model.remat when the job sets it, else train.remat
 // (what this trainer runs).

@@ -132,12 +132,14 @@ TEST(StepWorkload, HbmTrafficAndActivationsFollowTheirPerTokenFormulas) {
   const double r = 80.0 / 64;
   const TokenTraffic t = TrafficPerToken(dims, 64, r);
   const double d = 64, a = 64, hs = 4 * 64, f = 128, e = 4, v = 256;
-  const double attention = 11 * d + 8 * a + 5 * hs;
+  const double attention = 11 * d + 8 * a;  // the S x S softmax apart (attention_scores.h)
   const double ffn = 11 * d + 11 * f;
   const double moe = 14 * d + 5 * e + 5 * r * d + r * 11 * f;
   EXPECT_DOUBLE_EQ(t.elementwise_elements, 2 * attention + 2 * ffn + moe + 9 * d + 3 * v);
-  // Apart, the attention matmuls' S x S operands: 6 H S per layer (issue 26).
-  EXPECT_DOUBLE_EQ(t.attention_operand_elements, 2 * 6 * hs);
+  // What a recomputation runs again: RoPE (attention), or each layer's forward column.
+  EXPECT_DOUBLE_EQ(t.attention_forward_elements, 2 * 4 * a);
+  EXPECT_DOUBLE_EQ(t.layer_forward_elements, 2 * (5 * d + 4 * a) + 2 * (5 * d + 4 * f) +
+                                                 (6 * d + 2 * e + 3 * r * d + r * 4 * f));
   const double saved = 2 * (2 * d + 4 * a + hs) + 2 * (2 * d + 4 * f) +
                        (2 * d + e + 2 * r * d + r * 4 * f) + 2 * d + v;
   EXPECT_DOUBLE_EQ(t.saved_elements, saved);
@@ -146,7 +148,12 @@ TEST(StepWorkload, HbmTrafficAndActivationsFollowTheirPerTokenFormulas) {
   // Plus the gating of the one MoE layer (EINSUM, the default): 4 k E + 4 E C elements per token
   // = 4*2*4 + 4*4*20 = 352, bf16, 128 tokens per chip.
   EXPECT_DOUBLE_EQ(w.gating_bytes_per_chip, 352.0 * 2 * 128);
-  EXPECT_DOUBLE_EQ(w.elementwise_bytes_per_chip, t.elementwise_elements * 2 * 128 + 352.0 * 2 * 128);
+  // Plus the S x S softmax passes in bf16: 5 H S per layer (2 layers), and the attention
+  // matmuls' S x S operands, 6 H S per layer, apart.
+  EXPECT_DOUBLE_EQ(w.attention_score_bytes_per_chip, 2 * 5 * hs * 2 * 128);
+  EXPECT_DOUBLE_EQ(w.attention_operand_bytes_per_chip, 2 * 6 * hs * 2 * 128);
+  EXPECT_DOUBLE_EQ(w.elementwise_bytes_per_chip,
+                   (t.elementwise_elements + 2 * 5 * hs + 352.0) * 2 * 128);
   EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, t.saved_elements * 2 * 64);
   const ChipMemory memory = MemoryPerChip(ParamLayout(dims), spec.optimizer(), 4);
   EXPECT_EQ(w.state_bytes_per_chip, memory.total_bytes);
@@ -402,8 +409,9 @@ TEST(StepWorkloadModelAxis, ActivationsAndTrafficUseThePieceSizes) {
   const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
   EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, t.saved_elements * 2 * 128);
   // Plus the gating, d_model-wide so whole on each chip: 4 k E + 4 E C = 352 per token, bf16.
+  // And the softmax passes of the chip's 2 heads: 5 H S per layer, 2 layers.
   EXPECT_DOUBLE_EQ(w.elementwise_bytes_per_chip,
-                   t.elementwise_elements * 2 * 256 + 352.0 * 2 * 256);
+                   (t.elementwise_elements + 2 * 5 * 2 * 64 + 352.0) * 2 * 256);
   // Fewer saved elements per token than the whole model's, more tokens per chip.
   EXPECT_LT(t.saved_elements, TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64).saved_elements);
 }

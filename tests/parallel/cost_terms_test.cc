@@ -8,6 +8,7 @@
 #include "model/config.h"
 #include "model/param_count.h"
 #include "model/params.h"
+#include "parallel/cost/attention_scores.h"
 #include "parallel/cost/collective_cost.h"
 #include "parallel/cost/cost_model.h"
 #include "parallel/cost/grad_overlap.h"
@@ -118,14 +119,58 @@ TEST(MxuTiles, FilledTilesCostNothingAndRematPadsAlike) {
                    plain.attention_operand_bytes_per_chip * 8 / 6);
 }
 
-TEST(HbmTraffic, AttentionOperandsAreSixScoreMatricesPerLayer) {
-  // QK^T writes the scores, PV reads p; dO V^T writes dp, P^T dO reads p, dS K and dS^T Q read
-  // ds: 6 H S per layer per token, apart from the softmax's 5 H S.
-  ModelDims dims = DimsFromSpec(SmallMoe());
-  const TokenTraffic t64 = TrafficPerToken(dims, 64, 0);
-  const TokenTraffic t128 = TrafficPerToken(dims, 128, 0);
-  EXPECT_DOUBLE_EQ(t64.attention_operand_elements, 6.0 * 4 * 64 * 2);
-  EXPECT_DOUBLE_EQ(t128.elementwise_elements - t64.elementwise_elements, 5.0 * 4 * 64 * 2);
+TEST(AttentionScores, BytesPerScoreElementByHand) {
+  // bf16 logits, no bias: what the model counted before issue 26's fp32 term: the attention
+  // matmuls' operands 6 H S (QK^T writes s, PV reads p; dO V^T writes dp, P^T dO reads p, dS K
+  // and dS^T Q read ds), the softmax 5 H S (forward 2, backward 3), 2 bytes each.
+  const ScoreBytes bf16 = AttentionScoreBytes(2, 2, false);
+  EXPECT_DOUBLE_EQ(bf16.operand_forward + bf16.operand_backward, 12);
+  EXPECT_DOUBLE_EQ(bf16.elementwise_forward, 4);
+  EXPECT_DOUBLE_EQ(bf16.elementwise_backward, 6);
+  EXPECT_DOUBLE_EQ(bf16.qk_cast, 0);
+  // Mesh TensorFlow's float32_logits with T5's bias: forward s written in fp32 (4), p read (2);
+  // backward dp written (2), p read (2), ds read twice (8). Elementwise forward: bias add reads s
+  // and the bias, writes s (12); softmax reads s, writes fp32 weights (8); the cast reads them,
+  // writes bf16 (6): 26. Backward: the cast reads dp, writes fp32 (6); softmax reads the weights
+  // and dp, writes ds (12); the bias's gradient reads ds (4): 22. q and k cast: 4 x (4 + 2).
+  const ScoreBytes t5 = AttentionScoreBytes(4, 2, true);
+  EXPECT_DOUBLE_EQ(t5.operand_forward, 6);
+  EXPECT_DOUBLE_EQ(t5.operand_backward, 12);
+  EXPECT_DOUBLE_EQ(t5.elementwise_forward, 26);
+  EXPECT_DOUBLE_EQ(t5.elementwise_backward, 22);
+  EXPECT_DOUBLE_EQ(t5.qk_cast, 24);
+}
+
+TEST(AttentionScores, InTheStepByHand) {
+  // SmallMoe: 2 layers x 4 heads x S 64 = 512 score elements per token, 128 tokens per chip,
+  // attention width 64; fp32 logits with a bias, REMAT_ATTENTION (the forward runs twice).
+  JobSpec spec = SmallMoe();
+  spec.mutable_cost_model()->set_attention_logits_bytes(4);
+  spec.mutable_cost_model()->set_attention_position_bias(true);
+  spec.mutable_cost_model()->set_remat(REMAT_ATTENTION);
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  EXPECT_DOUBLE_EQ(w.attention_score_bytes_per_chip,
+                   ((26.0 * 2 + 22) * 512 + 24.0 * 2 * 64) * 128);
+  EXPECT_DOUBLE_EQ(w.attention_operand_bytes_per_chip, (6.0 * 2 + 12) * 512 * 128);
+  // The recomputed RoPE on q and k: 4 A per layer, bf16.
+  EXPECT_DOUBLE_EQ(w.recomputed_bytes_per_chip, 2 * 4 * 64.0 * 2 * 128);
+  // Unset, the logits take the activations' bytes.
+  spec.mutable_cost_model()->clear_attention_logits_bytes();
+  EXPECT_EQ(AttentionLogitsBytes(spec), 2);
+  spec.mutable_cost_model()->set_attention_logits_bytes(0);
+  EXPECT_FALSE(ValidateCostModel(spec.cost_model()).ok());
+}
+
+TEST(HbmTraffic, RecomputationRunsTheForwardColumnAgain) {
+  // REMAT_FULL runs every layer's forward elementwise work again (hbm_traffic.h's forward
+  // column), REMAT_NONE nothing; the S x S passes are in attention_score_bytes.
+  JobSpec spec = SmallMoe();
+  const TokenTraffic t = TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64);
+  spec.mutable_cost_model()->set_remat(REMAT_NONE);
+  EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).recomputed_bytes_per_chip, 0);
+  spec.mutable_cost_model()->set_remat(REMAT_FULL);
+  EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).recomputed_bytes_per_chip,
+                   t.layer_forward_elements * 2 * 128);
 }
 
 // Closed forms of the bucket schedule; bucket seconds: 10 ms per shared byte, 20 ms per expert one.
