@@ -8,8 +8,10 @@
 #include "model/params.h"
 #include "model/router.h"
 #include "parallel/cost/attention_scores.h"
+#include "parallel/cost/encoder_decoder.h"
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/mxu_tiles.h"
+#include "parallel/cost/vector_layout.h"
 
 namespace openmoe {
 
@@ -104,7 +106,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
       const int64_t capacity = ExpertCapacity(routing);
       einsum_flops_per_group = EinsumDispatchFlopsPerGroup(routing.group_size, routing.num_experts,
                                                            capacity, dims.d_model);
-      gating_elements_per_token += 4 * e * static_cast<double>(capacity);
+      // The masks' (E, C) minor dims as tiled in memory (vector_layout.h).
+      gating_elements_per_token += 4 * TiledElements(routing.num_experts, capacity);
     }
   }
   // Expert rows a shard holds per microbatch (what it sends, and on average what it receives).
@@ -123,16 +126,39 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
         attention_flops_per_layer * static_cast<double>(w.num_moe_layers) * tokens / split;
   }
 
+  // An encoder-decoder's work beyond the stand-in stack (encoder_decoder.h): the real model's, so
+  // in the model FLOPs (and MFU), and recomputed as the stack's is.
+  const ModelDims local = piece.local_dims();
+  const bool encoder_decoder = cfg.encoder_layers() > 0;
+  EncoderDecoderDelta delta;
+  if (encoder_decoder) {
+    delta = EncoderDecoderPerToken(local, spec.train().seq_len(),
+                                   {.encoder_layers = cfg.encoder_layers(),
+                                    .target_length = cfg.decoder_target_length()});
+    w.encoder_decoder_flops_per_chip = (delta.matmul_flops + delta.attention_flops) * tokens;
+    w.model_flops_per_chip += w.encoder_decoder_flops_per_chip;
+  }
+
   // Routing groups of a chip per step, every MoE layer.
   const double moe_groups = static_cast<double>(groups_per_chip_microbatch) *
                             static_cast<double>(w.microbatches) *
                             static_cast<double>(w.num_moe_layers);
   w.dispatch_flops_per_chip = einsum_flops_per_group * moe_groups;
+  if (dims.num_experts > 0) {
+    // The experts multiply every row of their buffer: r rows per token where the model FLOPs count
+    // top_k (6 x one expert's parameters per row, every MoE layer).
+    w.capacity_flops_per_chip = 6.0 * static_cast<double>(piece_counts.expert_total) /
+                                static_cast<double>(dims.num_experts) *
+                                (w.expert_rows_per_token - static_cast<double>(dims.top_k)) *
+                                tokens;
+  }
   if (remat == REMAT_FULL) {
-    w.remat_flops_per_chip = w.model_flops_per_chip / 3 + 0.4 * w.dispatch_flops_per_chip;
+    w.remat_flops_per_chip = w.model_flops_per_chip / 3 + 0.4 * w.dispatch_flops_per_chip +
+                             w.capacity_flops_per_chip / 3;
   } else if (remat == REMAT_ATTENTION && dims.num_layers > 0) {
     const double attention_params = static_cast<double>(counts[Component::kAttention].total);
-    w.remat_flops_per_chip = (6 * attention_params + flops.attention) / 3 * tokens / split;
+    w.remat_flops_per_chip = (6 * attention_params + flops.attention) / 3 * tokens / split +
+                             (delta.projection_flops + delta.attention_flops) / 3 * tokens;
   }
 
   if (w.model_flops_per_chip > 0) {
@@ -140,13 +166,13 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
                                    (1 + w.remat_flops_per_chip / w.model_flops_per_chip);
   }
 
-  const ModelDims local = piece.local_dims();
   const TokenTraffic traffic = TrafficPerToken(local, spec.train().seq_len(), w.expert_rows_per_token);
   // The attention's own matmuls; both remat modes run the attention's forward again (its two
   // matmuls' FLOPs, a third of theirs, and their forward S x S passes).
   const bool attention_recomputed = remat == REMAT_FULL || remat == REMAT_ATTENTION;
   const double recomputed = attention_recomputed ? 1.0 : 0.0;
-  w.attention_flops_per_chip = flops.attention * tokens / split * (1 + recomputed / 3);
+  w.attention_flops_per_chip =
+      (flops.attention / split + delta.attention_flops) * tokens * (1 + recomputed / 3);
   w.attention_mxu_utilisation = AttentionMxuUtilisation(local, spec.train().seq_len());
   const ScoreBytes score = AttentionScoreBytes(AttentionLogitsBytes(spec), ActivationBytes(spec),
                                                cfg.attention_position_bias());
@@ -162,6 +188,15 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
       (score.elementwise_forward * (1 + recomputed) + score.elementwise_backward) *
           score_elements +
       score.qk_cast * width_elements;
+  if (encoder_decoder) {
+    // The cross-attention's logits take no position bias.
+    const ScoreBytes cross = AttentionScoreBytes(AttentionLogitsBytes(spec), ActivationBytes(spec),
+                                                 /*position_bias=*/false);
+    w.attention_score_bytes_per_chip +=
+        EncoderDecoderScoreBytes(delta, score, cross, recomputed) * tokens;
+    w.attention_operand_bytes_per_chip +=
+        EncoderDecoderOperandBytes(delta, score, cross, recomputed) * tokens;
+  }
   // What the recomputation runs again besides the S x S passes (hbm_traffic.h).
   const double recomputed_elements = remat == REMAT_FULL        ? traffic.layer_forward_elements
                                      : remat == REMAT_ATTENTION ? traffic.attention_forward_elements
@@ -169,7 +204,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   w.recomputed_bytes_per_chip = recomputed_elements * act_bytes * tokens;
   w.gating_bytes_per_chip = gating_elements_per_token * static_cast<double>(w.num_moe_layers) *
                             act_bytes * tokens;
-  w.elementwise_bytes_per_chip = traffic.elementwise_elements * act_bytes * tokens +
+  w.elementwise_bytes_per_chip = (traffic.elementwise_elements + delta.elementwise_elements) *
+                                     act_bytes * tokens +
                                  w.attention_score_bytes_per_chip + w.recomputed_bytes_per_chip +
                                  w.gating_bytes_per_chip;
   double saved = traffic.saved_elements;

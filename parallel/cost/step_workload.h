@@ -13,6 +13,11 @@
 // local_dims() are the per-chip sizes (heads, d_ff, expert_d_ff, padded vocab divided by mp).
 //
 // Counts (per chip, per step):
+//   encoder-decoder   cost_model.encoder_layers > 0: EncoderDecoderPerToken(local_dims, ...) * T
+//                     (parallel/cost/encoder_decoder.h): its FLOPs in the model FLOPs (and so in
+//                     REMAT_FULL's), its projections and attention in REMAT_ATTENTION's, its
+//                     attention in the attention matmuls; its elementwise elements, S x S passes
+//                     and operands in those terms below
 //   model FLOPs       TrainingFlopsPerToken(layout, seq_len).total * T / mp (PaLM's
 //                     6N + 12 L H hd S, model/param_count.h; the split matmuls. The replicated
 //                     router's d x E is counted split too: it is < 0.01% of N)
@@ -40,7 +45,8 @@
 //                     reads the E probabilities / one-hot mask and writes one; forward and
 //                     backward); DISPATCH_EINSUM adds the (G, E, C) dispatch and combine masks,
 //                     written in the forward, the combine mask's gradient written and read in the
-//                     backward: 4 E C elements per token
+//                     backward: 4 E C elements per token, E x C as tiled in memory (C padded to
+//                     128 lanes, E to 8 sublanes: TiledElements, parallel/cost/vector_layout.h)
 //   dispatch FLOPs    DISPATCH_EINSUM (GShard, T5X): dispatch einsum GEC,Gd->ECd and combine
 //                     ECd,GEC->Gd, 2 G E C d FLOPs each; backward the dispatch's input gradient
 //                     and the combine's gradients for the expert outputs and the combine weights:
@@ -48,6 +54,11 @@
 //                     whole (d_model is not split). DISPATCH_GATHER: 0 (index moves, in the
 //                     elementwise traffic already). Not model FLOPs: they count in compute time,
 //                     not in MFU.
+//   capacity FLOPs    the experts multiply every row of their buffer, r = expert_rows_per_token
+//                     rows per token (E C / G with padded_dispatch: at capacity factor 2 twice
+//                     the top_k choices), where the model FLOPs count top_k: 6 (expert params of
+//                     the piece / E) (r - top_k) * T, negative when the buffer drops choices.
+//                     Not model FLOPs: compute time, not MFU; REMAT_FULL recomputes a third
 //   MXU padding FLOPs what the weight matmuls' dims leave empty of the MXU's 128 x 128 tiles,
 //                     costed as FLOPs (parallel/cost/mxu_tiles.h): MxuWeightPaddingFlopsPerToken *
 //                     T * (1 + remat FLOPs / model FLOPs) (the recomputed forward pads alike).
@@ -57,7 +68,7 @@
 //                     u(hd, S), and their S x S operands' HBM bytes ((operand forward x (1 +
 //                     recomputed) + operand backward) * L H S * T, attention_scores.h)
 //   remat FLOPs       REMAT_FULL: one more forward, model FLOPs / 3 + the einsum forward
-//                     (4 G E C d); REMAT_ATTENTION: the attention sub-blocks' forward
+//                     (4 G E C d) + capacity FLOPs / 3; REMAT_ATTENTION: the attention sub-blocks' forward
 //                     (attention FLOPs / 3). Their elementwise traffic: elementwise HBM above.
 //   cores             topology.cores_per_chip TensorCores per chip, each a device with
 //                     hbm_capacity / cores of HBM and a replica of the chip's piece: the chip's
@@ -151,8 +162,10 @@ struct StepWorkload {
   int64_t state_bytes_per_chip = 0;         // params + grads + Adafactor, fp32 (one replica)
   int64_t cores_per_chip = 1;               // topology.cores_per_chip
   double dispatch_flops_per_chip = 0;       // DISPATCH_EINSUM's one-hot einsums
+  double capacity_flops_per_chip = 0;       // experts over their buffer's rows beyond top_k
   double remat_flops_per_chip = 0;          // recomputed forward work
   double mxu_padding_flops_per_chip = 0;    // tile padding of the weight matmuls (mxu_tiles.h)
+  double encoder_decoder_flops_per_chip = 0;  // of the model FLOPs (encoder_decoder.h)
   double attention_flops_per_chip = 0;      // score + context matmuls (in model + remat FLOPs)
   double attention_mxu_utilisation = 1;     // u(head_dim, seq_len)
   double attention_operand_bytes_per_chip = 0;  // their S x S operands through HBM

@@ -15,6 +15,7 @@
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/mxu_tiles.h"
 #include "parallel/cost/step_workload.h"
+#include "parallel/cost/vector_layout.h"
 
 namespace openmoe {
 namespace {
@@ -79,7 +80,9 @@ TEST(MxuTiles, SmallMoeWeightPaddingFlopsByHand) {
   EXPECT_DOUBLE_EQ(b.attention_matmul_seconds, 16 * 98304.0 * 128 / pe);
   EXPECT_NEAR(b.attention_extra_seconds, 15 * 98304.0 * 128 / pe, 1e-18);
   EXPECT_NEAR(b.compute_seconds,
-              (w.model_flops_per_chip + w.dispatch_flops_per_chip + by_hand * 128) / pe +
+              (w.model_flops_per_chip + w.dispatch_flops_per_chip + w.capacity_flops_per_chip +
+               by_hand * 128) /
+                      pe +
                   15 * 98304.0 * 128 / pe,
               1e-15);
   EXPECT_DOUBLE_EQ(b.mfu, w.model_flops_per_chip / (b.step_seconds * 123e12));
@@ -159,6 +162,18 @@ TEST(AttentionScores, InTheStepByHand) {
   EXPECT_EQ(AttentionLogitsBytes(spec), 2);
   spec.mutable_cost_model()->set_attention_logits_bytes(0);
   EXPECT_FALSE(ValidateCostModel(spec.cost_model()).ok());
+}
+
+TEST(VectorLayout, TheTwoMinorDimsPadToEightByOneHundredTwentyEight) {
+  EXPECT_DOUBLE_EQ(TiledElements(128, 8), 128.0 * 128);    // Switch-Base's masks: C = 8, 16x
+  EXPECT_DOUBLE_EQ(TiledElements(128, 128), 128.0 * 128);  // a full tile row: no padding
+  EXPECT_DOUBLE_EQ(TiledElements(4, 20), 8.0 * 128);
+  EXPECT_DOUBLE_EQ(TiledElements(2048, 129), 2048.0 * 256);
+  // In the step: SmallMoe's one MoE layer, 4 k E + 4 x tiled (E, C) = 32 + 4 x 1024 elements per
+  // token, bf16, 128 tokens per chip.
+  const JobSpec spec = SmallMoe();
+  EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).gating_bytes_per_chip,
+                   (32.0 + 4 * 1024) * 2 * 128);
 }
 
 TEST(HbmTraffic, RecomputationRunsTheForwardColumnAgain) {
