@@ -11,6 +11,7 @@
 #include "parallel/cost/attention_scores.h"
 #include "parallel/cost/collective_cost.h"
 #include "parallel/cost/cost_model.h"
+#include "parallel/cost/encoder_decoder.h"
 #include "parallel/cost/grad_overlap.h"
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/mxu_tiles.h"
@@ -162,6 +163,59 @@ TEST(AttentionScores, InTheStepByHand) {
   EXPECT_EQ(AttentionLogitsBytes(spec), 2);
   spec.mutable_cost_model()->set_attention_logits_bytes(0);
   EXPECT_FALSE(ValidateCostModel(spec.cost_model()).ok());
+}
+
+TEST(EncoderDecoder, DeltaPerStandInTokenByHand) {
+  // 2 + 2 layers, d 64, 4 heads x 16 (A 64), vocabulary 256; inputs S 64, targets t 16: the
+  // stand-in holds n = (2 x 64 + 2 x 16) / 4 = 40 tokens per example. Per example:
+  //   cross projections   2 x 6 x 2 x 64 x 64 x (16 + 64) = 7,864,320
+  //   logits              6 x 64 x 256 x (16 - 40)        = -2,359,296
+  //   attention           2 x 16 x 12 x 64 x 64 + 2 x 16 x 12 x 64 x (16 - 64) = 393,216
+  //   self S x S elements 2 x 16 x 4 x (16 - 64) = -6,144; cross 2 x 16 x 4 x 64 = 8,192
+  //   elementwise         2 x 16 x 11 x 64 + 3 x 256 x (16 - 40) = 4,096
+  ModelDims dims;
+  dims.num_layers = 4;
+  dims.d_model = 64;
+  dims.num_heads = 4;
+  dims.head_dim = 16;
+  dims.vocab_size = dims.padded_vocab_size = 256;
+  const EncoderDecoderDelta e =
+      EncoderDecoderPerToken(dims, 64, {.encoder_layers = 2, .target_length = 16});
+  EXPECT_DOUBLE_EQ(e.projection_flops, 7864320.0 / 40);
+  EXPECT_DOUBLE_EQ(e.matmul_flops, (7864320.0 - 2359296) / 40);
+  EXPECT_DOUBLE_EQ(e.attention_flops, 393216.0 / 40);
+  EXPECT_DOUBLE_EQ(e.self_score_elements, -6144.0 / 40);
+  EXPECT_DOUBLE_EQ(e.cross_score_elements, 8192.0 / 40);
+  EXPECT_DOUBLE_EQ(e.elementwise_elements, 4096.0 / 40);
+  // bf16 S x S passes, no remat: 5 bytes x 2 per element elementwise, 6 x 2 operands.
+  const ScoreBytes b = AttentionScoreBytes(2, 2, false);
+  EXPECT_DOUBLE_EQ(EncoderDecoderScoreBytes(e, b, b, 0), 10 * (8192.0 - 6144) / 40);
+  EXPECT_DOUBLE_EQ(EncoderDecoderOperandBytes(e, b, b, 0), 12 * (8192.0 - 6144) / 40);
+}
+
+TEST(EncoderDecoder, InTheStepItIsTheRealModelsFlops) {
+  // SmallMoe (2 layers, S 64, vocabulary 256, 4 x 16 heads, d 64) as 1 + 1 layers with 16
+  // targets: the model FLOPs grow by the delta x 128 tokens per chip.
+  JobSpec spec = SmallMoe();
+  const StepWorkload plain = EstimateStepWorkload(spec, SliceOf(spec));
+  spec.mutable_cost_model()->set_encoder_layers(1);
+  spec.mutable_cost_model()->set_decoder_target_length(16);
+  ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  const EncoderDecoderDelta e =
+      EncoderDecoderPerToken(DimsFromSpec(spec), 64, {.encoder_layers = 1, .target_length = 16});
+  EXPECT_DOUBLE_EQ(w.encoder_decoder_flops_per_chip, (e.matmul_flops + e.attention_flops) * 128);
+  EXPECT_NEAR(w.model_flops_per_chip - plain.model_flops_per_chip,
+              w.encoder_decoder_flops_per_chip, 1e-6);
+  EXPECT_NEAR(w.attention_flops_per_chip - plain.attention_flops_per_chip,
+              e.attention_flops * 128, 1e-6);
+  // A decoder with no layers or targets longer than the inputs is rejected, naming the field.
+  spec.mutable_cost_model()->set_encoder_layers(2);
+  EXPECT_NE(ValidateJob(spec).ToString().find("cost_model.encoder_layers=2"), std::string::npos);
+  spec.mutable_cost_model()->set_encoder_layers(1);
+  spec.mutable_cost_model()->set_decoder_target_length(65);
+  EXPECT_NE(ValidateJob(spec).ToString().find("cost_model.decoder_target_length=65"),
+            std::string::npos);
 }
 
 TEST(VectorLayout, TheTwoMinorDimsPadToEightByOneHundredTwentyEight) {
