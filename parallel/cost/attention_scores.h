@@ -41,7 +41,6 @@ struct ScoreBytes {
 };
 
 // logits_bytes, probability_bytes >= 1.
-ScoreBytes AttentionScoreBytes(int64_t logits_bytes, int64_t probability_bytes,
-                               bool position_bias);
+ScoreBytes AttentionScoreBytes(int64_t logits_bytes, int64_t probability_bytes, bool position_bias);
 
 }  // namespace openmoe

@@ -166,7 +166,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
                                    (1 + w.remat_flops_per_chip / w.model_flops_per_chip);
   }
 
-  const TokenTraffic traffic = TrafficPerToken(local, spec.train().seq_len(), w.expert_rows_per_token);
+  const TokenTraffic traffic =
+      TrafficPerToken(local, spec.train().seq_len(), w.expert_rows_per_token);
   // The attention's own matmuls; both remat modes run the attention's forward again (its two
   // matmuls' FLOPs, a third of theirs, and their forward S x S passes).
   const bool attention_recomputed = remat == REMAT_FULL || remat == REMAT_ATTENTION;

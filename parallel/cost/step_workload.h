@@ -68,8 +68,9 @@
 //                     u(hd, S), and their S x S operands' HBM bytes ((operand forward x (1 +
 //                     recomputed) + operand backward) * L H S * T, attention_scores.h)
 //   remat FLOPs       REMAT_FULL: one more forward, model FLOPs / 3 + the einsum forward
-//                     (4 G E C d) + capacity FLOPs / 3; REMAT_ATTENTION: the attention sub-blocks' forward
-//                     (attention FLOPs / 3). Their elementwise traffic: elementwise HBM above.
+//                     (4 G E C d) + capacity FLOPs / 3; REMAT_ATTENTION: the attention
+//                     sub-blocks' forward (attention FLOPs / 3). Their elementwise traffic:
+//                     elementwise HBM above.
 //   cores             topology.cores_per_chip TensorCores per chip, each a device with
 //                     hbm_capacity / cores of HBM and a replica of the chip's piece: the chip's
 //                     tokens split over its cores, so a core holds the whole state and 1 / cores
@@ -170,7 +171,7 @@ struct StepWorkload {
   double attention_mxu_utilisation = 1;     // u(head_dim, seq_len)
   double attention_operand_bytes_per_chip = 0;  // their S x S operands through HBM
   double gating_bytes_per_chip = 0;         // of elementwise_bytes_per_chip
-  double attention_score_bytes_per_chip = 0;  // of it: the S x S softmax passes (attention_scores.h)
+  double attention_score_bytes_per_chip = 0;  // of it: S x S softmax passes (attention_scores.h)
   double recomputed_bytes_per_chip = 0;       // of it: what remat runs again, S x S passes apart
 
   std::vector<CollectiveWork> collectives;

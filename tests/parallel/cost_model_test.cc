@@ -409,7 +409,8 @@ TEST(StepWorkloadModelAxis, ActivationsAndTrafficUseThePieceSizes) {
   const TokenTraffic t = TrafficPerToken(piece, 64, 80.0 / 64);
   const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
   EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, t.saved_elements * 2 * 128);
-  // Plus the gating, d_model-wide so whole on each chip: 4 k E + 4 x (E, C) tiled = 4128 per token, bf16.
+  // Plus the gating, d_model-wide so whole on each chip: 4 k E + 4 x (E, C) tiled = 4128 per
+  // token, bf16.
   // And the softmax passes of the chip's 2 heads: 5 H S per layer, 2 layers.
   EXPECT_DOUBLE_EQ(w.elementwise_bytes_per_chip,
                    (t.elementwise_elements + 2 * 5 * 2 * 64 + 4128.0) * 2 * 256);
