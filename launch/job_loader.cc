@@ -636,6 +636,16 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
 
   const absl::Status cost = ValidateCostModel(spec.cost_model());
   if (!cost.ok()) p.Add(std::string(cost.message()));
+  const CostModelConfig& cm = spec.cost_model();
+  if (cm.encoder_layers() != 0 &&
+      (cm.encoder_layers() < 0 || cm.encoder_layers() >= spec.model().num_layers())) {
+    p.Add(absl::StrFormat("cost_model.encoder_layers=%d must be in [0, model.num_layers=%d)",
+                          cm.encoder_layers(), spec.model().num_layers()));
+  } else if (cm.encoder_layers() > 0 &&
+             (cm.decoder_target_length() < 1 || cm.decoder_target_length() > tr.seq_len())) {
+    p.Add(absl::StrFormat("cost_model.decoder_target_length=%d must be in [1, train.seq_len=%d]",
+                          cm.decoder_target_length(), tr.seq_len()));
+  }
 
   if (p.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(

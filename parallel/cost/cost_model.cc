@@ -28,7 +28,8 @@ void OverlapGradientReduce(const StepWorkload& w, double sustained_flops, double
   const double microbatches = static_cast<double>(std::max<int64_t>(1, w.microbatches));
   b->backward_seconds =
       ((2.0 / 3) *
-           (w.model_flops_per_chip + w.dispatch_flops_per_chip + w.mxu_padding_flops_per_chip) /
+           (w.model_flops_per_chip + w.dispatch_flops_per_chip + w.capacity_flops_per_chip +
+            w.mxu_padding_flops_per_chip) /
            sustained_flops +
        w.remat_flops_per_chip / sustained_flops + (2.0 / 3) * b->attention_extra_seconds +
        (2.0 / 3) * w.elementwise_bytes_per_chip / hbm_bandwidth) /
@@ -68,6 +69,7 @@ CostBreakdown PredictStepTime(const StepWorkload& w, const CostModelConfig& conf
   b.tokens_per_step = w.tokens_per_step;
   b.model_flops_per_chip = w.model_flops_per_chip;
   b.dispatch_flops_per_chip = w.dispatch_flops_per_chip;
+  b.capacity_flops_per_chip = w.capacity_flops_per_chip;
   b.remat_flops_per_chip = w.remat_flops_per_chip;
   b.mxu_padding_flops_per_chip = w.mxu_padding_flops_per_chip;
   const double attention_flop_seconds = w.attention_flops_per_chip / sustained_flops;
@@ -78,7 +80,8 @@ CostBreakdown PredictStepTime(const StepWorkload& w, const CostModelConfig& conf
   b.attention_hbm_bound = attention_hbm_seconds > attention_mxu_seconds;
   b.attention_matmul_seconds = std::max(attention_mxu_seconds, attention_hbm_seconds);
   b.attention_extra_seconds = b.attention_matmul_seconds - attention_flop_seconds;
-  b.compute_seconds = (w.model_flops_per_chip + w.dispatch_flops_per_chip + w.remat_flops_per_chip +
+  b.compute_seconds = (w.model_flops_per_chip + w.dispatch_flops_per_chip +
+                       w.capacity_flops_per_chip + w.remat_flops_per_chip +
                        w.mxu_padding_flops_per_chip) /
                           sustained_flops +
                       b.attention_extra_seconds;
@@ -161,6 +164,10 @@ absl::Status ValidateCostModel(const CostModelConfig& c) {
     return bad("all_to_all_efficiency", c.all_to_all_efficiency(), "must be in (0, 1]");
   }
   if (!(c.hop_latency() >= 0)) return bad("hop_latency", c.hop_latency(), "must be >= 0");
+  if (c.has_attention_logits_bytes() && c.attention_logits_bytes() < 1) {
+    return bad("attention_logits_bytes", static_cast<double>(c.attention_logits_bytes()),
+               "must be >= 1");
+  }
   if (c.activation_bytes() < 1) {
     return bad("activation_bytes", static_cast<double>(c.activation_bytes()), "must be >= 1");
   }

@@ -7,8 +7,8 @@
 // FLOP/s, e the matmul efficiency, M the HBM bandwidth, W one ICI link's bandwidth per direction
 // (times ici_links_per_chip / 4, the parallel links to each torus neighbour: 1 on v3) and h the
 // hop latency:
-//   compute     = (model FLOPs + dispatch einsum FLOPs + remat FLOPs + MXU tile padding FLOPs)
-//                 / (P e) + attention extra
+//   compute     = (model FLOPs + dispatch einsum FLOPs + capacity FLOPs + remat FLOPs + MXU tile
+//                 padding FLOPs) / (P e) + attention extra
 //   attention   = max(A / (P e u), B / M) for the attention's score and context matmuls (A their
 //                 FLOPs, u their MXU utilisation u(head_dim, S), B their S x S operands' bytes:
 //                 at head_dim 64 they are HBM-bound unless the half-empty tiles are slower);
@@ -22,8 +22,8 @@
 //   hidden      = overlap_all_to_all_with_attention ? min(all_to_all, MoE layers' attention
 //                 FLOPs / (P e)) : 0
 //   unoverlapped step = compute + memory + (all_to_all - hidden) + all_reduce
-//   backward    = the last microbatch's backward compute: ((2/3)(model + dispatch + MXU padding
-//                 FLOPs) / (P e) + remat FLOPs / (P e) + (2/3) attention extra + (2/3)
+//   backward    = the last microbatch's backward compute: ((2/3)(model + dispatch + capacity +
+//                 MXU padding FLOPs) / (P e) + remat FLOPs / (P e) + (2/3) attention extra + (2/3)
 //                 elementwise bytes / M) / microbatches
 //                 (earlier microbatches' gradients are not final, so they hide nothing)
 //   gradient reduction overlapped (grad_overlap.h): the gradients' all_reduce_shared and
@@ -86,6 +86,7 @@ struct CostBreakdown {
   int64_t tokens_per_step = 0;
   double model_flops_per_chip = 0;
   double dispatch_flops_per_chip = 0;  // DISPATCH_EINSUM's one-hot einsums (not in MFU)
+  double capacity_flops_per_chip = 0;  // experts over their buffer beyond top_k (not in MFU)
   double remat_flops_per_chip = 0;     // recomputed forward (not in MFU)
   double mxu_padding_flops_per_chip = 0;  // MXU tiles left empty, as FLOPs (not in MFU)
   double attention_matmul_seconds = 0;    // max(A / (P e u), B / M) above

@@ -12,13 +12,15 @@ TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expe
   const bool openmoe = dims.ffn_form == FFN_OPENMOE;
   auto gate = [openmoe](double f) { return (openmoe ? 11.0 : 8.0) * f; };
   auto saved_gate = [openmoe](double f) { return (openmoe ? 4.0 : 3.0) * f; };
+  auto gate_forward = saved_gate;  // the forward reads the inputs the backward keeps, writes one
   const double f = static_cast<double>(dims.d_ff);
   const double fe = static_cast<double>(dims.expert_d_ff);
 
   TokenTraffic t;
   for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
-    t.elementwise_elements += 11 * d + 8 * a + 5 * hs;
-    t.attention_operand_elements += 6 * hs;
+    t.elementwise_elements += 11 * d + 8 * a;
+    t.attention_forward_elements += 4 * a;
+    t.layer_forward_elements += 5 * d + 4 * a;
     t.saved_elements += 2 * d + 4 * a + hs;
     t.attention_internal_elements += 4 * a + hs;
     t.layer_input_elements += d;
@@ -27,10 +29,12 @@ TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expe
     if (moe) {
       t.elementwise_elements += 14 * d + 5 * e + 5 * r * d + r * gate(fe);
       t.saved_elements += 2 * d + e + 2 * r * d + r * saved_gate(fe);
+      t.layer_forward_elements += 6 * d + 2 * e + 3 * r * d + r * gate_forward(fe);
     }
     if (!moe || dims.extra_dense_ffn) {
       t.elementwise_elements += 11 * d + gate(f);
       t.saved_elements += 2 * d + saved_gate(f);
+      t.layer_forward_elements += 5 * d + gate_forward(f);
     }
   }
   t.elementwise_elements += 9 * d + 3 * v;

@@ -12,25 +12,25 @@
 //   RMSNorm               2d (read x, write y)           3d (x, dy -> dx)          5d
 //   residual add          3d                             3d                        6d
 //   RoPE on q and k       4A                             4A                        8A
-//   attention softmax     2HS (scores in, probs out)     3HS (p, dp -> ds)         5HS
 //   gated act. OpenMoE    4f (a, b, c -> h)              7f (a, b, c, dh -> 3)     11f
 //   gated act. SwiGLU     3f                             5f                        8f
 //   dispatch + combine    3rd + d                        2rd + 2d                  5rd + 3d
 //   router softmax        2E                             3E                        5E
 //   embedding lookup      2d                             2d                        4d
 //   loss on the logits    V (logsumexp)                  2V (read, write dlogits)  3V
-// Per layer: attention block 11d + 8A + 5HS; a dense FFN block (and the extra dense FFN of an MoE
+// Per layer: attention block 11d + 8A; a dense FFN block (and the extra dense FFN of an MoE
 // layer) 11d + gate(f); an MoE block 14d + 5E + 5rd + r gate(f_e). Per token once: final norm,
 // embedding and loss 9d + 3V.
 //
 //
-// Apart (attention_operand_elements): the S x S operands of the attention's own matmuls, 6HS per
-// layer: forward QK^T writes the scores and PV reads the probabilities; backward dO V^T writes dp,
-// P^T dO reads p, dS K and dS^T Q read ds. Those matmuls do 2 hd FLOPs per S x S element moved
-// (bf16: hd FLOP/byte, 64 at head_dim 64), under a v3 core's 137 FLOP/byte (61.5 TFLOP/s over
-// 450 GB/s), so their operands need not hide behind the MXU: the cost model takes the longer of
-// their FLOP time and this traffic (cost_model.h). The other matmuls (d_model, d_ff or vocab
-// deep) are far above the ridge: their operands overlap the MXU and are not counted.
+// The attention's S x S passes (the scores' softmax and the attention matmuls' S x S operands) are
+// apart, in bytes by the element sizes the modelled run keeps them in:
+// parallel/cost/attention_scores.h.
+//
+// What a recomputation runs again (the forward column, S x S passes apart): the attention
+// sub-block's RoPE, 4A per layer (REMAT_ATTENTION: the norm output is kept); a whole layer's
+// forward (REMAT_FULL): attention block 5d + 4A, dense FFN block 5d + gate_fwd(f), MoE block
+// 6d + 2E + 3rd + r gate_fwd(f_e), gate_fwd OpenMoE 4f, SwiGLU 3f.
 //
 // Saved activations per token (no rematerialisation): attention block 2d + 4A + HS (x, norm
 // out, q, k, v, probs, attention out; the probabilities are kept, as the modelled T5X / GShard
@@ -53,8 +53,9 @@ struct TokenTraffic {
   // them (the modelled runs did); this trainer's blocked attention keeps a log-sum-exp (H per
   // layer) instead (launch/memory_check.h).
   double attention_probability_elements = 0;
-  // The attention matmuls' S x S operands (6 H S per layer), not in elementwise_elements.
-  double attention_operand_elements = 0;
+  // The forward elementwise work a recomputation runs again (above), all layers.
+  double attention_forward_elements = 0;  // REMAT_ATTENTION
+  double layer_forward_elements = 0;      // REMAT_FULL
 };
 
 // For one token of a row of `seq_len`, `expert_rows_per_token` as r above (0 for a dense model).

@@ -78,6 +78,11 @@ void AppendCostText(const PlanReport& r, std::string* s) {
                     b.dispatch_flops_per_chip > 0
                         ? absl::StrCat(" + ", Short(b.dispatch_flops_per_chip), " dispatch einsums")
                         : std::string(),
+                    b.capacity_flops_per_chip != 0
+                        ? absl::StrCat(b.capacity_flops_per_chip > 0 ? " + " : " - ",
+                                       Short(std::abs(b.capacity_flops_per_chip)),
+                                       " expert capacity")
+                        : std::string(),
                     b.remat_flops_per_chip > 0
                         ? absl::StrCat(" + ", Short(b.remat_flops_per_chip), " remat")
                         : std::string(),
@@ -139,7 +144,9 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       "\"ici_links_per_chip\": %d, \"ici_link_bandwidth\": %s, \"hop_latency\": %s, "
       "\"wraparound\": %s, \"activation_bytes\": %d, \"gradient_bytes\": %d, "
       "\"padded_dispatch\": %s, \"overlap_all_to_all_with_attention\": %s, \"dispatch\": %s, "
-      "\"remat\": %s, \"all_to_all_efficiency\": %s, \"cores_per_chip\": %d},\n"
+      "\"remat\": %s, \"all_to_all_efficiency\": %s, \"attention_logits_bytes\": %d, "
+      "\"attention_position_bias\": %s, \"encoder_layers\": %d, \"decoder_target_length\": %d, "
+      "\"cores_per_chip\": %d},\n"
       "    \"calibration\": {\"source\": %s, \"rows\": %d, \"min_residual\": %s, "
       "\"max_residual\": %s, \"check_source\": %s, \"check_rows\": %d, "
       "\"check_min_residual\": %s, \"check_max_residual\": %s},\n",
@@ -150,7 +157,10 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       c.padded_dispatch() ? "true" : "false",
       c.overlap_all_to_all_with_attention() ? "true" : "false",
       JsonString(DispatchImpl_Name(c.dispatch())), JsonString(Remat_Name(c.remat())),
-      JsonNumber(c.all_to_all_efficiency()), b.cores_per_chip, JsonString(calibration::kSource),
+      JsonNumber(c.all_to_all_efficiency()), c.attention_logits_bytes(),
+      c.attention_position_bias() ? "true" : "false", c.encoder_layers(),
+      c.decoder_target_length(), b.cores_per_chip,
+      JsonString(calibration::kSource),
       calibration::kRows, JsonNumber(calibration::kMinResidual),
       JsonNumber(calibration::kMaxResidual), JsonString(calibration::kCheckSource),
       calibration::kCheckRows, JsonNumber(calibration::kCheckMinResidual),
@@ -166,7 +176,8 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       "\"all_to_all\": %s, \"all_to_all_hidden\": %s, \"all_reduce\": %s, "
       "\"model_all_reduce\": %s},\n"
       "    \"tokens_per_second\": %s,\n    \"mfu\": %s,\n    \"model_flops_per_chip\": %s,\n"
-      "    \"dispatch_flops_per_chip\": %s,\n    \"remat_flops_per_chip\": %s,\n"
+      "    \"dispatch_flops_per_chip\": %s,\n    \"capacity_flops_per_chip\": %s,\n"
+      "    \"remat_flops_per_chip\": %s,\n"
       "    \"mxu_padding_flops_per_chip\": %s,\n    \"attention_matmul_seconds\": %s,\n"
       "    \"attention_extra_seconds\": %s,\n    \"attention_hbm_bound\": %s,\n"
       "    \"hbm_traffic_bytes_per_chip\": %s,\n    \"collectives\": [",
@@ -180,6 +191,7 @@ void AppendCostJson(const PlanReport& r, std::string* s) {
       JsonNumber(b.all_reduce_seconds), JsonNumber(b.model_all_reduce_seconds),
       JsonNumber(b.tokens_per_second), JsonNumber(b.mfu),
       JsonNumber(b.model_flops_per_chip), JsonNumber(b.dispatch_flops_per_chip),
+      JsonNumber(b.capacity_flops_per_chip),
       JsonNumber(b.remat_flops_per_chip), JsonNumber(b.mxu_padding_flops_per_chip),
       JsonNumber(b.attention_matmul_seconds), JsonNumber(b.attention_extra_seconds),
       b.attention_hbm_bound ? "true" : "false",
@@ -248,6 +260,7 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.cost_config = spec.cost_model();
   r.cost_config.set_activation_bytes(ActivationBytes(spec));  // as the cost model used it
   r.cost_config.set_remat(EffectiveRemat(spec));
+  r.cost_config.set_attention_logits_bytes(AttentionLogitsBytes(spec));
   // The slice as one process hosting every chip: the world size does not change where chips sit
   // on the torus. The spec is valid here, so the mesh is too.
   const absl::StatusOr<Mesh> slice = MakeMesh(spec, /*world_size=*/1, /*rank=*/0);

@@ -7,8 +7,11 @@
 #include "model/param_count.h"
 #include "model/params.h"
 #include "model/router.h"
+#include "parallel/cost/attention_scores.h"
+#include "parallel/cost/encoder_decoder.h"
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/mxu_tiles.h"
+#include "parallel/cost/vector_layout.h"
 
 namespace openmoe {
 
@@ -39,6 +42,11 @@ bool IsModelAxis(CollectiveKind kind) {
 int64_t ActivationBytes(const JobSpec& spec) {
   if (spec.cost_model().has_activation_bytes()) return spec.cost_model().activation_bytes();
   return spec.train().compute_dtype() == BF16 ? 2 : 4;
+}
+
+int64_t AttentionLogitsBytes(const JobSpec& spec) {
+  return spec.cost_model().has_attention_logits_bytes() ? spec.cost_model().attention_logits_bytes()
+                                                        : ActivationBytes(spec);
 }
 
 Remat EffectiveRemat(const JobSpec& spec) {
@@ -98,7 +106,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
       const int64_t capacity = ExpertCapacity(routing);
       einsum_flops_per_group = EinsumDispatchFlopsPerGroup(routing.group_size, routing.num_experts,
                                                            capacity, dims.d_model);
-      gating_elements_per_token += 4 * e * static_cast<double>(capacity);
+      // The masks' (E, C) minor dims as tiled in memory (vector_layout.h).
+      gating_elements_per_token += 4 * TiledElements(routing.num_experts, capacity);
     }
   }
   // Expert rows a shard holds per microbatch (what it sends, and on average what it receives).
@@ -117,16 +126,39 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
         attention_flops_per_layer * static_cast<double>(w.num_moe_layers) * tokens / split;
   }
 
+  // An encoder-decoder's work beyond the stand-in stack (encoder_decoder.h): the real model's, so
+  // in the model FLOPs (and MFU), and recomputed as the stack's is.
+  const ModelDims local = piece.local_dims();
+  const bool encoder_decoder = cfg.encoder_layers() > 0;
+  EncoderDecoderDelta delta;
+  if (encoder_decoder) {
+    delta = EncoderDecoderPerToken(local, spec.train().seq_len(),
+                                   {.encoder_layers = cfg.encoder_layers(),
+                                    .target_length = cfg.decoder_target_length()});
+    w.encoder_decoder_flops_per_chip = (delta.matmul_flops + delta.attention_flops) * tokens;
+    w.model_flops_per_chip += w.encoder_decoder_flops_per_chip;
+  }
+
   // Routing groups of a chip per step, every MoE layer.
   const double moe_groups = static_cast<double>(groups_per_chip_microbatch) *
                             static_cast<double>(w.microbatches) *
                             static_cast<double>(w.num_moe_layers);
   w.dispatch_flops_per_chip = einsum_flops_per_group * moe_groups;
+  if (dims.num_experts > 0) {
+    // The experts multiply every row of their buffer: r rows per token where the model FLOPs count
+    // top_k (6 x one expert's parameters per row, every MoE layer).
+    w.capacity_flops_per_chip = 6.0 * static_cast<double>(piece_counts.expert_total) /
+                                static_cast<double>(dims.num_experts) *
+                                (w.expert_rows_per_token - static_cast<double>(dims.top_k)) *
+                                tokens;
+  }
   if (remat == REMAT_FULL) {
-    w.remat_flops_per_chip = w.model_flops_per_chip / 3 + 0.4 * w.dispatch_flops_per_chip;
+    w.remat_flops_per_chip = w.model_flops_per_chip / 3 + 0.4 * w.dispatch_flops_per_chip +
+                             w.capacity_flops_per_chip / 3;
   } else if (remat == REMAT_ATTENTION && dims.num_layers > 0) {
     const double attention_params = static_cast<double>(counts[Component::kAttention].total);
-    w.remat_flops_per_chip = (6 * attention_params + flops.attention) / 3 * tokens / split;
+    w.remat_flops_per_chip = (6 * attention_params + flops.attention) / 3 * tokens / split +
+                             (delta.projection_flops + delta.attention_flops) / 3 * tokens;
   }
 
   if (w.model_flops_per_chip > 0) {
@@ -135,20 +167,48 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   }
 
   const TokenTraffic traffic =
-      TrafficPerToken(piece.local_dims(), spec.train().seq_len(), w.expert_rows_per_token);
+      TrafficPerToken(local, spec.train().seq_len(), w.expert_rows_per_token);
   // The attention's own matmuls; both remat modes run the attention's forward again (its two
-  // matmuls' FLOPs, a third of theirs, and their forward operands, 2 of the 6 H S).
+  // matmuls' FLOPs, a third of theirs, and their forward S x S passes).
   const bool attention_recomputed = remat == REMAT_FULL || remat == REMAT_ATTENTION;
+  const double recomputed = attention_recomputed ? 1.0 : 0.0;
   w.attention_flops_per_chip =
-      flops.attention * tokens / split * (attention_recomputed ? 4.0 / 3 : 1.0);
-  w.attention_mxu_utilisation =
-      AttentionMxuUtilisation(piece.local_dims(), spec.train().seq_len());
-  w.attention_operand_bytes_per_chip = traffic.attention_operand_elements * act_bytes * tokens *
-                                       (attention_recomputed ? 8.0 / 6 : 1.0);
+      (flops.attention / split + delta.attention_flops) * tokens * (1 + recomputed / 3);
+  w.attention_mxu_utilisation = AttentionMxuUtilisation(local, spec.train().seq_len());
+  const ScoreBytes score = AttentionScoreBytes(AttentionLogitsBytes(spec), ActivationBytes(spec),
+                                               cfg.attention_position_bias());
+  // H S elements per token per layer, and the attention width for the q, k casts.
+  const double score_elements = static_cast<double>(local.num_layers) *
+                                static_cast<double>(local.num_heads) *
+                                static_cast<double>(spec.train().seq_len()) * tokens;
+  const double width_elements = static_cast<double>(local.num_layers) *
+                                static_cast<double>(local.AttentionWidth()) * tokens;
+  w.attention_operand_bytes_per_chip =
+      (score.operand_forward * (1 + recomputed) + score.operand_backward) * score_elements;
+  w.attention_score_bytes_per_chip =
+      (score.elementwise_forward * (1 + recomputed) + score.elementwise_backward) *
+          score_elements +
+      score.qk_cast * width_elements;
+  if (encoder_decoder) {
+    // The cross-attention's logits take no position bias.
+    const ScoreBytes cross = AttentionScoreBytes(AttentionLogitsBytes(spec), ActivationBytes(spec),
+                                                 /*position_bias=*/false);
+    w.attention_score_bytes_per_chip +=
+        EncoderDecoderScoreBytes(delta, score, cross, recomputed) * tokens;
+    w.attention_operand_bytes_per_chip +=
+        EncoderDecoderOperandBytes(delta, score, cross, recomputed) * tokens;
+  }
+  // What the recomputation runs again besides the S x S passes (hbm_traffic.h).
+  const double recomputed_elements = remat == REMAT_FULL        ? traffic.layer_forward_elements
+                                     : remat == REMAT_ATTENTION ? traffic.attention_forward_elements
+                                                                : 0.0;
+  w.recomputed_bytes_per_chip = recomputed_elements * act_bytes * tokens;
   w.gating_bytes_per_chip = gating_elements_per_token * static_cast<double>(w.num_moe_layers) *
                             act_bytes * tokens;
-  w.elementwise_bytes_per_chip =
-      traffic.elementwise_elements * act_bytes * tokens + w.gating_bytes_per_chip;
+  w.elementwise_bytes_per_chip = (traffic.elementwise_elements + delta.elementwise_elements) *
+                                     act_bytes * tokens +
+                                 w.attention_score_bytes_per_chip + w.recomputed_bytes_per_chip +
+                                 w.gating_bytes_per_chip;
   double saved = traffic.saved_elements;
   if (remat == REMAT_ATTENTION) {
     saved -= traffic.attention_internal_elements;

@@ -13,12 +13,24 @@
 // local_dims() are the per-chip sizes (heads, d_ff, expert_d_ff, padded vocab divided by mp).
 //
 // Counts (per chip, per step):
+//   encoder-decoder   cost_model.encoder_layers > 0: EncoderDecoderPerToken(local_dims, ...) * T
+//                     (parallel/cost/encoder_decoder.h): its FLOPs in the model FLOPs (and so in
+//                     REMAT_FULL's), its projections and attention in REMAT_ATTENTION's, its
+//                     attention in the attention matmuls; its elementwise elements, S x S passes
+//                     and operands in those terms below
 //   model FLOPs       TrainingFlopsPerToken(layout, seq_len).total * T / mp (PaLM's
 //                     6N + 12 L H hd S, model/param_count.h; the split matmuls. The replicated
 //                     router's d x E is counted split too: it is < 0.01% of N)
 //   elementwise HBM   TrafficPerToken(local_dims, ...).elementwise_elements * ActivationBytes(spec)
 //                     * T (parallel/cost/hbm_traffic.h: d_model-wide work is whole on every chip
-//                     of the model group, head / mlp / vocab-wide work is split)
+//                     of the model group, head / mlp / vocab-wide work is split), plus the S x S
+//                     softmax passes, AttentionScoreBytes(AttentionLogitsBytes, activation bytes,
+//                     attention_position_bias) (parallel/cost/attention_scores.h): (elementwise
+//                     forward x (1 + recomputed) + elementwise backward) * L H S * T + qk_cast *
+//                     L A * T (local heads, width), recomputed = 1 when remat runs the attention
+//                     again; plus what remat runs again besides them: REMAT_ATTENTION
+//                     attention_forward_elements, REMAT_FULL layer_forward_elements, times
+//                     activation bytes * T
 //   optimizer HBM     params held * gradient_bytes * (4 + 2 (microbatches - 1)): Adafactor reads
 //                     the parameter and the gradient, reads the gradient again for the update's
 //                     RMS, writes the parameter; each extra microbatch reads and writes the
@@ -33,7 +45,8 @@
 //                     reads the E probabilities / one-hot mask and writes one; forward and
 //                     backward); DISPATCH_EINSUM adds the (G, E, C) dispatch and combine masks,
 //                     written in the forward, the combine mask's gradient written and read in the
-//                     backward: 4 E C elements per token
+//                     backward: 4 E C elements per token, E x C as tiled in memory (C padded to
+//                     128 lanes, E to 8 sublanes: TiledElements, parallel/cost/vector_layout.h)
 //   dispatch FLOPs    DISPATCH_EINSUM (GShard, T5X): dispatch einsum GEC,Gd->ECd and combine
 //                     ECd,GEC->Gd, 2 G E C d FLOPs each; backward the dispatch's input gradient
 //                     and the combine's gradients for the expert outputs and the combine weights:
@@ -41,17 +54,23 @@
 //                     whole (d_model is not split). DISPATCH_GATHER: 0 (index moves, in the
 //                     elementwise traffic already). Not model FLOPs: they count in compute time,
 //                     not in MFU.
+//   capacity FLOPs    the experts multiply every row of their buffer, r = expert_rows_per_token
+//                     rows per token (E C / G with padded_dispatch: at capacity factor 2 twice
+//                     the top_k choices), where the model FLOPs count top_k: 6 (expert params of
+//                     the piece / E) (r - top_k) * T, negative when the buffer drops choices.
+//                     Not model FLOPs: compute time, not MFU; REMAT_FULL recomputes a third
 //   MXU padding FLOPs what the weight matmuls' dims leave empty of the MXU's 128 x 128 tiles,
 //                     costed as FLOPs (parallel/cost/mxu_tiles.h): MxuWeightPaddingFlopsPerToken *
 //                     T * (1 + remat FLOPs / model FLOPs) (the recomputed forward pads alike).
 //                     Not model FLOPs: compute time, not MFU
 //   attention matmuls the score and context matmuls' FLOPs (12 L H hd S * T / mp, in the model
 //                     FLOPs; x 4/3 when remat recomputes the attention), their MXU utilisation
-//                     u(hd, S), and their S x S operands' HBM bytes (TrafficPerToken's
-//                     attention_operand_elements * activation_bytes * T, x 8/6 with remat)
+//                     u(hd, S), and their S x S operands' HBM bytes ((operand forward x (1 +
+//                     recomputed) + operand backward) * L H S * T, attention_scores.h)
 //   remat FLOPs       REMAT_FULL: one more forward, model FLOPs / 3 + the einsum forward
-//                     (4 G E C d); REMAT_ATTENTION: the attention sub-blocks' forward
-//                     (attention FLOPs / 3). Recomputed elementwise traffic is not added.
+//                     (4 G E C d) + capacity FLOPs / 3; REMAT_ATTENTION: the attention
+//                     sub-blocks' forward (attention FLOPs / 3). Their elementwise traffic:
+//                     elementwise HBM above.
 //   cores             topology.cores_per_chip TensorCores per chip, each a device with
 //                     hbm_capacity / cores of HBM and a replica of the chip's piece: the chip's
 //                     tokens split over its cores, so a core holds the whole state and 1 / cores
@@ -144,12 +163,16 @@ struct StepWorkload {
   int64_t state_bytes_per_chip = 0;         // params + grads + Adafactor, fp32 (one replica)
   int64_t cores_per_chip = 1;               // topology.cores_per_chip
   double dispatch_flops_per_chip = 0;       // DISPATCH_EINSUM's one-hot einsums
+  double capacity_flops_per_chip = 0;       // experts over their buffer's rows beyond top_k
   double remat_flops_per_chip = 0;          // recomputed forward work
   double mxu_padding_flops_per_chip = 0;    // tile padding of the weight matmuls (mxu_tiles.h)
+  double encoder_decoder_flops_per_chip = 0;  // of the model FLOPs (encoder_decoder.h)
   double attention_flops_per_chip = 0;      // score + context matmuls (in model + remat FLOPs)
   double attention_mxu_utilisation = 1;     // u(head_dim, seq_len)
   double attention_operand_bytes_per_chip = 0;  // their S x S operands through HBM
   double gating_bytes_per_chip = 0;         // of elementwise_bytes_per_chip
+  double attention_score_bytes_per_chip = 0;  // of it: S x S softmax passes (attention_scores.h)
+  double recomputed_bytes_per_chip = 0;       // of it: what remat runs again, S x S passes apart
 
   std::vector<CollectiveWork> collectives;
 
@@ -170,6 +193,10 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh);
 // cost_model.activation_bytes when the job sets it, else what train.compute_dtype computes in:
 // 2 for BF16, 4 for FP32.
 int64_t ActivationBytes(const JobSpec& spec);
+
+// Bytes per element of the attention logits: cost_model.attention_logits_bytes when the job sets
+// it, else ActivationBytes(spec).
+int64_t AttentionLogitsBytes(const JobSpec& spec);
 
 // The modelled run's rematerialisation: cost_model.remat when the job sets it, else train.remat
 // (what this trainer runs).

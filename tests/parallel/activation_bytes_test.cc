@@ -57,10 +57,16 @@ TEST(ActivationBytes, FollowTheComputeDtype) {
   const TokenTraffic t = TrafficPerToken(DimsFromSpec(fp32), 64, 80.0 / 64);
   EXPECT_DOUBLE_EQ(a.activation_bytes_per_chip, t.saved_elements * 4 * 64);
   EXPECT_DOUBLE_EQ(b.activation_bytes_per_chip, t.saved_elements * 2 * 64);
-  // Plus the gating of the MoE layer (DISPATCH_EINSUM): 4 k E + 4 E C = 4*2*4 + 4*4*20 = 352
-  // elements per token, at the same element size, 128 tokens per chip.
-  EXPECT_DOUBLE_EQ(a.elementwise_bytes_per_chip, (t.elementwise_elements + 352) * 4 * 128);
-  EXPECT_DOUBLE_EQ(b.elementwise_bytes_per_chip, (t.elementwise_elements + 352) * 2 * 128);
+  // Plus the gating of the MoE layer (DISPATCH_EINSUM): 4 k E + 4 E C, the (E, C) = (4, 20) masks
+  // tiled as 8 x 128 (vector_layout.h): 4*2*4 + 4*8*128 = 4128 elements per token, at the same
+  // element size, 128 tokens per chip.
+  // And the S x S softmax passes, 5 H S per layer (4 heads, S 64, 2 layers), logits in the
+  // activations' dtype unless set.
+  const double softmax = 2 * 5 * 4 * 64;
+  EXPECT_DOUBLE_EQ(a.elementwise_bytes_per_chip,
+                   (t.elementwise_elements + softmax + 4128) * 4 * 128);
+  EXPECT_DOUBLE_EQ(b.elementwise_bytes_per_chip,
+                   (t.elementwise_elements + softmax + 4128) * 2 * 128);
   // Nothing else moves: FLOPs, state and the fp32 gradient all-reduces.
   EXPECT_DOUBLE_EQ(a.model_flops_per_chip, b.model_flops_per_chip);
   EXPECT_EQ(a.state_bytes_per_chip, b.state_bytes_per_chip);

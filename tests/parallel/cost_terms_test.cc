@@ -8,12 +8,15 @@
 #include "model/config.h"
 #include "model/param_count.h"
 #include "model/params.h"
+#include "parallel/cost/attention_scores.h"
 #include "parallel/cost/collective_cost.h"
 #include "parallel/cost/cost_model.h"
+#include "parallel/cost/encoder_decoder.h"
 #include "parallel/cost/grad_overlap.h"
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/mxu_tiles.h"
 #include "parallel/cost/step_workload.h"
+#include "parallel/cost/vector_layout.h"
 
 namespace openmoe {
 namespace {
@@ -78,7 +81,9 @@ TEST(MxuTiles, SmallMoeWeightPaddingFlopsByHand) {
   EXPECT_DOUBLE_EQ(b.attention_matmul_seconds, 16 * 98304.0 * 128 / pe);
   EXPECT_NEAR(b.attention_extra_seconds, 15 * 98304.0 * 128 / pe, 1e-18);
   EXPECT_NEAR(b.compute_seconds,
-              (w.model_flops_per_chip + w.dispatch_flops_per_chip + by_hand * 128) / pe +
+              (w.model_flops_per_chip + w.dispatch_flops_per_chip + w.capacity_flops_per_chip +
+               by_hand * 128) /
+                      pe +
                   15 * 98304.0 * 128 / pe,
               1e-15);
   EXPECT_DOUBLE_EQ(b.mfu, w.model_flops_per_chip / (b.step_seconds * 123e12));
@@ -118,14 +123,123 @@ TEST(MxuTiles, FilledTilesCostNothingAndRematPadsAlike) {
                    plain.attention_operand_bytes_per_chip * 8 / 6);
 }
 
-TEST(HbmTraffic, AttentionOperandsAreSixScoreMatricesPerLayer) {
-  // QK^T writes the scores, PV reads p; dO V^T writes dp, P^T dO reads p, dS K and dS^T Q read
-  // ds: 6 H S per layer per token, apart from the softmax's 5 H S.
-  ModelDims dims = DimsFromSpec(SmallMoe());
-  const TokenTraffic t64 = TrafficPerToken(dims, 64, 0);
-  const TokenTraffic t128 = TrafficPerToken(dims, 128, 0);
-  EXPECT_DOUBLE_EQ(t64.attention_operand_elements, 6.0 * 4 * 64 * 2);
-  EXPECT_DOUBLE_EQ(t128.elementwise_elements - t64.elementwise_elements, 5.0 * 4 * 64 * 2);
+TEST(AttentionScores, BytesPerScoreElementByHand) {
+  // bf16 logits, no bias: what the model counted before issue 26's fp32 term: the attention
+  // matmuls' operands 6 H S (QK^T writes s, PV reads p; dO V^T writes dp, P^T dO reads p, dS K
+  // and dS^T Q read ds), the softmax 5 H S (forward 2, backward 3), 2 bytes each.
+  const ScoreBytes bf16 = AttentionScoreBytes(2, 2, false);
+  EXPECT_DOUBLE_EQ(bf16.operand_forward + bf16.operand_backward, 12);
+  EXPECT_DOUBLE_EQ(bf16.elementwise_forward, 4);
+  EXPECT_DOUBLE_EQ(bf16.elementwise_backward, 6);
+  EXPECT_DOUBLE_EQ(bf16.qk_cast, 0);
+  // Mesh TensorFlow's float32_logits with T5's bias: forward s written in fp32 (4), p read (2);
+  // backward dp written (2), p read (2), ds read twice (8). Elementwise forward: bias add reads s
+  // and the bias, writes s (12); softmax reads s, writes fp32 weights (8); the cast reads them,
+  // writes bf16 (6): 26. Backward: the cast reads dp, writes fp32 (6); softmax reads the weights
+  // and dp, writes ds (12); the bias's gradient reads ds (4): 22. q and k cast: 4 x (4 + 2).
+  const ScoreBytes t5 = AttentionScoreBytes(4, 2, true);
+  EXPECT_DOUBLE_EQ(t5.operand_forward, 6);
+  EXPECT_DOUBLE_EQ(t5.operand_backward, 12);
+  EXPECT_DOUBLE_EQ(t5.elementwise_forward, 26);
+  EXPECT_DOUBLE_EQ(t5.elementwise_backward, 22);
+  EXPECT_DOUBLE_EQ(t5.qk_cast, 24);
+}
+
+TEST(AttentionScores, InTheStepByHand) {
+  // SmallMoe: 2 layers x 4 heads x S 64 = 512 score elements per token, 128 tokens per chip,
+  // attention width 64; fp32 logits with a bias, REMAT_ATTENTION (the forward runs twice).
+  JobSpec spec = SmallMoe();
+  spec.mutable_cost_model()->set_attention_logits_bytes(4);
+  spec.mutable_cost_model()->set_attention_position_bias(true);
+  spec.mutable_cost_model()->set_remat(REMAT_ATTENTION);
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  EXPECT_DOUBLE_EQ(w.attention_score_bytes_per_chip,
+                   ((26.0 * 2 + 22) * 512 + 24.0 * 2 * 64) * 128);
+  EXPECT_DOUBLE_EQ(w.attention_operand_bytes_per_chip, (6.0 * 2 + 12) * 512 * 128);
+  // The recomputed RoPE on q and k: 4 A per layer, bf16.
+  EXPECT_DOUBLE_EQ(w.recomputed_bytes_per_chip, 2 * 4 * 64.0 * 2 * 128);
+  // Unset, the logits take the activations' bytes.
+  spec.mutable_cost_model()->clear_attention_logits_bytes();
+  EXPECT_EQ(AttentionLogitsBytes(spec), 2);
+  spec.mutable_cost_model()->set_attention_logits_bytes(0);
+  EXPECT_FALSE(ValidateCostModel(spec.cost_model()).ok());
+}
+
+TEST(EncoderDecoder, DeltaPerStandInTokenByHand) {
+  // 2 + 2 layers, d 64, 4 heads x 16 (A 64), vocabulary 256; inputs S 64, targets t 16: the
+  // stand-in holds n = (2 x 64 + 2 x 16) / 4 = 40 tokens per example. Per example:
+  //   cross projections   2 x 6 x 2 x 64 x 64 x (16 + 64) = 7,864,320
+  //   logits              6 x 64 x 256 x (16 - 40)        = -2,359,296
+  //   attention           2 x 16 x 12 x 64 x 64 + 2 x 16 x 12 x 64 x (16 - 64) = 393,216
+  //   self S x S elements 2 x 16 x 4 x (16 - 64) = -6,144; cross 2 x 16 x 4 x 64 = 8,192
+  //   elementwise         2 x 16 x 11 x 64 + 3 x 256 x (16 - 40) = 4,096
+  ModelDims dims;
+  dims.num_layers = 4;
+  dims.d_model = 64;
+  dims.num_heads = 4;
+  dims.head_dim = 16;
+  dims.vocab_size = dims.padded_vocab_size = 256;
+  const EncoderDecoderDelta e =
+      EncoderDecoderPerToken(dims, 64, {.encoder_layers = 2, .target_length = 16});
+  EXPECT_DOUBLE_EQ(e.projection_flops, 7864320.0 / 40);
+  EXPECT_DOUBLE_EQ(e.matmul_flops, (7864320.0 - 2359296) / 40);
+  EXPECT_DOUBLE_EQ(e.attention_flops, 393216.0 / 40);
+  EXPECT_DOUBLE_EQ(e.self_score_elements, -6144.0 / 40);
+  EXPECT_DOUBLE_EQ(e.cross_score_elements, 8192.0 / 40);
+  EXPECT_DOUBLE_EQ(e.elementwise_elements, 4096.0 / 40);
+  // bf16 S x S passes, no remat: 5 bytes x 2 per element elementwise, 6 x 2 operands.
+  const ScoreBytes b = AttentionScoreBytes(2, 2, false);
+  EXPECT_DOUBLE_EQ(EncoderDecoderScoreBytes(e, b, b, 0), 10 * (8192.0 - 6144) / 40);
+  EXPECT_DOUBLE_EQ(EncoderDecoderOperandBytes(e, b, b, 0), 12 * (8192.0 - 6144) / 40);
+}
+
+TEST(EncoderDecoder, InTheStepItIsTheRealModelsFlops) {
+  // SmallMoe (2 layers, S 64, vocabulary 256, 4 x 16 heads, d 64) as 1 + 1 layers with 16
+  // targets: the model FLOPs grow by the delta x 128 tokens per chip.
+  JobSpec spec = SmallMoe();
+  const StepWorkload plain = EstimateStepWorkload(spec, SliceOf(spec));
+  spec.mutable_cost_model()->set_encoder_layers(1);
+  spec.mutable_cost_model()->set_decoder_target_length(16);
+  ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  const EncoderDecoderDelta e =
+      EncoderDecoderPerToken(DimsFromSpec(spec), 64, {.encoder_layers = 1, .target_length = 16});
+  EXPECT_DOUBLE_EQ(w.encoder_decoder_flops_per_chip, (e.matmul_flops + e.attention_flops) * 128);
+  EXPECT_NEAR(w.model_flops_per_chip - plain.model_flops_per_chip,
+              w.encoder_decoder_flops_per_chip, 1e-6);
+  EXPECT_NEAR(w.attention_flops_per_chip - plain.attention_flops_per_chip,
+              e.attention_flops * 128, 1e-6);
+  // A decoder with no layers or targets longer than the inputs is rejected, naming the field.
+  spec.mutable_cost_model()->set_encoder_layers(2);
+  EXPECT_NE(ValidateJob(spec).ToString().find("cost_model.encoder_layers=2"), std::string::npos);
+  spec.mutable_cost_model()->set_encoder_layers(1);
+  spec.mutable_cost_model()->set_decoder_target_length(65);
+  EXPECT_NE(ValidateJob(spec).ToString().find("cost_model.decoder_target_length=65"),
+            std::string::npos);
+}
+
+TEST(VectorLayout, TheTwoMinorDimsPadToEightByOneHundredTwentyEight) {
+  EXPECT_DOUBLE_EQ(TiledElements(128, 8), 128.0 * 128);    // Switch-Base's masks: C = 8, 16x
+  EXPECT_DOUBLE_EQ(TiledElements(128, 128), 128.0 * 128);  // a full tile row: no padding
+  EXPECT_DOUBLE_EQ(TiledElements(4, 20), 8.0 * 128);
+  EXPECT_DOUBLE_EQ(TiledElements(2048, 129), 2048.0 * 256);
+  // In the step: SmallMoe's one MoE layer, 4 k E + 4 x tiled (E, C) = 32 + 4 x 1024 elements per
+  // token, bf16, 128 tokens per chip.
+  const JobSpec spec = SmallMoe();
+  EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).gating_bytes_per_chip,
+                   (32.0 + 4 * 1024) * 2 * 128);
+}
+
+TEST(HbmTraffic, RecomputationRunsTheForwardColumnAgain) {
+  // REMAT_FULL runs every layer's forward elementwise work again (hbm_traffic.h's forward
+  // column), REMAT_NONE nothing; the S x S passes are in attention_score_bytes.
+  JobSpec spec = SmallMoe();
+  const TokenTraffic t = TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64);
+  spec.mutable_cost_model()->set_remat(REMAT_NONE);
+  EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).recomputed_bytes_per_chip, 0);
+  spec.mutable_cost_model()->set_remat(REMAT_FULL);
+  EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).recomputed_bytes_per_chip,
+                   t.layer_forward_elements * 2 * 128);
 }
 
 // Closed forms of the bucket schedule; bucket seconds: 10 ms per shared byte, 20 ms per expert one.
