@@ -125,6 +125,25 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
   Gemm(precision, op, m, n, k, a, lda, b, ldb, c, n);
 }
 
+void GemmBf16A(const GemmOp& op, int64_t m, int64_t n, int64_t k, Bf16Matrix a, const float* b,
+               int64_t ldb, float* c, int64_t ldc) {
+  if (m == 0 || n == 0 || k == 0) {
+    // The k == 0 semantics of Gemm (C scaled by beta) need no A.
+    Gemm(GemmPrecision::kBf16, op, m, n, 0, nullptr, 1, b, ldb, c, ldc);
+    return;
+  }
+  if (ActiveGemmBackend(GemmPrecision::kBf16) == GemmBackend::kOneDnn) {
+    OneDnnGemmBf16A(op, m, n, k, a.data, a.ld, b, ldb, c, ldc);
+    return;
+  }
+  // Widened exactly to floats, A holds bf16 values, which the rounding fallback uses as they are.
+  thread_local std::vector<float> a_wide;
+  const int64_t rows = op.transpose_a ? k : m, cols = op.transpose_a ? m : k;
+  a_wide.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) Bf16ToFloat(a.data + r * a.ld, a_wide.data() + r * cols, cols);
+  Gemm(GemmPrecision::kBf16, op, m, n, k, a_wide.data(), cols, b, ldb, c, ldc);
+}
+
 void SetGemmThreads(int threads) {
   OPENMOE_CHECK(threads >= 1);
   openblas_set_num_threads(threads);

@@ -45,6 +45,17 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
 void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
           const float* a, const float* b, float* c);
 
+// An A operand stored as bf16 (the upper halves of floats, row-major, leading dimension ld): how
+// BF16 keeps activations that only feed GEMMs. GemmBf16A is Gemm(kBf16) with such an A: the same
+// result, bit for bit, as Gemm(kBf16) given A's values as floats (oneDNN reads it without a copy;
+// the fallback widens it exactly and rounds B as usual).
+struct Bf16Matrix {
+  const uint16_t* data = nullptr;
+  int64_t ld = 0;
+};
+void GemmBf16A(const GemmOp& op, int64_t m, int64_t n, int64_t k, Bf16Matrix a, const float* b,
+               int64_t ldb, float* c, int64_t ldc);
+
 void SetGemmThreads(int threads);
 int GemmThreads();
 

@@ -169,23 +169,13 @@ bool OneDnnGemmAvailable(GemmPrecision precision) {
   return precision == GemmPrecision::kBf16 ? bf16 : fp32;
 }
 
-void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
-                const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
-  OPENMOE_CHECK(m > 0 && n > 0 && k > 0);
-  const char* a_data = reinterpret_cast<const char*>(a);
-  const char* b_data = reinterpret_cast<const char*>(b);
-  int64_t elem = sizeof(float);
-  thread_local std::vector<uint16_t> a_bf16, b_bf16;
-  if (precision == GemmPrecision::kBf16) {
-    // Stored shapes: A is (M, K) or, transposed, (K, M); the copies are dense.
-    const int64_t a_rows = op.transpose_a ? k : m, a_cols = op.transpose_a ? m : k;
-    const int64_t b_rows = op.transpose_b ? n : k, b_cols = op.transpose_b ? k : n;
-    a_data = reinterpret_cast<const char*>(Bf16DenseCopy(a, a_rows, a_cols, lda, &a_bf16));
-    b_data = reinterpret_cast<const char*>(Bf16DenseCopy(b, b_rows, b_cols, ldb, &b_bf16));
-    lda = a_cols;
-    ldb = b_cols;
-    elem = sizeof(uint16_t);
-  }
+namespace {
+
+// Runs the matmul on A and B as they are in memory (elem bytes per element; bf16 or f32 as the
+// precision says), with leading dimensions in elements.
+void RunPieces(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
+               const char* a_data, int64_t lda, const char* b_data, int64_t ldb, int64_t elem,
+               float* c, int64_t ldc) {
   thread_local dnnl::stream* stream = new dnnl::stream(Engine());
   thread_local std::vector<char> scratch;
   // Blocks of C by row and column pieces; the k pieces accumulate into the same block, the first
@@ -216,6 +206,33 @@ void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
       }
     }
   }
+}
+
+}  // namespace
+
+void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
+                const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  OPENMOE_CHECK(m > 0 && n > 0 && k > 0);
+  if (precision != GemmPrecision::kBf16) {
+    RunPieces(precision, op, m, n, k, reinterpret_cast<const char*>(a), lda,
+              reinterpret_cast<const char*>(b), ldb, sizeof(float), c, ldc);
+    return;
+  }
+  // Stored shapes: A is (M, K) or, transposed, (K, M); the copy is dense.
+  thread_local std::vector<uint16_t> a_bf16;
+  const int64_t a_rows = op.transpose_a ? k : m, a_cols = op.transpose_a ? m : k;
+  OneDnnGemmBf16A(op, m, n, k, Bf16DenseCopy(a, a_rows, a_cols, lda, &a_bf16), a_cols, b, ldb, c,
+                  ldc);
+}
+
+void OneDnnGemmBf16A(const GemmOp& op, int64_t m, int64_t n, int64_t k, const uint16_t* a,
+                     int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  OPENMOE_CHECK(m > 0 && n > 0 && k > 0);
+  thread_local std::vector<uint16_t> b_bf16;
+  const int64_t b_rows = op.transpose_b ? n : k, b_cols = op.transpose_b ? k : n;
+  const uint16_t* b_data = Bf16DenseCopy(b, b_rows, b_cols, ldb, &b_bf16);
+  RunPieces(GemmPrecision::kBf16, op, m, n, k, reinterpret_cast<const char*>(a), lda,
+            reinterpret_cast<const char*>(b_data), b_cols, sizeof(uint16_t), c, ldc);
 }
 
 std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m,

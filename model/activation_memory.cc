@@ -42,7 +42,10 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   ActivationEstimate out;
   constexpr double kF = 4;  // bytes per float
   out.residual = kF * (kept_inputs * t * d + sub_blocks * t + 3 * t * d + t);
-  out.attention = kF * attention_caches * (4 * t * a_width + t * h + 2 * t);
+  // q, k, v and the context: bf16 in BF16 (they only feed GEMMs), fp32 otherwise.
+  const double qkvc_bytes = dims.precision == GemmPrecision::kBf16 ? 2 : kF;
+  out.attention =
+      attention_caches * (qkvc_bytes * 4 * t * a_width + kF * (t * h + 2 * t));
   out.ffn = kF * ffn_caches * t * (w0 + f);
   out.moe = kF * (moe_caches * (routing + 2 * kept * d + recv * (w0e + fe) +
                                 (s.jitter ? t * d : 0)) +
@@ -50,15 +53,20 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   out.exchange = s.experts_remote ? kF * moes * recv * d : 0;
 
   // Scratch: the most any one sub-block (or the logits) holds at once.
-  const double tiles = static_cast<double>(std::max<int64_t>(s.attention_workers, 1)) *
-                       static_cast<double>(2 * kAttentionBlock * kAttentionBlock +
-                                           3 * kAttentionBlock);
+  const AttentionDims attention{.batch = s.rows, .seq_len = s.seq_len, .d_model = dims.d_model,
+                                .num_heads = dims.num_heads, .head_dim = dims.head_dim,
+                                .precision = dims.precision};
+  const int64_t workers = std::max<int64_t>(s.attention_workers, 1);
+  const double attention_forward =
+      static_cast<double>(AttentionScratchFloats(attention, /*backward=*/false, workers));
+  const double attention_backward =
+      static_cast<double>(AttentionScratchFloats(attention, /*backward=*/true, workers));
   const double io = 2 * t * d;  // normed input and output, or normed input and its gradient
   double forward = 0, backward = 0;
   if (layers > 0) {
-    forward = std::max(forward, io + tiles);
-    const double recompute = dims.remat == REMAT_ATTENTION ? t * d + tiles : 0.0;
-    backward = std::max(backward, io + std::max(recompute, tiles + 4 * t * a_width));
+    forward = std::max(forward, io + attention_forward);
+    const double recompute = dims.remat == REMAT_ATTENTION ? t * d + attention_forward : 0.0;
+    backward = std::max(backward, io + std::max(recompute, attention_backward));
   }
   if (dense_ffns > 0) {
     forward = std::max(forward, io + t * f);

@@ -41,10 +41,7 @@ void SegmentStarts(const int32_t* seg, int64_t s_len, int64_t* lo) {
 
 // One (row b, head h) of the (B*S, H*hd) matrices, with its row's mask.
 struct Head {
-  const float* q;  // (S, hd), leading dimension ld; likewise k, v, o (the context), d_o
-  const float* k;
-  const float* v;
-  int64_t ld;
+  int64_t ld;  // of the (B*S, H*hd) matrices: H*hd
   int64_t hd;
   int64_t s_len;
   const int32_t* seg;  // (S)
@@ -52,13 +49,43 @@ struct Head {
   int64_t offset;      // of the head's first element in the (B*S, H*hd) matrices
 };
 
-// Head bh = b * H + h of the cache's q, k, v and segment starts (made by the forward).
+// Head bh = b * H + h, with the cache's segment starts (made by the forward).
 Head HeadOf(const AttentionDims& dims, const AttentionCache& cache, const int32_t* segment_ids,
             int64_t bh) {
   const int64_t s_len = dims.seq_len, nh = dims.num_heads, hd = dims.head_dim, width = nh * hd;
   const int64_t b = bh / nh, offset = b * s_len * width + bh % nh * hd;
-  return {cache.q.data() + offset, cache.k.data() + offset, cache.v.data() + offset, width, hd,
-          s_len, segment_ids + b * s_len, cache.segment_starts.data() + b * s_len, offset};
+  return {width, hd, s_len, segment_ids + b * s_len, cache.segment_starts.data() + b * s_len,
+          offset};
+}
+
+// A head's q, k, v and context (S, hd) as floats, leading dimension ld.
+struct HeadInputs {
+  const float *q, *k, *v, *o;
+  int64_t ld;
+};
+
+bool KeepsBf16(const AttentionDims& dims) { return dims.precision == GemmPrecision::kBf16; }
+
+// Floats per worker to widen one head's bf16 q, k, v and context (0 in FP32).
+int64_t WidenFloats(const AttentionDims& dims) {
+  return KeepsBf16(dims) ? 4 * dims.seq_len * dims.head_dim : 0;
+}
+
+// Views into the FP32 cache, or the BF16 cache's values widened (exactly) into `buffer`
+// (WidenFloats floats).
+HeadInputs InputsOf(const AttentionDims& dims, const AttentionCache& cache, const Head& head,
+                    float* buffer) {
+  const int64_t o = head.offset;
+  if (!KeepsBf16(dims)) {
+    return {cache.q.data() + o, cache.k.data() + o, cache.v.data() + o, cache.context.data() + o,
+            head.ld};
+  }
+  const int64_t s_len = head.s_len, hd = head.hd;
+  const std::vector<uint16_t>* from[4] = {&cache.q16, &cache.k16, &cache.v16, &cache.context16};
+  for (int t = 0; t < 4; ++t)
+    for (int64_t r = 0; r < s_len; ++r)
+      Bf16ToFloat(from[t]->data() + o + r * head.ld, buffer + (t * s_len + r) * hd, hd);
+  return {buffer, buffer + s_len * hd, buffer + 2 * s_len * hd, buffer + 3 * s_len * hd, hd};
 }
 
 // The first key block that query block [i0, i1) needs: blocks wholly before every one of its
@@ -156,11 +183,16 @@ void ForEachHead(int64_t count, int64_t workers, Fn fn) {
 int64_t Workers(int64_t heads) { return std::clamp<int64_t>(GemmThreads(), 1, heads); }
 
 // Per-worker scratch: two (kBlk, kBlk) tiles and three kBlk row vectors, then the HeadTiles'
-// packed operands.
+// packed operands, then (backward, BF16) the widened head.
 constexpr int64_t kTileFloats = 2 * kBlk * kBlk + 3 * kBlk;
 int64_t WorkerFloats(const AttentionDims& dims, bool backward) {
   return kTileFloats +
-         HeadTiles::StorageWords(dims.precision, dims.seq_len, dims.head_dim, backward);
+         HeadTiles::StorageWords(dims.precision, dims.seq_len, dims.head_dim, backward) +
+         (backward ? WidenFloats(dims) : 0);
+}
+float* WidenBuffer(const AttentionDims& dims, float* worker_scratch) {
+  return worker_scratch + kTileFloats +
+         HeadTiles::StorageWords(dims.precision, dims.seq_len, dims.head_dim, /*backward=*/true);
 }
 
 // One HeadTiles per worker, each on its own part of `scratch` (after the worker's tiles).
@@ -180,13 +212,26 @@ std::vector<HeadTiles> WorkerTiles(const AttentionDims& dims, int64_t workers, b
 
 }  // namespace
 
+int64_t AttentionCache::CapacityBytes() const {
+  int64_t bytes = q.capacity_bytes() + k.capacity_bytes() + v.capacity_bytes() +
+                  context.capacity_bytes() + lse.capacity_bytes();
+  for (const auto* x : {&q16, &k16, &v16, &context16})
+    bytes += static_cast<int64_t>(x->capacity() * sizeof(uint16_t));
+  return bytes + static_cast<int64_t>(segment_starts.capacity() * sizeof(int64_t));
+}
+
+int64_t AttentionScratchFloats(const AttentionDims& dims, bool backward, int64_t workers) {
+  const int64_t act = dims.batch * dims.seq_len * dims.num_heads * dims.head_dim;
+  const int64_t per_call = backward ? 4 * act : (KeepsBf16(dims) ? 4 * act : 0);
+  return workers * WorkerFloats(dims, backward) + per_call;
+}
+
 int64_t AttentionForwardScratchFloats(const AttentionDims& dims) {
-  return Workers(dims.batch * dims.num_heads) * WorkerFloats(dims, /*backward=*/false);
+  return AttentionScratchFloats(dims, false, Workers(dims.batch * dims.num_heads));
 }
 
 int64_t AttentionBackwardScratchFloats(const AttentionDims& dims) {
-  return Workers(dims.batch * dims.num_heads) * WorkerFloats(dims, /*backward=*/true) +
-         4 * dims.batch * dims.seq_len * dims.num_heads * dims.head_dim;
+  return AttentionScratchFloats(dims, true, Workers(dims.batch * dims.num_heads));
 }
 
 void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
@@ -196,31 +241,32 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
                 hd = dims.head_dim, width = nh * hd, tokens = nb * s_len;
   const GemmPrecision pr = dims.precision;
   OPENMOE_CHECK(rope.seq_len == s_len && 2 * rope.half_dim == hd);
-  const int64_t workers = Workers(nb * nh);
-  cache->q.ResizeUninitialized({tokens, width});
-  cache->k.ResizeUninitialized({tokens, width});
-  cache->v.ResizeUninitialized({tokens, width});
+  const int64_t workers = Workers(nb * nh), act = tokens * width;
+  const bool keep16 = KeepsBf16(dims);
   cache->lse.ResizeUninitialized({nb, nh, s_len});
-  cache->context.ResizeUninitialized({tokens, width});
   ScratchArena local;
   if (scratch == nullptr) scratch = &local;
   ScratchScope scope(scratch);
   float* tiles = scratch->Take(workers * WorkerFloats(dims, /*backward=*/false));
   std::vector<HeadTiles> products = WorkerTiles(dims, workers, /*backward=*/false, tiles);
-  float* q = cache->q.data();          // (B*S, H*hd)
-  float* k = cache->k.data();          // (B*S, H*hd)
-  float* v = cache->v.data();          // (B*S, H*hd)
-  float* ctx = cache->context.data();  // (B*S, H*hd)
+  // FP32 computes q, k, v and the context in the cache; BF16 in scratch, then keeps them as bf16.
+  auto where = [&](Tensor* t) {
+    if (keep16) {
+      *t = Tensor();  // a cache that held FP32 before holds nothing now
+      return scratch->Take(act);
+    }
+    t->ResizeUninitialized({tokens, width});
+    return t->data();
+  };
+  float* q = where(&cache->q);          // (B*S, H*hd)
+  float* k = where(&cache->k);          // (B*S, H*hd)
+  float* v = where(&cache->v);          // (B*S, H*hd)
+  float* ctx = where(&cache->context);  // (B*S, H*hd)
   Gemm(pr, {}, tokens, width, d, x, w.wq, q);
   Gemm(pr, {}, tokens, width, d, x, w.wk, k);
   Gemm(pr, {}, tokens, width, d, x, w.wv, v);
   ApplyRope(rope, q, nb, nh, width, /*inverse=*/false);
   ApplyRope(rope, k, nb, nh, width, /*inverse=*/false);
-  // BF16: q, k, v and the context only feed GEMMs (forward and backward), which round them
-  // anyway; rounding each once spares the bf16 GEMM a rounded copy per call (core/gemm.h).
-  if (pr == GemmPrecision::kBf16) {
-    for (float* t : {q, k, v}) RoundToBf16(t, t, tokens * width);
-  }
   cache->segment_starts.resize(tokens);  // (B, S)
   for (int64_t b = 0; b < nb; ++b)
     SegmentStarts(segment_ids + b * s_len, s_len, &cache->segment_starts[b * s_len]);
@@ -229,7 +275,7 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
     const Head view = HeadOf(dims, *cache, segment_ids, bh);
     const int64_t head = view.offset;
     HeadTiles& product = products[worker];
-    product.Bind(view.q, view.k, view.v);
+    product.Bind(q + head, k + head, v + head, width);
     float* p = tiles + worker * WorkerFloats(dims, false);  // (kBlk, kBlk)
     float* m = p + 2 * kBlk * kBlk;                          // (kBlk) running max
     float* l = m + kBlk;                                     // (kBlk) running sum
@@ -254,8 +300,18 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
       }
     }
   });
-  if (pr == GemmPrecision::kBf16) RoundToBf16(ctx, ctx, tokens * width);
-  Gemm(pr, {}, tokens, d, width, ctx, w.wo, y);
+  if (!keep16) {
+    Gemm(pr, {}, tokens, d, width, ctx, w.wo, y);
+    return;
+  }
+  // q, k, v, context only feed GEMMs, which round them: kept as bf16, the values they would see.
+  const std::pair<const float*, std::vector<uint16_t>*> keep[] = {
+      {q, &cache->q16}, {k, &cache->k16}, {v, &cache->v16}, {ctx, &cache->context16}};
+  for (const auto& [from, to] : keep) {
+    to->resize(static_cast<size_t>(act));
+    FloatToBf16(from, to->data(), act);
+  }
+  GemmBf16A({}, tokens, d, width, {cache->context16.data(), width}, w.wo, d, y, d);
 }
 
 void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
@@ -276,10 +332,14 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   float* dq = dctx + act;                 // (B*S, H*hd)
   float* dk = dq + act;                   // (B*S, H*hd)
   float* dv = dk + act;                   // (B*S, H*hd)
-  const float* ctx = cache->context.data();
-
   // y = context @ wo.
-  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, width, d, tokens, ctx, dy, grads.wo);
+  if (KeepsBf16(dims)) {
+    GemmBf16A({.transpose_a = true, .beta = 1.0f}, width, d, tokens,
+              {cache->context16.data(), width}, dy, d, grads.wo, d);
+  } else {
+    Gemm(pr, {.transpose_a = true, .beta = 1.0f}, width, d, tokens, cache->context.data(), dy,
+         grads.wo);
+  }
   Gemm(pr, {.transpose_b = true}, tokens, width, d, dy, w.wo, dctx);
   // BF16: dcontext only feeds GEMMs (dP and dV), which round it anyway; D = rowsum(dO * O) then
   // reads the values those GEMMs see.
@@ -291,8 +351,10 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
     const Head view = HeadOf(dims, *cache, segment_ids, bh);
     const int64_t head = view.offset;
     HeadTiles& product = products[worker];
-    product.Bind(view.q, view.k, view.v, dctx + head);
-    float* p = tiles + worker * WorkerFloats(dims, true);  // (kBlk, kBlk)
+    float* worker_scratch = tiles + worker * WorkerFloats(dims, true);
+    const HeadInputs in = InputsOf(dims, *cache, view, WidenBuffer(dims, worker_scratch));
+    product.Bind(in.q, in.k, in.v, in.ld, dctx + head, width);
+    float* p = worker_scratch;  // (kBlk, kBlk)
     float* ds = p + kBlk * kBlk;                             // (kBlk, kBlk) dP, then dS
     float* dd = ds + kBlk * kBlk;                            // (kBlk) D
     const float* lse = cache->lse.data() + bh * s_len;       // (S)
@@ -305,7 +367,7 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
       const int64_t nq = std::min(kBlk, s_len - i0), i1 = i0 + nq;
       const float* d_o = dctx + head + i0 * width;  // (nq, hd)
       for (int64_t r = 0; r < nq; ++r) {
-        const float* orow = ctx + head + (i0 + r) * width;
+        const float* orow = in.o + (i0 + r) * in.ld;
         float dot = 0.0f;
         for (int64_t c = 0; c < hd; ++c) dot += d_o[r * width + c] * orow[c];
         dd[r] = dot;
@@ -349,7 +411,9 @@ void AttentionProbabilities(const AttentionDims& dims, const AttentionCache& cac
       HeadTiles::StorageWords(dims.precision, s_len, dims.head_dim, /*backward=*/false));
   HeadTiles product(dims.precision, s_len, dims.head_dim, nh * dims.head_dim, /*backward=*/false,
                     storage.data());
-  product.Bind(view.q, view.k, view.v);
+  std::vector<float> widened(WidenFloats(dims));
+  const HeadInputs in = InputsOf(dims, cache, view, widened.data());
+  product.Bind(in.q, in.k, in.v, in.ld);
   std::fill_n(probs, s_len * s_len, 0.0f);
   for (int64_t i0 = 0; i0 < s_len; i0 += kBlk) {
     const int64_t nq = std::min(kBlk, s_len - i0), i1 = i0 + nq;

@@ -50,21 +50,31 @@ struct AttentionGrads {  // accumulated into
 
 // What the forward keeps for the backward. Owned by the caller, reused across steps (buffers are
 // resized, not reallocated, when shapes repeat). The softmax is not kept: the backward recomputes
-// it tile by tile from q, k and the log-sum-exp.
+// it tile by tile from q, k and the log-sum-exp. q, k, v and the context only feed GEMMs, so BF16
+// keeps them as bf16 (half the bytes, the same values its GEMMs would round them to) and FP32 as
+// floats: exactly one of q / q16 (k, v, context alike) holds data.
 struct AttentionCache {
-  Tensor q;          // (B*S, H*hd) after RoPE
-  Tensor k;          // (B*S, H*hd) after RoPE
-  Tensor v;          // (B*S, H*hd)
+  Tensor q;          // (B*S, H*hd) after RoPE; FP32 only
+  Tensor k;          // (B*S, H*hd) after RoPE; FP32 only
+  Tensor v;          // (B*S, H*hd); FP32 only
+  Tensor context;    // (B*S, H*hd) softmax @ v, before wo; FP32 only
+  std::vector<uint16_t> q16, k16, v16, context16;  // the same in BF16, bf16-rounded
   Tensor lse;        // (B, H, S) log sum_j exp(score_ij) over the keys query i sees
   std::vector<int64_t> segment_starts;  // (B, S) first position of each query's segment
-  Tensor context;    // (B*S, H*hd) softmax @ v, before wo
+
+  // Bytes held (capacity) by the tensors above.
+  int64_t CapacityBytes() const;
 };
 
 // Floats of scratch the forward / backward take (released on return): per worker thread two tiles,
-// three row vectors and, in BF16, the head's packed operands (HeadTiles::StorageWords); in the
-// backward also d context, dq, dk, dv (4 x B*S x H*hd).
+// three row vectors and, in BF16, the head's packed operands (HeadTiles::StorageWords) and its
+// q, k, v and context widened to fp32 (4 x S x hd); in the backward also d context, dq, dk, dv
+// (4 x B*S x H*hd); in the BF16 forward q, k, v, context in fp32 before they are kept as bf16
+// (4 x B*S x H*hd).
 int64_t AttentionForwardScratchFloats(const AttentionDims& dims);
 int64_t AttentionBackwardScratchFloats(const AttentionDims& dims);
+// The same for a given number of worker threads (the two above use the GEMM threads' count).
+int64_t AttentionScratchFloats(const AttentionDims& dims, bool backward, int64_t workers);
 
 // x: (B*S, d) normalised input; segment_ids: (B, S); y: (B*S, d), overwritten. scratch: the
 // tiles (null: a temporary arena).

@@ -23,12 +23,12 @@ int64_t HeadTiles::StorageWords(GemmPrecision precision, int64_t s_len, int64_t 
   return (backward ? 8 : 3) * head + kTileWords;
 }
 
-HeadTiles::HeadTiles(GemmPrecision precision, int64_t s_len, int64_t hd, int64_t ld, bool backward,
-                     uint32_t* storage)
+HeadTiles::HeadTiles(GemmPrecision precision, int64_t s_len, int64_t hd, int64_t out_ld,
+                     bool backward, uint32_t* storage)
     : precision_(precision),
       s_len_(s_len),
       hd_(hd),
-      ld_(ld),
+      ld_(out_ld),
       hd_pairs_(Pairs(hd)),
       s_pairs_(Pairs(s_len)),
       backward_(backward) {
@@ -54,28 +54,31 @@ HeadTiles::HeadTiles(GemmPrecision precision, int64_t s_len, int64_t hd, int64_t
   tile_ = take(kTileWords);
 }
 
-void HeadTiles::Bind(const float* q, const float* k, const float* v, const float* d_o) {
+void HeadTiles::Bind(const float* q, const float* k, const float* v, int64_t ld, const float* d_o,
+                     int64_t d_o_ld) {
   OPENMOE_CHECK(backward_ == (d_o != nullptr));
   q_ = q;
   k_ = k;
   v_ = v;
   d_o_ = d_o;
+  in_ld_ = ld;
+  d_o_ld_ = d_o_ld;
   if (!bf16()) return;
-  PackPairsAlongRows(q, ld_, s_len_, hd_, q_rows_, hd_pairs_);
-  PackPairsAlongRowsTransposed(k, ld_, s_len_, hd_, k_t_, s_len_);
-  PackPairsDownColumns(v, ld_, s_len_, hd_, v_down_, hd_);
+  PackPairsAlongRows(q, ld, s_len_, hd_, q_rows_, hd_pairs_);
+  PackPairsAlongRowsTransposed(k, ld, s_len_, hd_, k_t_, s_len_);
+  PackPairsDownColumns(v, ld, s_len_, hd_, v_down_, hd_);
   if (!backward_) return;
-  PackPairsAlongRowsTransposed(v, ld_, s_len_, hd_, v_t_, s_len_);
-  PackPairsDownColumns(k, ld_, s_len_, hd_, k_down_, hd_);
-  PackPairsDownColumns(q, ld_, s_len_, hd_, q_down_, hd_);
-  PackPairsAlongRows(d_o, ld_, s_len_, hd_, d_o_rows_, hd_pairs_);
-  PackPairsDownColumns(d_o, ld_, s_len_, hd_, d_o_down_, hd_);
+  PackPairsAlongRowsTransposed(v, ld, s_len_, hd_, v_t_, s_len_);
+  PackPairsDownColumns(k, ld, s_len_, hd_, k_down_, hd_);
+  PackPairsDownColumns(q, ld, s_len_, hd_, q_down_, hd_);
+  PackPairsAlongRows(d_o, d_o_ld, s_len_, hd_, d_o_rows_, hd_pairs_);
+  PackPairsDownColumns(d_o, d_o_ld, s_len_, hd_, d_o_down_, hd_);
 }
 
 void HeadTiles::Scores(int64_t i0, int64_t nq, int64_t j0, int64_t nk, float* s) {
   if (!bf16()) {
-    Gemm(precision_, {.transpose_b = true}, nq, nk, hd_, q_ + i0 * ld_, ld_, k_ + j0 * ld_, ld_, s,
-         kBlk);
+    Gemm(precision_, {.transpose_b = true}, nq, nk, hd_, q_ + i0 * in_ld_, in_ld_,
+         k_ + j0 * in_ld_, in_ld_, s, kBlk);
     return;
   }
   Bf16PairGemm(nq, nk, hd_pairs_, q_rows_ + i0 * hd_pairs_, hd_pairs_, k_t_ + j0, s_len_, s, kBlk,
@@ -85,7 +88,8 @@ void HeadTiles::Scores(int64_t i0, int64_t nq, int64_t j0, int64_t nk, float* s)
 void HeadTiles::AddContext(const float* p, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
                            float* o) {
   if (!bf16()) {
-    Gemm(precision_, {.beta = 1.0f}, nq, hd_, nk, p, kBlk, v_ + j0 * ld_, ld_, o + i0 * ld_, ld_);
+    Gemm(precision_, {.beta = 1.0f}, nq, hd_, nk, p, kBlk, v_ + j0 * in_ld_, in_ld_, o + i0 * ld_,
+         ld_);
     return;
   }
   PackPairsAlongRows(p, kBlk, nq, nk, tile_, Pairs(nk));
@@ -95,8 +99,8 @@ void HeadTiles::AddContext(const float* p, int64_t i0, int64_t nq, int64_t j0, i
 
 void HeadTiles::OutputGradScores(int64_t i0, int64_t nq, int64_t j0, int64_t nk, float* dp) {
   if (!bf16()) {
-    Gemm(precision_, {.transpose_b = true}, nq, nk, hd_, d_o_ + i0 * ld_, ld_, v_ + j0 * ld_, ld_,
-         dp, kBlk);
+    Gemm(precision_, {.transpose_b = true}, nq, nk, hd_, d_o_ + i0 * d_o_ld_, d_o_ld_,
+         v_ + j0 * in_ld_, in_ld_, dp, kBlk);
     return;
   }
   Bf16PairGemm(nq, nk, hd_pairs_, d_o_rows_ + i0 * hd_pairs_, hd_pairs_, v_t_ + j0, s_len_, dp,
@@ -106,8 +110,8 @@ void HeadTiles::OutputGradScores(int64_t i0, int64_t nq, int64_t j0, int64_t nk,
 void HeadTiles::AddValueGrad(const float* p, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
                              float* dv) {
   if (!bf16()) {
-    Gemm(precision_, {.transpose_a = true, .beta = 1.0f}, nk, hd_, nq, p, kBlk, d_o_ + i0 * ld_,
-         ld_, dv + j0 * ld_, ld_);
+    Gemm(precision_, {.transpose_a = true, .beta = 1.0f}, nk, hd_, nq, p, kBlk,
+         d_o_ + i0 * d_o_ld_, d_o_ld_, dv + j0 * ld_, ld_);
     return;
   }
   PackPairsDownColumnsTransposed(p, kBlk, nq, nk, tile_, Pairs(nq));
@@ -118,7 +122,8 @@ void HeadTiles::AddValueGrad(const float* p, int64_t i0, int64_t nq, int64_t j0,
 void HeadTiles::AddQueryGrad(const float* ds, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
                              float* dq) {
   if (!bf16()) {
-    Gemm(precision_, {.beta = 1.0f}, nq, hd_, nk, ds, kBlk, k_ + j0 * ld_, ld_, dq + i0 * ld_, ld_);
+    Gemm(precision_, {.beta = 1.0f}, nq, hd_, nk, ds, kBlk, k_ + j0 * in_ld_, in_ld_,
+         dq + i0 * ld_, ld_);
     return;
   }
   PackPairsAlongRows(ds, kBlk, nq, nk, tile_, Pairs(nk));
@@ -129,8 +134,8 @@ void HeadTiles::AddQueryGrad(const float* ds, int64_t i0, int64_t nq, int64_t j0
 void HeadTiles::AddKeyGrad(const float* ds, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
                            float* dk) {
   if (!bf16()) {
-    Gemm(precision_, {.transpose_a = true, .beta = 1.0f}, nk, hd_, nq, ds, kBlk, q_ + i0 * ld_,
-         ld_, dk + j0 * ld_, ld_);
+    Gemm(precision_, {.transpose_a = true, .beta = 1.0f}, nk, hd_, nq, ds, kBlk,
+         q_ + i0 * in_ld_, in_ld_, dk + j0 * ld_, ld_);
     return;
   }
   PackPairsDownColumnsTransposed(ds, kBlk, nq, nk, tile_, Pairs(nq));

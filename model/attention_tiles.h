@@ -7,8 +7,9 @@
 // kernel with no library call, rounded copy or primitive per tile; elsewhere the same products in
 // a portable fp32 loop. Both round every operand to bf16 and accumulate in fp32, as Gemm(kBf16).
 //
-// Shapes: q, k, v, dO, and the outputs o, dq, dk, dv are the head's (S, hd) views with leading
-// dimension ld (one head inside a (B*S, H*hd) matrix). Tiles p, s, dp, ds are (nq, nk) with
+// Shapes: q, k, v and dO are the head's (S, hd) inputs with the leading dimensions given to Bind
+// (a head inside a (B*S, H*hd) matrix, or a per-head copy); the outputs o, dq, dk, dv are (S, hd)
+// views with the leading dimension given to the constructor. Tiles p, s, dp, ds are (nq, nk) with
 // leading dimension kAttentionBlock: rows are queries i0 .. i0+nq, columns keys j0 .. j0+nk, and
 // i0, j0 are multiples of kAttentionBlock. One HeadTiles per worker thread; not thread-safe.
 #pragma once
@@ -31,12 +32,15 @@ class HeadTiles {
   // uint32 words of packed storage one worker needs (0 in FP32).
   static int64_t StorageWords(GemmPrecision precision, int64_t s_len, int64_t hd, bool backward);
 
-  // storage: StorageWords(precision, s_len, hd, backward) words, owned by the caller.
-  HeadTiles(GemmPrecision precision, int64_t s_len, int64_t hd, int64_t ld, bool backward,
+  // storage: StorageWords(precision, s_len, hd, backward) words, owned by the caller. out_ld: the
+  // outputs' leading dimension.
+  HeadTiles(GemmPrecision precision, int64_t s_len, int64_t hd, int64_t out_ld, bool backward,
             uint32_t* storage);
 
-  // The head the next products use; d_o only for a backward HeadTiles.
-  void Bind(const float* q, const float* k, const float* v, const float* d_o = nullptr);
+  // The head the next products use: q, k, v with leading dimension ld; d_o (leading dimension
+  // d_o_ld) only for a backward HeadTiles.
+  void Bind(const float* q, const float* k, const float* v, int64_t ld, const float* d_o = nullptr,
+            int64_t d_o_ld = 0);
 
   // s = q[i0:] k[j0:]^T
   void Scores(int64_t i0, int64_t nq, int64_t j0, int64_t nk, float* s);
@@ -55,7 +59,8 @@ class HeadTiles {
   bool bf16() const { return precision_ == GemmPrecision::kBf16; }
 
   GemmPrecision precision_;
-  int64_t s_len_, hd_, ld_, hd_pairs_, s_pairs_;
+  int64_t s_len_, hd_, ld_, hd_pairs_, s_pairs_;  // ld_: the outputs'
+  int64_t in_ld_ = 0, d_o_ld_ = 0;
   bool backward_;
   const float *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *d_o_ = nullptr;
   // BF16 packed forms (core/bf16_pair_gemm.h): "_rows" pairs along hd (an A operand),

@@ -359,11 +359,7 @@ Decoder::Memory Decoder::memory() const {
   for (const SubBlock& b : blocks_) m.residual += b.rstd.capacity_bytes();
   m.residual += final_input_.capacity_bytes() + final_rstd_.capacity_bytes() +
                 final_normed_grad_.capacity_bytes() + residual_grad_.capacity_bytes();
-  for (const AttentionCache& c : attention_caches_) {
-    m.attention += c.q.capacity_bytes() + c.k.capacity_bytes() + c.v.capacity_bytes() +
-                   c.context.capacity_bytes() + c.lse.capacity_bytes() +
-                   static_cast<int64_t>(c.segment_starts.capacity() * sizeof(int64_t));
-  }
+  for (const AttentionCache& c : attention_caches_) m.attention += c.CapacityBytes();
   for (const FfnCache& c : ffn_caches_) m.ffn += c.g0.capacity_bytes() + c.g1.capacity_bytes();
   for (const MoeCache& c : moe_caches_) {
     m.moe += RoutingBytes(c.routing) + c.jitter.capacity_bytes() +

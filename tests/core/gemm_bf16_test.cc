@@ -319,3 +319,37 @@ TEST(GemmBackends, DefaultsFollowTheCpu) {
 
 }  // namespace
 }  // namespace openmoe
+
+namespace openmoe {
+namespace {
+
+// GemmBf16A (A stored as bf16) is Gemm(kBf16) with A's values as floats, bit for bit, on each bf16
+// backend this CPU has, for every transpose, a strided A and accumulation into C.
+TEST(GemmBf16A, EqualsGemmBf16OnTheSameValuesBitForBit) {
+  const GemmBackend saved = ActiveGemmBackend(GemmPrecision::kBf16);
+  for (const GemmBackend backend : {GemmBackend::kOpenBlas, GemmBackend::kOneDnn}) {
+    if (backend == GemmBackend::kOneDnn && !OneDnnGemmAvailable(GemmPrecision::kBf16)) continue;
+    SetGemmBackend(GemmPrecision::kBf16, backend);
+    for (const bool ta : {false, true}) {
+      for (const bool tb : {false, true}) {
+        const int64_t m = 37, n = 150, k = 131, pad = 5;
+        const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, lda = a_cols + pad;
+        std::vector<float> a = Fill(a_rows * lda, 1), b = Fill(k * n, 2), c0 = Fill(m * n, 3);
+        std::vector<uint16_t> a16(a.size());
+        FloatToBf16(a.data(), a16.data(), static_cast<int64_t>(a.size()));
+        RoundToBf16(a.data(), a.data(), static_cast<int64_t>(a.size()));
+        const GemmOp op{.transpose_a = ta, .transpose_b = tb, .beta = 1.0f};
+        std::vector<float> want = c0, got = c0;
+        Gemm(GemmPrecision::kBf16, op, m, n, k, a.data(), lda, b.data(), tb ? k : n, want.data(),
+             n);
+        GemmBf16A(op, m, n, k, {a16.data(), lda}, b.data(), tb ? k : n, got.data(), n);
+        EXPECT_EQ(got, want) << "backend " << static_cast<int>(backend) << " ta " << ta << " tb "
+                             << tb;
+      }
+    }
+  }
+  SetGemmBackend(GemmPrecision::kBf16, saved);
+}
+
+}  // namespace
+}  // namespace openmoe
