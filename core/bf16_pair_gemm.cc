@@ -1,10 +1,17 @@
 #include "core/bf16_pair_gemm.h"
 
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 
 #include "core/bf16.h"
+#include "core/check.h"
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) || (defined(__AMX_TILE__) && defined(__AMX_BF16__))
 #include <immintrin.h>
 #endif
 
@@ -87,6 +94,132 @@ void NativeGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t lda
 
 #endif  // __AVX512BF16__
 
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+
+// AMX: eight tile registers of 16 rows x 64 bytes. A 32 x 32 block of C is four accumulator tiles
+// (tmm0-3) fed by two A tiles (tmm4-5: 16 rows x 16 pairs) and two B tiles (tmm6-7: 16 pair-rows x
+// 16 columns) per step of 16 pairs (32 of k). Partial tiles (edges of m, n or kp) go through
+// zero-padded copies; full ones are loaded in place.
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+constexpr int kT = 16;  // tile rows, and 32-bit words per tile row
+
+// Loads tile `t` (compile-time) from src (rows x words, leading dimension ld words) when it is a
+// full 16 x 16, else from a zero-padded copy of its valid part.
+#define OPENMOE_LOAD_TILE(t, src, ld, valid_rows, valid_words, pad)                        \
+  do {                                                                                     \
+    if ((valid_rows) == kT && (valid_words) == kT) {                                       \
+      _tile_loadd(t, (src), static_cast<int>((ld) * 4));                                   \
+    } else {                                                                               \
+      std::memset((pad), 0, sizeof(uint32_t) * kT * kT);                                   \
+      for (int64_t r_ = 0; r_ < (valid_rows); ++r_)                                        \
+        std::memcpy((pad) + r_ * kT, (src) + r_ * (ld), sizeof(uint32_t) * (valid_words)); \
+      _tile_loadd(t, (pad), kT * 4);                                                       \
+    }                                                                                      \
+  } while (0)
+
+// C tile `t` <-> c (valid_rows x valid_cols floats, leading dimension ldc).
+#define OPENMOE_LOAD_C(t, c, ldc, valid_rows, valid_cols, accumulate, pad)                 \
+  do {                                                                                     \
+    if (!(accumulate)) {                                                                   \
+      _tile_zero(t);                                                                       \
+    } else if ((valid_rows) == kT && (valid_cols) == kT) {                                 \
+      _tile_loadd(t, (c), static_cast<int>((ldc) * 4));                                    \
+    } else {                                                                               \
+      std::memset((pad), 0, sizeof(float) * kT * kT);                                      \
+      for (int64_t r_ = 0; r_ < (valid_rows); ++r_)                                        \
+        std::memcpy((pad) + r_ * kT, (c) + r_ * (ldc), sizeof(float) * (valid_cols));      \
+      _tile_loadd(t, (pad), kT * 4);                                                       \
+    }                                                                                      \
+  } while (0)
+#define OPENMOE_STORE_C(t, c, ldc, valid_rows, valid_cols, pad)                            \
+  do {                                                                                     \
+    if ((valid_rows) == kT && (valid_cols) == kT) {                                        \
+      _tile_stored(t, (c), static_cast<int>((ldc) * 4));                                   \
+    } else {                                                                               \
+      _tile_stored(t, (pad), kT * 4);                                                      \
+      for (int64_t r_ = 0; r_ < (valid_rows); ++r_)                                        \
+        std::memcpy((c) + r_ * (ldc), (pad) + r_ * kT, sizeof(float) * (valid_cols));      \
+    }                                                                                      \
+  } while (0)
+
+void AmxGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t lda, const uint32_t* b,
+             int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = kT;
+    config.colsb[t] = kT * 4;
+  }
+  _tile_loadconfig(&config);
+  alignas(64) uint32_t pad_a[2][kT * kT], pad_b[2][kT * kT];
+  alignas(64) float pad_c[kT * kT];
+  auto clip = [](int64_t left) { return std::min<int64_t>(std::max<int64_t>(left, 0), kT); };
+  for (int64_t i0 = 0; i0 < m; i0 += 2 * kT) {
+    const int64_t r0 = clip(m - i0), r1 = clip(m - i0 - kT);
+    for (int64_t j0 = 0; j0 < n; j0 += 2 * kT) {
+      const int64_t c0 = clip(n - j0), c1 = clip(n - j0 - kT);
+      float* c00 = c + i0 * ldc + j0;
+      float* c01 = c00 + kT;
+      float* c10 = c00 + kT * ldc;
+      float* c11 = c10 + kT;
+      OPENMOE_LOAD_C(0, c00, ldc, r0, c0, accumulate, pad_c);
+      if (c1 > 0) OPENMOE_LOAD_C(1, c01, ldc, r0, c1, accumulate, pad_c);
+      if (r1 > 0) OPENMOE_LOAD_C(2, c10, ldc, r1, c0, accumulate, pad_c);
+      if (r1 > 0 && c1 > 0) OPENMOE_LOAD_C(3, c11, ldc, r1, c1, accumulate, pad_c);
+      for (int64_t p0 = 0; p0 < kp; p0 += kT) {
+        const int64_t words = clip(kp - p0);
+        const uint32_t* a0 = a + i0 * lda + p0;
+        const uint32_t* b0 = b + p0 * ldb + j0;
+        OPENMOE_LOAD_TILE(4, a0, lda, r0, words, pad_a[0]);
+        if (r1 > 0) OPENMOE_LOAD_TILE(5, a0 + kT * lda, lda, r1, words, pad_a[1]);
+        OPENMOE_LOAD_TILE(6, b0, ldb, words, c0, pad_b[0]);
+        if (c1 > 0) OPENMOE_LOAD_TILE(7, b0 + kT, ldb, words, c1, pad_b[1]);
+        _tile_dpbf16ps(0, 4, 6);
+        if (c1 > 0) _tile_dpbf16ps(1, 4, 7);
+        if (r1 > 0) _tile_dpbf16ps(2, 5, 6);
+        if (r1 > 0 && c1 > 0) _tile_dpbf16ps(3, 5, 7);
+      }
+      OPENMOE_STORE_C(0, c00, ldc, r0, c0, pad_c);
+      if (c1 > 0) OPENMOE_STORE_C(1, c01, ldc, r0, c1, pad_c);
+      if (r1 > 0) OPENMOE_STORE_C(2, c10, ldc, r1, c0, pad_c);
+      if (r1 > 0 && c1 > 0) OPENMOE_STORE_C(3, c11, ldc, r1, c1, pad_c);
+    }
+  }
+  _tile_release();
+}
+
+#undef OPENMOE_LOAD_TILE
+#undef OPENMOE_LOAD_C
+#undef OPENMOE_STORE_C
+
+#endif  // AMX
+
+// CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE. Linux (5.16+) gives a process the tile
+// state only after it asks (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, feature 18).
+bool AmxAvailable() {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  static const bool ok = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    if ((edx & (1u << 22)) == 0 || (edx & (1u << 24)) == 0) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+std::atomic<int> kernel_override{-1};  // -1: the fastest available
+
 inline float Low(uint32_t pair) { return Bf16ToFloat(static_cast<uint16_t>(pair & 0xFFFFu)); }
 inline float High(uint32_t pair) { return Bf16ToFloat(static_cast<uint16_t>(pair >> 16)); }
 
@@ -107,21 +240,65 @@ void PortableGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t l
 
 }  // namespace
 
-bool Bf16PairGemmIsNative() {
+bool Bf16PairKernelAvailable(Bf16PairKernel kernel) {
+  switch (kernel) {
+    case Bf16PairKernel::kAmx:
+      return AmxAvailable();
+    case Bf16PairKernel::kAvx512Bf16:
 #if defined(__AVX512BF16__)
-  return CpuHasAvx512Bf16();
+      return CpuHasAvx512Bf16();
 #else
-  return false;
+      return false;
 #endif
+    case Bf16PairKernel::kPortable:
+      return true;
+  }
+  return false;
+}
+
+Bf16PairKernel ActiveBf16PairKernel() {
+  const int chosen = kernel_override.load(std::memory_order_relaxed);
+  if (chosen >= 0) return static_cast<Bf16PairKernel>(chosen);
+  static const Bf16PairKernel fastest =
+      Bf16PairKernelAvailable(Bf16PairKernel::kAmx)          ? Bf16PairKernel::kAmx
+      : Bf16PairKernelAvailable(Bf16PairKernel::kAvx512Bf16) ? Bf16PairKernel::kAvx512Bf16
+                                                             : Bf16PairKernel::kPortable;
+  return fastest;
+}
+
+void SetBf16PairKernel(Bf16PairKernel kernel) {
+  OPENMOE_CHECK_MSG(Bf16PairKernelAvailable(kernel), "bf16 pair kernel %s is not available here",
+                    Bf16PairKernelName(kernel));
+  kernel_override.store(static_cast<int>(kernel));
+}
+
+const char* Bf16PairKernelName(Bf16PairKernel kernel) {
+  switch (kernel) {
+    case Bf16PairKernel::kAmx:
+      return "AMX";
+    case Bf16PairKernel::kAvx512Bf16:
+      return "VDPBF16PS";
+    case Bf16PairKernel::kPortable:
+      return "portable fp32 loop";
+  }
+  return "unknown";
 }
 
 void Bf16PairGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t lda,
                   const uint32_t* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
   if (m <= 0 || n <= 0) return;
-#if defined(__AVX512BF16__)
-  if (CpuHasAvx512Bf16()) return NativeGemm(m, n, kp, a, lda, b, ldb, c, ldc, accumulate);
+  switch (ActiveBf16PairKernel()) {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+    case Bf16PairKernel::kAmx:
+      return AmxGemm(m, n, kp, a, lda, b, ldb, c, ldc, accumulate);
 #endif
-  PortableGemm(m, n, kp, a, lda, b, ldb, c, ldc, accumulate);
+#if defined(__AVX512BF16__)
+    case Bf16PairKernel::kAvx512Bf16:
+      return NativeGemm(m, n, kp, a, lda, b, ldb, c, ldc, accumulate);
+#endif
+    default:
+      return PortableGemm(m, n, kp, a, lda, b, ldb, c, ldc, accumulate);
+  }
 }
 
 void PackPairsAlongRows(const float* x, int64_t ld, int64_t rows, int64_t cols, uint32_t* out,

@@ -12,18 +12,31 @@
 //   a: (m, kp) pairs along k: a[i][p] = (A[i][2p], A[i][2p+1]), leading dimension lda;
 //   b: (kp, n) pairs along k: b[p][j] = (B[2p][j], B[2p+1][j]), leading dimension ldb;
 // with kp = ceil(k / 2). Products are exact in fp32 and accumulated in fp32 (the MXU's and
-// Gemm(kBf16)'s numerics up to summation order). Built with AVX512-BF16 it runs VDPBF16PS (which
-// treats subnormal inputs and sums as zero, as oneDNN's bf16 matmul does); otherwise a portable
-// fp32 loop with the same products. Single-threaded; callers parallelise over tiles or heads, and
-// any number of threads may call at once.
+// Gemm(kBf16)'s numerics up to summation order). Kernels, the fastest this build and CPU have:
+//   kAmx         AMX tiles (TDPBF16PS, 16 x 16 x 32 per instruction; Intel since Sapphire Rapids)
+//   kAvx512Bf16  VDPBF16PS on zmm registers (AVX512-BF16: Cooper Lake, Zen 4, ...)
+//   kPortable    a plain fp32 loop over the same products
+// The first two treat subnormal inputs and sums as zero, as oneDNN's bf16 matmul does. The pair
+// layouts are the bytes AMX reads: a's rows are bf16 rows (A tiles), b's rows are pairs of rows
+// (VNNI B tiles). Single-threaded; callers parallelise over tiles or heads, and any number of
+// threads may call at once.
 #pragma once
 
 #include <cstdint>
 
 namespace openmoe {
 
-// Whether Bf16PairGemm runs VDPBF16PS (the build targets AVX512-BF16 and the CPU has it).
-bool Bf16PairGemmIsNative();
+enum class Bf16PairKernel { kAmx, kAvx512Bf16, kPortable };
+
+// Whether this build and CPU can run `kernel` (kPortable always; kAmx also needs the OS to grant
+// the process AMX tile state, asked once).
+bool Bf16PairKernelAvailable(Bf16PairKernel kernel);
+// The kernel Bf16PairGemm runs: the fastest available unless SetBf16PairKernel chose another.
+Bf16PairKernel ActiveBf16PairKernel();
+// For tests and benchmarks: run `kernel` (checked available). Not while GEMMs run.
+void SetBf16PairKernel(Bf16PairKernel kernel);
+// "AMX", "VDPBF16PS" or "portable fp32 loop".
+const char* Bf16PairKernelName(Bf16PairKernel kernel);
 
 void Bf16PairGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t lda,
                   const uint32_t* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);

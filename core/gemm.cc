@@ -158,9 +158,8 @@ std::string GemmPathName(GemmPrecision precision) {
   if (precision == GemmPrecision::kFp32) {
     return onednn ? "oneDNN f32 matmul" : std::string("OpenBLAS sgemm (") + blas + " kernels)";
   }
-  const std::string tiles = Bf16PairGemmIsNative()
-                                ? "attention tiles on VDPBF16PS"
-                                : "attention tiles in a portable fp32 loop";
+  const std::string tiles =
+      std::string("attention tiles on ") + Bf16PairKernelName(ActiveBf16PairKernel());
   if (!onednn) {
     return std::string(CpuHasAvx512Bf16() ? "" : "no AVX512-BF16: ") +
            "OpenBLAS sgemm on bf16-rounded copies, " + tiles + " (fp32 speed)";
