@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/kernels.h"
+#include "core/parallel_for.h"
 
 namespace openmoe {
 
@@ -126,18 +127,28 @@ void Adafactor::UpdateFactored(const Group& group, double beta2, double grad_sca
     v_row_totals[k] = total;
   };
 
+  // The passes run on the GEMM threads by rows (or, for the column sums, by columns); every sum
+  // keeps its order (a row's LaneSum, a column's rows in order, the rows' terms in order), so the
+  // update is the same bit for bit whatever the thread count.
+  const int64_t min_rows = std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
   for (int64_t k = 0; k < n; ++k) {
     const float* g = grads + slices_[group.first + k].param_offset;  // (rows, cols)
     double* col_sum = col_sums + k * cols;
-    std::fill_n(col_sum, cols, 0.0);
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* gi = g + i * cols;
-      row_sums[k * rows + i] = LaneSum(cols, [&](int64_t j) {
-        const double sq = static_cast<double>(gi[j]) * gi[j];
-        col_sum[j] += sq;
-        return sq;
-      });
-    }
+    ParallelFor(rows, min_rows, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float* gi = g + i * cols;
+        row_sums[k * rows + i] = LaneSum(cols, [&](int64_t j) {
+          return static_cast<double>(gi[j]) * gi[j];
+        });
+      }
+    });
+    ParallelFor(cols, 64, [&](int64_t begin, int64_t end) {
+      std::fill(col_sum + begin, col_sum + end, 0.0);
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* gi = g + i * cols;
+        for (int64_t j = begin; j < end; ++j) col_sum[j] += static_cast<double>(gi[j]) * gi[j];
+      }
+    });
     // Whole rows here: v_row is final now (and its total is this piece's share of the sum).
     if (split != Split::kCols) update_v_row(k);
   }
@@ -166,15 +177,19 @@ void Adafactor::UpdateFactored(const Group& group, double beta2, double grad_sca
     }
     // u[i, j] = grad_scale * g[i, j] * row_factor(i) * col_factor[j]; grad_scale rides on the row.
     const double v_row_mean = v_row_totals[k] / s.global_rows;
+    row_terms_.resize(static_cast<size_t>(rows));
+    ParallelFor(rows, min_rows, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float* gi = g + i * cols;
+        const double rf = grad_scale / std::sqrt(v_row[i] / v_row_mean);
+        row_terms_[i] = rf * rf * LaneSum(cols, [&](int64_t j) {
+                          const double x = gi[j] * col_factor[j];
+                          return x * x;
+                        });
+      }
+    });
     double u_sum_squares = 0.0;
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* gi = g + i * cols;
-      const double rf = grad_scale / std::sqrt(v_row[i] / v_row_mean);
-      u_sum_squares += rf * rf * LaneSum(cols, [&](int64_t j) {
-                         const double x = gi[j] * col_factor[j];
-                         return x * x;
-                       });
-    }
+    for (int64_t i = 0; i < rows; ++i) u_sum_squares += row_terms_[i];
     sums[2 * k] = u_sum_squares;
     sums[2 * k + 1] = SumSquares(p, rows * cols);
   }
@@ -188,12 +203,15 @@ void Adafactor::UpdateFactored(const Group& group, double beta2, double grad_sca
     const float* v_row = v_row_of(k);
     const float* col_factor = col_factor_.data() + k * cols;
     const double v_row_mean = v_row_totals[k] / s.global_rows;
-    for (int64_t i = 0; i < rows; ++i) {
-      const float a = static_cast<float>(step * (grad_scale / std::sqrt(v_row[i] / v_row_mean)));
-      const float* gi = g + i * cols;
-      float* pi = p + i * cols;
-      for (int64_t j = 0; j < cols; ++j) pi[j] -= a * (gi[j] * col_factor[j]);
-    }
+    ParallelFor(rows, min_rows, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float a =
+            static_cast<float>(step * (grad_scale / std::sqrt(v_row[i] / v_row_mean)));
+        const float* gi = g + i * cols;
+        float* pi = p + i * cols;
+        for (int64_t j = 0; j < cols; ++j) pi[j] -= a * (gi[j] * col_factor[j]);
+      }
+    });
   }
 }
 

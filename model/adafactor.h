@@ -101,6 +101,7 @@ class Adafactor final : public Optimizer {
   std::vector<double> stats_;
   std::vector<float> col_factor_;
   std::vector<double> sums_;
+  std::vector<double> row_terms_;  // (rows) each row's term of the update's sum of squares
 };
 
 }  // namespace openmoe

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/gemm.h"
 #include "gtest/gtest.h"
 #include "model/params.h"
 #include "tests/testing/grad_check.h"
@@ -238,6 +239,30 @@ TEST(AdafactorTest, MatchesDoublePrecisionReferenceOverThreeSteps) {
   // The case mix exercised both branches of the update clipping.
   EXPECT_GT(ref.clipped(), 0);
   EXPECT_GT(ref.unclipped(), 0);
+}
+
+// The update's passes run on the GEMM threads with every sum in a fixed order: one thread and two
+// give the same parameters and state bit for bit (the vocabulary matrices, 128 x 256, are split
+// into several row and column ranges).
+TEST(AdafactorTest, SameBitsOnOneAndTwoThreads) {
+  const ParamLayout layout(SmallDims());
+  const AdafactorConfig config;
+  std::vector<std::vector<float>> params, states;
+  const int saved = GemmThreads();
+  for (const int threads : {1, 2}) {
+    SetGemmThreads(threads);
+    Adafactor opt(config, layout);
+    std::vector<float> p = MakeParams(layout);
+    for (int step = 0; step < 3; ++step) {
+      const std::vector<float> grads = MakeGrads(layout, step);
+      opt.Update(step, 0.01, p.data(), grads.data());
+    }
+    params.push_back(p);
+    states.emplace_back(opt.state().data(), opt.state().data() + opt.state().size());
+  }
+  SetGemmThreads(saved);
+  EXPECT_EQ(params[0], params[1]);
+  EXPECT_EQ(states[0], states[1]);
 }
 
 TEST(AdafactorTest, FirstStepUsesSquaredGradientAndSignUpdate) {

@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 
+#include "core/gemm.h"
 #include "gtest/gtest.h"
 #include "tests/testing/grad_check.h"
 
@@ -371,6 +372,41 @@ TEST(VocabParallelLmLossTest, CorrectTakesTheFirstMaximumAcrossPieces) {
   }
   const LmLossSums all = RunPieces(logits, targets, weights, 3, v, {0, 3, 6}, 0, 1, &d)[1];
   EXPECT_EQ(all.correct, 1);
+}
+
+}  // namespace
+}  // namespace openmoe
+
+namespace openmoe {
+namespace {
+
+// Rows run on the GEMM threads and the sums are taken in token order: one thread and two give the
+// same sums and gradients, bit for bit (weights with zeros, so skipped rows are mixed in).
+TEST(LmLossTest, SameBitsOnOneAndTwoThreads) {
+  const int64_t t = 257, v = 300;
+  std::vector<float> logits(t * v), weights(t);
+  std::vector<int32_t> targets(t);
+  for (int64_t i = 0; i < t * v; ++i) logits[i] = static_cast<float>(3.0 * std::sin(0.013 * i));
+  for (int64_t i = 0; i < t; ++i) {
+    targets[i] = static_cast<int32_t>((i * 37) % v);
+    weights[i] = i % 5 == 0 ? 0.0f : 1.0f;
+  }
+  std::vector<std::vector<float>> grads;
+  std::vector<LmLossSums> sums;
+  const int saved = GemmThreads();
+  for (const int threads : {1, 2}) {
+    SetGemmThreads(threads);
+    std::vector<float> d(t * v);
+    sums.push_back(LmLossForwardBackward(logits.data(), targets.data(), weights.data(), t, v,
+                                         1e-4, 1.0 / t, d.data()));
+    grads.push_back(d);
+  }
+  SetGemmThreads(saved);
+  EXPECT_EQ(grads[0], grads[1]);
+  EXPECT_EQ(sums[0].cross_entropy, sums[1].cross_entropy);
+  EXPECT_EQ(sums[0].z_loss, sums[1].z_loss);
+  EXPECT_EQ(sums[0].weight, sums[1].weight);
+  EXPECT_EQ(sums[0].correct, sums[1].correct);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/gemm.h"
 #include "gtest/gtest.h"
 #include "tests/testing/grad_check.h"
 
@@ -54,6 +55,38 @@ TEST(RmsNormTest, GradientsMatchFiniteDifferences) {
   for (float& g : dscale) g -= 1.0f;
   ExpectGradientMatches("rmsnorm dx", loss, x.data(), n * d, dx.data());
   ExpectGradientMatches("rmsnorm dscale", loss, scale.data(), d, dscale.data());
+}
+
+}  // namespace
+}  // namespace openmoe
+
+namespace openmoe {
+namespace {
+
+// Forward and backward run on the GEMM threads; dscale is summed over fixed blocks of rows, so
+// one thread and two give the same bits (300 rows: several blocks and ranges).
+TEST(RmsNorm, SameBitsOnOneAndTwoThreads) {
+  const int64_t n = 300, d = 96;
+  std::vector<float> x(n * d), dy(n * d), scale(d);
+  for (int64_t i = 0; i < n * d; ++i) {
+    x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+    dy[i] = static_cast<float>(std::cos(0.11 * static_cast<double>(i)));
+  }
+  for (int64_t j = 0; j < d; ++j) scale[j] = 1.0f + 0.01f * static_cast<float>(j);
+  std::vector<std::vector<float>> outs;
+  const int saved = GemmThreads();
+  for (const int threads : {1, 2}) {
+    SetGemmThreads(threads);
+    std::vector<float> y(n * d), rstd(n), dx(n * d, 0.5f), dscale(d, 0.25f);
+    RmsNormForward(x.data(), scale.data(), n, d, 1e-6f, y.data(), rstd.data());
+    RmsNormBackward(dy.data(), x.data(), scale.data(), rstd.data(), n, d, dx.data(),
+                    dscale.data());
+    y.insert(y.end(), dx.begin(), dx.end());
+    y.insert(y.end(), dscale.begin(), dscale.end());
+    outs.push_back(y);
+  }
+  SetGemmThreads(saved);
+  EXPECT_EQ(outs[0], outs[1]);
 }
 
 }  // namespace
