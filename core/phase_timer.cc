@@ -75,8 +75,8 @@ void PhaseTimer::Start() {
   outer_ = running_;
   running_ = this;
   running_now_ = true;
+  if (measure_cpu_) last_cpu_ = ProcessCpuSeconds();
   last_ = Clock::now();
-  last_cpu_ = ProcessCpuSeconds();
 }
 
 double PhaseTimer::ProcessCpuSeconds() {

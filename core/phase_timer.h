@@ -12,12 +12,14 @@
 // counts all-to-all and in the row all-to-all-v's of the expert exchange, already part of the
 // dispatch / combine phases they run in.
 //
-// CPU time: each transition also reads the process's CPU clock (every thread: GEMM, ParallelFor
-// and attention workers), so cpu_seconds(p) / seconds(p) is how many cores phase p kept busy on
-// average; a phase near 1 of 2 is a serial stretch.
+// CPU time (opt-in, set_measure_cpu): each transition also reads the process's CPU clock (every
+// thread: GEMM, ParallelFor and attention workers), so cpu_seconds(p) / seconds(p) is how many
+// cores phase p kept busy on average; a phase near 1 of 2 is a serial stretch. Off by default:
+// that clock is a system call that sums every thread's time, ~0.7 us here and several times that
+// on a loaded machine, so it would inflate short steps' phases.
 //
-// Cost: a scope reads steady_clock and the process CPU clock twice (and a thread-local pointer);
-// nothing allocates. With no
+// Cost: a scope reads steady_clock twice (and a thread-local pointer), plus the CPU clock when
+// measured; nothing allocates. With no
 // timer started on the thread (tests calling the decoder directly) a scope is a pointer test.
 // The running timer is thread-local so that instrumenting a call site is one line, with no timer
 // threaded through the model's signatures. Not thread-safe: one step runs on one thread (GEMM
@@ -74,8 +76,12 @@ class PhaseTimer {
   void Stop();
 
   double seconds(Phase p) const { return seconds_[static_cast<int>(p)]; }
-  // CPU seconds of the whole process (all threads) while p was the current phase.
+  // CPU seconds of the whole process (all threads) while p was the current phase; 0 unless
+  // measure_cpu() was on.
   double cpu_seconds(Phase p) const { return cpu_seconds_[static_cast<int>(p)]; }
+  // Whether the next Start measures CPU time too (default false). Not while running.
+  void set_measure_cpu(bool on) { measure_cpu_ = on; }
+  bool measure_cpu() const { return measure_cpu_; }
   // Scopes entered since Start: 0 for a phase this step did not run.
   int64_t calls(Phase p) const { return calls_[static_cast<int>(p)]; }
   double mpi_seconds(MpiDetail d) const { return mpi_seconds_[static_cast<int>(d)]; }
@@ -95,12 +101,14 @@ class PhaseTimer {
 
   // Charges now - last_ (wall and process CPU) to the current phase; returns now.
   Clock::time_point Charge() {
+    if (measure_cpu_) {
+      const double cpu = ProcessCpuSeconds();
+      cpu_seconds_[current_] += cpu - last_cpu_;
+      last_cpu_ = cpu;
+    }
     const Clock::time_point now = Clock::now();
-    const double cpu = ProcessCpuSeconds();
     seconds_[current_] += std::chrono::duration<double>(now - last_).count();
-    cpu_seconds_[current_] += cpu - last_cpu_;
     last_ = now;
-    last_cpu_ = cpu;
     return now;
   }
 
@@ -113,6 +121,7 @@ class PhaseTimer {
   int current_ = 0;
   Clock::time_point last_{};
   double last_cpu_ = 0;
+  bool measure_cpu_ = false;
   PhaseTimer* outer_ = nullptr;  // the thread's running timer before Start
   bool running_now_ = false;
 };

@@ -33,6 +33,7 @@ PhaseTimes ReducePhaseTimes(const PhaseTimer& timer, Communicator& comm) {
         static_cast<double>(timer.mpi_calls(static_cast<MpiDetail>(d)));
   }
   PhaseTimes t;
+  t.cpu_measured = timer.measure_cpu();
   for (int p = 0; p < kNumPhases; ++p) t.local[p] = mine[p];
   for (int d = 0; d < kNumMpiDetails; ++d) t.mpi_local[d] = mine[2 * kNumPhases + d];
   comm.AllReduceSum(table.data(), static_cast<int64_t>(table.size()));
@@ -113,8 +114,8 @@ std::string Object(const Values& values, const std::array<bool, kNumPhases>& pre
 
 std::string PhaseTimingJson(const PhaseTimes& t, const PredictedPhases& predicted) {
   std::string out = absl::StrCat(",\"timing\":", Object(t.max, t.ran),
-                                 "},\"timing_mean\":", Object(t.mean, t.ran),
-                                 "},\"timing_cpu\":", Object(t.cpu_mean, t.ran), "}");
+                                 "},\"timing_mean\":", Object(t.mean, t.ran), "}");
+  if (t.cpu_measured) absl::StrAppend(&out, ",\"timing_cpu\":", Object(t.cpu_mean, t.ran), "}");
   if (t.mpi_ran) {
     absl::StrAppend(&out, ",\"timing_exchange\":{");
     for (int d = 0; d < kNumMpiDetails; ++d) {
@@ -170,6 +171,7 @@ std::string PhaseColumn(const PhaseTimes& t) {
     }
     if (ran) absl::StrAppend(&out, absl::StrFormat(" %s %.1f", f.label, ms));
   }
+  if (!t.cpu_measured) return out;
   out += " | cores";
   for (const Family& f : families) {
     double wall = 0, cpu = 0;

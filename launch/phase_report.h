@@ -7,6 +7,7 @@
 //   timing_mean      per phase, the mean over ranks
 //   timing_cpu       per phase, CPU seconds of the rank's process (every thread), mean over
 //                    ranks: timing_cpu / timing_mean is how many cores the phase kept busy
+//                    (only with logging.phase_timing, which turns the CPU clock on)
 //   timing_exchange  only where rows cross ranks: "counts" is the time in the counts all-to-all
 //                    (a few bytes per rank pair, so nearly all of it is waiting for the slowest
 //                    rank to reach the layer), "rows" the time in the row all-to-all-v's (the
@@ -39,6 +40,7 @@ namespace openmoe {
 struct PhaseTimes {
   std::array<double, kNumPhases> max{}, mean{}, local{};  // local: this rank's
   std::array<double, kNumPhases> cpu_mean{};              // process CPU seconds, mean over ranks
+  bool cpu_measured = false;                              // the timer read the CPU clock
   std::array<bool, kNumPhases> ran{};                     // some rank entered the phase
   std::array<double, kNumMpiDetails> mpi_max{}, mpi_mean{}, mpi_local{};
   bool mpi_ran = false;  // some rank exchanged rows with another

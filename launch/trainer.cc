@@ -253,6 +253,7 @@ StepResult Trainer::Step() {
 
 absl::StatusOr<StepResult> Trainer::TryStep() {
   Timer timer;
+  phase_timer_.set_measure_cpu(spec_.logging().phase_timing());  // the progress line's cores
   ScopedPhaseTimer timing(&phase_timer_);  // stops on every return path
   ScopedPhase phase(Phase::kData);
   StepResult r;

@@ -115,7 +115,14 @@ TEST(PhaseTimer, NamesAreTheMetricsKeys) {
 // is charged at least that (other threads of the process, e.g. OpenBLAS's, may add to any phase),
 // and the phases' CPU adds up to the process's CPU between Start and Stop.
 TEST(PhaseTimer, ChargesProcessCpuTimeToTheRunningPhase) {
+  volatile double sink = 0;
+  auto thread_cpu = [] {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+  };
   PhaseTimer timer;
+  timer.set_measure_cpu(true);
   const double cpu_before = PhaseTimer::ProcessCpuSeconds();
   {
     ScopedPhaseTimer running(&timer);
@@ -124,12 +131,6 @@ TEST(PhaseTimer, ChargesProcessCpuTimeToTheRunningPhase) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     ScopedPhase spin(Phase::kOptimizer);
-    volatile double sink = 0;
-    auto thread_cpu = [] {
-      timespec t;
-      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-      return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
-    };
     const double until = thread_cpu() + 0.05;
     while (thread_cpu() < until) sink = sink + 1.0;
   }
@@ -140,6 +141,14 @@ TEST(PhaseTimer, ChargesProcessCpuTimeToTheRunningPhase) {
   for (int p = 0; p < kNumPhases; ++p) charged += timer.cpu_seconds(static_cast<Phase>(p));
   EXPECT_LE(charged, cpu_during);
   EXPECT_GE(charged, cpu_during - 0.005);
+  PhaseTimer off;  // the default: no CPU clock, nothing charged
+  {
+    ScopedPhaseTimer running(&off);
+    ScopedPhase spin(Phase::kOptimizer);
+    const double until = thread_cpu() + 0.01;
+    while (thread_cpu() < until) sink = sink + 1.0;
+  }
+  EXPECT_EQ(off.cpu_seconds(Phase::kOptimizer), 0.0);
 }
 
 // The overhead: one scope (two reads of the wall clock and of the process CPU clock, a system
