@@ -16,6 +16,7 @@
 //
 // No exception leaves main: std::bad_alloc becomes `openmoe: out of memory ...`, any other
 // std::exception `openmoe: internal error: ...`, both exit 1 (never abort's 134).
+#include <cstdlib>
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -160,7 +161,24 @@ int TrainOnWorld(const CommandLine& cl, Communicator* comm) {
   return first_failed < world ? 1 : 0;
 }
 
+// Whether mpirun (or another PMIx / PMI launcher) started this process as one of its ranks.
+bool LaunchedAsRank() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
+    if (std::getenv(var) != nullptr) return true;
+  return false;
+}
+
 int Train(const CommandLine& cl, int* argc, char*** argv) {
+  // Alone, a job that does not load fails before MPI starts, with the line TrainOnWorld would
+  // print: MPI's singleton start-up launches a daemon (orted), which on a loaded machine waited
+  // tens of seconds without using CPU before the error could be printed.
+  if (!LaunchedAsRank()) {
+    std::vector<std::string> all_sets = cl.GetAll("set");
+    if (cl.Has("resume")) all_sets.push_back("checkpoint.resume=" + cl.Get("resume"));
+    const absl::StatusOr<JobSpec> spec =
+        LoadJob(cl.GetAll("job"), all_sets, cl.GetBool("allow_defaults"));
+    if (!spec.ok()) return Fail(absl::InvalidArgumentError(spec.status().message()));
+  }
   InitMpi(argc, argv);
   const int code = TrainOnWorld(cl, MakeWorldCommunicator().get());
   FinalizeMpi();
