@@ -1,31 +1,19 @@
 #include "core/bf16.h"
 
-#include "core/parallel_for.h"
-
 namespace openmoe {
-namespace {
-// Below this many elements a conversion is not worth a second thread.
-constexpr int64_t kMinChunk = 1 << 15;
-}  // namespace
 
 // Plain loops over the inline scalar conversions: no branches, so g++ vectorises them (AVX2 or
 // AVX-512 integer ops) with results bit-identical to the scalar path.
 void FloatToBf16(const float* x, uint16_t* y, int64_t n) {
-  ParallelFor(n, kMinChunk, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = FloatToBf16(x[i]);
-  });
+  for (int64_t i = 0; i < n; ++i) y[i] = FloatToBf16(x[i]);
 }
 
 void Bf16ToFloat(const uint16_t* x, float* y, int64_t n) {
-  ParallelFor(n, kMinChunk, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = Bf16ToFloat(x[i]);
-  });
+  for (int64_t i = 0; i < n; ++i) y[i] = Bf16ToFloat(x[i]);
 }
 
 void RoundToBf16(const float* x, float* y, int64_t n) {
-  ParallelFor(n, kMinChunk, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = RoundToBf16(x[i]);
-  });
+  for (int64_t i = 0; i < n; ++i) y[i] = RoundToBf16(x[i]);
 }
 
 bool CpuHasAvx512Bf16() {

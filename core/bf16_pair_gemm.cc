@@ -111,43 +111,48 @@ struct alignas(64) TileConfig {
 
 constexpr int kT = 16;  // tile rows, and 32-bit words per tile row
 
-// Loads tile `t` (compile-time) from src (rows x words, leading dimension ld words) when it is a
-// full 16 x 16, else from a zero-padded copy of its valid part.
-#define OPENMOE_LOAD_TILE(t, src, ld, valid_rows, valid_words, pad)                        \
-  do {                                                                                     \
-    if ((valid_rows) == kT && (valid_words) == kT) {                                       \
-      _tile_loadd(t, (src), static_cast<int>((ld) * 4));                                   \
-    } else {                                                                               \
-      std::memset((pad), 0, sizeof(uint32_t) * kT * kT);                                   \
-      for (int64_t r_ = 0; r_ < (valid_rows); ++r_)                                        \
-        std::memcpy((pad) + r_ * kT, (src) + r_ * (ld), sizeof(uint32_t) * (valid_words)); \
-      _tile_loadd(t, (pad), kT * 4);                                                       \
-    }                                                                                      \
-  } while (0)
+// Where a tile load reads a (rows x words) block of 4-byte elements at src (leading dimension
+// ld): src itself when the block fills the 16 x 16 tile, else `pad`, a zero-padded copy of it.
+// *stride gets the row stride in bytes.
+const void* TileSource(const void* src, int64_t ld, int64_t rows, int64_t words, uint32_t* pad,
+                       int* stride) {
+  if (rows == kT && words == kT) {
+    *stride = static_cast<int>(ld * 4);
+    return src;
+  }
+  std::memset(pad, 0, sizeof(uint32_t) * kT * kT);
+  const auto* from = static_cast<const uint32_t*>(src);
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(pad + r * kT, from + r * ld, sizeof(uint32_t) * words);
+  *stride = kT * 4;
+  return pad;
+}
 
-// C tile `t` <-> c (valid_rows x valid_cols floats, leading dimension ldc).
-#define OPENMOE_LOAD_C(t, c, ldc, valid_rows, valid_cols, accumulate, pad)                 \
-  do {                                                                                     \
-    if (!(accumulate)) {                                                                   \
-      _tile_zero(t);                                                                       \
-    } else if ((valid_rows) == kT && (valid_cols) == kT) {                                 \
-      _tile_loadd(t, (c), static_cast<int>((ldc) * 4));                                    \
-    } else {                                                                               \
-      std::memset((pad), 0, sizeof(float) * kT * kT);                                      \
-      for (int64_t r_ = 0; r_ < (valid_rows); ++r_)                                        \
-        std::memcpy((pad) + r_ * kT, (c) + r_ * (ldc), sizeof(float) * (valid_cols));      \
-      _tile_loadd(t, (pad), kT * 4);                                                       \
-    }                                                                                      \
+// Where a C tile is stored: c itself when full, else `pad`, whose valid part CopyOut then writes.
+float* TileTarget(float* c, int64_t ldc, int64_t rows, int64_t cols, float* pad, int* stride) {
+  const bool full = rows == kT && cols == kT;
+  *stride = full ? static_cast<int>(ldc * 4) : kT * 4;
+  return full ? c : pad;
+}
+void CopyOut(const float* target, float* c, int64_t ldc, int64_t rows, int64_t cols) {
+  if (target == c) return;
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * ldc, target + r * kT, sizeof(float) * cols);
+}
+
+// The tile intrinsics take the tile number as a literal, so loads and stores are macros; each
+// finds its source or target first (the intrinsic's operands have no evaluation order).
+#define OPENMOE_TILE_LOAD(t, ...)                                \
+  do {                                                           \
+    int stride_ = 0;                                             \
+    const void* src_ = TileSource(__VA_ARGS__, &stride_);        \
+    _tile_loadd(t, src_, stride_);                               \
   } while (0)
-#define OPENMOE_STORE_C(t, c, ldc, valid_rows, valid_cols, pad)                            \
-  do {                                                                                     \
-    if ((valid_rows) == kT && (valid_cols) == kT) {                                        \
-      _tile_stored(t, (c), static_cast<int>((ldc) * 4));                                   \
-    } else {                                                                               \
-      _tile_stored(t, (pad), kT * 4);                                                      \
-      for (int64_t r_ = 0; r_ < (valid_rows); ++r_)                                        \
-        std::memcpy((c) + r_ * (ldc), (pad) + r_ * kT, sizeof(float) * (valid_cols));      \
-    }                                                                                      \
+#define OPENMOE_TILE_STORE(t, c, ldc, rows, cols, pad)           \
+  do {                                                           \
+    int stride_ = 0;                                             \
+    float* target_ = TileTarget(c, ldc, rows, cols, pad, &stride_); \
+    _tile_stored(t, target_, stride_);                           \
+    CopyOut(target_, c, ldc, rows, cols);                        \
   } while (0)
 
 void AmxGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t lda, const uint32_t* b,
@@ -158,7 +163,7 @@ void AmxGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t lda, c
     config.colsb[t] = kT * 4;
   }
   _tile_loadconfig(&config);
-  alignas(64) uint32_t pad_a[2][kT * kT], pad_b[2][kT * kT];
+  alignas(64) uint32_t pad_a[2][kT * kT], pad_b[2][kT * kT], pad_c_in[kT * kT];
   alignas(64) float pad_c[kT * kT];
   auto clip = [](int64_t left) { return std::min<int64_t>(std::max<int64_t>(left, 0), kT); };
   for (int64_t i0 = 0; i0 < m; i0 += 2 * kT) {
@@ -169,35 +174,41 @@ void AmxGemm(int64_t m, int64_t n, int64_t kp, const uint32_t* a, int64_t lda, c
       float* c01 = c00 + kT;
       float* c10 = c00 + kT * ldc;
       float* c11 = c10 + kT;
-      OPENMOE_LOAD_C(0, c00, ldc, r0, c0, accumulate, pad_c);
-      if (c1 > 0) OPENMOE_LOAD_C(1, c01, ldc, r0, c1, accumulate, pad_c);
-      if (r1 > 0) OPENMOE_LOAD_C(2, c10, ldc, r1, c0, accumulate, pad_c);
-      if (r1 > 0 && c1 > 0) OPENMOE_LOAD_C(3, c11, ldc, r1, c1, accumulate, pad_c);
+      if (accumulate) {
+        OPENMOE_TILE_LOAD(0, c00, ldc, r0, c0, pad_c_in);
+        if (c1 > 0) OPENMOE_TILE_LOAD(1, c01, ldc, r0, c1, pad_c_in);
+        if (r1 > 0) OPENMOE_TILE_LOAD(2, c10, ldc, r1, c0, pad_c_in);
+        if (r1 > 0 && c1 > 0) OPENMOE_TILE_LOAD(3, c11, ldc, r1, c1, pad_c_in);
+      } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      }
       for (int64_t p0 = 0; p0 < kp; p0 += kT) {
         const int64_t words = clip(kp - p0);
         const uint32_t* a0 = a + i0 * lda + p0;
         const uint32_t* b0 = b + p0 * ldb + j0;
-        OPENMOE_LOAD_TILE(4, a0, lda, r0, words, pad_a[0]);
-        if (r1 > 0) OPENMOE_LOAD_TILE(5, a0 + kT * lda, lda, r1, words, pad_a[1]);
-        OPENMOE_LOAD_TILE(6, b0, ldb, words, c0, pad_b[0]);
-        if (c1 > 0) OPENMOE_LOAD_TILE(7, b0 + kT, ldb, words, c1, pad_b[1]);
+        OPENMOE_TILE_LOAD(4, a0, lda, r0, words, pad_a[0]);
+        if (r1 > 0) OPENMOE_TILE_LOAD(5, a0 + kT * lda, lda, r1, words, pad_a[1]);
+        OPENMOE_TILE_LOAD(6, b0, ldb, words, c0, pad_b[0]);
+        if (c1 > 0) OPENMOE_TILE_LOAD(7, b0 + kT, ldb, words, c1, pad_b[1]);
         _tile_dpbf16ps(0, 4, 6);
         if (c1 > 0) _tile_dpbf16ps(1, 4, 7);
         if (r1 > 0) _tile_dpbf16ps(2, 5, 6);
         if (r1 > 0 && c1 > 0) _tile_dpbf16ps(3, 5, 7);
       }
-      OPENMOE_STORE_C(0, c00, ldc, r0, c0, pad_c);
-      if (c1 > 0) OPENMOE_STORE_C(1, c01, ldc, r0, c1, pad_c);
-      if (r1 > 0) OPENMOE_STORE_C(2, c10, ldc, r1, c0, pad_c);
-      if (r1 > 0 && c1 > 0) OPENMOE_STORE_C(3, c11, ldc, r1, c1, pad_c);
+      OPENMOE_TILE_STORE(0, c00, ldc, r0, c0, pad_c);
+      if (c1 > 0) OPENMOE_TILE_STORE(1, c01, ldc, r0, c1, pad_c);
+      if (r1 > 0) OPENMOE_TILE_STORE(2, c10, ldc, r1, c0, pad_c);
+      if (r1 > 0 && c1 > 0) OPENMOE_TILE_STORE(3, c11, ldc, r1, c1, pad_c);
     }
   }
   _tile_release();
 }
 
-#undef OPENMOE_LOAD_TILE
-#undef OPENMOE_LOAD_C
-#undef OPENMOE_STORE_C
+#undef OPENMOE_TILE_LOAD
+#undef OPENMOE_TILE_STORE
 
 #endif  // AMX
 

@@ -2,7 +2,6 @@
 
 #include <omp.h>
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -15,7 +14,6 @@
 
 #include "core/bf16.h"
 #include "core/check.h"
-#include "core/parallel_for.h"
 
 namespace openmoe {
 namespace {
@@ -123,15 +121,8 @@ std::shared_ptr<const Entry> Lookup(GemmPrecision precision, const GemmOp& op, i
 uint16_t* Bf16DenseCopy(const float* x, int64_t rows, int64_t cols, int64_t ld,
                         std::vector<uint16_t>* out) {
   out->resize(static_cast<size_t>(rows * cols));
-  uint16_t* y = out->data();
-  if (ld == cols) {  // one dense range: FloatToBf16 splits it over the threads
-    FloatToBf16(x, y, rows * cols);
-    return y;
-  }
-  ParallelFor(rows, std::max<int64_t>(1, (1 << 15) / cols), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) FloatToBf16(x + r * ld, y + r * cols, cols);
-  });
-  return y;
+  for (int64_t r = 0; r < rows; ++r) FloatToBf16(x + r * ld, out->data() + r * cols, cols);
+  return out->data();
 }
 
 // A dimension split into at most three pieces: the largest multiple of kBigPiece, then the

@@ -105,6 +105,13 @@ int Export(const CommandLine& cl) {
   return 0;
 }
 
+// The job `openmoe train` names: its files, --set overrides and --resume.
+absl::StatusOr<JobSpec> LoadTrainJob(const CommandLine& cl) {
+  std::vector<std::string> sets = cl.GetAll("set");
+  if (cl.Has("resume")) sets.push_back("checkpoint.resume=" + cl.Get("resume"));
+  return LoadJob(cl.GetAll("job"), sets, cl.GetBool("allow_defaults"));
+}
+
 // Rank 0 loads and validates the job, checks that its share fits this machine's memory, and
 // broadcasts the spec (or the error), so that every rank agrees on the spec and on failing, and
 // only rank 0 reports a job error.
@@ -117,9 +124,7 @@ int TrainOnWorld(const CommandLine& cl, Communicator* comm) {
   int loaded = 0;
   std::string payload;  // serialized JobSpec, or the error message
   if (rank == 0) {
-    std::vector<std::string> all_sets = sets;
-    if (cl.Has("resume")) all_sets.push_back("checkpoint.resume=" + cl.Get("resume"));
-    absl::StatusOr<JobSpec> spec = LoadJob(files, all_sets, cl.GetBool("allow_defaults"));
+    absl::StatusOr<JobSpec> spec = LoadTrainJob(cl);
     if (spec.ok()) {
       // Before the Trainer allocates: a job too large for the machine fails here with one line
       // rather than being killed halfway through allocating.
@@ -173,10 +178,7 @@ int Train(const CommandLine& cl, int* argc, char*** argv) {
   // print: MPI's singleton start-up launches a daemon (orted), which on a loaded machine waited
   // tens of seconds without using CPU before the error could be printed.
   if (!LaunchedAsRank()) {
-    std::vector<std::string> all_sets = cl.GetAll("set");
-    if (cl.Has("resume")) all_sets.push_back("checkpoint.resume=" + cl.Get("resume"));
-    const absl::StatusOr<JobSpec> spec =
-        LoadJob(cl.GetAll("job"), all_sets, cl.GetBool("allow_defaults"));
+    const absl::StatusOr<JobSpec> spec = LoadTrainJob(cl);
     if (!spec.ok()) return Fail(absl::InvalidArgumentError(spec.status().message()));
   }
   InitMpi(argc, argv);

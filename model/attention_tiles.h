@@ -56,19 +56,31 @@ class HeadTiles {
   void AddKeyGrad(const float* ds, int64_t i0, int64_t nq, int64_t j0, int64_t nk, float* dk);
 
  private:
+  // One (S, hd) input: its fp32 view and, in BF16, the pair forms the products read ("rows": pairs
+  // along hd, an A operand; "t": the same transposed, B = x^T; "down": pairs along S, B = x).
+  struct Operand {
+    const float* x = nullptr;
+    int64_t ld = 0;
+    uint32_t *rows = nullptr, *t = nullptr, *down = nullptr;
+  };
   bool bf16() const { return precision_ == GemmPrecision::kBf16; }
+  // Packs x into the forms `op` has storage for.
+  void Pack(Operand& op, const float* x, int64_t ld);
+  // out (nq, nk), leading dimension kAttentionBlock = a[i0:] b[j0:]^T.
+  void RowsTimesTransposed(const Operand& a, int64_t i0, int64_t nq, const Operand& b, int64_t j0,
+                           int64_t nk, float* out);
+  // out[i0:] += tile b[j0:]   (tile (nq, nk))
+  void AddTileTimes(const float* tile, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
+                    const Operand& b, float* out);
+  // out[j0:] += tile^T b[i0:]   (tile (nq, nk))
+  void AddTileTransposedTimes(const float* tile, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
+                              const Operand& b, float* out);
 
   GemmPrecision precision_;
-  int64_t s_len_, hd_, ld_, hd_pairs_, s_pairs_;  // ld_: the outputs'
-  int64_t in_ld_ = 0, d_o_ld_ = 0;
+  int64_t s_len_, hd_, ld_;  // ld_: the outputs'
   bool backward_;
-  const float *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *d_o_ = nullptr;
-  // BF16 packed forms (core/bf16_pair_gemm.h): "_rows" pairs along hd (an A operand),
-  // "_t" pairs along hd transposed (B = x^T), "_down" pairs along S (B = x).
-  uint32_t *q_rows_ = nullptr, *k_t_ = nullptr, *v_down_ = nullptr;      // forward and backward
-  uint32_t *v_t_ = nullptr, *k_down_ = nullptr, *q_down_ = nullptr;      // backward only
-  uint32_t *d_o_rows_ = nullptr, *d_o_down_ = nullptr;                   // backward only
-  uint32_t* tile_ = nullptr;  // one packed p or ds tile
+  Operand q_, k_, v_, d_o_;
+  uint32_t* tile_ = nullptr;  // one packed p or ds tile (BF16)
 };
 
 }  // namespace openmoe
