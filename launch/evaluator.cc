@@ -57,14 +57,20 @@ Evaluator::Evaluator(Trainer& trainer)
       runner_(spec_.model().num_experts() > 0
                   ? std::make_unique<ExpertParallelRunner>(mesh_, comm_)
                   : nullptr),
-      decoder_(trainer.layout(), RoutingFromSpec(spec_, /*eval=*/true), runner_.get(),
-               &trainer.model_group()) {}
+      expert_bias_(trainer.expert_bias()),
+      decoder_(trainer.layout(), EvalRouting(nullptr), runner_.get(), &trainer.model_group()) {}
+
+RoutingConfig Evaluator::EvalRouting(const TokenIdTables* token_id_tables) const {
+  RoutingConfig routing = RoutingFromSpec(spec_, /*eval=*/true);
+  routing.token_id_tables = token_id_tables;
+  routing.balance_comm = comm_;
+  routing.expert_bias = expert_bias_;
+  return routing;
+}
 
 ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens, RowForm form,
                                 const TokenIdTables* token_id_tables) {
-  RoutingConfig routing = RoutingFromSpec(spec_, /*eval=*/true);
-  routing.token_id_tables = token_id_tables;
-  decoder_.SetRouting(routing);
+  decoder_.SetRouting(EvalRouting(token_id_tables));
   const int64_t chips = mesh_.num_chips;
   const int64_t group = spec_.model().num_experts() > 0 ? spec_.router().group_size() : 1;
   // Rows per routing group boundary: a chip's rows must be whole groups.

@@ -65,11 +65,15 @@ class Evaluator {
                        const TokenIdTables* token_id_tables = nullptr);
 
  private:
+  // The eval routing: the job's (eval capacity), with the trainer's selection biases and comm_
+  // as the ranks holding the batch.
+  RoutingConfig EvalRouting(const TokenIdTables* token_id_tables) const;
 
   JobSpec spec_;
   const Mesh& mesh_;
   Communicator* comm_;
   std::unique_ptr<ExpertParallelRunner> runner_;
+  const ExpertBias* expert_bias_;  // the trainer's (null: none)
   Decoder decoder_;
 };
 

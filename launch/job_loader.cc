@@ -424,6 +424,39 @@ absl::Status ApplySet(const std::string& assignment, JobSpec* spec) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The routers after OpenMoE (model/router.h): their ranges and the combinations that mean nothing.
+void RouterVariantProblems(const RouterConfig& r, int64_t num_experts, Problems* p) {
+  p->NonNegative("router.bias_update_rate", r.bias_update_rate());
+  p->AtLeast("router.num_expert_groups", r.num_expert_groups(), 1);
+  p->AtLeast("router.groups_per_token", r.groups_per_token(), 1);
+  const int64_t groups = r.num_expert_groups();
+  if (groups >= 1 && num_experts % groups != 0) {
+    p->Add(absl::StrFormat("router.num_expert_groups=%d does not divide model.num_experts=%d",
+                           groups, num_experts));
+  } else if (groups >= 1 && r.groups_per_token() >= 1) {
+    if (r.groups_per_token() > groups) {
+      p->Add(absl::StrFormat("router.groups_per_token=%d exceeds router.num_expert_groups=%d",
+                             r.groups_per_token(), groups));
+    } else if (r.top_k() > r.groups_per_token() * (num_experts / groups)) {
+      p->Add(absl::StrFormat(
+          "router.top_k=%d exceeds the %d experts of router.groups_per_token=%d groups", r.top_k(),
+          r.groups_per_token() * (num_experts / groups), r.groups_per_token()));
+    }
+  }
+  if (r.selection() != EXPERTS_CHOOSE) return;
+  const char* what = nullptr;
+  if (r.normalize_top_k()) what = "router.normalize_top_k (tokens have no top_k)";
+  if (r.bias_update_rate() > 0) what = "router.bias_update_rate (experts choose: balanced)";
+  if (groups > 1) what = "router.num_expert_groups > 1 (tokens do not choose groups)";
+  if (r.load_balance_scope() != GROUP) what = "router.load_balance_scope (no load-balance loss)";
+  if (r.token_id_routing_after_steps() > 0) what = "router.token_id_routing_after_steps";
+  if (what != nullptr) p->Add(absl::StrCat("router.selection=EXPERTS_CHOOSE does not take ", what));
+}
+
+}  // namespace
+
 absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description) {
   Problems p;
   const ModelConfig& m = spec.model();
@@ -479,6 +512,7 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
     p.NonNegative("router.z_loss_weight", r.z_loss_weight());
     p.AtLeast("router.freeze_after_steps", r.freeze_after_steps(), 0);
     p.AtLeast("router.token_id_routing_after_steps", r.token_id_routing_after_steps(), 0);
+    RouterVariantProblems(r, m.num_experts(), &p);
   }
   p.NonNegative("loss.output_z_loss_weight", spec.loss().output_z_loss_weight());
   // The exchange of MoE layer L needs layer L's attention output; what could overlap it is the

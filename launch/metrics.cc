@@ -114,7 +114,15 @@ std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostB
         "],\"fully_dropped_tokens\":", JsonNumber(Ratio(st.tokens_fully_dropped, st.tokens)),
         ",\"router_entropy\":", JsonNumber(st.tokens > 0 ? st.entropy_sum / st.tokens : 0.0),
         ",\"load_balance_loss\":", JsonNumber(ll.load_balance_loss),
-        ",\"router_z_loss\":", JsonNumber(ll.router_z_loss), "}");
+        ",\"router_z_loss\":", JsonNumber(ll.router_z_loss));
+    if (!r.expert_bias.empty()) {  // (layers, E): this layer's row
+      const int64_t experts = static_cast<int64_t>(st.routed_per_expert.size());
+      std::vector<std::string> bias;
+      for (int64_t e = 0; e < experts; ++e)
+        bias.push_back(JsonNumber(r.expert_bias[layer * experts + e]));
+      absl::StrAppend(&out, ",\"expert_bias\":[", Numbers(bias), "]");
+    }
+    out += "}";
     first = false;
   }
   out += "]}";

@@ -51,6 +51,30 @@ int ThreadsFor(const JobSpec& spec) {
   return DefaultGemmThreads(spec, std::max(1, cores / local_ranks));
 }
 
+// The router in a line, for MoE models: who chooses and the options after OpenMoE's router.
+std::string RouterLine(const JobSpec& spec) {
+  const RouterConfig& r = spec.router();
+  if (spec.model().num_experts() == 0) return "";
+  std::string line =
+      r.selection() == EXPERTS_CHOOSE
+          ? absl::StrFormat("\nrouter: experts choose (each its top capacity of a %d-token "
+                            "group): a token's routing depends on LATER tokens of its group",
+                            r.group_size())
+          : absl::StrFormat("\nrouter: tokens choose top-%d", r.top_k());
+  if (r.score_function() == SIGMOID) line += ", sigmoid scores";
+  if (r.normalize_top_k()) line += ", top-k weights renormalised";
+  if (r.bias_update_rate() > 0)
+    line += absl::StrFormat(", bias balancing (rate %g)", r.bias_update_rate());
+  if (r.num_expert_groups() > 1) {
+    line += absl::StrFormat(", %d of %d expert groups per token", r.groups_per_token(),
+                            r.num_expert_groups());
+  }
+  if (r.load_balance_scope() != GROUP && r.selection() != EXPERTS_CHOOSE) {
+    line += absl::StrCat(", load balance per ", LoadBalanceScope_Name(r.load_balance_scope()));
+  }
+  return line;
+}
+
 void PrintStart(const JobSpec& spec, const std::string& job_description, const Trainer& trainer,
                 int threads, int ranks) {
   // Counts of the whole model (rank 0 holds only its experts).
@@ -62,7 +86,7 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
       "parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
       "\nmesh: %d chips (%dx%d torus), %d data shards (expert_parallel %d) x model_parallel %d,"
       " %d MPI ranks x %d chips"
-      " (%s), experts %d..%d on rank 0 | OpenBLAS threads per rank: %d\ngemm (%s): %s",
+      " (%s), experts %d..%d on rank 0 | OpenBLAS threads per rank: %d\ngemm (%s): %s%s",
       counts.total / 1e6, counts.activated / 1e6, counts.non_embedding_total / 1e6,
       counts.non_embedding_activated / 1e6, mesh.num_chips, mesh.torus_x, mesh.torus_y,
       mesh.NumShards(), mesh.expert_parallel, mesh.model_parallel, ranks, mesh.chips_per_rank,
@@ -73,7 +97,8 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
       mesh.first_local_expert, mesh.first_local_expert + mesh.num_local_experts - 1, threads,
       ComputeDtype_Name(spec.train().compute_dtype()),
       GemmPathName(spec.train().compute_dtype() == BF16 ? GemmPrecision::kBf16
-                                                        : GemmPrecision::kFp32)));
+                                                        : GemmPrecision::kFp32),
+      RouterLine(spec)));
 }
 
 // Every rank's peak resident memory (MiB), printed by rank 0. Collective.

@@ -89,7 +89,11 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
                                                            spec.train().expert_exchange_chunks(),
                                                            comm_thread_.get())
                   : nullptr),
-      decoder_(layout_, RoutingFromSpec(spec, /*eval=*/false), runner_.get(), model_comm_.get()),
+      expert_bias_(dims_.num_experts > 0 && spec.router().bias_update_rate() > 0
+                       ? std::make_unique<ExpertBias>(dims_.num_layers, dims_.num_experts,
+                                                      spec.router().bias_update_rate())
+                       : nullptr),
+      decoder_(layout_, TrainRouting(), runner_.get(), model_comm_.get()),
       sources_(std::move(sources)),
       frozen_router_(layout_, *optimizer_, RouterNames(dims_)) {
   InitParams(layout_, spec.train().seed(), params_.data());
@@ -293,7 +297,10 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
     if (router_frozen) frozen_router_.Save(params_.data(), optimizer_->state());
     optimizer_->Update(step_, r.learning_rate, params_.data(), grads_.data(), r.grad_norm);
     if (router_frozen) frozen_router_.Restore(params_.data(), optimizer_->state());
+    // The loads are the step's choices summed over every rank: the same update everywhere.
+    if (expert_bias_ != nullptr && !router_frozen) expert_bias_->Update(r.sums.routing);
   }
+  if (expert_bias_ != nullptr) r.expert_bias = expert_bias_->biases();
   r.skipped_steps = skipped_steps_;
   last_step_skipped_ = r.skipped;
   ++step_;
@@ -372,20 +379,35 @@ void Trainer::SyncCheckpointExtras() {
 }
 
 std::vector<CheckpointExtra> Trainer::CheckpointExtras() {
-  if (token_tables_ == nullptr) return {};
-  int64_t n = 1;
-  for (int64_t d : token_tables_->EncodedShape()) n *= d;
-  encoded_extras_.resize(static_cast<size_t>(n));  // filled by SyncCheckpointExtras or a restore
-  return {{.name = std::string(kCheckpointExtraPrefix) + "token_id_routing.stats",
-           .shape = token_tables_->EncodedShape(),
-           .data = encoded_extras_.data()}};
+  std::vector<CheckpointExtra> extras;
+  if (token_tables_ != nullptr) {
+    int64_t n = 1;
+    for (int64_t d : token_tables_->EncodedShape()) n *= d;
+    encoded_extras_.resize(static_cast<size_t>(n));  // filled by SyncCheckpointExtras or a restore
+    extras.push_back({.name = std::string(kCheckpointExtraPrefix) + "token_id_routing.stats",
+                      .shape = token_tables_->EncodedShape(),
+                      .data = encoded_extras_.data()});
+  }
+  if (expert_bias_ != nullptr) {  // the same on every rank: nothing to sync
+    extras.push_back({.name = std::string(kCheckpointExtraPrefix) + kExpertBiasExtra,
+                      .shape = {expert_bias_->layers(), expert_bias_->num_experts()},
+                      .data = expert_bias_->data()});
+  }
+  return extras;
 }
 
 void Trainer::ExtrasRestored() {
-  if (token_tables_ == nullptr) return;
+  if (token_tables_ == nullptr) return;  // the biases were restored in place
   token_tables_->Decode(encoded_extras_.data());
   token_tables_->Reset();
-  decoder_.SetRouting(RoutingFromSpec(spec_, /*eval=*/false));
+  decoder_.SetRouting(TrainRouting());
+}
+
+RoutingConfig Trainer::TrainRouting() const {
+  RoutingConfig routing = RoutingFromSpec(spec_, /*eval=*/false);
+  routing.balance_comm = piece_comm_.get();
+  routing.expert_bias = expert_bias_.get();
+  return routing;
 }
 
 void Trainer::MaybeSwitchToTokenIdRouting() {
@@ -395,7 +417,7 @@ void Trainer::MaybeSwitchToTokenIdRouting() {
   }
   SyncCheckpointExtras();  // every rank is at the same step: collective on all or none
   token_tables_->Build();
-  RoutingConfig routing = RoutingFromSpec(spec_, /*eval=*/false);
+  RoutingConfig routing = TrainRouting();
   routing.token_id_tables = token_tables_.get();
   decoder_.SetRouting(routing);
 }

@@ -40,6 +40,7 @@
 #include "launch/phase_report.h"
 #include "model/optimizer.h"
 #include "model/decoder.h"
+#include "model/expert_bias.h"
 #include "model/params.h"
 #include "model/token_id_routing.h"
 #include "parallel/comm_thread.h"
@@ -67,12 +68,17 @@ struct StepResult {
   std::vector<std::pair<std::string, int64_t>> data_counters;
   // Measured time of the step's phases, reduced over ranks (launch/phase_report.h).
   PhaseTimes timing;
+  // router.bias_update_rate > 0: every layer's selection biases after this step's update,
+  // (layers, E) row-major (model/expert_bias.h); empty otherwise.
+  std::vector<float> expert_bias;
 };
 
 // Trainer state a checkpoint keeps besides parameters and optimizer state: a shared fp32 tensor,
 // the same on every rank, saved as a parameter-kind tensor whose name starts with
 // kCheckpointExtraPrefix (readers that load a model skip such names).
 inline constexpr char kCheckpointExtraPrefix[] = "extra.";
+// The selection biases' extra (after the prefix), (layers, E); eval, score and analyze load it.
+inline constexpr char kExpertBiasExtra[] = "router.expert_bias";
 struct CheckpointExtra {
   std::string name;
   std::vector<int64_t> shape;
@@ -148,8 +154,9 @@ class Trainer {
   // Collective: brings the extras up to date on every rank (sums the ranks' pending token-id
   // counts) and fills their buffers. Call before reading CheckpointExtras for a save.
   void SyncCheckpointExtras();
-  // The extras of this job (empty unless token-id routing is on): "extra.token_id_routing.stats",
-  // the TokenIdTables statistics encoded as floats, (M, V, 1 + 2E, 2) (TokenIdTables::Encode).
+  // The extras of this job: with token-id routing "extra.token_id_routing.stats", the
+  // TokenIdTables statistics encoded as floats, (M, V, 1 + 2E, 2) (TokenIdTables::Encode); with
+  // bias balancing "extra.router.expert_bias", (layers, E) (model/expert_bias.h).
   std::vector<CheckpointExtra> CheckpointExtras();
   // After a restore wrote the extras' buffers (or zeroed them, for a checkpoint without them):
   // takes them as the statistics, drops pending counts and any built table; the table is rebuilt
@@ -160,6 +167,11 @@ class Trainer {
   bool RouterFrozen() const;
   // Null unless router.token_id_routing_after_steps is set (and the model has experts).
   const TokenIdTables* token_id_tables() const { return token_tables_.get(); }
+  // Null unless router.bias_update_rate > 0 (and the model has experts).
+  const ExpertBias* expert_bias() const { return expert_bias_.get(); }
+  // The training routing: the job's, with the selection biases and, for a global-batch
+  // load-balance loss, pieces() as the ranks holding the batch.
+  RoutingConfig TrainRouting() const;
   // The routing of MoE layer `layer` in the last forward (its last microbatch); null for dense.
   const Routing* last_routing(int64_t layer) const { return decoder_.routing(layer); }
 
@@ -193,6 +205,7 @@ class Trainer {
   // own when MPI allows it); declared before its users, so destroyed after them.
   std::unique_ptr<CommThread> comm_thread_;
   std::unique_ptr<ExpertParallelRunner> runner_;
+  std::unique_ptr<ExpertBias> expert_bias_;  // router.bias_update_rate > 0
   Decoder decoder_;
   std::vector<std::unique_ptr<BatchSource>> sources_;  // one per local data shard
   int64_t step_ = 0;

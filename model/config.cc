@@ -44,7 +44,14 @@ RoutingConfig RoutingFromSpec(const JobSpec& spec, bool eval) {
           .dropless = r.dropless(),
           .jitter_noise = eval ? 0.0 : r.jitter_noise(),
           .jitter_seed = spec.train().seed(),
-          .ignore_padding_tokens = r.ignore_padding_tokens()};
+          .ignore_padding_tokens = r.ignore_padding_tokens(),
+          .selection = r.selection(),
+          .score_function = r.score_function(),
+          .normalize_top_k = r.normalize_top_k(),
+          .num_expert_groups = r.num_expert_groups(),
+          .groups_per_token = r.groups_per_token(),
+          .load_balance_scope = r.load_balance_scope(),
+          .sequence_length = spec.train().seq_len()};
 }
 
 }  // namespace openmoe

@@ -6,6 +6,7 @@
 #include "core/gemm.h"
 #include "core/kernels.h"
 #include "core/phase_timer.h"
+#include "model/expert_bias.h"
 #include "model/token_id_routing.h"
 
 namespace openmoe {
@@ -60,7 +61,11 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
     router_x = jittered;
   }
   if (routing_config.token_id_tables == nullptr) {
-    ComputeRouting(routing_config, router_x, w.router, num_tokens, d, &r, cache->segment_ids);
+    const float* bias = routing_config.expert_bias != nullptr
+                            ? routing_config.expert_bias->Row(layer)
+                            : nullptr;
+    ComputeRouting(routing_config, router_x, w.router, num_tokens, d, &r, cache->segment_ids,
+                   bias);
   }
 
   ScopedPhase phase(Phase::kPermuteForward);  // within the decoder's router scope
@@ -98,23 +103,23 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
   const Routing& r = cache->routing;
   const int64_t num_kept = r.NumKept();
   ScopedPhase phase(Phase::kPermuteBackward);  // within the decoder's router scope
-  // Scratch, zero-filled: d expert_out (A, d), d dispatched (A, d), dprobs (T, E), dlogits (T, E).
+  // Scratch, zero-filled: d expert_out (A, d), d dispatched (A, d), dgates (T, E), dlogits (T, E).
   ScratchScope scope(cache->Scratch());
   const int64_t work = 2 * num_kept * d + 2 * num_tokens * num_experts;
   float* d_expert_out = cache->Scratch()->Take(work);
   std::fill_n(d_expert_out, work, 0.0f);
   float* d_dispatched = d_expert_out + num_kept * d;
-  float* dprobs = d_dispatched + num_kept * d;
-  float* dlogits = dprobs + num_tokens * num_experts;
+  float* dgates = d_dispatched + num_kept * d;
+  float* dlogits = dgates + num_tokens * num_experts;
   const float* expert_out = cache->expert_out.data();
 
-  // Combine backward: to the expert outputs and, through the gates, to the router probabilities.
+  // Combine backward: to the expert outputs and, through the gates, to the router.
   for (int64_t e = 0; e < num_experts; ++e) {
     for (int64_t a = r.expert_offsets[e]; a < r.expert_offsets[e + 1]; ++a) {
       const float* dy_row = dy + r.kept_token[a] * d;
       Axpy(r.kept_gate[a], dy_row, d_expert_out + a * d, d);
       if (r.from_table) continue;  // table gates are constants
-      dprobs[r.kept_token[a] * num_experts + e] +=
+      dgates[r.kept_token[a] * num_experts + e] +=
           static_cast<float>(Dot(dy_row, expert_out + a * d, d));
     }
   }
@@ -130,11 +135,10 @@ void MoeBackward(const MoeDims& dims, const MoeWeights& w, const float* x, MoeCa
   }
 
   phase.Switch(Phase::kRouterBackward);
-  // Router backward: softmax (gates and losses), then logits = x @ w_router. Token-id routing
+  // Router backward: the scores (gates and losses), then logits = x @ w_router. Token-id routing
   // ran no router: nothing to differentiate.
   if (r.from_table) return;
-  RouterSoftmaxBackward(r, dprobs, dlogits);
-  RouterLossBackward(r, load_balance_scale, z_scale, dlogits);
+  RouterBackward(r, dgates, load_balance_scale, z_scale, dlogits);
   if (num_tokens == 0) return;
   if (cache->jitter.size() == 0) {
     Gemm({.transpose_a = true, .beta = 1.0f}, d, num_experts, num_tokens, x, dlogits, grads.router);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/kernels.h"
+#include "model/expert_bias.h"
 #include "gtest/gtest.h"
 #include "tests/testing/grad_check.h"
 
@@ -153,16 +154,25 @@ TEST(MoeTest, ForwardMatchesPerTokenReference) {
 // Finite differences are only valid while routing stays put: every evaluation of the loss checks
 // that choices and slots equal the unperturbed ones. With h = 1e-2 the perturbations move a logit
 // by ~0.03; the smallest top-1/top-2 and top-2/top-3 logit gap in DropLayer is 0.46.
+// (Experts choosing: the tokens each expert took; a token's ranking of the experts it was not
+// taken by does not matter.)
 void CheckGradients(Layer layer, double a, double b) {
   MoeCache cache;
   layer.Forward(&cache);
-  const std::vector<int32_t> experts = cache.routing.choice_expert;
-  const std::vector<int32_t> slots = cache.routing.choice_slot;
+  auto decisions = [](const Routing& r) {
+    std::vector<int64_t> d(r.expert_offsets.begin(), r.expert_offsets.end());
+    d.insert(d.end(), r.kept_token.begin(), r.kept_token.end());
+    if (r.experts_choose) return d;
+    d.insert(d.end(), r.choice_expert.begin(), r.choice_expert.end());
+    d.insert(d.end(), r.choice_slot.begin(), r.choice_slot.end());
+    return d;
+  };
+  const std::vector<int64_t> routed = decisions(cache.routing);
   int routing_changes = 0;
   auto loss = [&]() {
     MoeCache c;
     const double l = layer.Loss(a, b, &c);
-    if (c.routing.choice_expert != experts || c.routing.choice_slot != slots) ++routing_changes;
+    if (decisions(c.routing) != routed) ++routing_changes;
     return l;
   };
 
@@ -214,6 +224,86 @@ TEST(MoeGradTest, GatesAloneDropless) {
   Layer layer = DropLayer(FFN_OPENMOE);
   layer.config.dropless = true;
   CheckGradients(layer, 0.0, 0.0);
+}
+
+// The routers after OpenMoE's (model/router.h), each through the full loss with drops.
+TEST(MoeGradTest, SigmoidScores) {
+  Layer layer = DropLayer(FFN_OPENMOE);
+  layer.config.score_function = SIGMOID;
+  CheckGradients(layer, 0.3, 0.05);
+}
+
+TEST(MoeGradTest, NormalizedTopKSoftmaxAndSigmoid) {
+  for (ScoreFunction f : {SOFTMAX, SIGMOID}) {
+    Layer layer = DropLayer(FFN_OPENMOE);
+    layer.config.score_function = f;
+    layer.config.normalize_top_k = true;
+    CheckGradients(layer, 0.3, 0.05);
+    // The gates of a token's kept choices: its scores over the sum of its top-2 scores.
+    MoeCache cache;
+    layer.Forward(&cache);
+    const Routing& r = cache.routing;
+    for (int64_t i = 0; i < r.NumKept(); ++i) {
+      const int64_t t = r.kept_token[i];
+      const float* s = r.probs.data() + t * 4;
+      const int32_t e = r.choice_expert[t * 2 + r.kept_choice[i]];
+      const double sum = s[r.choice_expert[t * 2]] + s[r.choice_expert[t * 2 + 1]];
+      EXPECT_NEAR(r.kept_gate[i], s[e] / sum, 1e-6);
+    }
+  }
+}
+
+TEST(MoeGradTest, SigmoidLoadBalanceAlone) {
+  Layer layer = DropLayer(FFN_OPENMOE);
+  layer.config.score_function = SIGMOID;
+  std::fill(layer.r.begin(), layer.r.end(), 0.0f);
+  CheckGradients(layer, 1.0, 0.1);
+}
+
+TEST(MoeGradTest, SequenceAndGlobalBalanceScopes) {
+  for (LoadBalanceScope scope : {SEQUENCE, GLOBAL_BATCH}) {
+    for (ScoreFunction f : {SOFTMAX, SIGMOID}) {
+      Layer layer = DropLayer(FFN_OPENMOE);
+      layer.config.load_balance_scope = scope;
+      layer.config.sequence_length = 4;
+      layer.config.score_function = f;
+      CheckGradients(layer, 0.5, 0.05);
+    }
+  }
+}
+
+// Experts choosing need clear margins between the tokens an expert takes and the next one: the
+// logits are x's first 4 columns, spread wide (w_router's other rows zero); the test checks the
+// margins.
+TEST(MoeGradTest, ExpertsChoose) {
+  Layer layer = DropLayer(FFN_OPENMOE);
+  layer.config.selection = EXPERTS_CHOOSE;
+  layer.config.capacity_factor = 1.5;  // each expert takes 3 of a group's 8 tokens
+  std::fill(layer.router.begin() + 16, layer.router.end(), 0.0f);
+  FillNormal(layer.x.data(), layer.x.size(), 2.0, 21);
+  MoeCache cache;
+  layer.Forward(&cache);
+  const Routing& r = cache.routing;
+  ASSERT_EQ(r.capacity, 3);
+  for (int64_t g = 0; g < 2; ++g) {
+    for (int64_t e = 0; e < 4; ++e) {
+      std::vector<float> p;
+      for (int64_t t = g * 8; t < g * 8 + 8; ++t) p.push_back(r.probs[t * 4 + e]);
+      std::sort(p.begin(), p.end(), std::greater<>());
+      ASSERT_GT(p[2] - p[3], 0.02) << "group " << g << " expert " << e;
+    }
+  }
+  CheckGradients(layer, 0.3, 0.05);
+}
+
+TEST(MoeGradTest, GroupLimitedWithSelectionBias) {
+  Layer layer = DropLayer(FFN_OPENMOE);
+  layer.config.num_expert_groups = 2;
+  layer.config.groups_per_token = 1;
+  ExpertBias bias(/*layers=*/1, /*num_experts=*/4, /*rate=*/0.0);
+  bias.data()[3] = 0.3f;  // moves choices, not gates
+  layer.config.expert_bias = &bias;
+  CheckGradients(layer, 0.3, 0.05);
 }
 
 // Every token prefers expert 0 (and, with top-2, expert 1 next): each group keeps exactly

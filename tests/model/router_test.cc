@@ -181,11 +181,12 @@ TEST(RouterLossTest, BackwardMatchesClosedForm) {
   const float l3 = static_cast<float>(std::log(3.0));
   const Routing r = RouteLogits(Config(2, 2, 1.0, 1, /*top_k=*/1), {l3, 0, l3, 0});
   std::vector<float> dlogits(4, 0.0f);
-  RouterLossBackward(r, /*load_balance_scale=*/1.0, /*z_scale=*/0.0, dlogits.data());
+  const std::vector<float> no_gates(4, 0.0f);
+  RouterBackward(r, no_gates.data(), /*load_balance_scale=*/1.0, /*z_scale=*/0.0, dlogits.data());
   EXPECT_NEAR(dlogits[0], 3.0 / 16.0, 1e-6);
   EXPECT_NEAR(dlogits[1], -3.0 / 16.0, 1e-6);
   // z-loss: d lse^2 / d logits = 2 lse p, on top of what is there (accumulates).
-  RouterLossBackward(r, 0.0, 1.0, dlogits.data());
+  RouterBackward(r, no_gates.data(), 0.0, 1.0, dlogits.data());
   EXPECT_NEAR(dlogits[2], 3.0 / 16.0 + 2 * std::log(4.0) * 0.75, 1e-5);
 }
 

@@ -1,0 +1,56 @@
+// The routers after OpenMoE's (model/router.h) as variants of LayoutJob, for the layout checks:
+// each must give the one-chip, one-process losses on every layout.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tests/testing/layout_check.h"
+
+namespace openmoe::testing {
+
+struct RouterVariant {
+  std::string name;
+  JobSpec spec;
+  // GLOBAL_BATCH balances each microbatch's batch: microbatches change its loss.
+  bool microbatch_invariant = true;
+};
+
+inline std::vector<RouterVariant> RouterVariants() {
+  std::vector<RouterVariant> out;
+  auto add = [&](std::string name, auto&& edit) {
+    JobSpec spec = LayoutJob(8);
+    edit(spec.mutable_router());
+    out.push_back({std::move(name), spec});
+  };
+  add("experts_choose", [](RouterConfig* r) {
+    r->set_selection(EXPERTS_CHOOSE);
+    r->set_capacity_factor(2.0);
+  });
+  add("sigmoid_normalized", [](RouterConfig* r) {
+    r->set_score_function(SIGMOID);
+    r->set_normalize_top_k(true);
+  });
+  // Bias balancing alone (no load-balance loss): the biases move by the mesh-wide loads.
+  add("bias_balancing", [](RouterConfig* r) {
+    r->set_score_function(SIGMOID);
+    r->set_bias_update_rate(0.05);
+    r->set_aux_loss_weight(0);
+  });
+  add("sequence_balance", [](RouterConfig* r) {
+    r->set_load_balance_scope(SEQUENCE);
+    r->set_aux_loss_weight(0.1);
+  });
+  add("global_balance", [](RouterConfig* r) {
+    r->set_load_balance_scope(GLOBAL_BATCH);
+    r->set_aux_loss_weight(0.1);
+  });
+  out.back().microbatch_invariant = false;
+  add("group_limited", [](RouterConfig* r) {
+    r->set_num_expert_groups(4);
+    r->set_groups_per_token(1);
+  });
+  return out;
+}
+
+}  // namespace openmoe::testing
