@@ -13,7 +13,7 @@ TEST(RouterVariantsMpi, ExpertsSplitOverRanks) {
   auto world = MakeWorldCommunicator();
   for (const testing::RouterVariant& v : testing::RouterVariants()) {
     SCOPED_TRACE(v.name);
-    ExpectSameAsOneChip(OnMesh(v.spec, 8, 4, 8), world.get(), 4);
+    ExpectSameAsOneChip(OnMesh(v.spec, 8, 4, 8), world.get(), v.steps);
   }
 }
 
@@ -23,7 +23,7 @@ TEST(RouterVariantsMpi, Bf16ExpertsSplitOverRanks) {
   for (testing::RouterVariant v : testing::RouterVariants()) {
     SCOPED_TRACE(v.name);
     v.spec.mutable_train()->set_compute_dtype(BF16);
-    ExpectSameAsOneChip(OnMesh(v.spec, 8, 4, 8), world.get(), 3, /*tolerance=*/1e-3);
+    ExpectSameAsOneChip(OnMesh(v.spec, 8, 4, 8), world.get(), v.steps, /*tolerance=*/1e-3);
   }
 }
 
@@ -39,7 +39,7 @@ TEST(RouterVariantsMpi, EveryLayoutByTurns) {
     JobSpec spec = layout.spec;
     *spec.mutable_router() = v.spec.router();
     if (!v.microbatch_invariant) spec.mutable_train()->set_microbatches(1);
-    ExpectSameAsOneChip(spec, world.get(), 3);
+    ExpectSameAsOneChip(spec, world.get(), v.steps);
   }
 }
 
