@@ -47,14 +47,20 @@ struct CheckpointRouting {
   std::vector<RoutedTokens> routed;  // parallel to layers
 };
 
+// The weights, and from a checkpoint directory its selection biases (null when none).
 absl::Status LoadWeights(const std::string& path, const JobSpec& spec, const ParamLayout& layout,
-                         float* params, int64_t* step) {
+                         float* params, int64_t* step, std::unique_ptr<ExpertBias>* bias,
+                         std::ostream& log) {
   std::error_code ec;
+  bias->reset();
   if (std::filesystem::is_directory(path, ec)) {
     OPENMOE_ASSIGN_OR_RETURN(CheckpointReader reader, CheckpointReader::Open(path));
     if (absl::Status s = CheckModelCompatible(reader.manifest().job(), spec); !s.ok())
       return absl::Status(s.code(), absl::StrCat("checkpoint ", path, ": ", s.message()));
     *step = reader.manifest().step();
+    std::string warning;
+    OPENMOE_ASSIGN_OR_RETURN(*bias, ReadExpertBias(reader, spec, &warning));
+    if (!warning.empty()) log << "analyze: " << warning << "\n";
     return reader.LoadInto(layout, params, nullptr);
   }
   *step = -1;
@@ -62,18 +68,22 @@ absl::Status LoadWeights(const std::string& path, const JobSpec& spec, const Par
 }
 
 // The forward `score` runs, over each source apart, recording every real token's routing.
+// bias: the checkpoint's selection biases (null: none). Experts choosing, a token's record is its
+// router.top_k most probable experts, dropped where that expert did not take it.
 CheckpointRouting Route(const JobSpec& spec, const float* params,
-                        const std::vector<NamedRows>& sources) {
+                        const std::vector<NamedRows>& sources, const ExpertBias* bias) {
   const ModelDims dims = DimsFromSpec(spec);
   const ParamLayout layout(dims);
-  Decoder decoder(layout, RoutingFromSpec(spec, /*eval=*/true));
+  RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/true);
+  routing.expert_bias = bias;
+  Decoder decoder(layout, routing);
   CheckpointRouting out;
   for (int64_t l = 0; l < dims.num_layers; ++l) {
     if (dims.num_experts > 0 && (l + 1) % dims.moe_interval == 0) {
       out.layers.push_back(l);
       RoutedTokens r;
       r.num_experts = dims.num_experts;
-      r.top_k = dims.top_k;
+      r.top_k = spec.router().top_k();
       out.routed.push_back(r);
     }
   }
@@ -267,8 +277,9 @@ absl::Status RunAnalyze(const AnalyzeOptions& options, std::ostream& log) {
   bool steps_known = true;
   for (const std::string& path : options.checkpoints) {
     int64_t step = -1;
-    OPENMOE_RETURN_IF_ERROR(LoadWeights(path, spec, layout, params.data(), &step));
-    runs.push_back(Route(spec, params.data(), sources));
+    std::unique_ptr<ExpertBias> bias;
+    OPENMOE_RETURN_IF_ERROR(LoadWeights(path, spec, layout, params.data(), &step, &bias, log));
+    runs.push_back(Route(spec, params.data(), sources, bias.get()));
     runs.back().step = step;
     runs.back().label = step >= 0 ? absl::StrCat("step ", step)
                                   : std::filesystem::path(path).filename().string();

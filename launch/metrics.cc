@@ -82,7 +82,10 @@ std::string StepRecordJson(const JobSpec& spec, const StepResult& r, const CostB
       ",\"tokens\":", r.tokens, ",\"target_tokens\":", JsonNumber(s.lm.weight),
       ",\"step_seconds\":", JsonNumber(r.seconds),
       ",\"tokens_per_second\":", JsonNumber(r.seconds > 0 ? r.tokens / r.seconds : 0.0),
-      ",\"data\":{", Numbers(data), "}");
+      ",\"data\":{", Numbers(data), "}",
+      ",\"exchange\":{\"rows_remote\":", r.exchange.rows_remote,
+      ",\"rows_local\":", r.exchange.rows_local, ",\"bytes_remote\":", r.exchange.bytes_remote,
+      "}");
   absl::StrAppend(&out, PhaseTimingJson(r.timing, PredictPhases(spec, v3)));
   absl::StrAppend(&out, ",\"v3_predicted\":{\"step_seconds\":", JsonNumber(v3.step_seconds),
                   ",\"compute_seconds\":", JsonNumber(v3.compute_seconds),

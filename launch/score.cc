@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <numeric>
 #include <sstream>
 
@@ -158,7 +159,8 @@ absl::Status WriteNpyTokens(const std::string& path, const TokenArray& tokens) {
 }
 
 absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params,
-                                        const TokenArray& tokens, RowForm form) {
+                                        const TokenArray& tokens, RowForm form,
+                                        const ExpertBias* expert_bias) {
   OPENMOE_RETURN_IF_ERROR(CheckRows(tokens, form));
   const ModelDims dims = DimsFromSpec(spec);
   for (int64_t i = 0; i < static_cast<int64_t>(tokens.tokens.size()); ++i) {
@@ -170,7 +172,8 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
     }
   }
   const ParamLayout layout(dims);
-  const RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/true);
+  RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/true);
+  routing.expert_bias = expert_bias;
   Decoder decoder(layout, routing);
   const int64_t group = dims.num_experts > 0 ? spec.router().group_size() : 1;
   // Rows per call: a whole number of routing groups, about kTokensPerCall tokens.
@@ -334,12 +337,17 @@ absl::Status RunScore(const ScoreOptions& options, std::ostream& out) {
   if (!tokens.ok()) return tokens.status();
   const ParamLayout layout(DimsFromSpec(spec));
   Tensor params({layout.total_size()});
+  std::unique_ptr<ExpertBias> bias;
   if (reader) {
     OPENMOE_RETURN_IF_ERROR(reader->LoadInto(layout, params.data(), nullptr));
+    std::string warning;
+    OPENMOE_ASSIGN_OR_RETURN(bias, ReadExpertBias(*reader, spec, &warning));
+    if (!warning.empty()) std::cerr << "score: " << warning << "\n";
   } else {
     OPENMOE_RETURN_IF_ERROR(LoadParamsFromSafetensors(options.checkpoint, layout, params.data()));
   }
-  absl::StatusOr<ScoreResult> result = ScoreTokens(spec, params.data(), *tokens, options.form);
+  absl::StatusOr<ScoreResult> result =
+      ScoreTokens(spec, params.data(), *tokens, options.form, bias.get());
   if (!result.ok())
     return absl::Status(result.status().code(),
                         absl::StrCat(options.tokens, ": ", result.status().message()));

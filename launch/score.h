@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "data/heldout_rows.h"
+#include "model/expert_bias.h"
 #include "model/loss_summary.h"
 #include "proto/job.pb.h"
 
@@ -73,9 +74,11 @@ struct ScoreResult {
 // Forward of `params` (the full ParamLayout of `spec`'s model, all experts) on `tokens` read in
 // `form`. InvalidArgument for a token id outside [0, model.vocab_size), naming row and column,
 // or a row not of the form (CheckRows).
+// expert_bias: the selection biases the model trained with (null: none).
 absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params,
                                         const TokenArray& tokens,
-                                        RowForm form = RowForm::kCausalLm);
+                                        RowForm form = RowForm::kCausalLm,
+                                        const ExpertBias* expert_bias = nullptr);
 
 // The result from the forward's sums (reduced over every token scored): rows real rows and
 // padded_rows padding rows of seq_len tokens. Used by ScoreTokens and by eval during training.

@@ -307,8 +307,15 @@ absl::StatusOr<StepResult> Trainer::TryStep() {
   phase.Switch(Phase::kData);
   r.data_counters = DataCounters();
   r.seconds = timer.Seconds();
-  phase_timer_.Stop();  // the reduction below is not part of the step's phases
+  phase_timer_.Stop();  // the reductions below are not part of the step's phases
   r.timing = ReducePhaseTimes(phase_timer_, *comm_);
+  if (runner_ != nullptr) {
+    const ExchangeCounters& c = runner_->counters();
+    std::vector<int64_t> sums = {c.exchanges, c.rows_remote, c.rows_local, c.bytes_remote};
+    comm_->AllReduceSum(sums.data(), static_cast<int64_t>(sums.size()));
+    r.exchange = {.exchanges = sums[0], .rows_remote = sums[1], .rows_local = sums[2],
+                  .bytes_remote = sums[3]};
+  }
   return r;
 }
 
@@ -389,7 +396,7 @@ std::vector<CheckpointExtra> Trainer::CheckpointExtras() {
                       .data = encoded_extras_.data()});
   }
   if (expert_bias_ != nullptr) {  // the same on every rank: nothing to sync
-    extras.push_back({.name = std::string(kCheckpointExtraPrefix) + kExpertBiasExtra,
+    extras.push_back({.name = kExpertBiasCheckpointName,
                       .shape = {expert_bias_->layers(), expert_bias_->num_experts()},
                       .data = expert_bias_->data()});
   }

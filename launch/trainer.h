@@ -68,6 +68,9 @@ struct StepResult {
   std::vector<std::pair<std::string, int64_t>> data_counters;
   // Measured time of the step's phases, reduced over ranks (launch/phase_report.h).
   PhaseTimes timing;
+  // The expert exchange's rows and bytes since the trainer started, summed over every rank
+  // (parallel/expert_parallel.h; zero without experts or when every expert is local).
+  ExchangeCounters exchange;
   // router.bias_update_rate > 0: every layer's selection biases after this step's update,
   // (layers, E) row-major (model/expert_bias.h); empty otherwise.
   std::vector<float> expert_bias;
@@ -77,8 +80,6 @@ struct StepResult {
 // the same on every rank, saved as a parameter-kind tensor whose name starts with
 // kCheckpointExtraPrefix (readers that load a model skip such names).
 inline constexpr char kCheckpointExtraPrefix[] = "extra.";
-// The selection biases' extra (after the prefix), (layers, E); eval, score and analyze load it.
-inline constexpr char kExpertBiasExtra[] = "router.expert_bias";
 struct CheckpointExtra {
   std::string name;
   std::vector<int64_t> shape;

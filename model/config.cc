@@ -1,5 +1,8 @@
 #include "model/config.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace openmoe {
 
 int64_t ModelDims::NumMoeLayers() const {
@@ -23,6 +26,14 @@ ModelDims DimsFromSpec(const JobSpec& spec) {
   d.num_experts = m.num_experts();
   d.moe_interval = m.moe_interval();
   d.top_k = spec.router().top_k();
+  if (spec.router().selection() == EXPERTS_CHOOSE && m.num_experts() > 0) {
+    // Experts choosing: the experts a token gets on average, E * C / group_size (what the
+    // parameter, FLOP and memory counts mean by top_k).
+    const int64_t capacity = ExpertCapacity(RoutingFromSpec(spec, /*eval=*/false));
+    d.top_k = std::max<int64_t>(
+        1, std::llround(static_cast<double>(m.num_experts() * capacity) /
+                        static_cast<double>(spec.router().group_size())));
+  }
   d.extra_dense_ffn = m.extra_dense_ffn();
   d.ffn_form = m.ffn_form();
   d.norm_eps = static_cast<float>(m.rms_norm_eps());

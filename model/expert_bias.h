@@ -16,6 +16,9 @@
 
 namespace openmoe {
 
+// The biases' name in checkpoints (a Trainer extra, (layers, E)).
+inline constexpr char kExpertBiasCheckpointName[] = "extra.router.expert_bias";
+
 class ExpertBias {
  public:
   // layers: the model's number of layers (rows are kept for every layer, MoE or not, so a layer

@@ -62,6 +62,22 @@ std::string CheckpointReader::PathOf(const TensorEntry& entry) const {
   return (std::filesystem::path(dir_) / entry.file()).string();
 }
 
+absl::StatusOr<bool> CheckpointReader::ReadExtra(const std::string& name,
+                                                 const std::vector<int64_t>& shape,
+                                                 float* out) const {
+  bool held = false;
+  for (const TensorEntry& e : manifest_.tensors())
+    held = held || (e.kind() == TENSOR_PARAM && e.name() == name);
+  if (!held) return false;
+  LocalTensor t;
+  t.name = name;
+  t.global_shape = shape;
+  t.per_expert = 1;
+  for (int64_t n : shape) t.per_expert *= n;
+  OPENMOE_RETURN_IF_ERROR(Read(t, out));
+  return true;
+}
+
 absl::Status CheckpointReader::Read(const LocalTensor& t, float* out) const {
   if (!t.model_piece) return ReadWhole(t, out);
   // A model piece: the whole tensor (of this rank's experts), then this piece's box of it.
@@ -160,6 +176,24 @@ absl::Status CheckpointReader::VerifyAllFiles() const {
     std::vector<float> buffer(static_cast<size_t>(e.raw_bytes() / 4));
     return ReadTensorFile(PathOf(e), e, buffer.data());
   });
+}
+
+absl::StatusOr<std::unique_ptr<ExpertBias>> ReadExpertBias(const CheckpointReader& reader,
+                                                           const JobSpec& spec,
+                                                           std::string* warning) {
+  const ModelDims dims = DimsFromSpec(spec);
+  if (dims.num_experts == 0 || spec.router().bias_update_rate() <= 0) return nullptr;
+  auto bias = std::make_unique<ExpertBias>(dims.num_layers, dims.num_experts,
+                                           spec.router().bias_update_rate());
+  OPENMOE_ASSIGN_OR_RETURN(
+      const bool held,
+      reader.ReadExtra(kExpertBiasCheckpointName, {dims.num_layers, dims.num_experts},
+                       bias->data()));
+  if (!held) {
+    *warning = absl::StrCat("checkpoint ", reader.dir(), " holds no ", kExpertBiasCheckpointName,
+                            ": routing without selection biases");
+  }
+  return bias;
 }
 
 }  // namespace openmoe

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "launch/checkpoint/index.h"
+#include "model/expert_bias.h"
 #include "model/optimizer.h"
 #include "model/params.h"
 #include "proto/checkpoint.pb.h"
@@ -48,6 +50,12 @@ class CheckpointReader {
   // train.optimizer.
   absl::Status LoadInto(const ParamLayout& layout, float* params, Optimizer* optimizer) const;
 
+  // A shared fp32 tensor of trainer state kept beside the model (Trainer::CheckpointExtras), by
+  // its full name: false (out untouched) when the checkpoint holds none, else read into out
+  // (prod(shape) floats).
+  absl::StatusOr<bool> ReadExtra(const std::string& name, const std::vector<int64_t>& shape,
+                                 float* out) const;
+
   // Reads every file the manifest lists and checks it (for `--resume` diagnostics and tests).
   absl::Status VerifyAllFiles() const;
 
@@ -62,5 +70,12 @@ class CheckpointReader {
   // tensor, one per expert range).
   std::map<std::pair<int, std::string>, std::vector<int>> index_;
 };
+
+// The selection biases (model/expert_bias.h) a checkpoint of `spec` holds, for routing outside
+// the trainer (score, analyze): null when the job has none (router.bias_update_rate 0, or no
+// experts); zeros, with the reason in *warning, when the checkpoint holds none.
+absl::StatusOr<std::unique_ptr<ExpertBias>> ReadExpertBias(const CheckpointReader& reader,
+                                                           const JobSpec& spec,
+                                                           std::string* warning);
 
 }  // namespace openmoe

@@ -90,22 +90,16 @@ absl::StatusOr<RestoreOutcome> RestoreCheckpoint(Trainer& trainer, const std::st
   std::vector<std::string> extra_warnings;
   absl::Status extras = absl::OkStatus();
   for (const CheckpointExtra& x : trainer.CheckpointExtras()) {
-    LocalTensor t;
-    t.name = x.name;
-    t.global_shape = x.shape;
-    t.per_expert = 1;
-    for (int64_t n : x.shape) t.per_expert *= n;
-    bool held = false;
-    for (const TensorEntry& e : reader.manifest().tensors())
-      held = held || (e.kind() == TENSOR_PARAM && e.name() == x.name);
-    if (!held) {
-      std::fill_n(x.data, t.per_expert, 0.0f);
+    const absl::StatusOr<bool> held = reader.ReadExtra(x.name, x.shape, x.data);
+    extras = held.status();
+    if (!extras.ok()) break;
+    if (!*held) {
+      int64_t n = 1;
+      for (int64_t d : x.shape) n *= d;
+      std::fill_n(x.data, n, 0.0f);
       extra_warnings.push_back(
           absl::StrCat("checkpoint ", dir, " holds no ", x.name, ": it starts at zero"));
-      continue;
     }
-    extras = reader.Read(t, x.data);
-    if (!extras.ok()) break;
   }
   OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(world, extras));
   trainer.ExtrasRestored();

@@ -97,7 +97,11 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     const double g = static_cast<double>(routing.group_size);
     const double k_g = static_cast<double>(routing.top_k) * g;
     const double e_c = static_cast<double>(routing.num_experts * ExpertCapacity(routing));
-    rows_per_group = routing.dropless ? k_g : cfg.padded_dispatch() ? e_c : std::min(k_g, e_c);
+    // Experts choosing fill every slot (E x C rows), whatever top_k says.
+    rows_per_group = routing.dropless ? k_g
+                     : cfg.padded_dispatch() || routing.selection == EXPERTS_CHOOSE
+                         ? e_c
+                         : std::min(k_g, e_c);
     w.expert_rows_per_token = rows_per_group / g;
     groups_per_chip_microbatch = w.tokens_per_chip_microbatch / routing.group_size;
     const double e = static_cast<double>(routing.num_experts);
