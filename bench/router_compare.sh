@@ -18,6 +18,7 @@
 # Writes bench/results/router_compare/ (results.csv, results.md, one analyze folder per router).
 #
 #   bash bench/router_compare.sh [steps]      (default 300; ~4 min a router on a quiet machine)
+#   ROUTERS="openmoe experts_choose" bash bench/router_compare.sh 30     (a subset)
 #
 # OPENMOE_BIN=path/to/openmoe uses that binary (default: launch/build.sh builds build/).
 set -euo pipefail
@@ -47,11 +48,13 @@ declare -A router=(
   [shared_fine]="--set model.num_experts=8 --set model.expert_d_ff=64 --set model.num_shared_experts=1 --set router.top_k=3"
   [group_limited]="--set router.num_expert_groups=2 --set router.groups_per_token=1"
 )
-order=(openmoe experts_choose sigmoid_bias shared_fine group_limited)
+# ROUTERS="openmoe group_limited" runs a subset.
+read -r -a order <<<"${ROUTERS:-openmoe experts_choose sigmoid_bias shared_fine group_limited}"
 for name in "${order[@]}"; do
   # shellcheck disable=SC2206
   extra=(${router[$name]})
   echo "router_compare: $name ${extra[*]}"
+  mkdir -p "$runs/$name"
   launch/mpirun_local.sh 2 train "${jobs[@]}" "${common[@]}" "${extra[@]}" \
     --set logging.metrics_path="$runs/$name/metrics.jsonl" \
     --set checkpoint.dir="$runs/$name/ckpt" --set checkpoint.every_steps=$(( steps / 3 )) \
