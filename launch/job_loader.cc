@@ -275,11 +275,12 @@ void SizeProblems(const JobSpec& spec, Problems* p) {
   if (embed > 0 && attn_params > 0 && ffn_params > 0 && expert_params >= 0 && attn > 0 &&
       shared_d_ff >= 0) {
     // In double: only an upper bound is needed, and 2^62 leaves room for norms and routers.
-    const double total = 2.0 * static_cast<double>(embed) +
-                         static_cast<double>(m.num_layers()) *
-                             (static_cast<double>(attn_params) + 2.0 * static_cast<double>(ffn_params) +
-                              static_cast<double>(expert_params) +
-                              4.0 * static_cast<double>(d) * static_cast<double>(shared_d_ff));
+    const double total =
+        2.0 * static_cast<double>(embed) +
+        static_cast<double>(m.num_layers()) *
+            (static_cast<double>(attn_params) + 2.0 * static_cast<double>(ffn_params) +
+             static_cast<double>(expert_params) +
+             4.0 * static_cast<double>(d) * static_cast<double>(shared_d_ff));
     if (total > 4.6e18) {
       p->Add(absl::StrFormat(
           "the model has ~%.3g parameters (model.num_layers=%d, model.d_model=%d, model.d_ff=%d, "

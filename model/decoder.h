@@ -11,12 +11,12 @@
 //
 // Memory. What the backward needs is kept per sub-block: its input (the residual stream) and
 // RMSNorm statistics, attention's q, k, v, context and log-sum-exp, the FFNs' up-projections, the
-// MoE's routing, expert rows and up-projections (the shared experts' too). Everything else (the normed input, recomputed
-// bit for bit from the input; the FFNs' gated hidden; every backward temporary; a chunk of
-// logits) comes from one ScratchArena shared by all sub-blocks, so it costs one sub-block's
-// worth. The logits run in chunks of tokens: the forward computes each chunk's loss and, when
-// given the gradients, its logits-weight gradient and d normed at once, so no (T, V) matrix
-// lives past its chunk. dims.remat (train.remat) trades compute for memory further:
+// MoE's routing, expert rows and up-projections (the shared experts' too). Everything else (the
+// normed input, recomputed bit for bit from the input; the FFNs' gated hidden; every backward
+// temporary; a chunk of logits) comes from one ScratchArena shared by all sub-blocks, so it costs
+// one sub-block's worth. The logits run in chunks of tokens: the forward computes each chunk's loss
+// and, when given the gradients, its logits-weight gradient and d normed at once, so no (T, V)
+// matrix lives past its chunk. dims.remat (train.remat) trades compute for memory further:
 //   REMAT_ATTENTION  attention keeps nothing but its input; its backward re-runs its forward
 //   REMAT_FULL       a layer keeps only its input; its backward re-runs the layer's forward
 //                    (MoE layers' dispatch and combine included: collective, as the forward)

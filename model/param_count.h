@@ -34,9 +34,9 @@
 namespace openmoe {
 
 inline constexpr Component kAllComponents[] = {
-    Component::kEmbedding, Component::kAttention, Component::kNorm,   Component::kDenseFfn,
-    Component::kExperts,   Component::kExtraFfn,  Component::kRouter, Component::kLogits,
-    Component::kSharedExperts};
+    Component::kEmbedding, Component::kAttention, Component::kNorm,
+    Component::kDenseFfn,  Component::kExperts,   Component::kExtraFfn,
+    Component::kRouter,    Component::kLogits,    Component::kSharedExperts};
 inline constexpr int kNumComponents = sizeof(kAllComponents) / sizeof(kAllComponents[0]);
 
 struct ComponentCount {

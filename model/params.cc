@@ -148,8 +148,8 @@ ParamLayout::ParamLayout(const ModelDims& dims, ParamShard shard)
             Component::kSharedExperts, Truncated(d));
         Add(l + "moe.shared.wi_1", {d, sf}, {d, sf}, {A::kEmbed, A::kMlp},
             Component::kSharedExperts, Truncated(d));
-        Add(l + "moe.shared.wo", {sf, d}, {sf, d}, {A::kMlp, A::kEmbed},
-            Component::kSharedExperts, Truncated(ef));
+        Add(l + "moe.shared.wo", {sf, d}, {sf, d}, {A::kMlp, A::kEmbed}, Component::kSharedExperts,
+            Truncated(ef));
       }
     }
     if (!moe || dims.extra_dense_ffn) {

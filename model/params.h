@@ -22,7 +22,15 @@ namespace openmoe {
 // What a parameter is part of, for the per-component counts of `openmoe plan`. kSharedExperts:
 // model.num_shared_experts, which every token uses (not expert tensors: no expert dim).
 enum class Component {
-  kEmbedding, kAttention, kNorm, kDenseFfn, kExperts, kExtraFfn, kRouter, kLogits, kSharedExperts
+  kEmbedding,
+  kAttention,
+  kNorm,
+  kDenseFfn,
+  kExperts,
+  kExtraFfn,
+  kRouter,
+  kLogits,
+  kSharedExperts
 };
 const char* ComponentName(Component c);
 

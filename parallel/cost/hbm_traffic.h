@@ -37,9 +37,10 @@
 //
 // Saved activations per token (no rematerialisation): attention block 2d + 4A + HS (x, norm
 // out, q, k, v, probs, attention out; the probabilities are kept, as the modelled T5X / GShard
-// runs on v3 do: XLA's attention there is not blocked, unlike this trainer's); FFN block 2d + saved_gate(f) with saved_gate OpenMoE 4f
-// (a, b, c, h), SwiGLU 3f; MoE block 2d + E + 2rd + r saved_gate(f_e) (+ saved_gate(f_s) with
-// shared experts: they read the block's norm output); once: 2d + V (logits).
+// runs on v3 do: XLA's attention there is not blocked, unlike this trainer's); FFN block 2d +
+// saved_gate(f) with saved_gate OpenMoE 4f (a, b, c, h), SwiGLU 3f; MoE block 2d + E + 2rd + r
+// saved_gate(f_e) (+ saved_gate(f_s) with shared experts: they read the block's norm output); once:
+// 2d + V (logits).
 #pragma once
 
 #include "model/config.h"

@@ -388,8 +388,9 @@ void PrintPlanJson(const PlanReport& r, std::ostream& out) {
       "%d, \"moe_interval\": %d, \"extra_dense_ffn\": %s, \"ffn_form\": %s, \"vocab_size\": %d, "
       "\"padded_vocab_size\": %d},\n",
       d.num_layers, r.num_moe_layers, d.d_model, d.num_heads, d.head_dim, d.d_ff, d.expert_d_ff,
-      d.num_experts, d.num_shared_experts, d.top_k, d.moe_interval, d.extra_dense_ffn ? "true" : "false",
-      JsonString(FfnForm_Name(d.ffn_form)), d.vocab_size, d.padded_vocab_size);
+      d.num_experts, d.num_shared_experts, d.top_k, d.moe_interval,
+      d.extra_dense_ffn ? "true" : "false", JsonString(FfnForm_Name(d.ffn_form)), d.vocab_size,
+      d.padded_vocab_size);
   absl::StrAppendFormat(
       &s,
       "  \"mesh\": {\"chip\": %s, \"num_chips\": %d, \"torus_x\": %d, \"torus_y\": %d, "

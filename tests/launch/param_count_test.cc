@@ -139,8 +139,8 @@ TEST(ParamCountTest, SharedExpertsMatchClosedForm) {
   const JobSpec openmoe = LoadConfig("openmoe_8b_32e.pbtxt", shared);
   ExpectCountsMatch(openmoe);
   const ParamCounts c = CountParams(ParamLayout(DimsFromSpec(openmoe)));
-  const ParamCounts none = CountParams(ParamLayout(DimsFromSpec(
-      LoadConfig("openmoe_8b_32e.pbtxt", {"model.expert_d_ff=2048"}))));
+  const ParamCounts none = CountParams(
+      ParamLayout(DimsFromSpec(LoadConfig("openmoe_8b_32e.pbtxt", {"model.expert_d_ff=2048"}))));
   // 4 MoE layers x 2 shared experts x 4 x 2048 x 2048.
   EXPECT_EQ(c[Component::kSharedExperts].total, 4LL * 2 * 4 * 2048 * 2048);
   EXPECT_EQ(c[Component::kSharedExperts].activated, 4LL * 2 * 4 * 2048 * 2048);

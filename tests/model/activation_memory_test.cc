@@ -88,16 +88,16 @@ TEST_P(ActivationMemoryTest, EstimateMatchesTheDecoder) {
 
 INSTANTIATE_TEST_SUITE_P(
     Policies, ActivationMemoryTest,
-    ::testing::Values(Case{REMAT_NONE, FFN_OPENMOE, false}, Case{REMAT_ATTENTION, FFN_OPENMOE, false},
-                    Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
-                    Case{REMAT_FULL, FFN_SWIGLU, true}, Case{REMAT_NONE, FFN_OPENMOE, false, 2},
-                    Case{REMAT_FULL, FFN_SWIGLU, false, 1}),
+    ::testing::Values(Case{REMAT_NONE, FFN_OPENMOE, false},
+                      Case{REMAT_ATTENTION, FFN_OPENMOE, false},
+                      Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
+                      Case{REMAT_FULL, FFN_SWIGLU, true}, Case{REMAT_NONE, FFN_OPENMOE, false, 2},
+                      Case{REMAT_FULL, FFN_SWIGLU, false, 1}),
     [](const auto& info) {
       return Remat_Name(info.param.remat) + "_" + FfnForm_Name(info.param.form) +
              (info.param.jitter ? "_jitter" : "") +
-             (info.param.shared_experts > 0
-                  ? "_shared" + std::to_string(info.param.shared_experts)
-                  : "");
+             (info.param.shared_experts > 0 ? "_shared" + std::to_string(info.param.shared_experts)
+                                            : "");
     });
 
 }  // namespace

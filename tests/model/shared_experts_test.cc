@@ -35,8 +35,8 @@ TEST(SharedExpertsLayout, ReplicatedOverExpertsSplitOnMlp) {
     const ModelDims dims = DimsFromSpec(SharedSpec(form, 4, 3));
     const int64_t d = 8, sf = 3 * 6, halves = form == FFN_OPENMOE ? 2 : 1;
     // Experts 2..3 of 4, model piece 1 of 2.
-    const ParamLayout piece(dims, {.first_expert = 2, .num_local_experts = 2, .model_parts = 2,
-                                   .model_index = 1});
+    const ParamLayout piece(
+        dims, {.first_expert = 2, .num_local_experts = 2, .model_parts = 2, .model_index = 1});
     const ParamInfo& wi0 = piece.Get("layers.1.moe.shared.wi_0");
     const ParamInfo& wi1 = piece.Get("layers.1.moe.shared.wi_1");
     const ParamInfo& wo = piece.Get("layers.1.moe.shared.wo");
@@ -126,15 +126,19 @@ void ExpectSharedEqualsRoutedToAll(FfnForm form) {
               s_wi0[i * halves * kS * kFe + h * kS * kFe + s * kFe + j];
         }
       }
-      for (int64_t j = 0; j < kFe; ++j) e_wi1[(s * kD + i) * kFe + j] = s_wi1[i * kS * kFe + s * kFe + j];
+      for (int64_t j = 0; j < kFe; ++j)
+        e_wi1[(s * kD + i) * kFe + j] = s_wi1[i * kS * kFe + s * kFe + j];
     }
     for (int64_t j = 0; j < kFe; ++j)
-      for (int64_t c = 0; c < kD; ++c) e_wo[(s * kFe + j) * kD + c] = 2 * s_wo[(s * kFe + j) * kD + c];
+      for (int64_t c = 0; c < kD; ++c)
+        e_wo[(s * kFe + j) * kD + c] = 2 * s_wo[(s * kFe + j) * kD + c];
   }
 
   const Batch batch = SmallBatch(dims_a.vocab_size);
-  const LossScales scales{.lm_normalizer = 1.0 / 16, .output_z_weight = 1e-3,
-                          .load_balance_scale = 0.01, .router_z_scale = 1e-3};
+  const LossScales scales{.lm_normalizer = 1.0 / 16,
+                          .output_z_weight = 1e-3,
+                          .load_balance_scale = 0.01,
+                          .router_z_scale = 1e-3};
   std::vector<float> ga(a.total_size(), 0.0f), gb(b.total_size(), 0.0f);
   Decoder da(a, RoutingFromSpec(spec_a, false)), db(b, RoutingFromSpec(spec_b, false));
   const double loss_a = da.Forward(pa.data(), batch, scales, 4, ga.data()).loss;
@@ -160,7 +164,8 @@ void ExpectSharedEqualsRoutedToAll(FfnForm form) {
   std::vector<float> want_wi1(kD * kS * kFe), want_wo(kS * kFe * kD);
   for (int64_t s = 0; s < kS; ++s) {
     for (int64_t i = 0; i < kD; ++i)
-      for (int64_t j = 0; j < kFe; ++j) want_wi1[i * kS * kFe + s * kFe + j] = ge_wi1[(s * kD + i) * kFe + j];
+      for (int64_t j = 0; j < kFe; ++j)
+        want_wi1[i * kS * kFe + s * kFe + j] = ge_wi1[(s * kD + i) * kFe + j];
     for (int64_t k = 0; k < kFe * kD; ++k) want_wo[s * kFe * kD + k] = 2 * ge_wo[s * kFe * kD + k];
   }
   EXPECT_LT(RelativeL2(gs_wi1, want_wi1.data(), kD * kS * kFe), 1e-5);

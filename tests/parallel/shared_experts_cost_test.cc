@@ -28,9 +28,8 @@ JobSpec SmallMoe(int64_t shared, int64_t mp = 1) {
        {"model.vocab_size=256", "model.num_layers=2", "model.d_model=64", "model.num_heads=4",
         "model.head_dim=16", "model.d_ff=128", "model.expert_d_ff=32", "model.num_experts=4",
         "model.moe_interval=2", "router.group_size=64", "topology.num_chips=16",
-        "topology.torus_x=4", "topology.torus_y=4", "mesh.expert_parallel=4",
-        "train.batch_rows=32", "train.seq_len=64", "train.microbatches=2",
-        "train.compute_dtype=BF16"}) {
+        "topology.torus_x=4", "topology.torus_y=4", "mesh.expert_parallel=4", "train.batch_rows=32",
+        "train.seq_len=64", "train.microbatches=2", "train.compute_dtype=BF16"}) {
     EXPECT_TRUE(ApplySet(s, &spec).ok()) << s;
   }
   spec.mutable_model()->set_num_shared_experts(shared);

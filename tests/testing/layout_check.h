@@ -83,8 +83,8 @@ inline std::vector<MeshLayout> EveryDataExpertModelLayout(int ranks,
         if (shards_per_rank % ep != 0 && ep % shards_per_rank != 0) continue;
         const int64_t micro = out.size() % 2 == 0 ? 1 : 2;
         const int64_t torus_x = chips >= 8 ? 4 : chips >= 4 ? 2 : 1;
-        out.push_back({WithModelParallel(OnMesh(job, chips, torus_x, ep, micro), mp),
-                       mp > per_rank});
+        out.push_back(
+            {WithModelParallel(OnMesh(job, chips, torus_x, ep, micro), mp), mp > per_rank});
       }
     }
   }
