@@ -80,7 +80,10 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
     forward = std::max(forward, io + jitter + remote_forward + block * fe);
     backward = std::max(backward, io + 2 * kept * d + 2 * t * e + remote_backward +
                                       block * (2 * fe + w0e) + jitter);
-    if (fs > 0) {  // after the routed experts: their output, its own and h; before them: as FFN
+    if (fs > 0) {
+      // Shared experts: their forward runs once the routed experts have returned, holding its
+      // output (T d) and hidden (T Fs); their backward runs before the routed experts', with a
+      // dense FFN's temporaries.
       forward = std::max(forward, io + t * d + t * fs);
       backward = std::max(backward, io + t * (2 * fs + w0s));
     }
