@@ -223,6 +223,7 @@ void SizeProblems(const JobSpec& spec, Problems* p) {
   p->AtMost("model.d_ff", m.d_ff(), kMaxInt32 / 2);  // OpenMoE's wi_0 is (d, 2 * d_ff)
   p->AtMost("model.expert_d_ff", m.expert_d_ff(), kMaxInt32 / 2);
   p->AtMost("model.num_experts", m.num_experts(), kMaxInt32);
+  p->AtMost("model.num_shared_experts", m.num_shared_experts(), kMaxInt32);
   p->AtMost("router.top_k", r.top_k(), kMaxInt32);
   p->AtMost("router.group_size", r.group_size(), kMaxInt32);
   p->AtMost("router.min_capacity", r.min_capacity(), kMaxInt32);
@@ -263,12 +264,23 @@ void SizeProblems(const JobSpec& spec, Problems* p) {
                                     {"model.d_model", d},
                                     {"expert d_ff", expert_d_ff}});
   }
-  if (embed > 0 && attn_params > 0 && ffn_params > 0 && expert_params >= 0 && attn > 0) {
+  // The shared experts are one FFN of hidden S x expert d_ff (OpenMoE's wi_0 twice as wide).
+  int64_t shared_d_ff = 0;
+  if (moe && m.num_shared_experts() > 0) {
+    shared_d_ff = CheckedProduct(
+        p, "the shared experts' hidden size",
+        {{"model.num_shared_experts", m.num_shared_experts()}, {"expert d_ff", expert_d_ff}},
+        kMaxInt32 / 2, "a matrix dimension must fit int32");
+  }
+  if (embed > 0 && attn_params > 0 && ffn_params > 0 && expert_params >= 0 && attn > 0 &&
+      shared_d_ff >= 0) {
     // In double: only an upper bound is needed, and 2^62 leaves room for norms and routers.
-    const double total = 2.0 * static_cast<double>(embed) +
-                         static_cast<double>(m.num_layers()) *
-                             (static_cast<double>(attn_params) + 2.0 * static_cast<double>(ffn_params) +
-                              static_cast<double>(expert_params));
+    const double total =
+        2.0 * static_cast<double>(embed) +
+        static_cast<double>(m.num_layers()) *
+            (static_cast<double>(attn_params) + 2.0 * static_cast<double>(ffn_params) +
+             static_cast<double>(expert_params) +
+             4.0 * static_cast<double>(d) * static_cast<double>(shared_d_ff));
     if (total > 4.6e18) {
       p->Add(absl::StrFormat(
           "the model has ~%.3g parameters (model.num_layers=%d, model.d_model=%d, model.d_ff=%d, "
@@ -486,6 +498,13 @@ absl::Status ValidateJob(const JobSpec& spec, const std::string& job_description
   p.AtLeast("model.d_ff", m.d_ff(), 1);
   p.AtLeast("model.num_experts", m.num_experts(), 0);
   p.AtLeast("model.expert_d_ff", m.expert_d_ff(), 0);
+  p.AtLeast("model.num_shared_experts", m.num_shared_experts(), 0);
+  if (!moe && m.num_shared_experts() > 0) {
+    p.Add(absl::StrFormat(
+        "model.num_shared_experts=%d needs MoE layers (model.num_experts=%d; a dense model's FFN "
+        "is model.d_ff)",
+        m.num_shared_experts(), m.num_experts()));
+  }
   p.Positive("model.rms_norm_eps", m.rms_norm_eps());
   p.Positive("model.rope_base", m.rope_base());
   if (moe) {

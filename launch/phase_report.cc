@@ -78,6 +78,8 @@ PredictedPhases PredictPhases(const JobSpec& spec, const CostBreakdown& v3) {
   split(Component::kExtraFfn, 0, Phase::kDenseFfnForward, Phase::kDenseFfnBackward);
   split(Component::kRouter, 0, Phase::kRouterForward, Phase::kRouterBackward);
   split(Component::kExperts, 0, Phase::kExpertsForward, Phase::kExpertsBackward);
+  // The decoder times the shared experts' FFN as expert work (model/decoder.cc).
+  split(Component::kSharedExperts, 0, Phase::kExpertsForward, Phase::kExpertsBackward);
   split(Component::kLogits, 0, Phase::kLogitsLossForward, Phase::kLogitsLossBackward);
   for (Phase p : {Phase::kDispatchForward, Phase::kCombineForward, Phase::kDispatchBackward,
                   Phase::kCombineBackward}) {

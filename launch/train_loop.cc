@@ -82,6 +82,14 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
   const Mesh& mesh = trainer.mesh();
   console::Out(absl::StrFormat("--- resolved job spec (%s) ---\n%s-------------------------",
                                job_description, DescribeJob(spec)));
+  if (const ModelDims dims = DimsFromSpec(spec); dims.num_shared_experts > 0) {
+    console::Out(absl::StrFormat(
+        "shared experts: %d per MoE layer (d_ff %d each, %.3fM parameters per layer), every "
+        "token, no capacity, added to the routed experts' output",
+        dims.num_shared_experts, dims.expert_d_ff,
+        static_cast<double>(counts[Component::kSharedExperts].total) /
+            static_cast<double>(dims.NumMoeLayers()) / 1e6));
+  }
   console::Out(absl::StrFormat(
       "parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
       "\nmesh: %d chips (%dx%d torus), %d data shards (expert_parallel %d) x model_parallel %d,"

@@ -19,6 +19,7 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   const double f = dims.d_ff, fe = dims.expert_d_ff, e = dims.num_experts, k = dims.top_k;
   const bool openmoe = dims.ffn_form == FFN_OPENMOE;
   const double w0 = openmoe ? 2 * f : f, w0e = openmoe ? 2 * fe : fe;
+  const double fs = dims.SharedDff(), w0s = openmoe ? 2 * fs : fs;  // the shared experts' FFN
   const double kept = s.kept_rows, recv = s.received_rows, block = s.max_block_rows;
   const bool full = dims.remat == REMAT_FULL;
   const bool shared_attention = full || dims.remat == REMAT_ATTENTION;
@@ -47,7 +48,7 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   out.attention =
       attention_caches * (qkvc_bytes * 4 * t * a_width + kF * (t * h + 2 * t));
   out.ffn = kF * ffn_caches * t * (w0 + f);
-  out.moe = kF * (moe_caches * (routing + 2 * kept * d + recv * (w0e + fe) +
+  out.moe = kF * (moe_caches * (routing + 2 * kept * d + recv * (w0e + fe) + t * (w0s + fs) +
                                 (s.jitter ? t * d : 0)) +
                   (full ? moes * routing : 0));
   out.exchange = s.experts_remote ? kF * moes * recv * d : 0;
@@ -79,6 +80,13 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
     forward = std::max(forward, io + jitter + remote_forward + block * fe);
     backward = std::max(backward, io + 2 * kept * d + 2 * t * e + remote_backward +
                                       block * (2 * fe + w0e) + jitter);
+    if (fs > 0) {
+      // Shared experts: their forward runs once the routed experts have returned, holding its
+      // output (T d) and hidden (T Fs); their backward runs before the routed experts', with a
+      // dense FFN's temporaries.
+      forward = std::max(forward, io + t * d + t * fs);
+      backward = std::max(backward, io + t * (2 * fs + w0s));
+    }
   }
   // REMAT_FULL re-runs a layer's forward inside the backward, its last output in scratch.
   double peak = std::max(full ? forward + t * d : forward, backward);

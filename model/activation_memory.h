@@ -11,12 +11,15 @@
 //   attention            q, k, v, context 4 T A, log-sum-exp T H (one cache under remat)
 //   dense FFN            up-projections T (W0 + F) (one cache under REMAT_FULL)
 //   MoE                  routing ~ T (2E + 1 + 2k) + 4a, expert rows in and out 2 a d, expert
-//                        up-projections r (W0e + Fe), jitter T d when on (one under REMAT_FULL,
-//                        plus every layer's routing)
+//                        up-projections r (W0e + Fe), the shared experts' up-projections
+//                        T (W0s + Fs) (Fs = S Fe, W0s its wi_0 width), jitter T d when on (one
+//                        under REMAT_FULL, plus every layer's routing)
 //   once                 final input, d final norm, residual gradient 3 T d
 //   scratch              the largest sub-block's temporaries (normed input and output 2 T d,
 //                        then attention 4 T A, the FFN's 2F + W0 per row, the MoE's gradients
-//                        2 a d + 2 T E and one expert block's rows; a logits chunk)
+//                        2 a d + 2 T E and one expert block's rows, the shared experts' output
+//                        and hidden T (d + Fs) forward, 2Fs + W0s per row backward; a logits
+//                        chunk)
 //   expert exchange      (held by parallel/expert_parallel.h) r d per MoE layer when experts
 //                        are remote
 // Nothing here is collective.

@@ -24,6 +24,7 @@ ModelDims DimsFromSpec(const JobSpec& spec) {
   d.d_ff = m.d_ff();
   d.expert_d_ff = m.expert_d_ff() > 0 ? m.expert_d_ff() : m.d_ff();
   d.num_experts = m.num_experts();
+  d.num_shared_experts = m.num_shared_experts();
   d.moe_interval = m.moe_interval();
   d.top_k = spec.router().top_k();
   if (spec.router().selection() == EXPERTS_CHOOSE && m.num_experts() > 0) {

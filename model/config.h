@@ -20,6 +20,8 @@ struct ModelDims {
   int64_t d_ff = 0;         // dense FFN hidden size
   int64_t expert_d_ff = 0;  // expert FFN hidden size
   int64_t num_experts = 0;  // 0: dense model
+  // Shared experts per MoE layer (model.num_shared_experts): every token passes through them.
+  int64_t num_shared_experts = 0;
   int64_t moe_interval = 0;
   int64_t top_k = 2;
   bool extra_dense_ffn = true;
@@ -37,6 +39,9 @@ struct ModelDims {
     return num_experts > 0 && moe_interval > 0 && (layer + 1) % moe_interval == 0;
   }
   int64_t NumMoeLayers() const;
+  // The shared experts of an MoE layer as one gated FFN: S experts of hidden expert_d_ff are
+  // one FFN of hidden S * expert_d_ff (their columns side by side), 0 without shared experts.
+  int64_t SharedDff() const { return num_shared_experts * expert_d_ff; }
   int64_t AttentionWidth() const { return num_heads * head_dim; }
 };
 

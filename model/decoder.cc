@@ -63,8 +63,13 @@ Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, Expert
     add(Kind::kAttention, "attn_norm.scale", {"attn.wq", "attn.wk", "attn.wv", "attn.wo"});
     const bool moe = dims_.IsMoeLayer(i);
     if (moe) {
-      add(Kind::kMoe, "moe_norm.scale",
-          {"moe.router", "moe.experts.wi_0", "moe.experts.wi_1", "moe.experts.wo"});
+      std::vector<std::string> names = {"moe.router", "moe.experts.wi_0", "moe.experts.wi_1",
+                                        "moe.experts.wo"};
+      if (dims_.num_shared_experts > 0) {
+        for (const char* n : {"moe.shared.wi_0", "moe.shared.wi_1", "moe.shared.wo"})
+          names.push_back(n);
+      }
+      add(Kind::kMoe, "moe_norm.scale", names);
     }
     if (!moe || dims_.extra_dense_ffn) {
       add(Kind::kFfn, "mlp_norm.scale", {"mlp.wi_0", "mlp.wi_1", "mlp.wo"});
@@ -73,6 +78,7 @@ Decoder::Decoder(const ParamLayout& layout, const RoutingConfig& routing, Expert
   inputs_.resize(inputs);
   attention_caches_.resize(std::max(slots[static_cast<int>(Kind::kAttention)], 1));
   moe_caches_.resize(std::max(slots[static_cast<int>(Kind::kMoe)], 1));
+  if (dims_.num_shared_experts > 0) shared_caches_.resize(moe_caches_.size());
   ffn_caches_.resize(std::max(slots[static_cast<int>(Kind::kFfn)], 1));
   for (MoeCache& c : moe_caches_) c.scratch = &scratch_;
   if (full) kept_routing_.resize(dims_.num_layers);
@@ -83,6 +89,11 @@ namespace {
 AttentionDims MakeAttentionDims(const ModelDims& d, const Batch& batch) {
   return {.batch = batch.rows, .seq_len = batch.seq_len, .d_model = d.d_model,
           .num_heads = d.num_heads, .head_dim = d.head_dim, .precision = d.precision};
+}
+
+// The MoE layer's shared experts as one gated FFN (model/params.h), on this piece's columns.
+FfnDims SharedFfnDims(const ModelDims& d, int64_t tokens) {
+  return {tokens, d.d_model, d.SharedDff(), d.ffn_form, d.precision};
 }
 
 }  // namespace
@@ -126,6 +137,17 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
       cache.segment_ids = batch.segment_ids.data();
       sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, normed, &cache,
                                          out, runner_, b.layer, model_comm_);
+      if (dims_.num_shared_experts > 0) {
+        // Shared experts: every token, on the same normed input, added to the routed output.
+        // Their wo is row-parallel as a dense FFN's: each piece's part is summed over the group
+        // (the routed output is whole already).
+        ScopedPhase shared_phase(Phase::kExpertsForward);
+        float* shared = scratch_.Take(t * d);
+        FfnForward(SharedFfnDims(dims_, t), {w(4), w(5), w(6)}, normed,
+                   &shared_caches_[b.cache_slot], shared, /*accumulate=*/false, &scratch_);
+        if (model_comm_ != nullptr) model_comm_->AllReduceSum(shared, t * d);
+        AddInPlace(out, shared, t * d);
+      }
       break;
     }
   }
@@ -277,6 +299,14 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
                   &ffn_caches_[b.cache_slot], dy, {g(0), g(1), g(2)}, dn, &scratch_);
       break;
     case Kind::kMoe: {
+      if (dims_.num_shared_experts > 0) {
+        // Shared experts first, into the zeroed d normed; their pieces' parts summed over the
+        // group before the routed experts add their (already whole) share.
+        ScopedPhase shared_phase(Phase::kExpertsBackward);
+        FfnBackward(SharedFfnDims(dims_, t), {w(4), w(5), w(6)}, normed,
+                    &shared_caches_[b.cache_slot], dy, {g(4), g(5), g(6)}, dn, &scratch_);
+        if (model_comm_ != nullptr) model_comm_->AllReduceSum(dn, t * d);
+      }
       const MoeDims md{t, d, dims_.expert_d_ff, dims_.ffn_form, dims_.num_experts,
                        dims_.precision};
       MoeBackward(md, {w(0), w(1), w(2), w(3)}, normed, &moe_caches_[b.cache_slot], dy,
@@ -361,6 +391,7 @@ Decoder::Memory Decoder::memory() const {
                 final_normed_grad_.capacity_bytes() + residual_grad_.capacity_bytes();
   for (const AttentionCache& c : attention_caches_) m.attention += c.CapacityBytes();
   for (const FfnCache& c : ffn_caches_) m.ffn += c.g0.capacity_bytes() + c.g1.capacity_bytes();
+  for (const FfnCache& c : shared_caches_) m.moe += c.g0.capacity_bytes() + c.g1.capacity_bytes();
   for (const MoeCache& c : moe_caches_) {
     m.moe += RoutingBytes(c.routing) + c.jitter.capacity_bytes() +
              c.dispatched.capacity_bytes() + c.expert_out.capacity_bytes() +

@@ -4,17 +4,19 @@
 // Each layer is a list of residual sub-blocks x <- x + F(RMSNorm(x)):
 //   dense layer: F = attention, then F = FFN
 //   MoE layer:   F = attention, then F = MoE, then F = FFN (the extra dense FFN, switchable off)
+// With shared experts (dims.num_shared_experts), the MoE sub-block's F is the routed experts'
+// output plus the shared experts' (one gated FFN, model/params.h) on the same normed input.
 // Parameters and gradients are flat buffers in a ParamLayout. A Decoder owns the activations of
 // one microbatch shape and reuses them across calls.
 //
 // Memory. What the backward needs is kept per sub-block: its input (the residual stream) and
 // RMSNorm statistics, attention's q, k, v, context and log-sum-exp, the FFNs' up-projections, the
-// MoE's routing, expert rows and up-projections. Everything else (the normed input, recomputed
-// bit for bit from the input; the FFNs' gated hidden; every backward temporary; a chunk of
-// logits) comes from one ScratchArena shared by all sub-blocks, so it costs one sub-block's
-// worth. The logits run in chunks of tokens: the forward computes each chunk's loss and, when
-// given the gradients, its logits-weight gradient and d normed at once, so no (T, V) matrix
-// lives past its chunk. dims.remat (train.remat) trades compute for memory further:
+// MoE's routing, expert rows and up-projections (the shared experts' too). Everything else (the
+// normed input, recomputed bit for bit from the input; the FFNs' gated hidden; every backward
+// temporary; a chunk of logits) comes from one ScratchArena shared by all sub-blocks, so it costs
+// one sub-block's worth. The logits run in chunks of tokens: the forward computes each chunk's loss
+// and, when given the gradients, its logits-weight gradient and d normed at once, so no (T, V)
+// matrix lives past its chunk. dims.remat (train.remat) trades compute for memory further:
 //   REMAT_ATTENTION  attention keeps nothing but its input; its backward re-runs its forward
 //   REMAT_FULL       a layer keeps only its input; its backward re-runs the layer's forward
 //                    (MoE layers' dispatch and combine included: collective, as the forward)
@@ -26,8 +28,9 @@
 // logits. The residual stream, the norms and the router are replicated over the group; each
 // attention / FFN sub-block all-reduces its (T, d) output in the forward and its input gradient
 // in the backward (before the norm's backward); the MoE sub-block all-reduces the experts' rows
-// instead (model/moe.h); the embedding all-reduces its lookup and the logits run the
-// vocabulary-parallel loss (model/losses.h), so no rank holds (T, V) logits. Every rank of the
+// instead (model/moe.h), and its shared experts' output and input gradient as an FFN does; the
+// embedding all-reduces its lookup and the logits run the vocabulary-parallel loss
+// (model/losses.h), so no rank holds (T, V) logits. Every rank of the
 // group then returns the same sums and the same whole gradient of every replicated parameter.
 #pragma once
 
@@ -92,6 +95,7 @@ class Decoder {
     int64_t attention = 0;  // attention caches
     int64_t ffn = 0;        // dense FFN caches
     int64_t moe = 0;        // MoE caches: routing, expert rows in and out, experts' caches
+                            // (the shared experts' included)
     int64_t scratch = 0;    // the shared arena
     int64_t saved() const { return residual + attention + ffn + moe; }
   };
@@ -108,7 +112,8 @@ class Decoder {
     bool first_of_layer;
     const ParamInfo* norm;
     std::vector<const ParamInfo*> weights;  // attention: wq wk wv wo; ffn: wi_0 wi_1 wo;
-                                            // moe: router wi_0 wi_1 wo
+                                            // moe: router wi_0 wi_1 wo, then the shared
+                                            // experts' wi_0 wi_1 wo when it has them
     int input_slot;  // inputs_[input_slot]: (T, d) residual stream entering the sub-block
     int cache_slot;  // into the cache vector of its kind (shared by sub-blocks under remat)
     Tensor rstd;     // (T)
@@ -139,6 +144,7 @@ class Decoder {
   std::vector<AttentionCache> attention_caches_;
   std::vector<FfnCache> ffn_caches_;
   std::vector<MoeCache> moe_caches_;
+  std::vector<FfnCache> shared_caches_;  // the shared experts', by MoE cache slot
   std::vector<Routing> kept_routing_;  // REMAT_FULL: each MoE layer's routing, by layer
   ScratchArena scratch_;
   const ParamInfo* embedding_;

@@ -7,16 +7,19 @@
 // Activated parameters are those one token uses in a forward pass:
 //   - expert tensors count top_k / num_experts of their size: the top_k experts a token is routed
 //     to (before capacity drops; a dropped choice uses none, so this is an upper bound);
-//   - everything else counts fully, INCLUDING the input embedding (a token reads one row of it,
-//     but by the usual convention the embedding is counted, so a dense model's activated count
-//     equals its total).
+//   - everything else counts fully: the shared experts (model.num_shared_experts; every token
+//     passes through all of them, so one has 4 d Fe parameters per MoE layer in the OpenMoE
+//     form, wi_0 being d x 2Fe, and 3 d Fe in the SwiGLU form, in both counts), and INCLUDING
+//     the input embedding (a token reads one row of it, but by the usual convention the
+//     embedding is counted, so a dense model's activated count equals its total).
 // The "non-embedding" figures leave out the input embedding table only; the untied logits
 // projection is a matmul every token pays for and stays in.
 //
 // Training FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B):
 //   6 * N + 12 * L * H * hd * S
 // where N = activated parameters of every matmul: attention wq wk wv wo, dense and extra FFNs, the
-// top_k experts, the router and the logits; not the embedding lookup nor the norm scales.
+// top_k experts, the shared experts, the router and the logits; not the embedding lookup nor the
+// norm scales.
 // 6 = 2 (multiply + add) * 3 (the forward matmul and the two backward ones). The second term is
 // the attention scores and the weighted sum of values (QK^T and AV: 2 * 2 * S * hd per head per
 // layer forward, times 3), over the full S x S matrix, not halved for the causal mask, as PaLM
@@ -31,8 +34,9 @@
 namespace openmoe {
 
 inline constexpr Component kAllComponents[] = {
-    Component::kEmbedding, Component::kAttention, Component::kNorm,   Component::kDenseFfn,
-    Component::kExperts,   Component::kExtraFfn,  Component::kRouter, Component::kLogits};
+    Component::kEmbedding, Component::kAttention, Component::kNorm,
+    Component::kDenseFfn,  Component::kExperts,   Component::kExtraFfn,
+    Component::kRouter,    Component::kLogits,    Component::kSharedExperts};
 inline constexpr int kNumComponents = sizeof(kAllComponents) / sizeof(kAllComponents[0]);
 
 struct ComponentCount {

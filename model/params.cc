@@ -19,6 +19,7 @@ const char* ComponentName(Component c) {
     case Component::kExtraFfn: return "extra_ffn";
     case Component::kRouter: return "router";
     case Component::kLogits: return "logits";
+    case Component::kSharedExperts: return "shared_experts";
   }
   return "?";
 }
@@ -98,7 +99,7 @@ ParamLayout::ParamLayout(const ModelDims& dims, ParamShard shard)
   const int64_t parts = shard.model_parts;
   local_dims_.num_heads = dims.num_heads / parts;
   local_dims_.d_ff = dims.d_ff / parts;
-  local_dims_.expert_d_ff = dims.expert_d_ff / parts;
+  local_dims_.expert_d_ff = dims.expert_d_ff / parts;  // and so the shared experts' S * Fe
   local_dims_.padded_vocab_size = dims.padded_vocab_size / parts;
   const int64_t d = dims.d_model, v = dims.padded_vocab_size, a = dims.AttentionWidth();
   const int64_t h = dims.num_heads, hd = dims.head_dim;
@@ -140,6 +141,16 @@ ParamLayout::ParamLayout(const ModelDims& dims, ParamShard shard)
           Component::kExperts, Truncated(d));
       Add(l + "moe.experts.wo", {e, ef, d}, {e, ef, d}, {A::kExpert, A::kMlp, A::kEmbed},
           Component::kExperts, Truncated(ef));
+      if (const int64_t sf = dims.SharedDff(); sf > 0) {
+        // Replicated over the expert axis and split on mlp over the model axis, as a dense FFN.
+        // wo's fan-in is one shared expert's hidden size: each is initialised as an expert is.
+        Add(l + "moe.shared.wi_0", {d, (pair ? 2 : 1) * sf}, wi0_view(sf), wi0_axes(),
+            Component::kSharedExperts, Truncated(d));
+        Add(l + "moe.shared.wi_1", {d, sf}, {d, sf}, {A::kEmbed, A::kMlp},
+            Component::kSharedExperts, Truncated(d));
+        Add(l + "moe.shared.wo", {sf, d}, {sf, d}, {A::kMlp, A::kEmbed}, Component::kSharedExperts,
+            Truncated(ef));
+      }
     }
     if (!moe || dims.extra_dense_ffn) {
       const Component c = moe ? Component::kExtraFfn : Component::kDenseFfn;

@@ -3,6 +3,9 @@
 // Parameters, gradients and optimizer state all use this layout, so reductions and checkpoints see
 // one buffer. Expert tensors have the expert id as their leading dim (E, ...). Names are global and
 // stable: "embedding", "layers.3.attn.wq", "layers.3.moe.experts.wi_0", "logits", ...
+// An MoE layer's shared experts (ModelDims::num_shared_experts S > 0) are stored as one gated
+// FFN of hidden S * expert_d_ff, "layers.3.moe.shared.{wi_0,wi_1,wo}": shared expert s is
+// columns [s * Fe, (s + 1) * Fe) of wi_1 and of each half of wi_0 (OpenMoE form), rows of wo.
 //
 // Building a layout allocates nothing, so `openmoe plan` can count the 34B config.
 #pragma once
@@ -16,8 +19,19 @@
 
 namespace openmoe {
 
-// What a parameter is part of, for the per-component counts of `openmoe plan`.
-enum class Component { kEmbedding, kAttention, kNorm, kDenseFfn, kExperts, kExtraFfn, kRouter, kLogits };
+// What a parameter is part of, for the per-component counts of `openmoe plan`. kSharedExperts:
+// model.num_shared_experts, which every token uses (not expert tensors: no expert dim).
+enum class Component {
+  kEmbedding,
+  kAttention,
+  kNorm,
+  kDenseFfn,
+  kExperts,
+  kExtraFfn,
+  kRouter,
+  kLogits,
+  kSharedExperts
+};
 const char* ComponentName(Component c);
 
 enum class InitKind {

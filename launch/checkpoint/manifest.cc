@@ -135,6 +135,7 @@ absl::Status CheckModelCompatible(const JobSpec& saved, const JobSpec& job) {
       {"model.moe_interval", a.moe_interval, b.moe_interval},
       {"model.expert_d_ff (0 means model.d_ff)", a.expert_d_ff, b.expert_d_ff},
       {"model.extra_dense_ffn", a.extra_dense_ffn, b.extra_dense_ffn},
+      {"model.num_shared_experts", a.num_shared_experts, b.num_shared_experts},
   };
   for (const Field& f : fields) {
     if (f.saved != f.job) {

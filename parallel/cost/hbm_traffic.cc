@@ -15,6 +15,7 @@ TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expe
   auto gate_forward = saved_gate;  // the forward reads the inputs the backward keeps, writes one
   const double f = static_cast<double>(dims.d_ff);
   const double fe = static_cast<double>(dims.expert_d_ff);
+  const double fs = static_cast<double>(dims.SharedDff());
 
   TokenTraffic t;
   for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
@@ -30,6 +31,11 @@ TokenTraffic TrafficPerToken(const ModelDims& dims, int64_t seq_len, double expe
       t.elementwise_elements += 14 * d + 5 * e + 5 * r * d + r * gate(fe);
       t.saved_elements += 2 * d + e + 2 * r * d + r * saved_gate(fe);
       t.layer_forward_elements += 6 * d + 2 * e + 3 * r * d + r * gate_forward(fe);
+      if (fs > 0) {  // shared experts: their gate on every token, and the add to the routed output
+        t.elementwise_elements += 6 * d + gate(fs);
+        t.saved_elements += saved_gate(fs);
+        t.layer_forward_elements += 3 * d + gate_forward(fs);
+      }
     }
     if (!moe || dims.extra_dense_ffn) {
       t.elementwise_elements += 11 * d + gate(f);

@@ -15,12 +15,14 @@
 //   gated act. OpenMoE    4f (a, b, c -> h)              7f (a, b, c, dh -> 3)     11f
 //   gated act. SwiGLU     3f                             5f                        8f
 //   dispatch + combine    3rd + d                        2rd + 2d                  5rd + 3d
+//   shared experts' add   3d (routed + shared)           3d (into d normed)        6d
 //   router softmax        2E                             3E                        5E
 //   embedding lookup      2d                             2d                        4d
 //   loss on the logits    V (logsumexp)                  2V (read, write dlogits)  3V
 // Per layer: attention block 11d + 8A; a dense FFN block (and the extra dense FFN of an MoE
-// layer) 11d + gate(f); an MoE block 14d + 5E + 5rd + r gate(f_e). Per token once: final norm,
-// embedding and loss 9d + 3V.
+// layer) 11d + gate(f); an MoE block 14d + 5E + 5rd + r gate(f_e), plus 6d + gate(f_s) with
+// shared experts (f_s = S f_e: every token runs them). Per token once: final norm, embedding and
+// loss 9d + 3V.
 //
 //
 // The attention's S x S passes (the scores' softmax and the attention matmuls' S x S operands) are
@@ -30,12 +32,15 @@
 // What a recomputation runs again (the forward column, S x S passes apart): the attention
 // sub-block's RoPE, 4A per layer (REMAT_ATTENTION: the norm output is kept); a whole layer's
 // forward (REMAT_FULL): attention block 5d + 4A, dense FFN block 5d + gate_fwd(f), MoE block
-// 6d + 2E + 3rd + r gate_fwd(f_e), gate_fwd OpenMoE 4f, SwiGLU 3f.
+// 6d + 2E + 3rd + r gate_fwd(f_e) (+ 3d + gate_fwd(f_s) with shared experts), gate_fwd OpenMoE
+// 4f, SwiGLU 3f.
 //
 // Saved activations per token (no rematerialisation): attention block 2d + 4A + HS (x, norm
 // out, q, k, v, probs, attention out; the probabilities are kept, as the modelled T5X / GShard
-// runs on v3 do: XLA's attention there is not blocked, unlike this trainer's); FFN block 2d + saved_gate(f) with saved_gate OpenMoE 4f
-// (a, b, c, h), SwiGLU 3f; MoE block 2d + E + 2rd + r saved_gate(f_e); once: 2d + V (logits).
+// runs on v3 do: XLA's attention there is not blocked, unlike this trainer's); FFN block 2d +
+// saved_gate(f) with saved_gate OpenMoE 4f (a, b, c, h), SwiGLU 3f; MoE block 2d + E + 2rd + r
+// saved_gate(f_e) (+ saved_gate(f_s) with shared experts: they read the block's norm output); once:
+// 2d + V (logits).
 #pragma once
 
 #include "model/config.h"

@@ -285,6 +285,12 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
   absl::StrAppendFormat(&s, "  attention         %d heads x %d\n", d.num_heads, d.head_dim);
   absl::StrAppendFormat(&s, "  d_ff              %d (experts %d), %s\n", d.d_ff, d.expert_d_ff,
                         d.ffn_form == FFN_OPENMOE ? "FFN_OPENMOE" : "FFN_SWIGLU");
+  if (d.num_shared_experts > 0) {
+    absl::StrAppendFormat(&s,
+                          "  shared experts    %d per MoE layer (d_ff %d each), every token, "
+                          "added to the routed output\n",
+                          d.num_shared_experts, d.expert_d_ff);
+  }
   absl::StrAppendFormat(&s, "  vocab             %d (padded %d)\n\n", d.vocab_size,
                         d.padded_vocab_size);
 
@@ -344,8 +350,9 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
   }
   row("total", r.params.total, r.params.activated);
   row("non-embedding", r.params.non_embedding_total, r.params.non_embedding_activated);
-  s += "  (activated: experts count top_k/num_experts of their parameters, the rest fully, the\n"
-       "   input embedding included; non-embedding leaves out the input embedding only)\n\n";
+  s += "  (activated: experts count top_k/num_experts of their parameters, the rest fully (shared\n"
+       "   experts too), the input embedding included; non-embedding leaves out the input\n"
+       "   embedding only)\n\n";
 
   absl::StrAppendFormat(&s, "training FLOPs\n");
   absl::StrAppendFormat(&s, "  per token         %s = 6 x %s matmul params + %s attention\n",
@@ -376,12 +383,14 @@ void PrintPlanJson(const PlanReport& r, std::ostream& out) {
   absl::StrAppendFormat(
       &s,
       "  \"model\": {\"num_layers\": %d, \"num_moe_layers\": %d, \"d_model\": %d, \"num_heads\": "
-      "%d, \"head_dim\": %d, \"d_ff\": %d, \"expert_d_ff\": %d, \"num_experts\": %d, \"top_k\": "
+      "%d, \"head_dim\": %d, \"d_ff\": %d, \"expert_d_ff\": %d, \"num_experts\": %d, "
+      "\"num_shared_experts\": %d, \"top_k\": "
       "%d, \"moe_interval\": %d, \"extra_dense_ffn\": %s, \"ffn_form\": %s, \"vocab_size\": %d, "
       "\"padded_vocab_size\": %d},\n",
       d.num_layers, r.num_moe_layers, d.d_model, d.num_heads, d.head_dim, d.d_ff, d.expert_d_ff,
-      d.num_experts, d.top_k, d.moe_interval, d.extra_dense_ffn ? "true" : "false",
-      JsonString(FfnForm_Name(d.ffn_form)), d.vocab_size, d.padded_vocab_size);
+      d.num_experts, d.num_shared_experts, d.top_k, d.moe_interval,
+      d.extra_dense_ffn ? "true" : "false", JsonString(FfnForm_Name(d.ffn_form)), d.vocab_size,
+      d.padded_vocab_size);
   absl::StrAppendFormat(
       &s,
       "  \"mesh\": {\"chip\": %s, \"num_chips\": %d, \"torus_x\": %d, \"torus_y\": %d, "

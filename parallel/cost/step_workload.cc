@@ -278,8 +278,10 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
       c.calls = calls_per_microbatch * w.microbatches;
       w.collectives.push_back(c);
     };
+    // The shared experts of an MoE layer all-reduce as a dense FFN does.
     const int64_t ffns = (dims.num_layers - w.num_moe_layers) +
-                         (dims.extra_dense_ffn ? w.num_moe_layers : 0);
+                         (dims.extra_dense_ffn ? w.num_moe_layers : 0) +
+                         (dims.num_shared_experts > 0 ? w.num_moe_layers : 0);
     const double t_mb = static_cast<double>(w.tokens_per_chip_microbatch);
     const double d = static_cast<double>(dims.d_model);
     model_collective(CollectiveKind::kAllReduceModel, t_mb * d * act_bytes,

@@ -19,7 +19,8 @@
 //                     attention in the attention matmuls; its elementwise elements, S x S passes
 //                     and operands in those terms below
 //   model FLOPs       TrainingFlopsPerToken(layout, seq_len).total * T / mp (PaLM's
-//                     6N + 12 L H hd S, model/param_count.h; the split matmuls. The replicated
+//                     6N + 12 L H hd S, model/param_count.h, shared experts in N; the split
+//                     matmuls. The replicated
 //                     router's d x E is counted split too: it is < 0.01% of N)
 //   elementwise HBM   TrafficPerToken(local_dims, ...).elementwise_elements * ActivationBytes(spec)
 //                     * T (parallel/cost/hbm_traffic.h: d_model-wide work is whole on every chip
@@ -99,10 +100,12 @@
 // ModelGroupChips: mp consecutive chips, num_chips / mp groups):
 //   all_reduce_model          T_mb * d_model * activation_bytes per call: forward, one after
 //                             attention's row-parallel wo per layer, one after every dense /
-//                             extra FFN's wo, one after the vocab-parallel embedding lookup;
-//                             backward, one of the input gradient per attention and FFN
-//                             sub-block, and one of d(final hidden) from the logits:
-//                             2 L + 2 (dense + extra FFNs) + 2 calls per microbatch
+//                             extra FFN's wo and every MoE layer's shared experts' wo, one
+//                             after the vocab-parallel embedding lookup; backward, one of the
+//                             input gradient per attention and FFN sub-block (and shared
+//                             experts), and one of d(final hidden) from the logits:
+//                             2 L + 2 (dense + extra FFNs + MoE layers with shared experts) + 2
+//                             calls per microbatch
 //   all_reduce_model_experts  the expert rows a chip's shard holds (rows per group * groups per
 //                             shard per microbatch) * d_model * activation_bytes: the expert
 //                             outputs before the combine, and their input gradients: 2 per MoE

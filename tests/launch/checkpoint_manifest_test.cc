@@ -109,6 +109,11 @@ TEST(CheckModelCompatible, NamesTheFirstDifferingField) {
   b = a;
   b.mutable_model()->set_vocab_size(1000);
   EXPECT_NE(CheckModelCompatible(a, b).message().find("model.vocab_size"), std::string::npos);
+  b = a;
+  b.mutable_model()->set_num_shared_experts(1);
+  EXPECT_NE(
+      CheckModelCompatible(a, b).message().find("model.num_shared_experts=0 in the checkpoint"),
+      std::string::npos);
 }
 
 TEST(CheckTensorIndex, ExpertRangesMustCoverEveryExpertOnce) {

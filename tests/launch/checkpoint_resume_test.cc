@@ -82,6 +82,11 @@ TEST(CheckpointResume, MicrobatchesAreBitwiseExact) {
   ExpectResumeIsBitwiseExact(CheckpointJob(4, 4, 2, /*microbatches=*/2), 2);
 }
 
+// Shared experts' parameters and optimizer state travel with the others (8 chips, ep 4).
+TEST(CheckpointResume, SharedExpertsAreBitwiseExact) {
+  ExpectResumeIsBitwiseExact(testing::WithSharedExperts(CheckpointJob(8, 8, 4), 2, 16), 3);
+}
+
 TEST(CheckpointResume, DenseModelIsBitwiseExact) {
   ExpectResumeIsBitwiseExact(CheckpointJob(0, 2, 1), 2);
 }

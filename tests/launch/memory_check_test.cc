@@ -93,5 +93,24 @@ TEST(MemoryCheck, ARankOfASplitModelGroupHoldsItsPiece) {
   EXPECT_DOUBLE_EQ(e.communication_bytes, act.exchange);
 }
 
+TEST(MemoryCheck, SharedExpertsAreInTheRanksPieceAndItsActivations) {
+  // The split model group above, with 2 shared experts of 128 (tiny's d_ff) per MoE layer: the
+  // rank holds half of their 256 hidden units in each of the 2 MoE layers, and keeps their
+  // up-projections (OpenMoE form: 2 x 128 + 128 per token) for its 256 tokens.
+  JobSpec spec = Tiny();
+  spec.mutable_mesh()->set_expert_parallel(2);
+  spec.mutable_mesh()->set_model_parallel(2);
+  JobSpec shared = spec;
+  shared.mutable_model()->set_num_shared_experts(2);
+  ASSERT_TRUE(ValidateJob(shared).ok()) << ValidateJob(shared);
+  RankMemoryEstimate without, with;
+  ASSERT_TRUE(EstimateRankMemory(spec, 4, 0, &without).ok());
+  ASSERT_TRUE(EstimateRankMemory(shared, 4, 0, &with).ok());
+  const double d = 64, fs = 2 * 128 / 2;
+  EXPECT_DOUBLE_EQ(with.params_bytes - without.params_bytes,
+                   4 * 2 * (d * 2 * fs + d * fs + fs * d));
+  EXPECT_DOUBLE_EQ(with.activation_bytes - without.activation_bytes, 4 * 2 * 256 * (2 * fs + fs));
+}
+
 }  // namespace
 }  // namespace openmoe

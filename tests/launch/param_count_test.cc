@@ -30,8 +30,10 @@ JobSpec LoadConfig(const std::string& name, const std::vector<std::string>& sets
 struct Expected {
   int64_t embedding, attention, norms, dense_ffn, experts, extra_ffn, router, logits;
   int64_t experts_activated;
+  int64_t shared_experts;  // every token uses them: activated = total
   int64_t total() const {
-    return embedding + attention + norms + dense_ffn + experts + extra_ffn + router + logits;
+    return embedding + attention + norms + dense_ffn + experts + extra_ffn + router + logits +
+           shared_experts;
   }
   int64_t activated() const { return total() - experts + experts_activated; }
 };
@@ -60,6 +62,8 @@ Expected ClosedForm(const JobSpec& spec) {
   e.experts = moe_layers * E * expert;
   e.experts_activated = moe_layers * k * expert;
   e.router = moe_layers * d * E;
+  // model.num_shared_experts: each a whole expert in every MoE layer.
+  e.shared_experts = moe_layers * m.num_shared_experts() * expert;
   return e;
 }
 
@@ -76,6 +80,8 @@ void ExpectCountsMatch(const JobSpec& spec) {
   EXPECT_EQ(c[Component::kExtraFfn].total, e.extra_ffn);
   EXPECT_EQ(c[Component::kRouter].total, e.router);
   EXPECT_EQ(c[Component::kLogits].total, e.logits);
+  EXPECT_EQ(c[Component::kSharedExperts].total, e.shared_experts);
+  EXPECT_EQ(c[Component::kSharedExperts].activated, e.shared_experts);
   EXPECT_EQ(c[Component::kExperts].activated, e.experts_activated);
   EXPECT_EQ(c[Component::kAttention].activated, e.attention);
   EXPECT_EQ(c[Component::kEmbedding].activated, e.embedding);
@@ -123,6 +129,33 @@ TEST(ParamCountTest, VariantsMatchClosedForm) {
   ExpectCountsMatch(LoadConfig("openmoe_base_16e.pbtxt", {"model.extra_dense_ffn=false"}));
   ExpectCountsMatch(LoadConfig("tiny.pbtxt", {"model.expert_d_ff=96", "router.top_k=1",
                                               "model.moe_interval=1", "model.vocab_size=500"}));
+}
+
+// Shared experts (fine-grained: expert_d_ff a quarter of d_ff): a shared expert counts exactly
+// 4 x d_model x expert_d_ff parameters per MoE layer in the OpenMoE form (wi_0 is d x 2Fe, wi_1
+// d x Fe, wo Fe x d) and 3 x in the SwiGLU form, in the total and in the activated counts.
+TEST(ParamCountTest, SharedExpertsMatchClosedForm) {
+  const std::vector<std::string> shared = {"model.num_shared_experts=2", "model.expert_d_ff=2048"};
+  const JobSpec openmoe = LoadConfig("openmoe_8b_32e.pbtxt", shared);
+  ExpectCountsMatch(openmoe);
+  const ParamCounts c = CountParams(ParamLayout(DimsFromSpec(openmoe)));
+  const ParamCounts none = CountParams(
+      ParamLayout(DimsFromSpec(LoadConfig("openmoe_8b_32e.pbtxt", {"model.expert_d_ff=2048"}))));
+  // 4 MoE layers x 2 shared experts x 4 x 2048 x 2048.
+  EXPECT_EQ(c[Component::kSharedExperts].total, 4LL * 2 * 4 * 2048 * 2048);
+  EXPECT_EQ(c[Component::kSharedExperts].activated, 4LL * 2 * 4 * 2048 * 2048);
+  EXPECT_EQ(c.total - none.total, 4LL * 2 * 4 * 2048 * 2048);
+  EXPECT_EQ(c.activated - none.activated, 4LL * 2 * 4 * 2048 * 2048);
+  EXPECT_EQ(c.expert_total, none.expert_total);  // not expert tensors
+
+  std::vector<std::string> swiglu = shared;
+  swiglu.push_back("model.ffn_form=FFN_SWIGLU");
+  const JobSpec plain = LoadConfig("openmoe_8b_32e.pbtxt", swiglu);
+  ExpectCountsMatch(plain);
+  EXPECT_EQ(CountParams(ParamLayout(DimsFromSpec(plain)))[Component::kSharedExperts].total,
+            4LL * 2 * 3 * 2048 * 2048);
+  ExpectCountsMatch(LoadConfig("tiny.pbtxt", {"model.num_shared_experts=3", "model.expert_d_ff=32",
+                                              "model.extra_dense_ffn=false"}));
 }
 
 // A rank under expert parallelism holds a shard of the experts (train_step_bench passes the

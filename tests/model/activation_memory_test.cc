@@ -17,6 +17,7 @@ struct Case {
   Remat remat;
   FfnForm form;
   bool jitter;
+  int64_t shared_experts = 0;
 };
 
 class ActivationMemoryTest : public ::testing::TestWithParam<Case> {};
@@ -35,6 +36,7 @@ TEST_P(ActivationMemoryTest, EstimateMatchesTheDecoder) {
   m->set_num_experts(4);
   m->set_moe_interval(2);
   m->set_ffn_form(c.form);
+  m->set_num_shared_experts(c.shared_experts);
   spec.mutable_router()->set_group_size(128);
   spec.mutable_train()->set_remat(c.remat);
   const ModelDims dims = DimsFromSpec(spec);
@@ -86,12 +88,16 @@ TEST_P(ActivationMemoryTest, EstimateMatchesTheDecoder) {
 
 INSTANTIATE_TEST_SUITE_P(
     Policies, ActivationMemoryTest,
-    ::testing::Values(Case{REMAT_NONE, FFN_OPENMOE, false}, Case{REMAT_ATTENTION, FFN_OPENMOE, false},
-                    Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
-                    Case{REMAT_FULL, FFN_SWIGLU, true}),
+    ::testing::Values(Case{REMAT_NONE, FFN_OPENMOE, false},
+                      Case{REMAT_ATTENTION, FFN_OPENMOE, false},
+                      Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
+                      Case{REMAT_FULL, FFN_SWIGLU, true}, Case{REMAT_NONE, FFN_OPENMOE, false, 2},
+                      Case{REMAT_FULL, FFN_SWIGLU, false, 1}),
     [](const auto& info) {
       return Remat_Name(info.param.remat) + "_" + FfnForm_Name(info.param.form) +
-             (info.param.jitter ? "_jitter" : "");
+             (info.param.jitter ? "_jitter" : "") +
+             (info.param.shared_experts > 0 ? "_shared" + std::to_string(info.param.shared_experts)
+                                            : "");
     });
 
 }  // namespace

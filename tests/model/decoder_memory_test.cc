@@ -1,8 +1,9 @@
 // The decoder's memory policies change what is kept, never what is computed: every remat policy
 // gives the same bits as keeping everything, and chunked logits agree with the whole (T, V)
 // logits to fp32 summation order. Runs with MoE drops, packed segments, padding weights, router
-// jitter and every loss term on; in FP32 and BF16.
+// jitter and every loss term on, with and without shared experts; in FP32 and BF16.
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -12,7 +13,7 @@
 namespace openmoe {
 namespace {
 
-JobSpec SmallSpec(Remat remat, ComputeDtype dtype) {
+JobSpec SmallSpec(Remat remat, ComputeDtype dtype, int64_t shared_experts = 0) {
   JobSpec spec;
   ModelConfig* m = spec.mutable_model();
   m->set_vocab_size(61);  // padded to 64
@@ -25,6 +26,7 @@ JobSpec SmallSpec(Remat remat, ComputeDtype dtype) {
   m->set_expert_d_ff(12);
   m->set_num_experts(4);
   m->set_moe_interval(2);
+  m->set_num_shared_experts(shared_experts);
   spec.mutable_router()->set_group_size(16);
   spec.mutable_router()->set_capacity_factor(1.0);  // drops happen
   spec.mutable_router()->set_min_capacity(2);
@@ -57,8 +59,9 @@ struct StepRun {
 };
 
 // Two steps on the same decoder (the second reuses every buffer, as training does).
-StepRun RunDecoder(Remat remat, ComputeDtype dtype, int64_t logits_chunk, double jitter) {
-  const JobSpec spec = SmallSpec(remat, dtype);
+StepRun RunDecoder(Remat remat, ComputeDtype dtype, int64_t logits_chunk, double jitter,
+                   int64_t shared_experts = 0) {
+  const JobSpec spec = SmallSpec(remat, dtype, shared_experts);
   const ModelDims dims = DimsFromSpec(spec);
   const ParamLayout layout(dims);
   std::vector<float> params(layout.total_size());
@@ -90,14 +93,15 @@ StepRun RunDecoder(Remat remat, ComputeDtype dtype, int64_t logits_chunk, double
 class DecoderMemoryTest : public ::testing::TestWithParam<ComputeDtype> {};
 
 TEST_P(DecoderMemoryTest, RematPoliciesGiveTheSameBits) {
-  for (double jitter : {0.0, 0.1}) {
-    const StepRun none = RunDecoder(REMAT_NONE, GetParam(), 0, jitter);
+  for (const auto& [jitter, shared] : {std::pair<double, int64_t>{0.0, 0}, {0.1, 0}, {0.0, 2}}) {
+    SCOPED_TRACE(shared);
+    const StepRun none = RunDecoder(REMAT_NONE, GetParam(), 0, jitter, shared);
     int dropped = 0;
     for (int32_t s : none.routing) dropped += s < 0;
     ASSERT_GT(dropped, 0) << "the test needs drops";
     for (Remat remat : {REMAT_ATTENTION, REMAT_FULL}) {
       SCOPED_TRACE(Remat_Name(remat));
-      const StepRun r = RunDecoder(remat, GetParam(), 0, jitter);
+      const StepRun r = RunDecoder(remat, GetParam(), 0, jitter, shared);
       EXPECT_EQ(r.sums.loss, none.sums.loss);
       EXPECT_EQ(r.sums.lm.cross_entropy, none.sums.lm.cross_entropy);
       EXPECT_EQ(r.routing, none.routing);

@@ -1,5 +1,6 @@
 // The whole model's backward against finite differences of its forward, with MoE layers (drops
-// included), packed segments, padding weights, and every loss term switched on.
+// included, shared experts or not), packed segments, padding weights, and every loss term
+// switched on.
 #include "model/decoder.h"
 
 #include <cstring>
@@ -13,7 +14,7 @@
 namespace openmoe {
 namespace {
 
-JobSpec TinySpec(FfnForm form) {
+JobSpec TinySpec(FfnForm form, int64_t shared_experts = 0) {
   JobSpec spec;
   ModelConfig* m = spec.mutable_model();
   m->set_vocab_size(29);  // padded to 32
@@ -27,6 +28,7 @@ JobSpec TinySpec(FfnForm form) {
   m->set_num_experts(4);
   m->set_moe_interval(2);
   m->set_ffn_form(form);
+  m->set_num_shared_experts(shared_experts);
   spec.mutable_router()->set_group_size(8);
   spec.mutable_router()->set_capacity_factor(1.0);  // C = max(3, round(1.0 * 8 / 4)) = 3: drops happen
   spec.mutable_router()->set_min_capacity(3);
@@ -62,8 +64,8 @@ std::vector<int32_t> RoutingSignature(const Decoder& decoder, const ModelDims& d
   return sig;
 }
 
-void CheckWholeModel(FfnForm form) {
-  const JobSpec spec = TinySpec(form);
+void CheckWholeModel(FfnForm form, int64_t shared_experts = 0) {
+  const JobSpec spec = TinySpec(form, shared_experts);
   const ModelDims dims = DimsFromSpec(spec);
   const ParamLayout layout(dims);
   std::vector<float> params(layout.total_size());
@@ -99,6 +101,7 @@ void CheckWholeModel(FfnForm form) {
   testing::GradCheckOptions opt;
   opt.step = 2e-3;  // small: keeps the routing fixed; fp32 noise ~1e-7 * 4 / 2e-3 = 2e-4 < atol
   opt.coords = 6;
+  if (shared_experts > 0) EXPECT_NE(layout.Find("layers.1.moe.shared.wo"), nullptr);
   for (const ParamInfo& p : layout.params()) {
     testing::ExpectGradientMatches(p.name, loss, params.data() + p.offset, p.size,
                                    grads.data() + p.offset, opt);
@@ -107,6 +110,8 @@ void CheckWholeModel(FfnForm form) {
 
 TEST(DecoderGradient, WholeModelOpenMoeFfn) { CheckWholeModel(FFN_OPENMOE); }
 TEST(DecoderGradient, WholeModelSwiGlu) { CheckWholeModel(FFN_SWIGLU); }
+TEST(DecoderGradient, SharedExpertsOpenMoeFfn) { CheckWholeModel(FFN_OPENMOE, 2); }
+TEST(DecoderGradient, SharedExpertsSwiGlu) { CheckWholeModel(FFN_SWIGLU, 1); }
 
 TEST(Decoder, DenseLayersHaveNoRouting) {
   JobSpec spec = TinySpec(FFN_OPENMOE);

@@ -15,5 +15,14 @@ TEST(Bf16Layout, OneRankEightChipsAndMicrobatches) {
                                /*steps=*/3, /*tolerance=*/1e-3);
 }
 
+TEST(Bf16Layout, SharedExpertsOnTheExpertAndModelAxes) {
+  JobSpec spec = testing::WithSharedExperts(testing::LayoutJob(8), 2, 16);
+  spec.mutable_train()->set_compute_dtype(BF16);
+  SelfCommunicator self;
+  testing::ExpectSameAsOneChip(
+      testing::WithModelParallel(testing::OnMesh(spec, 8, 4, 2, /*microbatches=*/2), 2), &self,
+      /*steps=*/3, /*tolerance=*/1e-3);
+}
+
 }  // namespace
 }  // namespace openmoe

@@ -34,6 +34,17 @@ TEST(LayoutInvariance, OneRankAnyModelParallelism) {
       ExpectSameAsOneChip(WithModelParallel(OnMesh(LayoutJob(8), 8, 4, ep, 2), mp), &self);
 }
 
+// Shared experts (2 of hidden 16, fine-grained: half of d_ff) on the expert axis (replicated
+// there) and on the model axis (split on mlp, their output and input gradient all-reduced), with
+// microbatches: the one-chip losses and gradients.
+TEST(LayoutInvariance, SharedExpertsOnTheExpertAndModelAxes) {
+  const JobSpec job = testing::WithSharedExperts(LayoutJob(8), 2, 16);
+  SelfCommunicator self;
+  for (int64_t ep : {1, 4, 8}) ExpectSameAsOneChip(OnMesh(job, 8, 4, ep), &self);
+  for (int64_t mp : {2, 4})
+    ExpectSameAsOneChip(WithModelParallel(OnMesh(job, 8, 4, 2, 2), mp), &self);
+}
+
 TEST(LayoutInvariance, OneRankSixtyFourChips) {
   SelfCommunicator self;
   ExpectSameAsOneChip(OnMesh(LayoutJob(16), 64, 8, 16), &self, 2);

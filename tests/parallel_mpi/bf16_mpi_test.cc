@@ -106,5 +106,15 @@ TEST(Bf16LayoutMpi, SixtyFourChipsMatchOneChip) {
                                /*tolerance=*/1e-3);
 }
 
+// Shared experts in BF16 across the ranks, on the expert and model axes (a model group of 2).
+TEST(Bf16LayoutMpi, SharedExpertsMatchOneChip) {
+  auto world = MakeWorldCommunicator();
+  JobSpec spec = testing::WithSharedExperts(testing::LayoutJob(8), 2, 16);
+  spec.mutable_train()->set_compute_dtype(BF16);
+  testing::ExpectSameAsOneChip(
+      testing::WithModelParallel(testing::OnMesh(spec, 8, 4, 2, /*microbatches=*/2), 2),
+      world.get(), /*steps=*/3, /*tolerance=*/1e-3);
+}
+
 }  // namespace
 }  // namespace openmoe

@@ -204,6 +204,16 @@ TEST(CheckpointModelAxisMpi, AdamWFromModelParallel4ToModelParallel1And2) {
   ExpectModelReshards(Job(4, 1, 4, OPTIMIZER_ADAMW), Loaders(world->size(), 1, OPTIMIZER_ADAMW));
 }
 
+// Shared experts (split on mlp like a dense FFN) written from model pieces and loaded at
+// model_parallel 1 and 2.
+TEST(CheckpointModelAxisMpi, SharedExpertsFromModelParallel4ToModelParallel1And2) {
+  auto world = MakeWorldCommunicator();
+  auto shared = [](JobSpec spec) { return testing::WithSharedExperts(std::move(spec), 2, 16); };
+  std::vector<Loader> loaders = Loaders(world->size(), 1, OPTIMIZER_ADAFACTOR);
+  for (Loader& l : loaders) l.spec = shared(l.spec);
+  ExpectModelReshards(shared(Job(4, 1, 4, OPTIMIZER_ADAFACTOR)), loaders);
+}
+
 // Two model groups that hold different experts (8 chips, model 4, expert 2): on 4 ranks each
 // group spans 2 ranks, and each group writes its own experts whole over its pieces.
 TEST(CheckpointModelAxisMpi, ModelGroupsWithTheirOwnExpertsWriteThemWhole) {

@@ -45,5 +45,21 @@ TEST(LayoutInvarianceMpi, EveryDataExpertModelLayout) {
   EXPECT_GE(spanning, ranks >= 4 ? 3 : 2);  // model groups spread over ranks, not only whole
 }
 
+// The same with 2 shared experts of hidden 16 in every MoE layer: replicated over the expert
+// axis, split on mlp over the model axis (groups on one rank and spanning ranks).
+TEST(LayoutInvarianceMpi, SharedExpertsEveryDataExpertModelLayout) {
+  auto world = MakeWorldCommunicator();
+  const int ranks = world->size();
+  const JobSpec job = testing::WithSharedExperts(LayoutJob(8), 2, 16);
+  int layouts = 0, spanning = 0;
+  for (const testing::MeshLayout& layout : testing::EveryDataExpertModelLayout(ranks, job)) {
+    ExpectSameAsOneChip(layout.spec, world.get(), /*steps=*/3);
+    ++layouts;
+    spanning += layout.model_group_spans_ranks ? 1 : 0;
+  }
+  EXPECT_GE(layouts, 10);
+  EXPECT_GE(spanning, ranks >= 4 ? 3 : 2);
+}
+
 }  // namespace
 }  // namespace openmoe

@@ -49,6 +49,13 @@ inline JobSpec OnMesh(JobSpec spec, int64_t chips, int64_t torus_x, int64_t expe
   return spec;
 }
 
+// The same job with `shared` shared experts of hidden expert_d_ff (0: d_ff) in every MoE layer.
+inline JobSpec WithSharedExperts(JobSpec spec, int64_t shared, int64_t expert_d_ff = 0) {
+  spec.mutable_model()->set_num_shared_experts(shared);
+  spec.mutable_model()->set_expert_d_ff(expert_d_ff);
+  return spec;
+}
+
 // The same job with a model axis of size mp (tensor parallelism).
 inline JobSpec WithModelParallel(JobSpec spec, int64_t mp) {
   spec.mutable_mesh()->set_model_parallel(mp);
@@ -56,12 +63,14 @@ inline JobSpec WithModelParallel(JobSpec spec, int64_t mp) {
 }
 
 // Every valid data x expert x model layout of 2, 4, 8 and 16 chips (mp and ep in {1, 2, 4}) on
-// `ranks` ranks, of LayoutJob(8), with microbatches 1 and 2 on alternate layouts.
+// `ranks` ranks, of `job` (LayoutJob(8) by default), with microbatches 1 and 2 on alternate
+// layouts.
 struct MeshLayout {
   JobSpec spec;
   bool model_group_spans_ranks = false;  // mp > chips per rank
 };
-inline std::vector<MeshLayout> EveryDataExpertModelLayout(int ranks) {
+inline std::vector<MeshLayout> EveryDataExpertModelLayout(int ranks,
+                                                          const JobSpec& job = LayoutJob(8)) {
   std::vector<MeshLayout> out;
   for (int64_t chips : {2, 4, 8, 16}) {
     if (chips % ranks != 0) continue;
@@ -74,8 +83,8 @@ inline std::vector<MeshLayout> EveryDataExpertModelLayout(int ranks) {
         if (shards_per_rank % ep != 0 && ep % shards_per_rank != 0) continue;
         const int64_t micro = out.size() % 2 == 0 ? 1 : 2;
         const int64_t torus_x = chips >= 8 ? 4 : chips >= 4 ? 2 : 1;
-        out.push_back({WithModelParallel(OnMesh(LayoutJob(8), chips, torus_x, ep, micro), mp),
-                       mp > per_rank});
+        out.push_back(
+            {WithModelParallel(OnMesh(job, chips, torus_x, ep, micro), mp), mp > per_rank});
       }
     }
   }
