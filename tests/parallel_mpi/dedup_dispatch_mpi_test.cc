@@ -3,7 +3,8 @@
 // a naive loop over every rank's assignments says travels (token rows out, outputs back per
 // assignment, d outputs out per assignment, d inputs back per token row in FP32 and per
 // assignment in BF16), fewer bytes than one row per assignment; and the outputs and input
-// gradients equal one process running every expert, unchunked and chunked.
+// gradients equal one process running every expert, unchunked and chunked. A trainer that
+// re-runs each layer's forward in its backward (REMAT_FULL) rebuilds the same token rows.
 #include <cmath>
 #include <set>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "parallel/comm_thread.h"
 #include "parallel/expert_parallel.h"
 #include "tests/testing/grad_check.h"
+#include "tests/testing/layout_check.h"
 
 namespace openmoe {
 namespace {
@@ -178,6 +180,19 @@ TEST(DedupDispatchMpi, TokenRowsTravelOncePerRankAndCountersSayIt) {
       EXPECT_EQ(chunked.counters().rows_local, c.rows_local) << chunks << " chunks";
       EXPECT_EQ(chunked.counters().bytes_remote, c.bytes_remote) << chunks << " chunks";
     }
+  }
+}
+
+// REMAT_FULL re-runs each MoE layer's forward (its exchange plan included) inside the backward:
+// with top-2 routing on an expert group spanning the ranks, microbatches and chunked exchanges,
+// the losses and gradients stay the one-chip ones.
+TEST(DedupDispatchMpi, FullRematMatchesOneChip) {
+  auto world = MakeWorldCommunicator();
+  for (int64_t chunks : {1, 3}) {
+    JobSpec spec = testing::OnMesh(testing::LayoutJob(8), 8, 4, 8, /*microbatches=*/2);
+    spec.mutable_train()->set_remat(REMAT_FULL);
+    spec.mutable_train()->set_expert_exchange_chunks(chunks);
+    testing::ExpectSameAsOneChip(spec, world.get());
   }
 }
 
