@@ -29,8 +29,9 @@
 //   raw      two MPI_Alltoallv (dispatch, then combine) of the runner's own per-rank-pair row
 //            counts (token rows out, assignment rows back), from and to contiguous buffers.
 // bytes = what a rank sends in dispatch + combine ((token rows + kept rows) x d_model x 4: the
-// dispatch sends a token once per destination rank, the combine a row per kept assignment;
-// intra-rank pairs included, averaged over ranks; bf16: x 2 bytes); the line also gives the remote
+// dispatch sends a token once per other rank (rows for the rank itself skip the all-to-all-v),
+// the combine a row per kept assignment, intra-rank pairs included; averaged over ranks; bf16:
+// x 2 bytes); the line also gives the remote
 // dispatch's token rows per remote assignment (what deduplication leaves of the dispatch's rows);
 // GB/s = bytes / time; ratio = exchange / raw per repetition (paired), its median and quartiles.
 // dtype bf16 is train.compute_dtype BF16's exchange: rows travel as bf16 (half the bytes, packed

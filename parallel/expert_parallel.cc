@@ -139,7 +139,10 @@ std::vector<int32_t> ExpertParallelRunner::PlanSend(const std::vector<int64_t>& 
   const int64_t num_experts = static_cast<int64_t>(counts.size()) / world;
   const int64_t kept = routing.NumKept();
   // Dispatch order is destination-major (Forward checks it): number each destination's token
-  // rows by first appearance, and remember the dispatch row each is first seen in.
+  // rows by first appearance, and remember the dispatch row each is first seen in. Rows for this
+  // rank skip the wire (the receiver copies them straight from dispatch order), so there each
+  // assignment is numbered by its position.
+  const int me = comm_->rank();
   std::vector<int32_t> map(kept);
   std::vector<int64_t> dest_of(kept);
   std::vector<std::vector<int64_t>> first_row(world);  // (ranks)(its token rows)
@@ -152,19 +155,23 @@ std::vector<int32_t> ExpertParallelRunner::PlanSend(const std::vector<int64_t>& 
       for (int64_t i = 0; i < counts[q * num_experts + e]; ++i, ++a) {
         const int64_t t = routing.kept_token[a];
         OPENMOE_CHECK(t >= 0 && t < tokens);
+        dest_of[a] = q;
+        if (q == me) {
+          map[a] = static_cast<int32_t>(s.send_rows[me] + i);
+          continue;
+        }
         if (seen_by[t] != q) {
           seen_by[t] = q;
           seen_as[t] = static_cast<int32_t>(first_row[q].size());
           first_row[q].push_back(a);
         }
         map[a] = seen_as[t];
-        dest_of[a] = q;
       }
       s.send_rows[q] += counts[q * num_experts + e];
     }
   }
   OPENMOE_CHECK(a == kept);
-  // An assignment travels in its token row's chunk.
+  // An assignment travels in its token row's chunk (to this rank: by its position).
   s.tokens.sent.assign(chunks_, std::vector<int64_t>(world, 0));
   s.assigned.sent.assign(chunks_, std::vector<int64_t>(world, 0));
   s.token_source.clear();
@@ -179,7 +186,8 @@ std::vector<int32_t> ExpertParallelRunner::PlanSend(const std::vector<int64_t>& 
   std::vector<int64_t> chunk_of(kept);
   for (int64_t b = 0; b < kept; ++b) {
     const int q = static_cast<int>(dest_of[b]);
-    chunk_of[b] = ChunkOf(map[b], static_cast<int64_t>(first_row[q].size()), chunks_);
+    const int64_t rows = q == me ? s.send_rows[me] : static_cast<int64_t>(first_row[q].size());
+    chunk_of[b] = ChunkOf(map[b], rows, chunks_);
     ++s.assigned.sent[chunk_of[b]][q];
   }
   s.send_order.clear();
@@ -198,15 +206,19 @@ void ExpertParallelRunner::PlanReceive(const std::vector<int64_t>& recv_counts,
   const int64_t num_experts = static_cast<int64_t>(recv_counts.size()) / world;
   const int64_t first = mesh_.first_local_expert, local = mesh_.num_local_experts;
   // Where each (source, expert) run's map entries start (source-major, then expert, as sent),
-  // and how many token rows each source sent (its map numbers them densely from 0).
+  // and how many rows each source numbered (its map numbers them densely from 0: token rows, or
+  // for this rank its assignments, whose rows are this rank's own dispatch rows from self_start).
+  const int me = comm_->rank();
   std::vector<int64_t> run_at(world * num_experts + 1, 0);
   for (int64_t i = 0; i < world * num_experts; ++i) run_at[i + 1] = run_at[i] + recv_counts[i];
   OPENMOE_CHECK(run_at.back() == static_cast<int64_t>(maps.size()));
-  std::vector<int64_t> token_rows(world, 0);
+  std::vector<int64_t> numbered(world, 0);
   for (int q = 0; q < world; ++q) {
     for (int64_t i = run_at[q * num_experts]; i < run_at[(q + 1) * num_experts]; ++i)
-      token_rows[q] = std::max<int64_t>(token_rows[q], maps[i] + 1);
+      numbered[q] = std::max<int64_t>(numbered[q], maps[i] + 1);
   }
+  int64_t self_start = 0;
+  for (int q = 0; q < me; ++q) self_start += s.send_rows[q];
   s.recv_rows.assign(world, 0);
   s.assigned.received.assign(chunks_, std::vector<int64_t>(world, 0));
   s.tokens.received.assign(chunks_, std::vector<int64_t>(world, 0));
@@ -219,12 +231,13 @@ void ExpertParallelRunner::PlanReceive(const std::vector<int64_t>& recv_counts,
   int64_t received = 0, token_base = 0;
   for (int64_t k = 0; k < chunks_; ++k) {
     for (int q = 0; q < world; ++q) {
-      const int64_t n_tokens = token_rows[q], chunk_first = ChunkStart(k, n_tokens, chunks_);
+      const int64_t chunk_first = ChunkStart(k, numbered[q], chunks_);
       for (int64_t e = 0; e < num_experts; ++e) {
         int64_t n = 0;
         for (int64_t i = run_at[q * num_experts + e]; i < run_at[q * num_experts + e + 1]; ++i) {
-          if (ChunkOf(maps[i], n_tokens, chunks_) != k) continue;
-          s.token_of_row.push_back(token_base + maps[i] - chunk_first);
+          if (ChunkOf(maps[i], numbered[q], chunks_) != k) continue;
+          s.token_of_row.push_back(q == me ? -1 - (self_start + maps[i])
+                                           : token_base + maps[i] - chunk_first);
           ++n;
         }
         if (n == 0) continue;
@@ -236,7 +249,7 @@ void ExpertParallelRunner::PlanReceive(const std::vector<int64_t>& recv_counts,
         s.blocks.push_back({.begin = received, .rows = n, .local_expert = e - first});
         received += n;
       }
-      s.tokens.received[k][q] = ChunkStart(k + 1, n_tokens, chunks_) - chunk_first;
+      if (q != me) s.tokens.received[k][q] = ChunkStart(k + 1, numbered[q], chunks_) - chunk_first;
       token_base += s.tokens.received[k][q];
     }
     s.chunk_blocks.push_back(s.blocks.size());
@@ -382,6 +395,7 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
   for (int64_t u = 0; u < tokens_sent; ++u)
     std::memcpy(token_rows_out + u * d, cache->dispatched.data() + s.token_source[u] * d,
                 d * sizeof(float));
+  counters_.rows_local += s.send_rows[comm_->rank()];  // copied from dispatch order below
   const bool staged = !s.send_order.empty();
   const int64_t kept = r.NumKept();
   float* outputs = staged ? scratch->Take(kept * d) : cache->expert_out.data();
@@ -392,8 +406,10 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
           ScopedPhase copy(Phase::kDispatchForward);
           for (int64_t i = RowsBefore(s.assigned.received, k);
                i < RowsBefore(s.assigned.received, k + 1); ++i) {
-            std::memcpy(s.recv.data() + i * d, token_rows_in + s.token_of_row[i] * d,
-                        d * sizeof(float));
+            const int64_t t = s.token_of_row[i];
+            const float* row =
+                t >= 0 ? token_rows_in + t * d : cache->dispatched.data() + (-1 - t) * d;
+            std::memcpy(s.recv.data() + i * d, row, d * sizeof(float));
           }
         }
         ExpertBlocksForward(dims, w, s.blocks, s.recv.data(), &cache->expert_ffn, expert_res,
@@ -424,6 +440,8 @@ void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const Mo
   // FP32: a token row's d inputs return summed; BF16: per assignment (see the header).
   const bool summed = dims.precision != GemmPrecision::kBf16;
   const ChunkRows& back = summed ? s.tokens : s.assigned;
+  if (summed)
+    counters_.rows_local += s.recv_rows[comm_->rank()];  // added straight into d_dispatched
   ScratchArena* scratch = cache->Scratch();
   ScratchScope scope(scratch);
   float* d_out = scratch->Take(received * d);
@@ -452,8 +470,10 @@ void ExpertParallelRunner::Backward(int64_t layer, const MoeDims& dims, const Mo
         std::fill(grad_back + first_token * d, grad_back + RowsBefore(s.tokens.received, k + 1) * d,
                   0.0f);
         for (int64_t i = RowsBefore(s.assigned.received, k);
-             i < RowsBefore(s.assigned.received, k + 1); ++i)
-          AddInPlace(grad_back + s.token_of_row[i] * d, grad_in + i * d, d);
+             i < RowsBefore(s.assigned.received, k + 1); ++i) {
+          const int64_t t = s.token_of_row[i];
+          AddInPlace(t >= 0 ? grad_back + t * d : d_dispatched + (-1 - t) * d, grad_in + i * d, d);
+        }
       },
       Phase::kCombineBackward, Phase::kExpertsBackward, Phase::kDispatchBackward);
   // Into dispatch order: a token row's sum into the row it was sent from (the sender's dx adds

@@ -10,8 +10,9 @@
 //   2. counts travel first (one all-to-all of E counts per rank pair), then the token-row map:
 //      per assignment, which of the rows sent to its rank it reads (one int32 each);
 //   3. deduplicated dispatch: each token travels once per destination rank, however many of
-//      that rank's experts it chose (a token row; rank pairs on one rank are copies), in one
-//      all-to-all-v aggregated per rank pair, so no padding to capacity is sent. The receiver
+//      that rank's experts it chose (a token row), in one all-to-all-v aggregated per rank
+//      pair, so no padding to capacity is sent; rows for this rank skip the wire (each
+//      assignment's row is copied once, straight from dispatch order into its block). The receiver
 //      copies each token row into every (source rank, local expert) block that reads it, which
 //      rebuilds exactly the per-assignment rows, blocks and order of a per-assignment exchange:
 //      the experts' arithmetic does not change;
@@ -22,7 +23,8 @@
 // Backward mirrors it: d outputs travel out per assignment, expert backward, and the d inputs of
 // one token row are summed on the receiver before they travel back once (the sender only adds
 // them into dx anyway; this moves fp32 additions from the sender to the receiver, a change of
-// summation order within the layouts' tolerance). BF16 returns them per assignment instead: a sum
+// summation order within the layouts' tolerance); those of this rank's own rows are added
+// straight into d_dispatched, per assignment. BF16 returns them per assignment instead: a sum
 // of bf16 values is no bf16 value, and rounding it on the wire would add an error one process
 // does not make. Expert weight gradients accumulate here only for local experts; the trainer
 // reduces them over replicas. Empty messages (an expert or a rank with no tokens) are legal
@@ -75,7 +77,7 @@ namespace openmoe {
 struct ExchangeCounters {
   int64_t exchanges = 0;
   int64_t rows_remote = 0;         // rows sent to other ranks
-  int64_t rows_local = 0;          // rows sent to this rank (copies)
+  int64_t rows_local = 0;          // rows this rank copies to itself (dispatch: per assignment)
   int64_t bytes_remote = 0;        // payload bytes of rows_remote: d_model x 4 (fp32) or x 2 (bf16)
   int64_t index_bytes_remote = 0;  // the token-row map sent to other ranks: 4 per assignment
 };
@@ -97,9 +99,10 @@ struct ExpertExchangeState {
   ChunkRows tokens;    // token rows per (chunk, rank): the dispatch, the backward's summed d inputs
   std::vector<size_t> chunk_blocks;  // chunk k's blocks: [chunk_blocks[k], chunk_blocks[k + 1])
   // The dispatch row each sent token row is copied from (U_sent), in wire order: chunk-major,
-  // then destination, then first appearance in dispatch order.
+  // then destination, then first appearance in dispatch order. Rows for this rank skip the wire.
   std::vector<int64_t> token_source;
-  // The received token row (U_received, wire order) each received assignment row is a copy of (R).
+  // Per received assignment row (R), what it is a copy of: t >= 0, received token row t (wire
+  // order); t < 0, this rank's own dispatch row -1 - t.
   std::vector<int64_t> token_of_row;
   // Chunked: the dispatch row sent at each position of the chunk-major send order (A); empty with
   // one chunk (dispatch order is send order).

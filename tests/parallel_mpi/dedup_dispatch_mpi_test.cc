@@ -113,7 +113,7 @@ TEST(DedupDispatchMpi, TokenRowsTravelOncePerRankAndCountersSayIt) {
   };
 
   // Naive count of what leaves this rank, per exchange, from every rank's routing.
-  int64_t token_rows[2] = {0, 0}, own_assignments[2] = {0, 0};  // [local, remote]
+  int64_t token_rows[2] = {0, 0}, own_assignments[2] = {0, 0};  // [to this rank, to others]
   int64_t served_assignments[2] = {0, 0}, served_token_rows[2] = {0, 0};
   for (int r = 0; r < n; ++r) {
     for (int64_t t = 0; t < TokensOfRank(r); ++t) {
@@ -154,14 +154,14 @@ TEST(DedupDispatchMpi, TokenRowsTravelOncePerRankAndCountersSayIt) {
     ExpectClose(got.dx_per_token, want.dx_per_token, tolerance, "input gradients");
 
     // Dispatch: token rows; combine and d outputs: assignments; d inputs back: token rows
-    // (FP32, summed) or assignments (BF16).
+    // (FP32, summed) or assignments (BF16). Rows for this rank skip the wire: copied once per
+    // assignment.
     const ExchangeCounters& c = whole.counters();
-    for (int where : {0, 1}) {
-      const int64_t back = bf16 ? served_assignments[where] : served_token_rows[where];
-      const int64_t rows =
-          token_rows[where] + served_assignments[where] + own_assignments[where] + back;
-      EXPECT_EQ(where == 1 ? c.rows_remote : c.rows_local, rows) << (where ? "remote" : "local");
-    }
+    const int64_t remote_back = bf16 ? served_assignments[1] : served_token_rows[1];
+    EXPECT_EQ(c.rows_remote,
+              token_rows[1] + served_assignments[1] + own_assignments[1] + remote_back);
+    EXPECT_EQ(c.rows_local, 4 * own_assignments[0]);
+    EXPECT_EQ(own_assignments[0], served_assignments[0]);
     const int64_t element = bf16 ? 2 : 4;
     EXPECT_EQ(c.bytes_remote, c.rows_remote * kD * element);
     EXPECT_EQ(c.index_bytes_remote, own_assignments[1] * 4);
