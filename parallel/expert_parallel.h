@@ -29,6 +29,9 @@
 // does not make. Expert weight gradients accumulate here only for local experts; the trainer
 // reduces them over replicas. Empty messages (an expert or a rank with no tokens) are legal
 // everywhere. Group-limited routing (a token's experts on few ranks) therefore moves fewer bytes.
+// The price is two row copies (the sender's gather of token rows, the receiver's copies into
+// blocks) and the map's all-to-all-v: over shared memory they cost more than the bytes save
+// (README, expert_exchange_bench); across hosts the bytes are what counts.
 //
 // BF16 (dims.precision kBf16): all four exchanges carry bf16 rows, half the bytes, as a TPU run
 // sends its bf16 activations. Numerically free or layout-neutral: the expert inputs (forward) and
@@ -39,7 +42,8 @@
 //
 // Pipelining (chunks > 1, train.expert_exchange_chunks): the token rows to each rank are cut
 // into `chunks` equal parts in their order (part k of n rows is [k n / chunks, (k + 1) n /
-// chunks)), and an assignment belongs to its token row's chunk: chunk k's token rows travel in
+// chunks)), and an assignment belongs to its token row's chunk (to this rank: its assignments
+// are cut by position): chunk k's token rows travel in
 // one all-to-all-v, its assignments compute and return together. So the dedup is over the whole
 // exchange (the same rows travel as unchunked). Chunk k + 1's rows are in flight (driven by the
 // CommThread) while the experts compute chunk k, and chunk k's outputs start back as soon as they
@@ -52,7 +56,8 @@
 // The runner owns its exchange state, one per MoE layer (keyed by the `layer` its caller passes,
 // the decoder's layer index), from a layer's Forward to its Backward; the experts' activations
 // stay in the layer's MoeCache, and the temporaries (the experts' outputs and the backward's
-// gradients, (R, d) and (A, d)) come from the cache's scratch arena. The experts run through
+// gradients, (R, d) and (A, d), and the token rows sent and received) come from the cache's
+// scratch arena. The experts run through
 // ExpertBlocksForward / Backward (model/expert_ffn.h), the same loop as on one process.
 #pragma once
 
