@@ -21,15 +21,19 @@
 // shared machine hits all three alike), each over R repetitions (after 3 warm-ups; R = --reps
 // (default 15) cut to what fits ~0.4 s each, at least 5) of the slowest rank's time, ranks started
 // together by MPI_Barrier; median, quartiles, min and max of the R:
-//   runner   ExpertParallelRunner::Forward: plan, counts all-to-all, gather, dispatch
-//            all-to-all-v, scatter, the local experts' FFN, the mirror back, scatter;
+//   runner   ExpertParallelRunner::Forward: plan, counts all-to-all, token-row map
+//            all-to-all-v, gather, dispatch all-to-all-v, copies into the experts' blocks, the
+//            local experts' FFN, the combine all-to-all-v back;
 //   ffn      the same FFN calls alone on the rows the runner received (experts with d_ff 1, so
 //            this is small; its median is subtracted from the runner's to give the exchange);
-//   raw      two MPI_Alltoallv (dispatch, then combine with the counts mirrored) of the runner's
-//            own per-rank-pair row counts, from and to contiguous buffers.
-// bytes = what a rank sends in dispatch + combine (2 x kept rows x d_model x 4, intra-rank pairs
-// included, averaged over ranks; bf16: x 2 bytes); GB/s = bytes / time; ratio = exchange / raw per repetition
-// (paired), its median and quartiles.
+//   raw      two MPI_Alltoallv (dispatch, then combine) of the runner's own per-rank-pair row
+//            counts (token rows out, assignment rows back), from and to contiguous buffers.
+// bytes = what a rank sends in dispatch + combine ((token rows + kept rows) x d_model x 4: the
+// dispatch sends a token once per other rank (rows for the rank itself skip the all-to-all-v),
+// the combine a row per kept assignment, intra-rank pairs included; averaged over ranks; bf16:
+// x 2 bytes); the line also gives the remote
+// dispatch's token rows per remote assignment (what deduplication leaves of the dispatch's rows);
+// GB/s = bytes / time; ratio = exchange / raw per repetition (paired), its median and quartiles.
 // dtype bf16 is train.compute_dtype BF16's exchange: rows travel as bf16 (half the bytes, packed
 // and unpacked by the runner, MoeDims::precision), and raw moves the same bf16 bytes.
 // rank 0 prints one line per point and, with --csv, writes the rows for
@@ -231,7 +235,7 @@ constexpr char kCsvHeader[] =
     "mb_per_rank,reps,runner_ms_median,runner_ms_q1,runner_ms_q3,runner_ms_min,runner_ms_max,"
     "ffn_ms_median,exchange_ms_median,raw_ms_median,raw_ms_q1,raw_ms_q3,raw_ms_min,raw_ms_max,"
     "exchange_gbps,exchange_gbps_q1,exchange_gbps_q3,raw_gbps,raw_gbps_q1,raw_gbps_q3,ratio_median,"
-    "ratio_q1,ratio_q3";
+    "ratio_q1,ratio_q3,dispatch_token_rows_per_assignment";
 
 // Runs one point; on rank 0 prints its line and returns its CSV row ("" when there is none).
 std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
@@ -288,6 +292,9 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
   ExpertParallelRunner runner(mesh, &world);
   const auto run_forward = [&] { runner.Forward(/*layer=*/0, dims, w, &cache); };
   run_forward();  // sizes the exchange state the other two timings read
+  // As a training step does between steps: the arena's block grows to what Forward takes, so the
+  // timed calls allocate nothing (else each Take beyond the block is a fresh, page-faulting one).
+  cache.own_scratch.Reset();
 
   // The FFN part of Forward alone, on the rows Forward receives (the same every call).
   const ExpertExchangeState& s = *runner.exchange_state(/*layer=*/0);
@@ -304,29 +311,50 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
     }
   };
 
-  // Raw MPI_Alltoallv of the same rows per rank pair: dispatch out, combine back. A row is d
-  // floats, or in bf16 ceil(d / 2) words, as the runner sends it.
+  // Raw MPI_Alltoallv of the same rows per rank pair: dispatch out (token rows: a token once per
+  // destination rank), combine back (one row per assignment). A row is d floats, or in bf16
+  // ceil(d / 2) words, as the runner sends it.
   const int64_t row_words = p.bf16 ? (d + 1) / 2 : d;
-  std::vector<int> send_counts(ranks), send_displs(ranks), recv_counts(ranks), recv_displs(ranks);
-  int64_t sent = 0, got = 0, remote = 0;
+  std::vector<int64_t> token_rows_sent(ranks, 0), token_rows_got(ranks, 0);
+  for (size_t k = 0; k < s.tokens.sent.size(); ++k) {
+    for (int q = 0; q < ranks; ++q) {
+      token_rows_sent[q] += s.tokens.sent[k][q];
+      token_rows_got[q] += s.tokens.received[k][q];
+    }
+  }
+  // Counts and displacements in words of `rows` per rank.
+  auto layout = [&](const std::vector<int64_t>& rows, std::vector<int>* counts,
+                    std::vector<int>* displs) {
+    counts->resize(ranks);
+    displs->resize(ranks);
+    int64_t at = 0;
+    for (int q = 0; q < ranks; ++q) {
+      (*counts)[q] = static_cast<int>(rows[q] * row_words);
+      (*displs)[q] = static_cast<int>(at * row_words);
+      at += rows[q];
+    }
+    return at;
+  };
+  std::vector<int> out_send, out_send_at, out_recv, out_recv_at, back_send, back_send_at, back_recv,
+      back_recv_at;
+  const int64_t tokens_sent = layout(token_rows_sent, &out_send, &out_send_at);
+  const int64_t tokens_got = layout(token_rows_got, &out_recv, &out_recv_at);
+  const int64_t got = layout(s.recv_rows, &back_send, &back_send_at);
+  const int64_t sent = layout(s.send_rows, &back_recv, &back_recv_at);
+  int64_t remote = 0, tokens_remote = 0;
   for (int q = 0; q < ranks; ++q) {
-    send_counts[q] = static_cast<int>(s.send_rows[q] * row_words);
-    recv_counts[q] = static_cast<int>(s.recv_rows[q] * row_words);
-    send_displs[q] = static_cast<int>(sent * row_words);
-    recv_displs[q] = static_cast<int>(got * row_words);
-    sent += s.send_rows[q];
-    got += s.recv_rows[q];
-    if (q != rank) remote += s.send_rows[q];
+    if (q == rank) continue;
+    remote += s.send_rows[q];
+    tokens_remote += token_rows_sent[q];
   }
   OPENMOE_CHECK(sent == kept && got == received);
-  Tensor send_buf({std::max<int64_t>(sent, 1), d}), recv_buf({std::max<int64_t>(got, 1), d});
-  Tensor back_buf({std::max<int64_t>(sent, 1), d});
+  Tensor out_buf({std::max<int64_t>(tokens_sent, 1), d}), in_buf({std::max<int64_t>(tokens_got, 1), d});
+  Tensor res_buf({std::max<int64_t>(got, 1), d}), back_buf({std::max<int64_t>(sent, 1), d});
   const auto run_raw = [&] {
-    MPI_Alltoallv(send_buf.data(), send_counts.data(), send_displs.data(), MPI_FLOAT,
-                  recv_buf.data(), recv_counts.data(), recv_displs.data(), MPI_FLOAT,
-                  MPI_COMM_WORLD);
-    MPI_Alltoallv(recv_buf.data(), recv_counts.data(), recv_displs.data(), MPI_FLOAT,
-                  back_buf.data(), send_counts.data(), send_displs.data(), MPI_FLOAT,
+    MPI_Alltoallv(out_buf.data(), out_send.data(), out_send_at.data(), MPI_FLOAT, in_buf.data(),
+                  out_recv.data(), out_recv_at.data(), MPI_FLOAT, MPI_COMM_WORLD);
+    MPI_Alltoallv(res_buf.data(), back_send.data(), back_send_at.data(), MPI_FLOAT,
+                  back_buf.data(), back_recv.data(), back_recv_at.data(), MPI_FLOAT,
                   MPI_COMM_WORLD);
   };
   const std::vector<std::vector<double>> times =
@@ -341,20 +369,25 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
     ratios.push_back(std::max(times[0][r] - times[1][r], 1e-9) / times[2][r]);
   const Spread ratio = SpreadOf(ratios);
 
-  int64_t totals[3] = {kept, remote, tokens * cache.routing.top_k};
-  world.AllReduceSum(totals, 3);
+  int64_t totals[5] = {kept, remote, tokens * cache.routing.top_k, tokens_sent, tokens_remote};
+  world.AllReduceSum(totals, 5);
   if (rank != 0) return "";
   // Bytes a rank sends in dispatch + combine, averaged over ranks.
-  const double bytes = 2.0 * static_cast<double>(totals[0]) * row_words * sizeof(float) / ranks;
+  const double bytes =
+      static_cast<double>(totals[3] + totals[0]) * row_words * sizeof(float) / ranks;
+  // Remote dispatch rows: token rows per remote assignment (1: no token shares a rank).
+  const double dispatch_dedup =
+      static_cast<double>(totals[4]) / static_cast<double>(std::max<int64_t>(totals[1], 1));
   const double kept_fraction = static_cast<double>(totals[0]) / static_cast<double>(totals[2]);
   const double remote_fraction =
       static_cast<double>(totals[1]) / static_cast<double>(std::max<int64_t>(totals[0], 1));
   const double gbps = bytes / exchange(t_runner.median) / 1e9;
   const double raw_gbps = bytes / t_raw.median / 1e9;
   std::printf(
-      "%s  %.2f MB/rank, kept %.1f%%, %.1f%% of rows cross ranks | exchange %7.3f ms [%.3f-%.3f] "
+      "%s  %.2f MB/rank, kept %.1f%%, %.1f%% of rows cross ranks, remote dispatch %.3f token rows "
+      "per assignment | exchange %7.3f ms [%.3f-%.3f] "
       "%6.2f GB/s | raw %7.3f ms [%.3f-%.3f] %6.2f GB/s | ratio %.2fx [%.2f-%.2f] | reps %d\n",
-      name.c_str(), bytes / 1e6, 100 * kept_fraction, 100 * remote_fraction,
+      name.c_str(), bytes / 1e6, 100 * kept_fraction, 100 * remote_fraction, dispatch_dedup,
       exchange(t_runner.median) * 1e3, exchange(t_runner.min) * 1e3, exchange(t_runner.max) * 1e3,
       gbps, t_raw.median * 1e3, t_raw.min * 1e3, t_raw.max * 1e3, raw_gbps,
       ratio.median, ratio.q1, ratio.q3, t_runner.reps);
@@ -362,7 +395,7 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
   const double ms = 1e3;
   return absl::StrFormat(
       "%d,%d,%d,%d,%g,%d,%s,%.4f,%.4f,%.4f,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,"
-      "%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f",
+      "%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f",
       p.ep, p.chips, ranks, p.tokens_per_chip, p.capacity_factor, p.d_model,
       p.bf16 ? "bf16" : "fp32", kept_fraction,
       remote_fraction, bytes / 1e6, t_runner.reps, t_runner.median * ms, t_runner.q1 * ms,
@@ -370,7 +403,7 @@ std::string RunPoint(const Point& p, int max_reps, Communicator& world) {
       exchange(t_runner.median) * ms, t_raw.median * ms, t_raw.q1 * ms, t_raw.q3 * ms,
       t_raw.min * ms, t_raw.max * ms, gbps, bytes / exchange(t_runner.q3) / 1e9,
       bytes / exchange(t_runner.q1) / 1e9, raw_gbps, bytes / t_raw.q3 / 1e9,
-      bytes / t_raw.q1 / 1e9, ratio.median, ratio.q1, ratio.q3);
+      bytes / t_raw.q1 / 1e9, ratio.median, ratio.q1, ratio.q3, dispatch_dedup);
 }
 
 }  // namespace

@@ -75,8 +75,11 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   }
   if (moes > 0) {
     const double jitter = s.jitter ? t * d : 0;
-    const double remote_forward = s.experts_remote ? recv * d : 0;
-    const double remote_backward = s.experts_remote ? 2 * recv * d + kept * d : 0;
+    // The expert-parallel runner's temporaries: forward the experts' outputs and the token rows
+    // sent and received (at most a and r: each token once per rank), backward d outputs and d
+    // inputs (r each), the d inputs summed per token row and those returned (at most r and a).
+    const double remote_forward = s.experts_remote ? 2 * recv * d + kept * d : 0;
+    const double remote_backward = s.experts_remote ? 3 * recv * d + kept * d : 0;
     forward = std::max(forward, io + jitter + remote_forward + block * fe);
     backward = std::max(backward, io + 2 * kept * d + 2 * t * e + remote_backward +
                                       block * (2 * fe + w0e) + jitter);
