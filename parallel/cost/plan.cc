@@ -245,6 +245,7 @@ PlanReport ComputePlan(const JobSpec& spec) {
   r.tokens_per_chip_microbatch = r.tokens_per_step / (r.data_parallel * r.microbatches);
   if (r.dims.num_experts > 0) {
     r.group_size = spec.router().group_size();
+    r.experts_choose = spec.router().selection() == EXPERTS_CHOOSE;
     r.groups_per_chip_microbatch = r.tokens_per_chip_microbatch / r.group_size;
   }
 
@@ -275,8 +276,11 @@ void PrintPlanText(const PlanReport& r, std::ostream& out) {
   absl::StrAppendFormat(&s, "model\n");
   absl::StrAppendFormat(&s, "  layers            %d", d.num_layers);
   if (d.num_experts > 0) {
-    absl::StrAppendFormat(&s, " (%d MoE: %s, %d experts, top-%d, %s)", r.num_moe_layers,
-                          EveryNth(d.moe_interval), d.num_experts, d.top_k,
+    const std::string choice =
+        r.experts_choose ? absl::StrFormat("experts choose, %d per token on average", d.top_k)
+                         : absl::StrFormat("top-%d", d.top_k);
+    absl::StrAppendFormat(&s, " (%d MoE: %s, %d experts, %s, %s)", r.num_moe_layers,
+                          EveryNth(d.moe_interval), d.num_experts, choice,
                           d.extra_dense_ffn ? "with extra dense FFN" : "no extra dense FFN");
   } else {
     s += " (dense)";

@@ -49,6 +49,7 @@ struct PlanReport {
   int64_t tokens_per_step = 0;             // batch_rows * seq_len
   int64_t tokens_per_chip_microbatch = 0;  // per shard (so per chip) per microbatch
   int64_t group_size = 0;                  // MoE only
+  bool experts_choose = false;  // router.selection: dims.top_k is then the mean per token
   int64_t groups_per_chip_microbatch = 0;  // MoE only
 
   ParamCounts params;
