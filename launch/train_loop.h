@@ -13,7 +13,6 @@ namespace openmoe {
 // mpirun, a SelfCommunicator for a process started alone). `job_description` names the job files
 // for messages. Called on every rank; returns a non-OK status naming the file, field or rank at
 // fault on bad input.
-absl::Status RunTrain(const JobSpec& spec, const std::string& job_description,
-                      Communicator* world);
+absl::Status RunTrain(const JobSpec& spec, const std::string& job_description, Communicator* world);
 
 }  // namespace openmoe
