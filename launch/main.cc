@@ -151,7 +151,7 @@ int TrainOnWorld(const CommandLine& cl, Communicator* comm) {
     return 1;
   }
   // RunTrain prints the resolved spec (DescribeJob) once on rank 0 at start.
-  const absl::Status status = RunTrain(spec, description);
+  const absl::Status status = RunTrain(spec, description, comm);
   // The lowest failing rank reports (rank 0 when it failed too), so an error shared by all ranks
   // prints once and one seen by a single rank is not lost.
   int64_t first_failed = status.ok() ? world : rank;
@@ -173,13 +173,14 @@ bool LaunchedAsRank() {
   return false;
 }
 
+// Under mpirun the world is MPI_COMM_WORLD. Alone, it is one rank without MPI: Open MPI's
+// singleton start-up forks a daemon (orted) and waits for its handshake, which costs ~0.3 s alone
+// and, with a dozen runs starting beside two busy processes, up to 8 s without using CPU (README
+// "Tests on a busy machine"); one rank needs no collective library at all.
 int Train(const CommandLine& cl, int* argc, char*** argv) {
-  // Alone, a job that does not load fails before MPI starts, with the line TrainOnWorld would
-  // print: MPI's singleton start-up launches a daemon (orted), which on a loaded machine waited
-  // tens of seconds without using CPU before the error could be printed.
   if (!LaunchedAsRank()) {
-    const absl::StatusOr<JobSpec> spec = LoadTrainJob(cl);
-    if (!spec.ok()) return Fail(absl::InvalidArgumentError(spec.status().message()));
+    SelfCommunicator self;
+    return TrainOnWorld(cl, &self);
   }
   InitMpi(argc, argv);
   const int code = TrainOnWorld(cl, MakeWorldCommunicator().get());
@@ -211,8 +212,8 @@ int Dispatch(int argc, char** argv) {
       absl::UnimplementedError("subcommand '" + cl->subcommand + "' is not implemented"));
 }
 
-// Ends a failed run after an exception: alone, MPI is finalized so that the exit is clean; under
-// mpirun the other ranks may be blocked in a collective, so the job is aborted.
+// Ends a failed run after an exception: under mpirun the other ranks may be blocked in a
+// collective, so the job is aborted (alone, MPI never started).
 int FailAfterException(const std::string& message) {
   std::fprintf(stderr, "openmoe: %s\n", message.c_str());
   std::fflush(stderr);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/check.h"
+#include "core/communicator.h"
 #include "core/gemm.h"
 #include "core/timer.h"
 #include "launch/checkpoint/checkpoint.h"
@@ -26,7 +27,6 @@
 #include "launch/thread_default.h"
 #include "launch/trainer.h"
 #include "parallel/collective_status.h"
-#include "parallel/communicator.h"
 #include "model/param_count.h"
 
 namespace openmoe {
@@ -36,8 +36,8 @@ namespace {
 // OpenBLAS threads for this rank: the job's train.threads, else OPENBLAS_NUM_THREADS, else
 // DefaultGemmThreads of the cores this process may use shared among the ranks on its machine
 // (one thread for small models). Collective.
-int ThreadsFor(const JobSpec& spec) {
-  const int local_ranks = MakeWorldCommunicator()->LocalSize();
+int ThreadsFor(const JobSpec& spec, Communicator& world) {
+  const int local_ranks = world.LocalSize();
   if (spec.train().threads() > 0) return static_cast<int>(spec.train().threads());
   if (const char* env = std::getenv("OPENBLAS_NUM_THREADS"); env != nullptr && std::atoi(env) > 0) {
     return std::atoi(env);
@@ -169,16 +169,16 @@ absl::Status RunSteps(Trainer& trainer, CheckpointSession& checkpoints, EvalSess
 
 }  // namespace
 
-absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
+absl::Status RunTrain(const JobSpec& spec, const std::string& job_description,
+                      Communicator* world) {
   Timer wall;
-  std::unique_ptr<Communicator> world = MakeWorldCommunicator();
   const bool rank0 = world->rank() == 0;
   if (rank0) {
     console::Out(absl::StrFormat(
         "openmoe train: %s | %d MPI ranks | building the mesh, the model and the data sources...",
         job_description, world->size()));
   }
-  const int threads = ThreadsFor(spec);
+  const int threads = ThreadsFor(spec, *world);
   SetGemmThreads(threads);
 
   // Before any compute: one run per checkpoint.dir, and a directory every rank can write.
@@ -189,7 +189,7 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description) {
   // Eval rows before any compute: a bad eval source fails every rank here.
   absl::StatusOr<std::vector<EvalSet>> eval_sets = LoadEvalSets(spec);
   OPENMOE_RETURN_IF_ERROR(AgreeOnFirstError(*world, eval_sets.status()));
-  OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> created, Trainer::Create(spec, world.get()));
+  OPENMOE_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> created, Trainer::Create(spec, world));
   Trainer& trainer = *created;
   EvalSession eval(*std::move(eval_sets), trainer);
   if (rank0) PrintStart(spec, job_description, trainer, threads, world->size());

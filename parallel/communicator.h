@@ -36,7 +36,8 @@ class SelfCommunicator final : public Communicator {
 // MPI_COMM_WORLD, or any communicator derived from it. Requires InitMpi.
 std::unique_ptr<Communicator> MakeWorldCommunicator();
 
-// MPI_Init_thread and MPI_Finalize, once per process (the binary's main; tests' mains). Asks for
+// MPI_Init_thread and MPI_Finalize, once per process (the binary's main when a launcher started
+// it: alone it runs on a SelfCommunicator; the MPI tests' and benches' mains). Asks for
 // MPI_THREAD_MULTIPLE (the gradient reducer's progress thread runs collectives beside the
 // compute thread's); a library that gives less leaves communicators !ThreadSafe(), and the
 // reducer then progresses from the compute thread instead.

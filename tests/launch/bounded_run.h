@@ -157,8 +157,9 @@ inline RunResult RunBounded(const std::vector<std::string>& args, const RunLimit
 }
 
 // Runs every argument list (each as RunBounded with `limits`), `parallel` at a time; results in
-// the order of `runs`. Most of a run's wall time is MPI start-up latency, not CPU, so a few at a
-// time cost this 2-core machine little.
+// the order of `runs`. The runs are short (a process start, a job load, at most a step of a tiny
+// model); a few at a time overlap their waits on the disk, and since the guard counts CPU time,
+// not wall time, sharing the cores cannot make a run fail.
 inline std::vector<RunResult> RunBoundedAll(const std::vector<std::vector<std::string>>& runs,
                                             const RunLimits& limits, int parallel = 4) {
   std::vector<RunResult> results(runs.size());

@@ -36,6 +36,15 @@ double LocalSum(const StepResult& r) {
   return sum;
 }
 
+// A big GEMM phase took real time: over 1% of the step in the largest share of three steps, so
+// that a busy machine preempting the process during other phases of one step does not decide
+// (under ctest -j2 beside two busy loops one step's expert forward read 0.8%).
+void ExpectRealTime(const std::vector<StepResult>& steps, Phase p) {
+  double most = 0;
+  for (const StepResult& r : steps) most = std::max(most, Local(r, p) / r.seconds);
+  EXPECT_GT(most, 0.01) << PhaseName(p);
+}
+
 // Steps 2..4 (the first allocates every buffer); for each, the checks every layout shares.
 std::vector<StepResult> TimedSteps(const JobSpec& spec) {
   auto trainer = Trainer::Create(spec).value();
@@ -58,9 +67,6 @@ std::vector<StepResult> TimedSteps(const JobSpec& spec) {
           Phase::kLogitsLossBackward, Phase::kGradAllReduce, Phase::kOptimizer, Phase::kOther}) {
       EXPECT_TRUE(Ran(r, p)) << PhaseName(p);
     }
-    // The big GEMM phases took real time.
-    EXPECT_GT(Local(r, Phase::kAttentionBackward), 0.01 * r.seconds);
-    EXPECT_GT(Local(r, Phase::kDenseFfnForward), 0.01 * r.seconds);
     // No row leaves a single process: the exchange phases never run.
     for (Phase p : {Phase::kDispatchForward, Phase::kDispatchBackward, Phase::kCombineForward,
                     Phase::kCombineBackward}) {
@@ -69,6 +75,8 @@ std::vector<StepResult> TimedSteps(const JobSpec& spec) {
     EXPECT_FALSE(r.timing.mpi_ran);
     EXPECT_EQ(r.timing.mpi_local[static_cast<int>(MpiDetail::kRows)], 0.0);
   }
+  ExpectRealTime(steps, Phase::kAttentionBackward);
+  ExpectRealTime(steps, Phase::kDenseFfnForward);
   return steps;
 }
 
@@ -88,8 +96,8 @@ TEST(PhaseTiming, MoeOnOneProcessHasEveryPhaseButTheExchange) {
                     Phase::kPermuteBackward, Phase::kExpertsForward, Phase::kExpertsBackward}) {
       EXPECT_TRUE(Ran(r, p)) << PhaseName(p);
     }
-    EXPECT_GT(Local(r, Phase::kExpertsForward), 0.01 * r.seconds);
   }
+  ExpectRealTime(steps, Phase::kExpertsForward);
 }
 
 TEST(PhaseTiming, DenseModelHasNoRouterOrExpertPhases) {
