@@ -11,6 +11,7 @@
 #include "launch/checkpoint/writer.h"
 #include "launch/job_loader.h"
 #include "launch/metrics.h"
+#include "launch/score.h"
 #include "tests/launch/checkpoint_test_util.h"
 
 namespace openmoe {
@@ -94,6 +95,20 @@ TEST(BiasBalancing, BiasesResumeBitForBitAndReachTheMetrics) {
   const size_t at = json.find("\"expert_bias\":[");
   ASSERT_NE(at, std::string::npos);
   EXPECT_NE(json.find(absl::StrFormat("%.8g", want[1 * 8 + 0]), at), std::string::npos);
+}
+
+// Per-sequence balancing balances the rows scored: rows longer than train.seq_len score (as
+// sequences of their own length), they do not trip the trainer's sequence length.
+TEST(RouterVariantsScore, SequenceScopeScoresRowsOfAnyLength) {
+  JobSpec spec = CheckpointJob(8, 1, 1);
+  spec.mutable_train()->set_seq_len(32);  // 48 scored tokens are not whole 32-token sequences
+  spec.mutable_router()->set_load_balance_scope(SEQUENCE);
+  auto trainer = MakeTrainer(spec);
+  TokenArray rows{.rows = 4, .seq_len = 12, .tokens = std::vector<int32_t>(48)};
+  for (size_t i = 0; i < rows.tokens.size(); ++i) rows.tokens[i] = static_cast<int32_t>(i * 7 % 64);
+  const absl::StatusOr<ScoreResult> scored = ScoreTokens(spec, trainer->params().data(), rows);
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_GT(scored->load_balance_loss, 0.0);
 }
 
 TEST(RouterVariantsJob, ContradictionsAreRejectedNamingTheFields) {
