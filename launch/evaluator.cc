@@ -70,9 +70,7 @@ RoutingConfig Evaluator::EvalRouting(const TokenIdTables* token_id_tables) const
 
 ScoreResult Evaluator::Evaluate(const float* params, const TokenArray& tokens, RowForm form,
                                 const TokenIdTables* token_id_tables) {
-  RoutingConfig routing = EvalRouting(token_id_tables);
-  routing.sequence_length = tokens.seq_len;
-  decoder_.SetRouting(routing);
+  decoder_.SetRouting(EvalRouting(token_id_tables));
   const int64_t chips = mesh_.num_chips;
   const int64_t group = spec_.model().num_experts() > 0 ? spec_.router().group_size() : 1;
   // Rows per routing group boundary: a chip's rows must be whole groups.

@@ -174,7 +174,6 @@ absl::StatusOr<ScoreResult> ScoreTokens(const JobSpec& spec, const float* params
   const ParamLayout layout(dims);
   RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/true);
   routing.expert_bias = expert_bias;
-  routing.sequence_length = tokens.seq_len;  // the rows scored, whatever train.seq_len says
   Decoder decoder(layout, routing);
   const int64_t group = dims.num_experts > 0 ? spec.router().group_size() : 1;
   // Rows per call: a whole number of routing groups, about kTokensPerCall tokens.

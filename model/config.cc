@@ -62,8 +62,7 @@ RoutingConfig RoutingFromSpec(const JobSpec& spec, bool eval) {
           .normalize_top_k = r.normalize_top_k(),
           .num_expert_groups = r.num_expert_groups(),
           .groups_per_token = r.groups_per_token(),
-          .load_balance_scope = r.load_balance_scope(),
-          .sequence_length = spec.train().seq_len()};
+          .load_balance_scope = r.load_balance_scope()};
 }
 
 }  // namespace openmoe

@@ -135,6 +135,7 @@ void Decoder::ForwardSubBlock(const float* params, const Batch& batch, SubBlock&
       }
       cache.token_ids = batch.tokens.data();
       cache.segment_ids = batch.segment_ids.data();
+      cache.seq_len = batch.seq_len;
       sums->router[b.layer] = MoeForward(md, routing_, {w(0), w(1), w(2), w(3)}, normed, &cache,
                                          out, runner_, b.layer, model_comm_);
       if (dims_.num_shared_experts > 0) {

@@ -65,7 +65,7 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
                             ? routing_config.expert_bias->Row(layer)
                             : nullptr;
     ComputeRouting(routing_config, router_x, w.router, num_tokens, d, &r, cache->segment_ids,
-                   bias);
+                   bias, cache->seq_len);
   }
 
   ScopedPhase phase(Phase::kPermuteForward);  // within the decoder's router scope

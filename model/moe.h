@@ -29,6 +29,7 @@ struct MoeCache {
   // config needs them (token-id tables, ignore_padding_tokens); not owned, read by MoeForward.
   const int32_t* token_ids = nullptr;
   const int32_t* segment_ids = nullptr;
+  int64_t seq_len = 0;  // tokens per row of the batch, set with them (per-sequence balancing)
   Tensor dispatched;                 // (A, d) expert inputs in dispatch order
   Tensor expert_out;                 // (A, d) expert outputs in dispatch order
   // The experts' activations, one per block the runner ran (model/expert_ffn.h): filled by its

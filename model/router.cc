@@ -137,13 +137,14 @@ void ExpertsChoose(Routing* routing) {
     for (int64_t j = 0; j < num_experts; ++j) position[t * num_experts + ranking[j]] = j;
   }
   r.choice_slot.assign(r.num_tokens * num_experts, -1);
-  std::vector<int64_t> claimed, candidates;
+  std::vector<int64_t> claimed, routed, candidates;
   for (int64_t g = 0; g < r.NumGroups(); ++g) {
+    routed.clear();
+    for (int64_t t = g * group_size; t < (g + 1) * group_size; ++t)
+      if (r.IsRouted(t)) routed.push_back(t);
+    const int64_t take = std::min<int64_t>(r.capacity, routed.size());
     for (int64_t e = 0; e < num_experts; ++e) {
-      candidates.clear();
-      for (int64_t t = g * group_size; t < (g + 1) * group_size; ++t)
-        if (r.IsRouted(t)) candidates.push_back(t);
-      const int64_t take = std::min<int64_t>(r.capacity, candidates.size());
+      candidates = routed;  // partial_sort reorders its own copy
       auto score = [&](int64_t t) { return r.probs[t * num_experts + e]; };
       std::partial_sort(candidates.begin(), candidates.begin() + take, candidates.end(),
                         [&](int64_t a, int64_t b) {
@@ -194,10 +195,17 @@ void CountGlobalBalance(const RoutingConfig& config, Routing* routing) {
 
 void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_router,
                     int64_t num_tokens, int64_t d_model, Routing* routing,
-                    const int32_t* segment_ids, const float* selection_bias) {
+                    const int32_t* segment_ids, const float* selection_bias,
+                    int64_t sequence_length) {
   const int64_t num_experts = config.num_experts;
   StartRouting(config, num_tokens, segment_ids, /*from_table=*/false, routing);
   Routing& r = *routing;
+  if (r.balance_scope == SEQUENCE && !r.experts_choose) {
+    OPENMOE_CHECK_MSG(sequence_length > 0 && num_tokens % sequence_length == 0,
+                      "%lld tokens are not whole sequences of %lld",
+                      static_cast<long long>(num_tokens), static_cast<long long>(sequence_length));
+    r.balance_unit = sequence_length;
+  }
   const int64_t top_k = r.top_k;
 
   r.logits.ResizeUninitialized({num_tokens, num_experts});
@@ -265,21 +273,11 @@ void StartRouting(const RoutingConfig& config, int64_t num_tokens, const int32_t
   r->gate_norm.clear();
   r->balance_scope = config.load_balance_scope;
   r->balance_counts.clear();
-  switch (config.load_balance_scope) {
-    case SEQUENCE:
-      OPENMOE_CHECK_MSG(config.sequence_length > 0 && num_tokens % config.sequence_length == 0,
-                        "%lld tokens are not whole sequences of %lld",
-                        static_cast<long long>(num_tokens),
-                        static_cast<long long>(config.sequence_length));
-      r->balance_unit = config.sequence_length;
-      break;
-    case GLOBAL_BATCH:
-      r->balance_unit = num_tokens;  // until CountGlobalBalance sums the batch's
-      break;
-    default:
-      r->balance_unit = config.group_size;
-  }
-  if (experts_choose || from_table) r->balance_unit = 0;
+  // GLOBAL_BATCH: this call's tokens until CountGlobalBalance sums the batch's; SEQUENCE: set by
+  // ComputeRouting, which knows the rows.
+  r->balance_unit = experts_choose || from_table                    ? 0
+                    : config.load_balance_scope == GLOBAL_BATCH ? num_tokens
+                                                                  : config.group_size;
 }
 
 void AssignSlots(const RoutingConfig& config, Routing* routing) {
@@ -346,8 +344,10 @@ RoutingStats ComputeRoutingStats(const Routing& r, int64_t seq_len, int64_t buck
       const bool taken = r.choice_slot[a] >= 0;
       kept += taken ? 1 : 0;
       if (r.experts_choose) {  // an expert's load is what it took; nothing is dropped by choice
-        if (taken) ++s.routed_per_expert[r.choice_expert[a]];
-        if (taken) ++s.kept_per_expert[r.choice_expert[a]];
+        if (taken) {
+          ++s.routed_per_expert[r.choice_expert[a]];
+          ++s.kept_per_expert[r.choice_expert[a]];
+        }
         continue;
       }
       ++s.routed_per_expert[r.choice_expert[a]];

@@ -30,7 +30,7 @@
 // - load_balance_scope: the unit the loss balances over. Per unit of U tokens,
 //   E * sum_e (n_e / U) * (S_e / U), n_e the unit's choices of e, S_e its scores' sum, weighted by
 //   U / group_size so that the objective's division by the number of groups makes it the mean over
-//   units: GROUP (U = group_size, OpenMoE), SEQUENCE (U = sequence_length), GLOBAL_BATCH (U = the
+//   units: GROUP (U = group_size, OpenMoE), SEQUENCE (U = a row's tokens), GLOBAL_BATCH (U = the
 //   batch's tokens on every rank of balance_comm; ComputeRouting sums n_e and U over it, so it is
 //   collective there). Each unit's n_e is a constant of the gradient (ST-MoE).
 // - selection EXPERTS_CHOOSE (Zhou et al., 2022): each expert takes the C tokens of the group with
@@ -75,7 +75,6 @@ struct RoutingConfig {
   int64_t num_expert_groups = 1;
   int64_t groups_per_token = 1;
   LoadBalanceScope load_balance_scope = GROUP;
-  int64_t sequence_length = 0;  // SEQUENCE scope: tokens per sequence
   // GLOBAL_BATCH: the ranks holding the rest of the batch, each token on one of them; not owned.
   // Null: this process holds the whole batch.
   Communicator* balance_comm = nullptr;
@@ -135,11 +134,13 @@ struct Routing {
 
 // x: (T, d) router input; w_router: (d, E). T must be a multiple of config.group_size.
 // segment_ids (T): needed with config.ignore_padding_tokens (null: every token is real).
-// selection_bias (E): added to the scores when choosing (null: none). Collective over
+// selection_bias (E): added to the scores when choosing (null: none). sequence_length: the
+// tokens of one row of the batch, needed by the SEQUENCE scope. Collective over
 // config.balance_comm under GLOBAL_BATCH.
 void ComputeRouting(const RoutingConfig& config, const float* x, const float* w_router,
                     int64_t num_tokens, int64_t d_model, Routing* routing,
-                    const int32_t* segment_ids = nullptr, const float* selection_bias = nullptr);
+                    const int32_t* segment_ids = nullptr, const float* selection_bias = nullptr,
+                    int64_t sequence_length = 0);
 
 // The second half of routing, shared by the router and the token-id tables: from r.probs and
 // r.choice_expert (the shape fields set), hands out capacity slots and fills choice_slot and the

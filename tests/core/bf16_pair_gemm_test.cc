@@ -54,6 +54,14 @@ void ForEachKernel(Fn fn) {
   SetBf16PairKernel(saved);
 }
 
+// The (cols, rows) transpose of a row-major (rows, cols) matrix.
+std::vector<float> Transposed(const std::vector<float>& x, int64_t rows, int64_t cols) {
+  std::vector<float> t(x.size());
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) t[j * rows + i] = x[i * cols + j];
+  return t;
+}
+
 class Bf16PairGemmTest : public ::testing::TestWithParam<Problem> {};
 
 // A given as rows (k along columns), B given as x^T of an (n, k) matrix: the score tile q k^T.
@@ -61,9 +69,7 @@ TEST_P(Bf16PairGemmTest, RowPairsTimesTransposedRowPairs) {
   const Problem pr = GetParam();
   const int64_t kp = (pr.k + 1) / 2;
   const std::vector<float> a = Values(pr.m * pr.k, 1), bt = Values(pr.n * pr.k, 2);
-  std::vector<float> b(pr.k * pr.n);
-  for (int64_t j = 0; j < pr.n; ++j)
-    for (int64_t l = 0; l < pr.k; ++l) b[l * pr.n + j] = bt[j * pr.k + l];
+  const std::vector<float> b = Transposed(bt, pr.n, pr.k);
   std::vector<uint32_t> ap(pr.m * kp), bp(kp * pr.n);
   PackPairsAlongRows(a.data(), pr.k, pr.m, pr.k, ap.data(), kp);
   PackPairsAlongRowsTransposed(bt.data(), pr.k, pr.n, pr.k, bp.data(), pr.n);
@@ -83,9 +89,7 @@ TEST_P(Bf16PairGemmTest, TransposedColumnPairsTimesColumnPairsAccumulates) {
   const Problem pr = GetParam();
   const int64_t kp = (pr.k + 1) / 2;
   const std::vector<float> at = Values(pr.k * pr.m, 3), b = Values(pr.k * pr.n, 4);
-  std::vector<float> a(pr.m * pr.k);
-  for (int64_t l = 0; l < pr.k; ++l)
-    for (int64_t i = 0; i < pr.m; ++i) a[i * pr.k + l] = at[l * pr.m + i];
+  const std::vector<float> a = Transposed(at, pr.k, pr.m);
   std::vector<uint32_t> ap(pr.m * kp), bp(kp * pr.n);
   PackPairsDownColumnsTransposed(at.data(), pr.m, pr.k, pr.m, ap.data(), kp);
   PackPairsDownColumns(b.data(), pr.n, pr.k, pr.n, bp.data(), pr.n);

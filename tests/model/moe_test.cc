@@ -25,6 +25,7 @@ struct Layer {
   RoutingConfig config;
   std::vector<float> router, wi_0, wi_1, wo, x, r;
   std::vector<float> jitter;  // (T, d) router-input noise, or empty (no jitter)
+  int64_t seq_len = 0;        // tokens per row (per-sequence balancing), 0: not given
 
   Layer(int64_t tokens, int64_t d, int64_t f, int64_t experts, FfnForm form) {
     dims = {.tokens = tokens, .d_model = d, .expert_d_ff = f, .form = form, .num_experts = experts};
@@ -50,6 +51,7 @@ struct Layer {
       cache->jitter.ResizeUninitialized({dims.tokens, dims.d_model});
       std::copy(jitter.begin(), jitter.end(), cache->jitter.data());
     }
+    cache->seq_len = seq_len;
     const RouterLossSums s = MoeForward(dims, config, Weights(), x.data(), cache, y.data());
     if (sums != nullptr) *sums = s;
     return y;
@@ -265,7 +267,7 @@ TEST(MoeGradTest, SequenceAndGlobalBalanceScopes) {
     for (ScoreFunction f : {SOFTMAX, SIGMOID}) {
       Layer layer = DropLayer(FFN_OPENMOE);
       layer.config.load_balance_scope = scope;
-      layer.config.sequence_length = 4;
+      layer.seq_len = 4;
       layer.config.score_function = f;
       CheckGradients(layer, 0.5, 0.05);
     }

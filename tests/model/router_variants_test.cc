@@ -28,11 +28,12 @@ RoutingConfig BaseConfig() {
 }
 
 Routing Route(const RoutingConfig& config, const std::vector<float>& logits,
-              const float* bias = nullptr) {
+              const float* bias = nullptr, int64_t seq_len = 0) {
   std::vector<float> identity(kExperts * kExperts, 0.0f);
   for (int64_t i = 0; i < kExperts; ++i) identity[i * kExperts + i] = 1.0f;
   Routing r;
-  ComputeRouting(config, logits.data(), identity.data(), kTokens, kExperts, &r, nullptr, bias);
+  ComputeRouting(config, logits.data(), identity.data(), kTokens, kExperts, &r, nullptr, bias,
+                 seq_len);
   return r;
 }
 
@@ -152,13 +153,12 @@ TEST(LoadBalanceScopeTest, GroupSequenceAndGlobalAgainstNaiveLoops) {
   for (ScoreFunction f : {SOFTMAX, SIGMOID}) {
     RoutingConfig config = BaseConfig();
     config.score_function = f;
-    config.sequence_length = 8;
     const std::vector<float> logits = RandomLogits(7);
     const std::pair<LoadBalanceScope, int64_t> scopes[] = {
         {GROUP, 16}, {SEQUENCE, 8}, {GLOBAL_BATCH, kTokens}};
     for (const auto& [scope, unit] : scopes) {
       config.load_balance_scope = scope;
-      const Routing r = Route(config, logits);
+      const Routing r = Route(config, logits, nullptr, /*seq_len=*/8);
       EXPECT_NEAR(ComputeRouterLossSums(r).load_balance, NaiveBalance(r, unit), 1e-9)
           << LoadBalanceScope_Name(scope) << " " << ScoreFunction_Name(f);
     }
