@@ -9,12 +9,12 @@ namespace openmoe::calibration {
 
 inline constexpr const char kSource[] = "GShard Table 3";
 inline constexpr int kRows = 4;
-inline constexpr double kMinResidual = -0.0362;
-inline constexpr double kMaxResidual = 0.0351;
+inline constexpr double kMinResidual = -0.0384;
+inline constexpr double kMaxResidual = 0.0349;
 
 inline constexpr const char kCheckSource[] = "Switch Transformer Table 1";
 inline constexpr int kCheckRows = 8;
-inline constexpr double kCheckMinResidual = -0.3481;
-inline constexpr double kCheckMaxResidual = -0.0108;
+inline constexpr double kCheckMinResidual = -0.2771;
+inline constexpr double kCheckMaxResidual = 0.0070;
 
 }  // namespace openmoe::calibration

@@ -92,6 +92,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
   int64_t groups_per_chip_microbatch = 0;
   double einsum_flops_per_group = 0;  // DISPATCH_EINSUM only
   double gating_elements_per_token = 0;  // per MoE layer
+  // DISPATCH_EINSUM's (E, C) masks as tiled, per token per MoE layer (step_workload.h).
+  double mask_elements = 0;
   if (dims.num_experts > 0) {
     const RoutingConfig routing = RoutingFromSpec(spec, /*eval=*/false);
     const double g = static_cast<double>(routing.group_size);
@@ -105,14 +107,20 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     w.expert_rows_per_token = rows_per_group / g;
     groups_per_chip_microbatch = w.tokens_per_chip_microbatch / routing.group_size;
     const double e = static_cast<double>(routing.num_experts);
-    gating_elements_per_token = 4 * static_cast<double>(routing.top_k) * e;
+    // Per token, forward and backward alike: each of the k top-k passes reads the E probabilities
+    // (or the one-hot mask) and writes one; DISPATCH_EINSUM's two (E, C) masks, as tiled in memory
+    // (vector_layout.h), written in the forward (combine, dispatch), and in the backward the
+    // combine weights' gradient written by its einsum and read by the reduction to the gates.
+    double gating_pass_elements = 2 * static_cast<double>(routing.top_k) * e;
     if (cfg.dispatch() == DISPATCH_EINSUM) {
       const int64_t capacity = ExpertCapacity(routing);
       einsum_flops_per_group = EinsumDispatchFlopsPerGroup(routing.group_size, routing.num_experts,
                                                            capacity, dims.d_model);
-      // The masks' (E, C) minor dims as tiled in memory (vector_layout.h).
-      gating_elements_per_token += 4 * TiledElements(routing.num_experts, capacity);
+      mask_elements = TiledElements(routing.num_experts, capacity);
+      gating_pass_elements += 2 * mask_elements;
     }
+    // REMAT_FULL runs the forward's again.
+    gating_elements_per_token = gating_pass_elements * (remat == REMAT_FULL ? 3 : 2);
   }
   // Expert rows a shard holds per microbatch (what it sends, and on average what it receives).
   const double expert_rows =
@@ -220,6 +228,12 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
     saved = traffic.layer_input_elements +
             traffic.saved_elements / static_cast<double>(dims.num_layers);
   }
+  // The einsums' backward reads both masks: each MoE layer keeps them (REMAT_FULL: the layer
+  // being recomputed, counted as the average layer's share as above).
+  const double saved_masks = 2 * mask_elements * static_cast<double>(w.num_moe_layers);
+  saved += remat == REMAT_FULL && dims.num_layers > 0
+               ? saved_masks / static_cast<double>(dims.num_layers)
+               : saved_masks;
   w.activation_bytes_per_chip =
       saved * act_bytes * static_cast<double>(w.tokens_per_chip_microbatch);
 

@@ -40,14 +40,18 @@
 //                     (kept for the backward pass) under REMAT_NONE; REMAT_ATTENTION drops the
 //                     attention internals (attention_internal_elements); REMAT_FULL keeps each
 //                     layer's input (layer_input_elements) plus one layer's saved set while it
-//                     is recomputed (saved_elements / L)
+//                     is recomputed (saved_elements / L). DISPATCH_EINSUM's backward reads both
+//                     masks (the dispatch's input gradient and the combine's expert-output
+//                     gradient), so every MoE layer keeps 2 tiled E x C per token (REMAT_FULL:
+//                     the recomputed layer's, averaged over the L layers as above)
 //   gating HBM        per MoE layer per token, top-k and the cumulative sum that assigns each
-//                     choice its position in its expert: 4 k E elements (each of the k passes
-//                     reads the E probabilities / one-hot mask and writes one; forward and
-//                     backward); DISPATCH_EINSUM adds the (G, E, C) dispatch and combine masks,
+//                     choice its position in its expert: 2 k E elements forward and as many
+//                     backward (each of the k passes reads the E probabilities / one-hot mask and
+//                     writes one); DISPATCH_EINSUM adds the (G, E, C) dispatch and combine masks,
 //                     written in the forward, the combine mask's gradient written and read in the
-//                     backward: 4 E C elements per token, E x C as tiled in memory (C padded to
-//                     128 lanes, E to 8 sublanes: TiledElements, parallel/cost/vector_layout.h)
+//                     backward: 2 + 2 passes of E x C as tiled in memory (C padded to 128 lanes,
+//                     E to 8 sublanes: TiledElements, parallel/cost/vector_layout.h). REMAT_FULL
+//                     runs the forward passes again (3 x 2 k E + 6 tiled E x C in all)
 //   dispatch FLOPs    DISPATCH_EINSUM (GShard, T5X): dispatch einsum GEC,Gd->ECd and combine
 //                     ECd,GEC->Gd, 2 G E C d FLOPs each; backward the dispatch's input gradient
 //                     and the combine's gradients for the expert outputs and the combine weights:

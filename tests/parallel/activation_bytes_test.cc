@@ -55,8 +55,9 @@ TEST(ActivationBytes, FollowTheComputeDtype) {
   EXPECT_DOUBLE_EQ(AllToAllBytes(a), 80.0 * 64 * 4);
   EXPECT_DOUBLE_EQ(AllToAllBytes(b), 80.0 * 64 * 2);
   const TokenTraffic t = TrafficPerToken(DimsFromSpec(fp32), 64, 80.0 / 64);
-  EXPECT_DOUBLE_EQ(a.activation_bytes_per_chip, t.saved_elements * 4 * 64);
-  EXPECT_DOUBLE_EQ(b.activation_bytes_per_chip, t.saved_elements * 2 * 64);
+  // Plus the two (E, C) = (4, 20) masks the einsums' backward reads, 8 x 128 each as tiled.
+  EXPECT_DOUBLE_EQ(a.activation_bytes_per_chip, (t.saved_elements + 2 * 1024.0) * 4 * 64);
+  EXPECT_DOUBLE_EQ(b.activation_bytes_per_chip, (t.saved_elements + 2 * 1024.0) * 2 * 64);
   // Plus the gating of the MoE layer (DISPATCH_EINSUM): 4 k E + 4 E C, the (E, C) = (4, 20) masks
   // tiled as 8 x 128 (vector_layout.h): 4*2*4 + 4*8*128 = 4128 elements per token, at the same
   // element size, 128 tokens per chip.

@@ -155,7 +155,8 @@ TEST(StepWorkload, HbmTrafficAndActivationsFollowTheirPerTokenFormulas) {
   EXPECT_DOUBLE_EQ(w.attention_operand_bytes_per_chip, 2 * 6 * hs * 2 * 128);
   EXPECT_DOUBLE_EQ(w.elementwise_bytes_per_chip,
                    (t.elementwise_elements + 2 * 5 * hs + 4128.0) * 2 * 128);
-  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, t.saved_elements * 2 * 64);
+  // Plus the two masks the einsums' backward reads, 2 x 1024 tiled elements per token.
+  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, (t.saved_elements + 2 * 1024.0) * 2 * 64);
   const ChipMemory memory = MemoryPerChip(ParamLayout(dims), spec.optimizer(), 4);
   EXPECT_EQ(w.state_bytes_per_chip, memory.total_bytes);
   // Each of the chip's 2 cores (topology.cores_per_chip default) updates its own replica.
@@ -408,7 +409,7 @@ TEST(StepWorkloadModelAxis, ActivationsAndTrafficUseThePieceSizes) {
   // 2 groups of 64 tokens per shard per microbatch, 80 buffer rows each.
   const TokenTraffic t = TrafficPerToken(piece, 64, 80.0 / 64);
   const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
-  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, t.saved_elements * 2 * 128);
+  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, (t.saved_elements + 2 * 1024.0) * 2 * 128);
   // Plus the gating, d_model-wide so whole on each chip: 4 k E + 4 x (E, C) tiled = 4128 per
   // token, bf16.
   // And the softmax passes of the chip's 2 heads: 5 H S per layer, 2 layers.
@@ -468,7 +469,12 @@ TEST(Remat, FullAddsOneForwardAndKeepsLayerInputs) {
   const TokenTraffic t = TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64);
   // 2 layers of d = 64 inputs, plus one layer's saved set while it is recomputed; 64 tokens.
   EXPECT_DOUBLE_EQ(t.layer_input_elements, 2 * 64);
-  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, (2 * 64 + t.saved_elements / 2) * 2 * 64);
+  // The layer being recomputed keeps the two (4, 20) masks too, 2 x 1024 tiled elements per token
+  // for the one MoE layer, averaged over the 2 layers.
+  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip,
+                   (2 * 64 + t.saved_elements / 2 + 2 * 1024.0 / 2) * 2 * 64);
+  // The gating's forward passes run again: 3 x (2 k E + 2 x 1024) per token, 128 tokens, bf16.
+  EXPECT_DOUBLE_EQ(w.gating_bytes_per_chip, 3 * (2 * 2 * 4 + 2 * 1024.0) * 2 * 128);
   const CostBreakdown b = PredictStepTime(w, spec.cost_model());
   EXPECT_DOUBLE_EQ(b.compute_seconds, (w.model_flops_per_chip + w.dispatch_flops_per_chip +
                                        w.capacity_flops_per_chip + w.remat_flops_per_chip +
@@ -486,7 +492,8 @@ TEST(Remat, AttentionDropsItsInternals) {
   const TokenTraffic t = TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64);
   // 2 layers x (4 A + H S) = 2 x (256 + 256).
   EXPECT_DOUBLE_EQ(t.attention_internal_elements, 2 * (4 * 64 + 4 * 64));
-  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, (t.saved_elements - 1024) * 2 * 64);
+  // The one MoE layer's two masks stay (2 x 1024 tiled elements per token).
+  EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, (t.saved_elements - 1024 + 2 * 1024) * 2 * 64);
   EXPECT_GT(w.remat_flops_per_chip, 0);
   EXPECT_LT(w.remat_flops_per_chip, w.model_flops_per_chip / 3);
 }
