@@ -179,6 +179,15 @@ bool LaunchedAsRank() {
 // "Tests on a busy machine"); one rank needs no collective library at all.
 int Train(const CommandLine& cl, int* argc, char*** argv) {
   if (!LaunchedAsRank()) {
+    // `srun -n N` without an MPI plugin starts N processes that each see no launcher: every one
+    // would train the whole job alone and write the same checkpoints and metrics.
+    if (const char* tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+        tasks != nullptr && std::atoi(tasks) > 1) {
+      return Fail(absl::FailedPreconditionError(absl::StrCat(
+          "srun started ", tasks,
+          " tasks but none has an MPI launcher environment (no PMIx / PMI variables), so each "
+          "would train alone: run `srun --mpi=pmix ...` (launch/slurm_example.sbatch) or mpirun")));
+    }
     SelfCommunicator self;
     return TrainOnWorld(cl, &self);
   }

@@ -34,7 +34,9 @@ struct RecordKey {
 };
 
 bool ParseRecordKey(const std::string& line, RecordKey* key) {
-  std::vector<JsonFieldRequest> fields = {{"record"}, {"run_id"}};
+  std::vector<JsonFieldRequest> fields(2);
+  fields[0].name = "record";
+  fields[1].name = "run_id";
   if (!ParseJsonObject(line, &fields).ok()) return false;
   key->record = fields[0].value;
   key->run_id = fields[1].value;

@@ -75,6 +75,11 @@ std::string RouterLine(const JobSpec& spec) {
   return line;
 }
 
+// "1 rank" (alone, or mpirun -np 1) or "N MPI ranks".
+std::string RanksLabel(int ranks) {
+  return ranks == 1 ? "1 rank" : absl::StrFormat("%d MPI ranks", ranks);
+}
+
 void PrintStart(const JobSpec& spec, const std::string& job_description, const Trainer& trainer,
                 int threads, int ranks) {
   // Counts of the whole model (rank 0 holds only its experts).
@@ -93,11 +98,12 @@ void PrintStart(const JobSpec& spec, const std::string& job_description, const T
   console::Out(absl::StrFormat(
       "parameters: %.3fM total, %.3fM activated per token (non-embedding %.3fM / %.3fM)"
       "\nmesh: %d chips (%dx%d torus), %d data shards (expert_parallel %d) x model_parallel %d,"
-      " %d MPI ranks x %d chips"
+      " %s x %d chips"
       " (%s), experts %d..%d on rank 0 | OpenBLAS threads per rank: %d\ngemm (%s): %s%s",
       counts.total / 1e6, counts.activated / 1e6, counts.non_embedding_total / 1e6,
       counts.non_embedding_activated / 1e6, mesh.num_chips, mesh.torus_x, mesh.torus_y,
-      mesh.NumShards(), mesh.expert_parallel, mesh.model_parallel, ranks, mesh.chips_per_rank,
+      mesh.NumShards(), mesh.expert_parallel, mesh.model_parallel, RanksLabel(ranks),
+      mesh.chips_per_rank,
       mesh.model_ranks > 1
           ? absl::StrFormat("a model group spans %d ranks, each holds 1/%d of the split weights",
                             mesh.model_ranks, mesh.model_ranks)
@@ -175,8 +181,8 @@ absl::Status RunTrain(const JobSpec& spec, const std::string& job_description,
   const bool rank0 = world->rank() == 0;
   if (rank0) {
     console::Out(absl::StrFormat(
-        "openmoe train: %s | %d MPI ranks | building the mesh, the model and the data sources...",
-        job_description, world->size()));
+        "openmoe train: %s | %s | building the mesh, the model and the data sources...",
+        job_description, RanksLabel(world->size())));
   }
   const int threads = ThreadsFor(spec, *world);
   SetGemmThreads(threads);

@@ -36,5 +36,36 @@ TEST(TrainAlone, TrainsWithoutStartingMpi) {
   EXPECT_EQ(stat(dir.Sub("ckpt/step_00000002").c_str(), &st), 0) << r.Describe();
 }
 
+// `srun -n 2` without an MPI plugin: each task sees SLURM_STEP_NUM_TASKS=2 and no launcher
+// variables. Training alone would write the same checkpoint twice over; the run refuses in one
+// line, exits non-zero and writes nothing.
+TEST(TrainAlone, RefusesTheTasksOfAnSrunWithoutMpi) {
+  testing::ScratchDir dir;
+  testing::RunLimits limits;
+  limits.cwd = dir.path();
+  const testing::RunResult r = testing::RunProgramBounded(
+      "/usr/bin/env",
+      {"SLURM_STEP_NUM_TASKS=2", "SLURM_PROCID=1", OPENMOE_BINARY, "train", "--job",
+       std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt", "--resume", "never", "--set",
+       "train.steps=2", "--set", "checkpoint.dir=" + dir.Sub("ckpt")},
+      limits);
+  ASSERT_TRUE(r.exited) << r.Describe();
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "srun started 2 tasks")) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "--mpi=pmix")) << r.Describe();
+  struct stat st {};
+  EXPECT_NE(stat(dir.Sub("ckpt").c_str(), &st), 0) << r.Describe();
+  // One task alone (srun -n 1) trains as before.
+  const testing::RunResult one = testing::RunProgramBounded(
+      "/usr/bin/env",
+      {"SLURM_STEP_NUM_TASKS=1", OPENMOE_BINARY, "train", "--job",
+       std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt", "--resume", "never", "--set",
+       "train.steps=1", "--set", "checkpoint.dir=" + dir.Sub("ckpt1")},
+      limits);
+  ASSERT_TRUE(one.exited) << one.Describe();
+  EXPECT_EQ(one.exit_code, 0) << one.Describe();
+  EXPECT_TRUE(absl::StrContains(one.out, "| 1 rank |")) << one.Describe();
+}
+
 }  // namespace
 }  // namespace openmoe

@@ -75,7 +75,9 @@ TEST(Bf16ExchangeMpi, BfloatRowsOnTheWireGiveTheOneProcessResult) {
   EXPECT_EQ(c16.rows_remote, c32.rows_remote);
   EXPECT_EQ(c16.bytes_remote, c16.rows_remote * kD * 2);
   EXPECT_EQ(2 * c16.bytes_remote, c32.bytes_remote);
-  if (rank != n - 1) EXPECT_GT(c16.rows_remote, 0);
+  if (rank != n - 1) {
+    EXPECT_GT(c16.rows_remote, 0);
+  }
 
   // One process: the target expert's block of this rank's rows, in BF16.
   const MoeDims one{tokens, kD, kF, FFN_OPENMOE, experts, GemmPrecision::kBf16};

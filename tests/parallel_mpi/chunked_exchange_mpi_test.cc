@@ -127,7 +127,9 @@ TEST(ChunkedExchangeMpi, TrainerLossesMatchUnchunked) {
     }
     ASSERT_NE(a->runner(), nullptr);
     EXPECT_EQ(a->runner()->counters().rows_remote, b->runner()->counters().rows_remote);
-    if (world->size() > 1) EXPECT_GT(b->runner()->counters().rows_remote, 0);
+    if (world->size() > 1) {
+      EXPECT_GT(b->runner()->counters().rows_remote, 0);
+    }
   }
 }
 

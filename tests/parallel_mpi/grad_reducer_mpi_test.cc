@@ -173,7 +173,9 @@ TEST(GradReducerMpi, Bf16WireSumsInFp32AndRoundsOnce) {
     reducer.BeginStep();
     MarkLikeABackward(&reducer);
     reducer.FinishStep();
-    if (s.world->size() > 1) EXPECT_GT(reducer.held_bytes(), 0);
+    if (s.world->size() > 1) {
+      EXPECT_GT(reducer.held_bytes(), 0);
+    }
     for (const auto& bucket : reducer.buckets()) {
       const std::vector<int> ranks = s.Ranks(bucket.begin);
       const int64_t n = bucket.end - bucket.begin;

@@ -120,8 +120,11 @@ void ExpectPieceMatchesWhole(Optimizer& whole_opt, Optimizer& piece_opt, const P
   std::vector<float> whole_params(whole.total_size()), params(piece.total_size());
   InitParams(whole, 7, whole_params.data());
   InitParams(piece, 7, params.data());
-  for (int64_t k = 0; k < piece.total_size(); ++k)
-    if (at[k] >= 0) ASSERT_EQ(params[k], whole_params[at[k]]) << what << ": init of element " << k;
+  for (int64_t k = 0; k < piece.total_size(); ++k) {
+    if (at[k] >= 0) {
+      ASSERT_EQ(params[k], whole_params[at[k]]) << what << ": init of element " << k;
+    }
+  }
   const std::vector<float> initial = whole_params;
   for (int step = 0; step < 3; ++step) {
     const std::vector<float> whole_grads = WholeGrads(whole, step);
