@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/launch/bounded_run.h"
 #include "tests/launch/checkpoint_test_util.h"
@@ -17,54 +19,52 @@
 namespace openmoe {
 namespace {
 
-TEST(TrainAlone, TrainsWithoutStartingMpi) {
-  testing::ScratchDir dir;
+// `openmoe train` of tiny for `steps` steps into `dir`'s `ckpt` with the variables `env` set
+// (NAME=value), started by /usr/bin/env as a launcher-less process.
+testing::RunResult TrainTiny(const testing::ScratchDir& dir, std::vector<std::string> env,
+                             int steps, const std::string& ckpt) {
   testing::RunLimits limits;
   limits.cwd = dir.path();
-  const testing::RunResult r = testing::RunProgramBounded(
-      "/usr/bin/env",
-      {"OPAL_PREFIX=" + dir.Sub("no-open-mpi-here"), OPENMOE_BINARY, "train", "--job",
-       std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt", "--resume", "never", "--set",
-       "train.steps=2", "--set", "checkpoint.dir=" + dir.Sub("ckpt")},
-      limits);
+  env.insert(env.end(), {OPENMOE_BINARY, "train", "--job",
+                         std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt",
+                         "--resume", "never", "--set", absl::StrCat("train.steps=", steps),
+                         "--set", "checkpoint.dir=" + dir.Sub(ckpt)});
+  return testing::RunProgramBounded("/usr/bin/env", env, limits);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+TEST(TrainAlone, TrainsWithoutStartingMpi) {
+  testing::ScratchDir dir;
+  const testing::RunResult r =
+      TrainTiny(dir, {"OPAL_PREFIX=" + dir.Sub("no-open-mpi-here")}, 2, "ckpt");
   ASSERT_TRUE(r.exited) << r.Describe();
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_FALSE(absl::StrContains(r.err, "MPI_Init")) << r.Describe();
   // It trained: both steps ran and the second one's checkpoint is on disk.
   EXPECT_TRUE(absl::StrContains(r.out, "steps 1..2 (2 run, 0 skipped)")) << r.Describe();
-  struct stat st {};
-  EXPECT_EQ(stat(dir.Sub("ckpt/step_00000002").c_str(), &st), 0) << r.Describe();
+  EXPECT_TRUE(Exists(dir.Sub("ckpt/step_00000002"))) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out, "| 1 rank |")) << r.Describe();
 }
 
 // `srun -n 2` without an MPI plugin: each task sees SLURM_STEP_NUM_TASKS=2 and no launcher
 // variables. Training alone would write the same checkpoint twice over; the run refuses in one
-// line, exits non-zero and writes nothing.
+// line, exits non-zero and writes nothing. One task (srun -n 1) trains as before.
 TEST(TrainAlone, RefusesTheTasksOfAnSrunWithoutMpi) {
   testing::ScratchDir dir;
-  testing::RunLimits limits;
-  limits.cwd = dir.path();
-  const testing::RunResult r = testing::RunProgramBounded(
-      "/usr/bin/env",
-      {"SLURM_STEP_NUM_TASKS=2", "SLURM_PROCID=1", OPENMOE_BINARY, "train", "--job",
-       std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt", "--resume", "never", "--set",
-       "train.steps=2", "--set", "checkpoint.dir=" + dir.Sub("ckpt")},
-      limits);
+  const testing::RunResult r =
+      TrainTiny(dir, {"SLURM_STEP_NUM_TASKS=2", "SLURM_PROCID=1"}, 2, "ckpt");
   ASSERT_TRUE(r.exited) << r.Describe();
   EXPECT_NE(r.exit_code, 0) << r.Describe();
   EXPECT_TRUE(absl::StrContains(r.err, "srun started 2 tasks")) << r.Describe();
   EXPECT_TRUE(absl::StrContains(r.err, "--mpi=pmix")) << r.Describe();
-  struct stat st {};
-  EXPECT_NE(stat(dir.Sub("ckpt").c_str(), &st), 0) << r.Describe();
-  // One task alone (srun -n 1) trains as before.
-  const testing::RunResult one = testing::RunProgramBounded(
-      "/usr/bin/env",
-      {"SLURM_STEP_NUM_TASKS=1", OPENMOE_BINARY, "train", "--job",
-       std::string(OPENMOE_SOURCE_DIR) + "/launch/configs/tiny.pbtxt", "--resume", "never", "--set",
-       "train.steps=1", "--set", "checkpoint.dir=" + dir.Sub("ckpt1")},
-      limits);
+  EXPECT_FALSE(Exists(dir.Sub("ckpt"))) << r.Describe();
+  const testing::RunResult one = TrainTiny(dir, {"SLURM_STEP_NUM_TASKS=1"}, 1, "ckpt1");
   ASSERT_TRUE(one.exited) << one.Describe();
   EXPECT_EQ(one.exit_code, 0) << one.Describe();
-  EXPECT_TRUE(absl::StrContains(one.out, "| 1 rank |")) << one.Describe();
 }
 
 }  // namespace
