@@ -232,13 +232,15 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
     sums.lm.correct += part.correct;
     if (grads == nullptr) continue;
     ScopedPhase backward(Phase::kLogitsLossBackward);
-    // BF16: d loss / d logits only feeds the two GEMMs below, which round it anyway; rounding it
-    // once spares each a rounded copy (core/gemm.h).
-    if (dims_.precision == GemmPrecision::kBf16) RoundToBf16(logits, logits, c * v);
-    Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, c, normed_c, logits,
-         grads + logits_->offset);
-    Gemm(dims_.precision, {.transpose_b = true}, c, d, v, logits, w_logits,
-         final_normed_grad_.data() + c0 * d);
+    // BF16: d loss / d logits only feeds the two GEMMs below, which round it anyway; rounded once,
+    // in place, as bf16, it spares each a rounded copy (core/gemm.h).
+    const GemmInput dlogits = dims_.precision == GemmPrecision::kBf16
+                                  ? GemmInput(NarrowToBf16InPlace(logits, c * v), v)
+                                  : GemmInput(logits, v);
+    Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, c, {normed_c, d}, dlogits,
+         grads + logits_->offset, v);
+    Gemm(dims_.precision, {.transpose_b = true}, c, d, v, dlogits, {w_logits, v},
+         final_normed_grad_.data() + c0 * d, d);
   }
   if (grads != nullptr) MarkFinal(*logits_);
   sums.loss = ObjectiveOf(sums.lm, sums.router, scales);
