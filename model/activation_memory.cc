@@ -63,6 +63,11 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   const double attention_backward =
       static_cast<double>(AttentionScratchFloats(attention, /*backward=*/true, workers));
   const double io = 2 * t * d;  // normed input and output, or normed input and its gradient
+  // An FFN's temporaries per row (FfnScratchFloats, model/ffn.h): h forward; h, d h and d g0
+  // backward. BF16 holds h and the gate gradients, which only feed GEMMs, as bf16.
+  const double half = dims.precision == GemmPrecision::kBf16 ? 0.5 : 1.0;
+  auto ffn_forward = [&](double ff) { return half * ff; };
+  auto ffn_backward = [&](double ff, double wi0) { return half * ff + ff + half * wi0; };
   double forward = 0, backward = 0;
   if (layers > 0) {
     forward = std::max(forward, io + attention_forward);
@@ -70,8 +75,8 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
     backward = std::max(backward, io + std::max(recompute, attention_backward));
   }
   if (dense_ffns > 0) {
-    forward = std::max(forward, io + t * f);
-    backward = std::max(backward, io + t * (2 * f + w0));
+    forward = std::max(forward, io + t * ffn_forward(f));
+    backward = std::max(backward, io + t * ffn_backward(f, w0));
   }
   if (moes > 0) {
     const double jitter = s.jitter ? t * d : 0;
@@ -80,15 +85,15 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
     // inputs (r each), the d inputs summed per token row and those returned (at most r and a).
     const double remote_forward = s.experts_remote ? 2 * recv * d + kept * d : 0;
     const double remote_backward = s.experts_remote ? 3 * recv * d + kept * d : 0;
-    forward = std::max(forward, io + jitter + remote_forward + block * fe);
+    forward = std::max(forward, io + jitter + remote_forward + block * ffn_forward(fe));
     backward = std::max(backward, io + 2 * kept * d + 2 * t * e + remote_backward +
-                                      block * (2 * fe + w0e) + jitter);
+                                      block * ffn_backward(fe, w0e) + jitter);
     if (fs > 0) {
       // Shared experts: their forward runs once the routed experts have returned, holding its
       // output (T d) and hidden (T Fs); their backward runs before the routed experts', with a
       // dense FFN's temporaries.
-      forward = std::max(forward, io + t * d + t * fs);
-      backward = std::max(backward, io + t * (2 * fs + w0s));
+      forward = std::max(forward, io + t * d + t * ffn_forward(fs));
+      backward = std::max(backward, io + t * ffn_backward(fs, w0s));
     }
   }
   // REMAT_FULL re-runs a layer's forward inside the backward, its last output in scratch.

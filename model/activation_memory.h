@@ -19,7 +19,9 @@
 //                        then attention 4 T A, the FFN's 2F + W0 per row, the MoE's gradients
 //                        2 a d + 2 T E and one expert block's rows, the shared experts' output
 //                        and hidden T (d + Fs) forward, 2Fs + W0s per row backward; a logits
-//                        chunk)
+//                        chunk). BF16: the FFNs' h and gate gradients (they only feed GEMMs) are
+//                        bf16, so an FFN takes F / 2 per row forward and 1.5F + W0 / 2 backward
+//                        (model/ffn.h FfnScratchFloats)
 //   expert exchange      (held by parallel/expert_parallel.h) r d per MoE layer when experts
 //                        are remote
 // Nothing here is collective.
