@@ -51,6 +51,10 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
 struct GemmInput {
   GemmInput(const float* x, int64_t leading) : f32(x), ld(leading) {}
   GemmInput(const uint16_t* x, int64_t leading) : bf16(x), ld(leading) {}
+  // The same matrix from row r on.
+  GemmInput FromRow(int64_t r) const {
+    return f32 != nullptr ? GemmInput(f32 + r * ld, ld) : GemmInput(bf16 + r * ld, ld);
+  }
   const float* f32 = nullptr;
   const uint16_t* bf16 = nullptr;
   int64_t ld = 0;

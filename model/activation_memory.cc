@@ -48,9 +48,12 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   out.attention =
       attention_caches * (qkvc_bytes * 4 * t * a_width + kF * (t * h + 2 * t));
   out.ffn = kF * ffn_caches * t * (w0 + f);
-  out.moe = kF * (moe_caches * (routing + 2 * kept * d + recv * (w0e + fe) + t * (w0s + fs) +
+  // The expert rows in (bf16 in BF16: they only feed the experts' GEMMs) and out.
+  const double rows_in_bytes = dims.precision == GemmPrecision::kBf16 ? 2 : kF;
+  out.moe = kF * (moe_caches * (routing + kept * d + recv * (w0e + fe) + t * (w0s + fs) +
                                 (s.jitter ? t * d : 0)) +
-                  (full ? moes * routing : 0));
+                  (full ? moes * routing : 0)) +
+            moe_caches * rows_in_bytes * kept * d;
   out.exchange = s.experts_remote ? kF * moes * recv * d : 0;
 
   // Scratch: the most any one sub-block (or the logits) holds at once.

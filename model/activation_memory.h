@@ -10,7 +10,8 @@
 //                        once), RMSNorm statistics T
 //   attention            q, k, v, context 4 T A, log-sum-exp T H (one cache under remat)
 //   dense FFN            up-projections T (W0 + F) (one cache under REMAT_FULL)
-//   MoE                  routing ~ T (2E + 1 + 2k) + 4a, expert rows in and out 2 a d, expert
+//   MoE                  routing ~ T (2E + 1 + 2k) + 4a, expert rows in and out 2 a d (rows
+//                        in bf16 in BF16: 2 bytes each, as attention's q, k, v, context), expert
 //                        up-projections r (W0e + Fe), the shared experts' up-projections
 //                        T (W0s + Fs) (Fs = S Fe, W0s its wi_0 width), jitter T d when on (one
 //                        under REMAT_FULL, plus every layer's routing)

@@ -48,8 +48,8 @@ int64_t FfnScratchFloats(const FfnDims& dims, bool backward) {
   return backward ? h + t * f + GemmRowsFloats(pr, t, w0) : h;
 }
 
-void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
-                float* y, bool accumulate, ScratchArena* scratch) {
+void FfnForward(const FfnDims& dims, const FfnWeights& w, GemmInput x, FfnCache* cache, float* y,
+                bool accumulate, ScratchArena* scratch) {
   const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
   const GemmPrecision pr = dims.precision;
   cache->g0.ResizeUninitialized({t, w0});
@@ -59,13 +59,13 @@ void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCac
   if (scratch == nullptr) scratch = &local;
   ScratchScope scope(scratch);
   const GemmRows h = TakeGemmRows(scratch, pr, t, f);
-  Gemm(pr, {}, t, w0, d, x, w.wi_0, cache->g0.data());
-  Gemm(pr, {}, t, f, d, x, w.wi_1, cache->g1.data());
+  Gemm(pr, {}, t, w0, d, x, {w.wi_0, w0}, cache->g0.data(), w0);
+  Gemm(pr, {}, t, f, d, x, {w.wi_1, f}, cache->g1.data(), f);
   GatedHidden(dims, cache->g0.data(), cache->g1.data(), h);
   Gemm(pr, {.beta = accumulate ? 1.0f : 0.0f}, t, d, f, h.input(), {w.wo, d}, y, d);
 }
 
-void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, const FfnCache* cache,
+void FfnBackward(const FfnDims& dims, const FfnWeights& w, GemmInput x, const FfnCache* cache,
                  const float* dy, const FfnGrads& grads, float* dx, ScratchArena* scratch) {
   const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
   const GemmPrecision pr = dims.precision;
@@ -113,8 +113,8 @@ void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, const
       dg1.SetRow(i, dg1r);
     }
   });
-  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, w0, t, {x, d}, dg0.input(), grads.wi_0, w0);
-  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, f, t, {x, d}, dg1.input(), grads.wi_1, f);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, w0, t, x, dg0.input(), grads.wi_0, w0);
+  Gemm(pr, {.transpose_a = true, .beta = 1.0f}, d, f, t, x, dg1.input(), grads.wi_1, f);
   Gemm(pr, {.transpose_b = true, .beta = 1.0f}, t, d, w0, dg0.input(), {w.wi_0, w0}, dx, d);
   Gemm(pr, {.transpose_b = true, .beta = 1.0f}, t, d, f, dg1.input(), {w.wi_1, f}, dx, d);
 }

@@ -53,13 +53,23 @@ int64_t FfnScratchFloats(const FfnDims& dims, bool backward);
 
 // x: (T, d); y: (T, d), overwritten (or, with accumulate, added to). scratch: where h lives
 // (FfnScratchFloats, released on return); null: a temporary arena.
-void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
-                float* y, bool accumulate = false, ScratchArena* scratch = nullptr);
+// x only feeds GEMMs: floats, or bf16 rows in BF16 (core/gemm.h GemmInput, leading dimension d).
+void FfnForward(const FfnDims& dims, const FfnWeights& w, GemmInput x, FfnCache* cache, float* y,
+                bool accumulate = false, ScratchArena* scratch = nullptr);
+inline void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
+                       float* y, bool accumulate = false, ScratchArena* scratch = nullptr) {
+  FfnForward(dims, w, GemmInput(x, dims.d_model), cache, y, accumulate, scratch);
+}
 
 // dy: (T, d). dx (T, d) += ..., grads += ... . The cache must hold this x's forward. scratch: h,
 // d h and d g0 (FfnScratchFloats, released on return); null: a temporary arena.
-void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, const FfnCache* cache,
+void FfnBackward(const FfnDims& dims, const FfnWeights& w, GemmInput x, const FfnCache* cache,
                  const float* dy, const FfnGrads& grads, float* dx,
                  ScratchArena* scratch = nullptr);
+inline void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x,
+                        const FfnCache* cache, const float* dy, const FfnGrads& grads, float* dx,
+                        ScratchArena* scratch = nullptr) {
+  FfnBackward(dims, w, GemmInput(x, dims.d_model), cache, dy, grads, dx, scratch);
+}
 
 }  // namespace openmoe

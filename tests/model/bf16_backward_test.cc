@@ -11,6 +11,7 @@
 // choice or a capacity slot; the test checks that it did not, since a flip would make the two
 // gradients incomparable. Measured: 0.7% (logits, final norm) to 1.8% for the whole model, 0.5%
 // for one MoE layer's output and input gradient.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -169,10 +170,30 @@ TEST(Bf16Backward, MoeRoutesInFp32AndExpertsHandBackBf16) {
   testing::FillNormal(d_out.data(), d_out.size(), 1.0, 7);
   std::vector<float> g0(wi0.size()), g1(wi1.size()), go(wo.size());
   ExpertBlocksBackward(dims, w, {nullptr, g0.data(), g1.data(), go.data()},
-                       DispatchBlocks(c16.routing), c16.dispatched.data(), c16.expert_ffn,
+                       DispatchBlocks(c16.routing), c16.DispatchedRows(d), c16.expert_ffn,
                        d_out.data(), d_in.data());
   for (float v : d_in) not_bf16 += RoundToBf16(v) != v;
   EXPECT_EQ(not_bf16, 0) << "expert input gradients must be bf16 values";
+
+  // BF16 keeps the dispatched rows as bf16 (2 bytes each), which only feed the experts' GEMMs:
+  // given the same rows as floats (the route before), the experts compute the same bits.
+  const int64_t kept = c16.routing.NumKept();
+  ASSERT_EQ(c16.dispatched.size(), 0);
+  ASSERT_EQ(static_cast<int64_t>(c16.dispatched16.size()), kept * d);
+  std::vector<float> rows(kept * d), y_rows(kept * d), d_in_rows(kept * d, 0.0f);
+  for (int64_t a = 0; a < kept; ++a)
+    std::copy_n(x.data() + c16.routing.kept_token[a] * d, d, rows.data() + a * d);
+  std::vector<FfnCache> caches;
+  ExpertBlocksForward(dims, w, DispatchBlocks(c16.routing), rows.data(), &caches, y_rows.data());
+  EXPECT_EQ(y_rows, std::vector<float>(c16.expert_out.data(), c16.expert_out.data() + kept * d));
+  std::vector<float> g0_rows(wi0.size()), g1_rows(wi1.size()), go_rows(wo.size());
+  ExpertBlocksBackward(dims, w, {nullptr, g0_rows.data(), g1_rows.data(), go_rows.data()},
+                       DispatchBlocks(c16.routing), rows.data(), caches, d_out.data(),
+                       d_in_rows.data());
+  EXPECT_EQ(d_in_rows, d_in);
+  EXPECT_EQ(g0_rows, g0);
+  EXPECT_EQ(g1_rows, g1);
+  EXPECT_EQ(go_rows, go);
 
   const double y_rel = RelativeL2(y16.data(), y32.data(), t * d);
   const double dx_rel = RelativeL2(dx16.data(), dx32.data(), t * d);
