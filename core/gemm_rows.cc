@@ -14,6 +14,15 @@ void GemmRows::SetRow(int64_t i, const float* values) const {
   }
 }
 
+GemmInput GemmRows::FilledFrom(const float* values) const {
+  if (bf16 != nullptr) {
+    FloatToBf16(values, bf16, rows * cols);
+  } else {
+    std::copy_n(values, rows * cols, f32);
+  }
+  return input();
+}
+
 int64_t GemmRowsFloats(GemmPrecision precision, int64_t rows, int64_t cols) {
   const int64_t n = rows * cols;
   return precision == GemmPrecision::kBf16 ? (n + 1) / 2 : n;  // two bf16 per float
@@ -23,6 +32,7 @@ GemmRows TakeGemmRows(ScratchArena* scratch, GemmPrecision precision, int64_t ro
                       int64_t cols) {
   float* p = scratch->Take(GemmRowsFloats(precision, rows, cols));
   GemmRows out;
+  out.rows = rows;
   out.cols = cols;
   if (precision == GemmPrecision::kBf16) {
     out.bf16 = reinterpret_cast<uint16_t*>(p);

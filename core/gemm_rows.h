@@ -17,7 +17,7 @@ namespace openmoe {
 struct GemmRows {
   float* f32 = nullptr;      // kFp32
   uint16_t* bf16 = nullptr;  // kBf16
-  int64_t cols = 0;
+  int64_t rows = 0, cols = 0;
 
   GemmInput input() const { return f32 != nullptr ? GemmInput(f32, cols) : GemmInput(bf16, cols); }
   // Row i as floats (kFp32), to be written in place; null for kBf16, whose rows are written from
@@ -26,6 +26,9 @@ struct GemmRows {
   // Stores row i from `values` (cols floats): copied (kFp32; nothing to do when values is
   // FloatRow(i)) or rounded to bf16 (kBf16).
   void SetRow(int64_t i, const float* values) const;
+  // Stores every row from `values` (a dense rows x cols matrix of floats; rows as taken), then
+  // returns input().
+  GemmInput FilledFrom(const float* values) const;
 };
 
 // Floats of scratch a (rows, cols) GemmRows of this precision takes.

@@ -68,7 +68,8 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   const double io = 2 * t * d;  // normed input and output, or normed input and its gradient
   // An FFN's temporaries per row (FfnScratchFloats, model/ffn.h): h forward; h, d h and d g0
   // backward. BF16 holds h and the gate gradients, which only feed GEMMs, as bf16.
-  const double half = dims.precision == GemmPrecision::kBf16 ? 0.5 : 1.0;
+  const bool bf16 = dims.precision == GemmPrecision::kBf16;
+  const double half = bf16 ? 0.5 : 1.0;
   auto ffn_forward = [&](double ff) { return half * ff; };
   auto ffn_backward = [&](double ff, double wi0) { return half * ff + ff + half * wi0; };
   double forward = 0, backward = 0;
@@ -106,7 +107,8 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
                            ? std::min<double>(static_cast<double>(s.logits_chunk_tokens), t)
                            : static_cast<double>(DefaultLogitsChunkTokens(
                                  static_cast<int64_t>(t), dims.padded_vocab_size));
-  peak = std::max(peak, t * d + chunk * v);  // the final norm's output and a logits chunk
+  // The final norm's output and a logits chunk; BF16 also the logits' weight as bf16.
+  peak = std::max(peak, t * d + chunk * v + (bf16 ? d * v / 2 : 0));
   out.scratch = kF * peak;
   return out;
 }

@@ -22,7 +22,8 @@
 //                        and hidden T (d + Fs) forward, 2Fs + W0s per row backward; a logits
 //                        chunk). BF16: the FFNs' h and gate gradients (they only feed GEMMs) are
 //                        bf16, so an FFN takes F / 2 per row forward and 1.5F + W0 / 2 backward
-//                        (model/ffn.h FfnScratchFloats)
+//                        (model/ffn.h FfnScratchFloats), and the logits take the logits'
+//                        weight as bf16 (d V / 2) beside their chunk
 //   expert exchange      (held by parallel/expert_parallel.h) r d per MoE layer when experts
 //                        are remote
 // Nothing here is collective.

@@ -8,6 +8,7 @@
 #include "core/bf16.h"
 #include "core/check.h"
 #include "core/gemm.h"
+#include "core/gemm_rows.h"
 #include "core/kernels.h"
 #include "core/phase_timer.h"
 #include "model/activation_memory.h"
@@ -213,10 +214,15 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
                                                 : DefaultLogitsChunkTokens(t, v);
   float* logits = scratch_.Take(chunk * v);
   const float* w_logits = params + logits_->offset;
+  // BF16: every chunk's GEMMs read the logits' weight rounded to bf16; rounded once here, in
+  // scratch, it spares each GEMM its own rounded copy.
+  const GemmInput w = dims_.precision == GemmPrecision::kBf16
+                          ? TakeGemmRows(&scratch_, dims_.precision, d, v).FilledFrom(w_logits)
+                          : GemmInput(w_logits, v);
   for (int64_t c0 = 0; c0 < t; c0 += chunk) {
     const int64_t c = std::min(chunk, t - c0);
     const float* normed_c = normed + c0 * d;
-    Gemm(dims_.precision, {}, c, v, d, normed_c, w_logits, logits);
+    Gemm(dims_.precision, {}, c, v, d, {normed_c, d}, w, logits, v);
     const LmLossSums part =
         model_comm_ == nullptr
             ? LmLossForwardBackward(logits, batch.targets.data() + c0,
@@ -239,7 +245,7 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
                                   : GemmInput(logits, v);
     Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, c, {normed_c, d}, dlogits,
          grads + logits_->offset, v);
-    Gemm(dims_.precision, {.transpose_b = true}, c, d, v, dlogits, {w_logits, v},
+    Gemm(dims_.precision, {.transpose_b = true}, c, d, v, dlogits, w,
          final_normed_grad_.data() + c0 * d, d);
   }
   if (grads != nullptr) MarkFinal(*logits_);

@@ -68,6 +68,8 @@ struct GradRun {
   DecoderSums sums;
   std::vector<float> grads;
   std::vector<int32_t> routing;  // choice experts and slots of the MoE layer
+  int64_t kept = 0;              // the MoE layer's kept assignments
+  Decoder::Memory memory;
 };
 
 GradRun ForwardBackward(ComputeDtype dtype, const std::vector<float>& params) {
@@ -89,6 +91,8 @@ GradRun ForwardBackward(ComputeDtype dtype, const std::vector<float>& params) {
   const Routing* r = decoder.routing(1);
   run.routing = r->choice_expert;
   run.routing.insert(run.routing.end(), r->choice_slot.begin(), r->choice_slot.end());
+  run.kept = r->NumKept();
+  run.memory = decoder.memory();
   return run;
 }
 
@@ -120,6 +124,28 @@ TEST(Bf16Backward, GradientsMatchFp32WithinBf16Rounding) {
     EXPECT_LE(rel, kTolerance) << p.name;
     EXPECT_GE(rel, kMinDifference) << p.name << ": the bf16 path does not reach it";
   }
+}
+
+// What BF16 keeps as bf16 (attention's q, k, v and context, the MoE's dispatched rows: they only
+// feed GEMMs) the decoder's account (the memory account's activations) counts at 2 bytes: with
+// the same routing, the FP32 account holds exactly 2 bytes more per such value; the rest (the
+// residual stream, the FFNs' pre-activations, the routing, the experts' caches) is the same.
+TEST(Bf16Backward, AccountCountsTheBf16ActivationsAtTwoBytes) {
+  const ParamLayout layout(DimsFromSpec(Spec(FP32)));
+  std::vector<float> params(layout.total_size());
+  InitParams(layout, /*seed=*/5, params.data());
+  testing::ConditionForRoutingTests(layout, 40.0f, &params);
+  const GradRun fp32 = ForwardBackward(FP32, params);
+  const GradRun bf16 = ForwardBackward(BF16, params);
+  ASSERT_EQ(bf16.routing, fp32.routing) << "bf16 noise flipped a routing decision";
+  ASSERT_EQ(bf16.kept, fp32.kept);
+  const ModelDims dims = layout.dims();
+  const int64_t tokens = 4 * 16, width = dims.AttentionWidth();
+  EXPECT_EQ(fp32.memory.attention - bf16.memory.attention,
+            dims.num_layers * 4 * tokens * width * 2);
+  EXPECT_EQ(fp32.memory.moe - bf16.memory.moe, fp32.kept * dims.d_model * 2);
+  EXPECT_EQ(fp32.memory.residual, bf16.memory.residual);
+  EXPECT_EQ(fp32.memory.ffn, bf16.memory.ffn);
 }
 
 // The router stays fp32 (its logits equal the FP32 layer's bit for bit on the same input), while
