@@ -28,8 +28,7 @@ int64_t GemmRowsFloats(GemmPrecision precision, int64_t rows, int64_t cols) {
   return precision == GemmPrecision::kBf16 ? (n + 1) / 2 : n;  // two bf16 per float
 }
 
-GemmRows TakeGemmRows(ScratchArena* scratch, GemmPrecision precision, int64_t rows,
-                      int64_t cols) {
+GemmRows TakeGemmRows(ScratchArena* scratch, GemmPrecision precision, int64_t rows, int64_t cols) {
   float* p = scratch->Take(GemmRowsFloats(precision, rows, cols));
   GemmRows out;
   out.rows = rows;

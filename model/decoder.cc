@@ -402,11 +402,9 @@ Decoder::Memory Decoder::memory() const {
   for (const FfnCache& c : ffn_caches_) m.ffn += c.g0.capacity_bytes() + c.g1.capacity_bytes();
   for (const FfnCache& c : shared_caches_) m.moe += c.g0.capacity_bytes() + c.g1.capacity_bytes();
   for (const MoeCache& c : moe_caches_) {
-    m.moe += RoutingBytes(c.routing) + c.jitter.capacity_bytes() +
-             c.dispatched.capacity_bytes() +
+    m.moe += RoutingBytes(c.routing) + c.jitter.capacity_bytes() + c.dispatched.capacity_bytes() +
              static_cast<int64_t>(c.dispatched16.capacity() * sizeof(uint16_t)) +
-             c.expert_out.capacity_bytes() +
-             c.own_scratch.capacity_bytes();
+             c.expert_out.capacity_bytes() + c.own_scratch.capacity_bytes();
     for (const FfnCache& e : c.expert_ffn) m.moe += e.g0.capacity_bytes() + e.g1.capacity_bytes();
   }
   for (const Routing& r : kept_routing_) m.moe += RoutingBytes(r);

@@ -45,8 +45,8 @@ void LocalExpertRunner::Backward(int64_t /*layer*/, const MoeDims& dims, const M
                                  const MoeGrads& grads, MoeCache* cache,
                                  const float* d_expert_out, float* d_dispatched) {
   ExpertBlocksBackward(dims, w, grads, DispatchBlocks(cache->routing),
-                       cache->DispatchedRows(dims.d_model),
-                       cache->expert_ffn, d_expert_out, d_dispatched, cache->Scratch());
+                       cache->DispatchedRows(dims.d_model), cache->expert_ffn, d_expert_out,
+                       d_dispatched, cache->Scratch());
 }
 
 namespace {

@@ -351,8 +351,8 @@ TEST(GemmBf16Inputs, EqualGemmBf16OnTheSameValuesBitForBit) {
           const GemmInput b_in =
               (stored & 2) != 0 ? GemmInput(b16.data(), ldb) : GemmInput(b.data(), ldb);
           Gemm(GemmPrecision::kBf16, op, m, n, k, a_in, b_in, got.data(), n);
-          EXPECT_EQ(got, want) << "backend " << static_cast<int>(backend) << " ta " << ta
-                               << " tb " << tb << " stored " << stored;
+          EXPECT_EQ(got, want) << "backend " << static_cast<int>(backend) << " ta " << ta << " tb "
+                               << tb << " stored " << stored;
         }
       }
     }

@@ -1,6 +1,6 @@
 // The activation model (model/activation_memory.h) against what a Decoder actually holds after
-// training steps, for every remat policy, FFN form and compute dtype: the plan's and the memory check's
-// estimates are only as good as this agreement.
+// training steps, for every remat policy, FFN form and compute dtype: the plan's and the memory
+// check's estimates are only as good as this agreement.
 #include "model/activation_memory.h"
 
 #include <vector>
@@ -90,15 +90,13 @@ TEST_P(ActivationMemoryTest, EstimateMatchesTheDecoder) {
 
 INSTANTIATE_TEST_SUITE_P(
     Policies, ActivationMemoryTest,
-    ::testing::Values(Case{REMAT_NONE, FFN_OPENMOE, false},
-                      Case{REMAT_ATTENTION, FFN_OPENMOE, false},
-                      Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
-                      Case{REMAT_FULL, FFN_SWIGLU, true}, Case{REMAT_NONE, FFN_OPENMOE, false, 2},
-                      Case{REMAT_FULL, FFN_SWIGLU, false, 1},
-                      Case{REMAT_NONE, FFN_OPENMOE, false, 0, true},
-                      Case{REMAT_ATTENTION, FFN_OPENMOE, false, 0, true},
-                      Case{REMAT_FULL, FFN_SWIGLU, true, 0, true},
-                      Case{REMAT_NONE, FFN_SWIGLU, false, 2, true}),
+    ::testing::Values(
+        Case{REMAT_NONE, FFN_OPENMOE, false}, Case{REMAT_ATTENTION, FFN_OPENMOE, false},
+        Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
+        Case{REMAT_FULL, FFN_SWIGLU, true}, Case{REMAT_NONE, FFN_OPENMOE, false, 2},
+        Case{REMAT_FULL, FFN_SWIGLU, false, 1}, Case{REMAT_NONE, FFN_OPENMOE, false, 0, true},
+        Case{REMAT_ATTENTION, FFN_OPENMOE, false, 0, true},
+        Case{REMAT_FULL, FFN_SWIGLU, true, 0, true}, Case{REMAT_NONE, FFN_SWIGLU, false, 2, true}),
     [](const auto& info) {
       return Remat_Name(info.param.remat) + "_" + FfnForm_Name(info.param.form) +
              (info.param.jitter ? "_jitter" : "") +

@@ -100,7 +100,10 @@ TEST_P(FfnTest, GradientsMatchFiniteDifferences) {
 // Gemm(kBf16) on floats (the route before they were held as bf16), gives the same output, cache
 // and gradients bit for bit, on each bf16 backend this CPU has.
 TEST_P(FfnTest, Bf16GemmOnlyTemporariesAsBf16GiveTheFloatRoutesBits) {
-  const FfnDims dims{.tokens = 67, .d_model = 40, .d_ff = 36, .form = GetParam(),
+  const FfnDims dims{.tokens = 67,
+                     .d_model = 40,
+                     .d_ff = 36,
+                     .form = GetParam(),
                      .precision = GemmPrecision::kBf16};
   const int64_t t = dims.tokens, d = dims.d_model, f = dims.d_ff, w0 = dims.Wi0Width();
   std::vector<float> x(t * d), wi0(d * w0), wi1(d * f), wo(f * d), dy(t * d);
@@ -123,8 +126,8 @@ TEST_P(FfnTest, Bf16GemmOnlyTemporariesAsBf16GiveTheFloatRoutesBits) {
       for (int64_t j = 0; j < f; ++j) {
         const float* r0 = &g0[i * w0];
         const float c = g1[i * f + j];
-        h[i * f + j] = RoundToBf16(dims.form == FFN_OPENMOE ? r0[j] * Silu(r0[f + j]) * c
-                                                             : Silu(r0[j]) * c);
+        h[i * f + j] =
+            RoundToBf16(dims.form == FFN_OPENMOE ? r0[j] * Silu(r0[f + j]) * c : Silu(r0[j]) * c);
       }
     }
     Gemm(bf, {}, t, d, f, h.data(), wo.data(), y.data());
