@@ -20,9 +20,9 @@ namespace {
 // pipeline. Measured as the memory account's "other" (peak RSS minus what the trainer holds)
 // after the allocator fix (core/allocator.h): 27-32 MiB for tiny and bench_small on one rank
 // (20-26 MiB by 2026-12-07). BF16 adds oneDNN's per-thread bf16 copies of float GEMM operands
-// and more: 55 MiB "other" for both (README "Memory").
+// (8 MiB for both): 34-36 MiB "other" (README "Memory").
 constexpr double kRuntimeBytes = 40.0 * 1024 * 1024;
-constexpr double kBf16RuntimeBytes = 56.0 * 1024 * 1024;
+constexpr double kBf16RuntimeBytes = 48.0 * 1024 * 1024;
 
 }  // namespace
 

@@ -14,8 +14,8 @@
 //                            piece's sizes (ParamLayout::local_dims) for one microbatch of every
 //                            data shard the rank works on, train.remat included; kept expert
 //                            rows at their bound, min(top_k, capacity) per token
-//   runtime                  a fixed 40 MiB (MPI, OpenBLAS, the binary, the data pipeline), 56 MiB
-//                            in BF16 (oneDNN's per-thread bf16 copies of float operands and more)
+//   runtime                  a fixed 40 MiB (MPI, OpenBLAS, the binary, the data pipeline), 48 MiB
+//                            in BF16 (oneDNN's per-thread bf16 copies of float operands)
 // An estimate, not a bound: a job near the limit may still fail while allocating.
 // Nothing here is collective.
 #pragma once

@@ -341,7 +341,9 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
                     "Backward needs a Forward given the same grads (the logits' gradient is "
                     "accumulated there)");
   forward_grads_ = nullptr;
-  scratch_.Reset();
+  // No Reset here (the forward's scopes released everything): it would grow the arena to the
+  // forward's high-water mark, and in a first step a larger backward would then hold that block
+  // beside its own overflow blocks, more than its high-water mark. The Reset at the end grows it.
   ScopedPhase phase(Phase::kLogitsLossBackward);  // the sub-blocks' scopes take theirs out
   // The logits' part ran in the forward; d normed of the final norm is left.
   float* dnormed = final_normed_grad_.data();

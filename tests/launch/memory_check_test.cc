@@ -60,7 +60,7 @@ TEST(MemoryCheck, Bf16CountsItsBf16ActivationsAtTwoBytes) {
   EXPECT_DOUBLE_EQ(e32.activation_bytes - e16.activation_bytes,
                    2.0 * (4 * 4 * 512 * 64 + 2 * 640 * 64));
   EXPECT_EQ(e32.runtime_bytes, 40.0 * 1024 * 1024);
-  EXPECT_EQ(e16.runtime_bytes, 56.0 * 1024 * 1024);
+  EXPECT_EQ(e16.runtime_bytes, 48.0 * 1024 * 1024);
 }
 
 TEST(MemoryCheck, FailsWithOneLineJustBelowTheEstimate) {
