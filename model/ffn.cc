@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "core/bf16.h"
 #include "core/gemm.h"
 #include "core/gemm_rows.h"
 #include "core/kernels.h"

@@ -49,10 +49,11 @@ struct MoeCache {
   void DispatchedRow(int64_t a, int64_t d, float* out) const;
 };
 
-// Where the experts run. MoeForward gathers the kept tokens into cache->dispatched, grouped by
-// global expert as cache->routing.expert_offsets says; a runner fills cache->expert_out in the
-// same order, and its Backward (after that layer's Forward, on the same cache) turns d expert_out
-// into d dispatched. `layer` keys whatever the runner keeps between a layer's Forward and its
+// Where the experts run. MoeForward gathers the kept tokens into cache->dispatched (dispatched16
+// in BF16; runners read them through DispatchedRows / DispatchedRow), grouped by global expert
+// as cache->routing.expert_offsets says; a runner fills cache->expert_out in the same order, and
+// its Backward (after that layer's Forward, on the same cache) turns d expert_out into
+// d dispatched. `layer` keys whatever the runner keeps between a layer's Forward and its
 // Backward (the caller gives each MoE layer of a model its own key, e.g. its layer index); the
 // experts' activations live in cache->expert_ffn. Both runners run their experts through
 // ExpertBlocksForward / ExpertBlocksBackward (model/expert_ffn.h). On an expert-parallel mesh the
