@@ -41,6 +41,10 @@ void Bf16ToFloat(const uint16_t* x, float* y, int64_t n);
 // y[i] = RoundToBf16(x[i])  (n); y == x is allowed.
 void RoundToBf16(const float* x, float* y, int64_t n);
 
+// Rounds x (n floats) to bf16 in place: the n bf16 values packed densely into x's first 2n bytes,
+// returned; x's floats are spent. For a buffer that only feeds bf16 GEMMs from now on.
+uint16_t* NarrowToBf16InPlace(float* x, int64_t n);
+
 // Whether this CPU executes AVX512-BF16 instructions (VDPBF16PS), checked once at run time. The
 // bf16 GEMM (core/gemm.h) uses it to pick its backend.
 bool CpuHasAvx512Bf16();

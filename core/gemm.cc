@@ -125,23 +125,35 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
   Gemm(precision, op, m, n, k, a, lda, b, ldb, c, n);
 }
 
-void GemmBf16A(const GemmOp& op, int64_t m, int64_t n, int64_t k, Bf16Matrix a, const float* b,
-               int64_t ldb, float* c, int64_t ldc) {
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, GemmInput a,
+          GemmInput b, float* c, int64_t ldc) {
+  if (a.bf16 == nullptr && b.bf16 == nullptr) {
+    Gemm(precision, op, m, n, k, a.f32, a.ld, b.f32, b.ld, c, ldc);
+    return;
+  }
+  OPENMOE_CHECK_MSG(precision == GemmPrecision::kBf16, "a bf16 GEMM operand needs kBf16");
   if (m == 0 || n == 0 || k == 0) {
-    // The k == 0 semantics of Gemm (C scaled by beta) need no A.
-    Gemm(GemmPrecision::kBf16, op, m, n, 0, nullptr, 1, b, ldb, c, ldc);
+    // The k == 0 semantics of Gemm (C scaled by beta) read neither operand.
+    Gemm(GemmPrecision::kBf16, op, m, n, 0, nullptr, 1, nullptr, 1, c, ldc);
     return;
   }
   if (ActiveGemmBackend(GemmPrecision::kBf16) == GemmBackend::kOneDnn) {
-    OneDnnGemmBf16A(op, m, n, k, a.data, a.ld, b, ldb, c, ldc);
+    OneDnnGemmBf16(op, m, n, k, a, b, c, ldc);
     return;
   }
-  // Widened exactly to floats, A holds bf16 values, which the rounding fallback uses as they are.
-  thread_local std::vector<float> a_wide;
-  const int64_t rows = op.transpose_a ? k : m, cols = op.transpose_a ? m : k;
-  a_wide.resize(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) Bf16ToFloat(a.data + r * a.ld, a_wide.data() + r * cols, cols);
-  Gemm(GemmPrecision::kBf16, op, m, n, k, a_wide.data(), cols, b, ldb, c, ldc);
+  // Widened exactly to floats, bf16 operands hold bf16 values, which the rounding fallback uses
+  // as they are.
+  thread_local std::vector<float> a_wide, b_wide;
+  auto widen = [](GemmInput x, int64_t rows, int64_t cols, std::vector<float>* wide) {
+    if (x.bf16 == nullptr) return x;
+    wide->resize(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      Bf16ToFloat(x.bf16 + r * x.ld, wide->data() + r * cols, cols);
+    return GemmInput(wide->data(), cols);
+  };
+  const GemmInput af = widen(a, op.transpose_a ? k : m, op.transpose_a ? m : k, &a_wide);
+  const GemmInput bf = widen(b, op.transpose_b ? n : k, op.transpose_b ? k : n, &b_wide);
+  Gemm(GemmPrecision::kBf16, op, m, n, k, af.f32, af.ld, bf.f32, bf.ld, c, ldc);
 }
 
 void SetGemmThreads(int threads) {

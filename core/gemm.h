@@ -45,16 +45,25 @@ void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64
 void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
           const float* a, const float* b, float* c);
 
-// An A operand stored as bf16 (the upper halves of floats, row-major, leading dimension ld): how
-// BF16 keeps activations that only feed GEMMs. GemmBf16A is Gemm(kBf16) with such an A: the same
-// result, bit for bit, as Gemm(kBf16) given A's values as floats (oneDNN reads it without a copy;
-// the fallback widens it exactly and rounds B as usual).
-struct Bf16Matrix {
-  const uint16_t* data = nullptr;
+// One GEMM operand, row-major with leading dimension ld: floats, or (kBf16 only) bf16 storage,
+// the upper halves of floats. BF16 keeps activations that only feed GEMMs that way: the values
+// the GEMM would round them to, in half the bytes, read by oneDNN without a rounded copy.
+struct GemmInput {
+  GemmInput(const float* x, int64_t leading) : f32(x), ld(leading) {}
+  GemmInput(const uint16_t* x, int64_t leading) : bf16(x), ld(leading) {}
+  // The same matrix from row r on.
+  GemmInput FromRow(int64_t r) const {
+    return f32 != nullptr ? GemmInput(f32 + r * ld, ld) : GemmInput(bf16 + r * ld, ld);
+  }
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
   int64_t ld = 0;
 };
-void GemmBf16A(const GemmOp& op, int64_t m, int64_t n, int64_t k, Bf16Matrix a, const float* b,
-               int64_t ldb, float* c, int64_t ldc);
+// Gemm with operands of either kind: the same result, bit for bit, as Gemm(precision) given the
+// bf16 operands' values as floats (the fallback backend widens them exactly). An operand stored as
+// bf16 needs kBf16.
+void Gemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k, GemmInput a,
+          GemmInput b, float* c, int64_t ldc);
 
 void SetGemmThreads(int threads);
 int GemmThreads();

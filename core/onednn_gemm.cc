@@ -209,21 +209,22 @@ void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n,
               reinterpret_cast<const char*>(b), ldb, sizeof(float), c, ldc);
     return;
   }
-  // Stored shapes: A is (M, K) or, transposed, (K, M); the copy is dense.
-  thread_local std::vector<uint16_t> a_bf16;
-  const int64_t a_rows = op.transpose_a ? k : m, a_cols = op.transpose_a ? m : k;
-  OneDnnGemmBf16A(op, m, n, k, Bf16DenseCopy(a, a_rows, a_cols, lda, &a_bf16), a_cols, b, ldb, c,
-                  ldc);
+  OneDnnGemmBf16(op, m, n, k, {a, lda}, {b, ldb}, c, ldc);
 }
 
-void OneDnnGemmBf16A(const GemmOp& op, int64_t m, int64_t n, int64_t k, const uint16_t* a,
-                     int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+void OneDnnGemmBf16(const GemmOp& op, int64_t m, int64_t n, int64_t k, GemmInput a, GemmInput b,
+                    float* c, int64_t ldc) {
   OPENMOE_CHECK(m > 0 && n > 0 && k > 0);
-  thread_local std::vector<uint16_t> b_bf16;
-  const int64_t b_rows = op.transpose_b ? n : k, b_cols = op.transpose_b ? k : n;
-  const uint16_t* b_data = Bf16DenseCopy(b, b_rows, b_cols, ldb, &b_bf16);
-  RunPieces(GemmPrecision::kBf16, op, m, n, k, reinterpret_cast<const char*>(a), lda,
-            reinterpret_cast<const char*>(b_data), b_cols, sizeof(uint16_t), c, ldc);
+  // Stored shapes: A is (M, K) or, transposed, (K, M); B (K, N) or (N, K). Copies are dense.
+  thread_local std::vector<uint16_t> a_bf16, b_bf16;
+  auto as_bf16 = [](GemmInput x, int64_t rows, int64_t cols, std::vector<uint16_t>* copy) {
+    if (x.bf16 != nullptr) return x;
+    return GemmInput(Bf16DenseCopy(x.f32, rows, cols, x.ld, copy), cols);
+  };
+  const GemmInput a16 = as_bf16(a, op.transpose_a ? k : m, op.transpose_a ? m : k, &a_bf16);
+  const GemmInput b16 = as_bf16(b, op.transpose_b ? n : k, op.transpose_b ? k : n, &b_bf16);
+  RunPieces(GemmPrecision::kBf16, op, m, n, k, reinterpret_cast<const char*>(a16.bf16), a16.ld,
+            reinterpret_cast<const char*>(b16.bf16), b16.ld, sizeof(uint16_t), c, ldc);
 }
 
 std::string OneDnnGemmImplementation(GemmPrecision precision, const GemmOp& op, int64_t m,

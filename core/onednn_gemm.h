@@ -32,9 +32,10 @@ bool OneDnnGemmAvailable(GemmPrecision precision);
 void OneDnnGemm(GemmPrecision precision, const GemmOp& op, int64_t m, int64_t n, int64_t k,
                 const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
 
-// kBf16 with A already bf16 (leading dimension lda, in elements): only B is converted.
-void OneDnnGemmBf16A(const GemmOp& op, int64_t m, int64_t n, int64_t k, const uint16_t* a,
-                     int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc);
+// kBf16 with operands of either kind (core/gemm.h's GemmInput): those stored as bf16 are read in
+// place, float ones converted into dense per-thread bf16 scratch.
+void OneDnnGemmBf16(const GemmOp& op, int64_t m, int64_t n, int64_t k, GemmInput a, GemmInput b,
+                    float* c, int64_t ldc);
 
 // oneDNN's name for the implementation it picked for this problem's largest piece (e.g.
 // "brg:avx512_core_bf16", "gemm:jit"); creates and caches the primitive if needed.

@@ -32,6 +32,10 @@ Tensor& Tensor::operator=(const Tensor& other) {
 void Tensor::ResizeUninitialized(std::vector<int64_t> shape) {
   const int64_t n = NumElements(shape);
   if (n > capacity_) {
+    // The contents are not kept: the old block goes first, so growing never holds both (a
+    // transient that would add to the process's peak).
+    data_.reset();
+    capacity_ = 0;
     // Round the byte count up to the alignment, as aligned_alloc requires.
     const size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
     float* p = static_cast<float*>(std::aligned_alloc(64, bytes));

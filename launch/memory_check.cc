@@ -18,8 +18,11 @@ namespace {
 
 // What the process holds besides the account's owners: the binary, MPI, OpenBLAS, the data
 // pipeline. Measured as the memory account's "other" (peak RSS minus what the trainer holds)
-// after the allocator fix (core/allocator.h): 27-32 MiB for tiny and bench_small on one rank.
+// after the allocator fix (core/allocator.h): 27-32 MiB for tiny and bench_small on one rank
+// (20-26 MiB by 2026-12-07). BF16 adds oneDNN's per-thread bf16 copies of float GEMM operands
+// (8 MiB for both): 34-36 MiB "other" (README "Memory").
 constexpr double kRuntimeBytes = 40.0 * 1024 * 1024;
+constexpr double kBf16RuntimeBytes = 48.0 * 1024 * 1024;
 
 }  // namespace
 
@@ -77,7 +80,7 @@ absl::Status EstimateRankMemory(const JobSpec& spec, int world_size, int rank,
   e.activation_bytes = act.residual + act.attention + act.ffn + act.moe;
   e.scratch_bytes = act.scratch;
   e.communication_bytes = act.exchange;
-  e.runtime_bytes = kRuntimeBytes;
+  e.runtime_bytes = dims.precision == GemmPrecision::kBf16 ? kBf16RuntimeBytes : kRuntimeBytes;
   e.total_bytes = e.params_bytes + e.grads_bytes + e.optimizer_bytes + e.activation_bytes +
                   e.scratch_bytes + e.communication_bytes + e.runtime_bytes;
   *out = e;

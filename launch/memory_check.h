@@ -2,7 +2,8 @@
 // that a job too large for the machine fails with one line instead of being killed by the kernel
 // (or aborting on std::bad_alloc) halfway through allocating.
 //
-// The estimate of one rank's bytes, all fp32 as the Trainer keeps them:
+// The estimate of one rank's bytes, as the Trainer keeps them (fp32, but for what BF16 keeps as
+// bf16):
 //   parameters + gradients   2 * the rank's ParamLayout (shared parameters once, its chips'
 //                            experts; with a model group spanning model_ranks ranks, piece
 //                            model_index of the model-split parameters), as Trainer allocates them
@@ -13,7 +14,8 @@
 //                            piece's sizes (ParamLayout::local_dims) for one microbatch of every
 //                            data shard the rank works on, train.remat included; kept expert
 //                            rows at their bound, min(top_k, capacity) per token
-//   runtime                  a fixed 40 MiB (MPI, OpenBLAS, the binary, the data pipeline)
+//   runtime                  a fixed 40 MiB (MPI, OpenBLAS, the binary, the data pipeline), 48 MiB
+//                            in BF16 (oneDNN's per-thread bf16 copies of float operands)
 // An estimate, not a bound: a job near the limit may still fail while allocating.
 // Nothing here is collective.
 #pragma once

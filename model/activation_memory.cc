@@ -48,9 +48,12 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   out.attention =
       attention_caches * (qkvc_bytes * 4 * t * a_width + kF * (t * h + 2 * t));
   out.ffn = kF * ffn_caches * t * (w0 + f);
-  out.moe = kF * (moe_caches * (routing + 2 * kept * d + recv * (w0e + fe) + t * (w0s + fs) +
+  // The expert rows in (bf16 in BF16: they only feed the experts' GEMMs) and out.
+  const double rows_in_bytes = dims.precision == GemmPrecision::kBf16 ? 2 : kF;
+  out.moe = kF * (moe_caches * (routing + kept * d + recv * (w0e + fe) + t * (w0s + fs) +
                                 (s.jitter ? t * d : 0)) +
-                  (full ? moes * routing : 0));
+                  (full ? moes * routing : 0)) +
+            moe_caches * rows_in_bytes * kept * d;
   out.exchange = s.experts_remote ? kF * moes * recv * d : 0;
 
   // Scratch: the most any one sub-block (or the logits) holds at once.
@@ -63,6 +66,12 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
   const double attention_backward =
       static_cast<double>(AttentionScratchFloats(attention, /*backward=*/true, workers));
   const double io = 2 * t * d;  // normed input and output, or normed input and its gradient
+  // An FFN's temporaries per row (FfnScratchFloats, model/ffn.h): h forward; h, d h and d g0
+  // backward. BF16 holds h and the gate gradients, which only feed GEMMs, as bf16.
+  const bool bf16 = dims.precision == GemmPrecision::kBf16;
+  const double half = bf16 ? 0.5 : 1.0;
+  auto ffn_forward = [&](double ff) { return half * ff; };
+  auto ffn_backward = [&](double ff, double wi0) { return half * ff + ff + half * wi0; };
   double forward = 0, backward = 0;
   if (layers > 0) {
     forward = std::max(forward, io + attention_forward);
@@ -70,8 +79,8 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
     backward = std::max(backward, io + std::max(recompute, attention_backward));
   }
   if (dense_ffns > 0) {
-    forward = std::max(forward, io + t * f);
-    backward = std::max(backward, io + t * (2 * f + w0));
+    forward = std::max(forward, io + t * ffn_forward(f));
+    backward = std::max(backward, io + t * ffn_backward(f, w0));
   }
   if (moes > 0) {
     const double jitter = s.jitter ? t * d : 0;
@@ -80,15 +89,15 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
     // inputs (r each), the d inputs summed per token row and those returned (at most r and a).
     const double remote_forward = s.experts_remote ? 2 * recv * d + kept * d : 0;
     const double remote_backward = s.experts_remote ? 3 * recv * d + kept * d : 0;
-    forward = std::max(forward, io + jitter + remote_forward + block * fe);
+    forward = std::max(forward, io + jitter + remote_forward + block * ffn_forward(fe));
     backward = std::max(backward, io + 2 * kept * d + 2 * t * e + remote_backward +
-                                      block * (2 * fe + w0e) + jitter);
+                                      block * ffn_backward(fe, w0e) + jitter);
     if (fs > 0) {
       // Shared experts: their forward runs once the routed experts have returned, holding its
       // output (T d) and hidden (T Fs); their backward runs before the routed experts', with a
       // dense FFN's temporaries.
-      forward = std::max(forward, io + t * d + t * fs);
-      backward = std::max(backward, io + t * (2 * fs + w0s));
+      forward = std::max(forward, io + t * d + t * ffn_forward(fs));
+      backward = std::max(backward, io + t * ffn_backward(fs, w0s));
     }
   }
   // REMAT_FULL re-runs a layer's forward inside the backward, its last output in scratch.
@@ -98,7 +107,8 @@ ActivationEstimate EstimateActivations(const ModelDims& dims, const ActivationSh
                            ? std::min<double>(static_cast<double>(s.logits_chunk_tokens), t)
                            : static_cast<double>(DefaultLogitsChunkTokens(
                                  static_cast<int64_t>(t), dims.padded_vocab_size));
-  peak = std::max(peak, t * d + chunk * v);  // the final norm's output and a logits chunk
+  // The final norm's output and a logits chunk; BF16 also the logits' weight as bf16.
+  peak = std::max(peak, t * d + chunk * v + (bf16 ? d * v / 2 : 0));
   out.scratch = kF * peak;
   return out;
 }

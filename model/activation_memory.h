@@ -10,7 +10,8 @@
 //                        once), RMSNorm statistics T
 //   attention            q, k, v, context 4 T A, log-sum-exp T H (one cache under remat)
 //   dense FFN            up-projections T (W0 + F) (one cache under REMAT_FULL)
-//   MoE                  routing ~ T (2E + 1 + 2k) + 4a, expert rows in and out 2 a d, expert
+//   MoE                  routing ~ T (2E + 1 + 2k) + 4a, expert rows in and out 2 a d (rows
+//                        in bf16 in BF16: 2 bytes each, as attention's q, k, v, context), expert
 //                        up-projections r (W0e + Fe), the shared experts' up-projections
 //                        T (W0s + Fs) (Fs = S Fe, W0s its wi_0 width), jitter T d when on (one
 //                        under REMAT_FULL, plus every layer's routing)
@@ -19,7 +20,10 @@
 //                        then attention 4 T A, the FFN's 2F + W0 per row, the MoE's gradients
 //                        2 a d + 2 T E and one expert block's rows, the shared experts' output
 //                        and hidden T (d + Fs) forward, 2Fs + W0s per row backward; a logits
-//                        chunk)
+//                        chunk). BF16: the FFNs' h and gate gradients (they only feed GEMMs) are
+//                        bf16, so an FFN takes F / 2 per row forward and 1.5F + W0 / 2 backward
+//                        (model/ffn.h FfnScratchFloats), and the logits take the logits'
+//                        weight as bf16 (d V / 2) beside their chunk
 //   expert exchange      (held by parallel/expert_parallel.h) r d per MoE layer when experts
 //                        are remote
 // Nothing here is collective.

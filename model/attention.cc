@@ -311,7 +311,8 @@ void AttentionForward(const AttentionDims& dims, const RopeTable& rope, const At
     to->resize(static_cast<size_t>(act));
     FloatToBf16(from, to->data(), act);
   }
-  GemmBf16A({}, tokens, d, width, {cache->context16.data(), width}, w.wo, d, y, d);
+  Gemm(GemmPrecision::kBf16, {}, tokens, d, width, {cache->context16.data(), width}, {w.wo, d}, y,
+       d);
 }
 
 void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const AttentionWeights& w,
@@ -334,8 +335,8 @@ void AttentionBackward(const AttentionDims& dims, const RopeTable& rope, const A
   float* dv = dk + act;                   // (B*S, H*hd)
   // y = context @ wo.
   if (KeepsBf16(dims)) {
-    GemmBf16A({.transpose_a = true, .beta = 1.0f}, width, d, tokens,
-              {cache->context16.data(), width}, dy, d, grads.wo, d);
+    Gemm(GemmPrecision::kBf16, {.transpose_a = true, .beta = 1.0f}, width, d, tokens,
+         {cache->context16.data(), width}, {dy, d}, grads.wo, d);
   } else {
     Gemm(pr, {.transpose_a = true, .beta = 1.0f}, width, d, tokens, cache->context.data(), dy,
          grads.wo);

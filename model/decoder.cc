@@ -8,6 +8,7 @@
 #include "core/bf16.h"
 #include "core/check.h"
 #include "core/gemm.h"
+#include "core/gemm_rows.h"
 #include "core/kernels.h"
 #include "core/phase_timer.h"
 #include "model/activation_memory.h"
@@ -213,10 +214,15 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
                                                 : DefaultLogitsChunkTokens(t, v);
   float* logits = scratch_.Take(chunk * v);
   const float* w_logits = params + logits_->offset;
+  // BF16: every chunk's GEMMs read the logits' weight rounded to bf16; rounded once here, in
+  // scratch, it spares each GEMM its own rounded copy.
+  const GemmInput w = dims_.precision == GemmPrecision::kBf16
+                          ? TakeGemmRows(&scratch_, dims_.precision, d, v).FilledFrom(w_logits)
+                          : GemmInput(w_logits, v);
   for (int64_t c0 = 0; c0 < t; c0 += chunk) {
     const int64_t c = std::min(chunk, t - c0);
     const float* normed_c = normed + c0 * d;
-    Gemm(dims_.precision, {}, c, v, d, normed_c, w_logits, logits);
+    Gemm(dims_.precision, {}, c, v, d, {normed_c, d}, w, logits, v);
     const LmLossSums part =
         model_comm_ == nullptr
             ? LmLossForwardBackward(logits, batch.targets.data() + c0,
@@ -232,13 +238,15 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
     sums.lm.correct += part.correct;
     if (grads == nullptr) continue;
     ScopedPhase backward(Phase::kLogitsLossBackward);
-    // BF16: d loss / d logits only feeds the two GEMMs below, which round it anyway; rounding it
-    // once spares each a rounded copy (core/gemm.h).
-    if (dims_.precision == GemmPrecision::kBf16) RoundToBf16(logits, logits, c * v);
-    Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, c, normed_c, logits,
-         grads + logits_->offset);
-    Gemm(dims_.precision, {.transpose_b = true}, c, d, v, logits, w_logits,
-         final_normed_grad_.data() + c0 * d);
+    // BF16: d loss / d logits only feeds the two GEMMs below, which round it anyway; rounded once,
+    // in place, as bf16, it spares each a rounded copy (core/gemm.h).
+    const GemmInput dlogits = dims_.precision == GemmPrecision::kBf16
+                                  ? GemmInput(NarrowToBf16InPlace(logits, c * v), v)
+                                  : GemmInput(logits, v);
+    Gemm(dims_.precision, {.transpose_a = true, .beta = 1.0f}, d, v, c, {normed_c, d}, dlogits,
+         grads + logits_->offset, v);
+    Gemm(dims_.precision, {.transpose_b = true}, c, d, v, dlogits, w,
+         final_normed_grad_.data() + c0 * d, d);
   }
   if (grads != nullptr) MarkFinal(*logits_);
   sums.loss = ObjectiveOf(sums.lm, sums.router, scales);
@@ -333,7 +341,9 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
                     "Backward needs a Forward given the same grads (the logits' gradient is "
                     "accumulated there)");
   forward_grads_ = nullptr;
-  scratch_.Reset();
+  // No Reset here (the forward's scopes released everything): it would grow the arena to the
+  // forward's high-water mark, and in a first step a larger backward would then hold that block
+  // beside its own overflow blocks, more than its high-water mark. The Reset at the end grows it.
   ScopedPhase phase(Phase::kLogitsLossBackward);  // the sub-blocks' scopes take theirs out
   // The logits' part ran in the forward; d normed of the final norm is left.
   float* dnormed = final_normed_grad_.data();
@@ -394,9 +404,9 @@ Decoder::Memory Decoder::memory() const {
   for (const FfnCache& c : ffn_caches_) m.ffn += c.g0.capacity_bytes() + c.g1.capacity_bytes();
   for (const FfnCache& c : shared_caches_) m.moe += c.g0.capacity_bytes() + c.g1.capacity_bytes();
   for (const MoeCache& c : moe_caches_) {
-    m.moe += RoutingBytes(c.routing) + c.jitter.capacity_bytes() +
-             c.dispatched.capacity_bytes() + c.expert_out.capacity_bytes() +
-             c.own_scratch.capacity_bytes();
+    m.moe += RoutingBytes(c.routing) + c.jitter.capacity_bytes() + c.dispatched.capacity_bytes() +
+             static_cast<int64_t>(c.dispatched16.capacity() * sizeof(uint16_t)) +
+             c.expert_out.capacity_bytes() + c.own_scratch.capacity_bytes();
     for (const FfnCache& e : c.expert_ffn) m.moe += e.g0.capacity_bytes() + e.g1.capacity_bytes();
   }
   for (const Routing& r : kept_routing_) m.moe += RoutingBytes(r);

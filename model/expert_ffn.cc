@@ -31,7 +31,7 @@ FfnGrads ExpertFfnGrads(const MoeDims& dims, const MoeGrads& g, int64_t e) {
 }
 
 void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
-                         const std::vector<ExpertBlock>& blocks, const float* x,
+                         const std::vector<ExpertBlock>& blocks, GemmInput x,
                          std::vector<FfnCache>* caches, float* y, ScratchArena* scratch,
                          BlockRange range) {
   const int64_t d = dims.d_model;
@@ -39,7 +39,7 @@ void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
   for (size_t i = range.first; i < std::min(range.end, blocks.size()); ++i) {
     const ExpertBlock& b = blocks[i];
     FfnForward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
-               x + b.begin * d, &(*caches)[i], y + b.begin * d, /*accumulate=*/false, scratch);
+               x.FromRow(b.begin), &(*caches)[i], y + b.begin * d, /*accumulate=*/false, scratch);
     if (dims.precision == GemmPrecision::kBf16) {
       RoundToBf16(y + b.begin * d, y + b.begin * d, b.rows * d);
     }
@@ -47,7 +47,7 @@ void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
 }
 
 void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
-                          const std::vector<ExpertBlock>& blocks, const float* x,
+                          const std::vector<ExpertBlock>& blocks, GemmInput x,
                           const std::vector<FfnCache>& caches, const float* dy, float* dx,
                           ScratchArena* scratch, BlockRange range) {
   const int64_t d = dims.d_model;
@@ -55,7 +55,7 @@ void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGra
   for (size_t i = range.first; i < std::min(range.end, blocks.size()); ++i) {
     const ExpertBlock& b = blocks[i];
     FfnBackward(ExpertFfnDims(dims, b.rows), ExpertFfnWeights(dims, w, b.local_expert),
-                x + b.begin * d, &caches[i], dy + b.begin * d,
+                x.FromRow(b.begin), &caches[i], dy + b.begin * d,
                 ExpertFfnGrads(dims, grads, b.local_expert), dx + b.begin * d, scratch);
     if (dims.precision == GemmPrecision::kBf16) {
       RoundToBf16(dx + b.begin * d, dx + b.begin * d, b.rows * d);

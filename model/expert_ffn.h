@@ -65,18 +65,32 @@ struct BlockRange {
 // (rows in no block are left alone; kBf16: rounded to bf16). caches: resized to blocks.size(),
 // block i's activations (only the range's are written). scratch: the blocks' temporaries, one
 // block's at a time (null: a temporary arena).
+// x may be bf16 rows in BF16 (they only feed the experts' GEMMs; GemmInput, leading dimension d).
 void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
-                         const std::vector<ExpertBlock>& blocks, const float* x,
+                         const std::vector<ExpertBlock>& blocks, GemmInput x,
                          std::vector<FfnCache>* caches, float* y, ScratchArena* scratch = nullptr,
                          BlockRange range = {});
+inline void ExpertBlocksForward(const MoeDims& dims, const MoeWeights& w,
+                                const std::vector<ExpertBlock>& blocks, const float* x,
+                                std::vector<FfnCache>* caches, float* y,
+                                ScratchArena* scratch = nullptr, BlockRange range = {}) {
+  ExpertBlocksForward(dims, w, blocks, GemmInput(x, dims.d_model), caches, y, scratch, range);
+}
 
 // Backward of the last ExpertBlocksForward on the same x, blocks and caches. dy: (R, d) in;
 // dx (R, d) += ..., the local experts' weight grads += ... . kBf16: each block's rows of dx are
 // rounded to bf16 after the accumulation, so callers pass them zeroed (both runners do) to get
 // the rounded input gradient.
 void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
-                          const std::vector<ExpertBlock>& blocks, const float* x,
+                          const std::vector<ExpertBlock>& blocks, GemmInput x,
                           const std::vector<FfnCache>& caches, const float* dy, float* dx,
                           ScratchArena* scratch = nullptr, BlockRange range = {});
+inline void ExpertBlocksBackward(const MoeDims& dims, const MoeWeights& w, const MoeGrads& grads,
+                                 const std::vector<ExpertBlock>& blocks, const float* x,
+                                 const std::vector<FfnCache>& caches, const float* dy, float* dx,
+                                 ScratchArena* scratch = nullptr, BlockRange range = {}) {
+  ExpertBlocksBackward(dims, w, grads, blocks, GemmInput(x, dims.d_model), caches, dy, dx, scratch,
+                       range);
+}
 
 }  // namespace openmoe

@@ -44,15 +44,32 @@ struct FfnCache {
   Tensor g1;  // (T, F) x @ wi_1
 };
 
+// Floats of scratch FfnForward / FfnBackward take. The temporaries that only feed GEMMs (h, and
+// in the backward d g0 and d g1) are bf16 in BF16 (core/gemm_rows.h); d h, which the gate's
+// backward reads, is fp32. FP32: forward h T F; backward h, d h (then d g1 in place) and d g0,
+// T (2F + Wi0Width). BF16: forward T F / 2; backward h (then d g1 in place) T F / 2, d h T F,
+// d g0 T Wi0Width / 2.
+int64_t FfnScratchFloats(const FfnDims& dims, bool backward);
+
 // x: (T, d); y: (T, d), overwritten (or, with accumulate, added to). scratch: where h lives
-// (T x F floats, released on return); null: a temporary arena.
-void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
-                float* y, bool accumulate = false, ScratchArena* scratch = nullptr);
+// (FfnScratchFloats, released on return); null: a temporary arena.
+// x only feeds GEMMs: floats, or bf16 rows in BF16 (core/gemm.h GemmInput, leading dimension d).
+void FfnForward(const FfnDims& dims, const FfnWeights& w, GemmInput x, FfnCache* cache, float* y,
+                bool accumulate = false, ScratchArena* scratch = nullptr);
+inline void FfnForward(const FfnDims& dims, const FfnWeights& w, const float* x, FfnCache* cache,
+                       float* y, bool accumulate = false, ScratchArena* scratch = nullptr) {
+  FfnForward(dims, w, GemmInput(x, dims.d_model), cache, y, accumulate, scratch);
+}
 
 // dy: (T, d). dx (T, d) += ..., grads += ... . The cache must hold this x's forward. scratch: h,
-// d h and d g0 (T x (2F + Wi0Width) floats, released on return); null: a temporary arena.
-void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x, const FfnCache* cache,
+// d h and d g0 (FfnScratchFloats, released on return); null: a temporary arena.
+void FfnBackward(const FfnDims& dims, const FfnWeights& w, GemmInput x, const FfnCache* cache,
                  const float* dy, const FfnGrads& grads, float* dx,
                  ScratchArena* scratch = nullptr);
+inline void FfnBackward(const FfnDims& dims, const FfnWeights& w, const float* x,
+                        const FfnCache* cache, const float* dy, const FfnGrads& grads, float* dx,
+                        ScratchArena* scratch = nullptr) {
+  FfnBackward(dims, w, GemmInput(x, dims.d_model), cache, dy, grads, dx, scratch);
+}
 
 }  // namespace openmoe

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/bf16.h"
 #include "core/check.h"
 #include "core/gemm.h"
 #include "core/kernels.h"
@@ -22,17 +23,30 @@ std::vector<ExpertBlock> DispatchBlocks(const Routing& r) {
   return blocks;
 }
 
+GemmInput MoeCache::DispatchedRows(int64_t d) const {
+  return dispatched16.empty() ? GemmInput(dispatched.data(), d) : GemmInput(dispatched16.data(), d);
+}
+
+void MoeCache::DispatchedRow(int64_t a, int64_t d, float* out) const {
+  if (dispatched16.empty()) {
+    std::copy_n(dispatched.data() + a * d, d, out);
+  } else {
+    Bf16ToFloat(dispatched16.data() + a * d, out, d);
+  }
+}
+
 void LocalExpertRunner::Forward(int64_t /*layer*/, const MoeDims& dims, const MoeWeights& w,
                                 MoeCache* cache) {
-  ExpertBlocksForward(dims, w, DispatchBlocks(cache->routing), cache->dispatched.data(),
+  ExpertBlocksForward(dims, w, DispatchBlocks(cache->routing), cache->DispatchedRows(dims.d_model),
                       &cache->expert_ffn, cache->expert_out.data(), cache->Scratch());
 }
 
 void LocalExpertRunner::Backward(int64_t /*layer*/, const MoeDims& dims, const MoeWeights& w,
                                  const MoeGrads& grads, MoeCache* cache,
                                  const float* d_expert_out, float* d_dispatched) {
-  ExpertBlocksBackward(dims, w, grads, DispatchBlocks(cache->routing), cache->dispatched.data(),
-                       cache->expert_ffn, d_expert_out, d_dispatched, cache->Scratch());
+  ExpertBlocksBackward(dims, w, grads, DispatchBlocks(cache->routing),
+                       cache->DispatchedRows(dims.d_model), cache->expert_ffn, d_expert_out,
+                       d_dispatched, cache->Scratch());
 }
 
 namespace {
@@ -71,12 +85,20 @@ RouterLossSums MoeForward(const MoeDims& dims, const RoutingConfig& routing_conf
   ScopedPhase phase(Phase::kPermuteForward);  // within the decoder's router scope
   // Dispatch: gather the kept tokens' rows, expert by expert.
   const int64_t num_kept = r.NumKept();
-  cache->dispatched.ResizeUninitialized({num_kept, d});
   cache->expert_out.ResizeUninitialized({num_kept, d});
-  float* dispatched = cache->dispatched.data();
   float* expert_out = cache->expert_out.data();
-  for (int64_t a = 0; a < num_kept; ++a) {
-    std::copy_n(x + r.kept_token[a] * d, d, dispatched + a * d);
+  if (dims.precision == GemmPrecision::kBf16) {
+    cache->dispatched.ResizeUninitialized({0, d});
+    cache->dispatched16.resize(static_cast<size_t>(num_kept * d));
+    uint16_t* dispatched = cache->dispatched16.data();
+    for (int64_t a = 0; a < num_kept; ++a)
+      FloatToBf16(x + r.kept_token[a] * d, dispatched + a * d, d);
+  } else {
+    cache->dispatched16.clear();
+    cache->dispatched.ResizeUninitialized({num_kept, d});
+    float* dispatched = cache->dispatched.data();
+    for (int64_t a = 0; a < num_kept; ++a)
+      std::copy_n(x + r.kept_token[a] * d, d, dispatched + a * d);
   }
 
   phase.Switch(Phase::kExpertsForward);

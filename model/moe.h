@@ -30,7 +30,11 @@ struct MoeCache {
   const int32_t* token_ids = nullptr;
   const int32_t* segment_ids = nullptr;
   int64_t seq_len = 0;  // tokens per row of the batch, set with them (per-sequence balancing)
-  Tensor dispatched;                 // (A, d) expert inputs in dispatch order
+  // (A, d) expert inputs in dispatch order. They only feed the experts' GEMMs, so BF16 keeps
+  // them as bf16 (dispatched16: half the bytes, the values those GEMMs round them to) and FP32 as
+  // floats (dispatched); MoeForward fills the one its precision uses and empties the other.
+  Tensor dispatched;
+  std::vector<uint16_t> dispatched16;
   Tensor expert_out;                 // (A, d) expert outputs in dispatch order
   // The experts' activations, one per block the runner ran (model/expert_ffn.h): filled by its
   // Forward, read by its Backward.
@@ -40,12 +44,16 @@ struct MoeCache {
   ScratchArena* scratch = nullptr;
   ScratchArena own_scratch;
   ScratchArena* Scratch() { return scratch != nullptr ? scratch : &own_scratch; }
+  // The dispatched rows as GEMMs read them (d columns), and row a of them as floats (exact).
+  GemmInput DispatchedRows(int64_t d) const;
+  void DispatchedRow(int64_t a, int64_t d, float* out) const;
 };
 
-// Where the experts run. MoeForward gathers the kept tokens into cache->dispatched, grouped by
-// global expert as cache->routing.expert_offsets says; a runner fills cache->expert_out in the
-// same order, and its Backward (after that layer's Forward, on the same cache) turns d expert_out
-// into d dispatched. `layer` keys whatever the runner keeps between a layer's Forward and its
+// Where the experts run. MoeForward gathers the kept tokens into cache->dispatched (dispatched16
+// in BF16; runners read them through DispatchedRows / DispatchedRow), grouped by global expert
+// as cache->routing.expert_offsets says; a runner fills cache->expert_out in the same order, and
+// its Backward (after that layer's Forward, on the same cache) turns d expert_out into
+// d dispatched. `layer` keys whatever the runner keeps between a layer's Forward and its
 // Backward (the caller gives each MoE layer of a model its own key, e.g. its layer index); the
 // experts' activations live in cache->expert_ffn. Both runners run their experts through
 // ExpertBlocksForward / ExpertBlocksBackward (model/expert_ffn.h). On an expert-parallel mesh the

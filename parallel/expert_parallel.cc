@@ -393,8 +393,7 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
   float* token_rows_out = scratch->Take(tokens_sent * d);
   float* token_rows_in = scratch->Take(RowsBefore(s.tokens.received, chunks_) * d);
   for (int64_t u = 0; u < tokens_sent; ++u)
-    std::memcpy(token_rows_out + u * d, cache->dispatched.data() + s.token_source[u] * d,
-                d * sizeof(float));
+    cache->DispatchedRow(s.token_source[u], d, token_rows_out + u * d);
   counters_.rows_local += s.send_rows[comm_->rank()];  // copied from dispatch order below
   const bool staged = !s.send_order.empty();
   const int64_t kept = r.NumKept();
@@ -407,9 +406,11 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
           for (int64_t i = RowsBefore(s.assigned.received, k);
                i < RowsBefore(s.assigned.received, k + 1); ++i) {
             const int64_t t = s.token_of_row[i];
-            const float* row =
-                t >= 0 ? token_rows_in + t * d : cache->dispatched.data() + (-1 - t) * d;
-            std::memcpy(s.recv.data() + i * d, row, d * sizeof(float));
+            if (t >= 0) {
+              std::memcpy(s.recv.data() + i * d, token_rows_in + t * d, d * sizeof(float));
+            } else {
+              cache->DispatchedRow(-1 - t, d, s.recv.data() + i * d);
+            }
           }
         }
         ExpertBlocksForward(dims, w, s.blocks, s.recv.data(), &cache->expert_ffn, expert_res,

@@ -323,28 +323,37 @@ TEST(GemmBackends, DefaultsFollowTheCpu) {
 namespace openmoe {
 namespace {
 
-// GemmBf16A (A stored as bf16) is Gemm(kBf16) with A's values as floats, bit for bit, on each bf16
-// backend this CPU has, for every transpose, a strided A and accumulation into C.
-TEST(GemmBf16A, EqualsGemmBf16OnTheSameValuesBitForBit) {
+// Operands stored as bf16 (GemmInput) give Gemm(kBf16) with their values as floats, bit for bit,
+// on each bf16 backend this CPU has, for A, B or both so stored, every transpose, strided operands
+// and accumulation into C.
+TEST(GemmBf16Inputs, EqualGemmBf16OnTheSameValuesBitForBit) {
   const GemmBackend saved = ActiveGemmBackend(GemmPrecision::kBf16);
   for (const GemmBackend backend : {GemmBackend::kOpenBlas, GemmBackend::kOneDnn}) {
     if (backend == GemmBackend::kOneDnn && !OneDnnGemmAvailable(GemmPrecision::kBf16)) continue;
     SetGemmBackend(GemmPrecision::kBf16, backend);
     for (const bool ta : {false, true}) {
       for (const bool tb : {false, true}) {
-        const int64_t m = 37, n = 150, k = 131, pad = 5;
-        const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, lda = a_cols + pad;
-        std::vector<float> a = Fill(a_rows * lda, 1), b = Fill(k * n, 2), c0 = Fill(m * n, 3);
-        std::vector<uint16_t> a16(a.size());
-        FloatToBf16(a.data(), a16.data(), static_cast<int64_t>(a.size()));
-        RoundToBf16(a.data(), a.data(), static_cast<int64_t>(a.size()));
-        const GemmOp op{.transpose_a = ta, .transpose_b = tb, .beta = 1.0f};
-        std::vector<float> want = c0, got = c0;
-        Gemm(GemmPrecision::kBf16, op, m, n, k, a.data(), lda, b.data(), tb ? k : n, want.data(),
-             n);
-        GemmBf16A(op, m, n, k, {a16.data(), lda}, b.data(), tb ? k : n, got.data(), n);
-        EXPECT_EQ(got, want) << "backend " << static_cast<int>(backend) << " ta " << ta << " tb "
-                             << tb;
+        for (const int stored : {1, 2, 3}) {  // bit 0: A as bf16, bit 1: B as bf16
+          const int64_t m = 37, n = 150, k = 131, pad = 5;
+          const int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad;
+          std::vector<float> a = Fill((ta ? k : m) * lda, 1), b = Fill((tb ? n : k) * ldb, 2);
+          const std::vector<float> c0 = Fill(m * n, 3);
+          std::vector<uint16_t> a16(a.size()), b16(b.size());
+          FloatToBf16(a.data(), a16.data(), static_cast<int64_t>(a.size()));
+          FloatToBf16(b.data(), b16.data(), static_cast<int64_t>(b.size()));
+          RoundToBf16(a.data(), a.data(), static_cast<int64_t>(a.size()));
+          RoundToBf16(b.data(), b.data(), static_cast<int64_t>(b.size()));
+          const GemmOp op{.transpose_a = ta, .transpose_b = tb, .beta = 1.0f};
+          std::vector<float> want = c0, got = c0;
+          Gemm(GemmPrecision::kBf16, op, m, n, k, a.data(), lda, b.data(), ldb, want.data(), n);
+          const GemmInput a_in =
+              (stored & 1) != 0 ? GemmInput(a16.data(), lda) : GemmInput(a.data(), lda);
+          const GemmInput b_in =
+              (stored & 2) != 0 ? GemmInput(b16.data(), ldb) : GemmInput(b.data(), ldb);
+          Gemm(GemmPrecision::kBf16, op, m, n, k, a_in, b_in, got.data(), n);
+          EXPECT_EQ(got, want) << "backend " << static_cast<int>(backend) << " ta " << ta << " tb "
+                               << tb << " stored " << stored;
+        }
       }
     }
   }

@@ -42,6 +42,27 @@ TEST(MemoryCheck, ParamsAreTheRankLayoutAndPartsAddUp) {
   EXPECT_LT(two.params_bytes, one.params_bytes);
 }
 
+// BF16 keeps attention's q, k, v, context and the MoE's dispatched rows at 2 bytes instead of 4;
+// tiny on one rank: 4 layers x 4 x 512 tokens x 64 (heads x head_dim), and 2 MoE layers x 640
+// kept rows at most (4 groups of 128 tokens, each 4 experts x a capacity of 1.25 x 128 / 4 = 40,
+// below its 2 x 128 choices) x d_model 64.
+// Parameters and optimizer state stay fp32; the runtime allowance grows by oneDNN's copies.
+TEST(MemoryCheck, Bf16CountsItsBf16ActivationsAtTwoBytes) {
+  JobSpec fp32 = Tiny(), bf16 = Tiny();
+  fp32.mutable_train()->set_compute_dtype(FP32);
+  bf16.mutable_train()->set_compute_dtype(BF16);
+  RankMemoryEstimate e32, e16;
+  ASSERT_TRUE(EstimateRankMemory(fp32, 1, 0, &e32).ok());
+  ASSERT_TRUE(EstimateRankMemory(bf16, 1, 0, &e16).ok());
+  EXPECT_EQ(e16.params_bytes, e32.params_bytes);
+  EXPECT_EQ(e16.grads_bytes, e32.grads_bytes);
+  EXPECT_EQ(e16.optimizer_bytes, e32.optimizer_bytes);
+  EXPECT_DOUBLE_EQ(e32.activation_bytes - e16.activation_bytes,
+                   2.0 * (4 * 4 * 512 * 64 + 2 * 640 * 64));
+  EXPECT_EQ(e32.runtime_bytes, 40.0 * 1024 * 1024);
+  EXPECT_EQ(e16.runtime_bytes, 48.0 * 1024 * 1024);
+}
+
 TEST(MemoryCheck, FailsWithOneLineJustBelowTheEstimate) {
   const JobSpec spec = Tiny();
   RankMemoryEstimate e;

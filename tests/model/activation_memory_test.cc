@@ -1,6 +1,6 @@
 // The activation model (model/activation_memory.h) against what a Decoder actually holds after
-// training steps, for every remat policy and FFN form: the plan's and the memory check's
-// estimates are only as good as this agreement.
+// training steps, for every remat policy, FFN form and compute dtype: the plan's and the memory
+// check's estimates are only as good as this agreement.
 #include "model/activation_memory.h"
 
 #include <vector>
@@ -18,6 +18,7 @@ struct Case {
   FfnForm form;
   bool jitter;
   int64_t shared_experts = 0;
+  bool bf16 = false;  // BF16 keeps some activations and temporaries as bf16, 2 bytes each
 };
 
 class ActivationMemoryTest : public ::testing::TestWithParam<Case> {};
@@ -39,6 +40,7 @@ TEST_P(ActivationMemoryTest, EstimateMatchesTheDecoder) {
   m->set_num_shared_experts(c.shared_experts);
   spec.mutable_router()->set_group_size(128);
   spec.mutable_train()->set_remat(c.remat);
+  spec.mutable_train()->set_compute_dtype(c.bf16 ? BF16 : FP32);
   const ModelDims dims = DimsFromSpec(spec);
   const ParamLayout layout(dims);
   std::vector<float> params(layout.total_size()), grads(layout.total_size());
@@ -88,16 +90,19 @@ TEST_P(ActivationMemoryTest, EstimateMatchesTheDecoder) {
 
 INSTANTIATE_TEST_SUITE_P(
     Policies, ActivationMemoryTest,
-    ::testing::Values(Case{REMAT_NONE, FFN_OPENMOE, false},
-                      Case{REMAT_ATTENTION, FFN_OPENMOE, false},
-                      Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
-                      Case{REMAT_FULL, FFN_SWIGLU, true}, Case{REMAT_NONE, FFN_OPENMOE, false, 2},
-                      Case{REMAT_FULL, FFN_SWIGLU, false, 1}),
+    ::testing::Values(
+        Case{REMAT_NONE, FFN_OPENMOE, false}, Case{REMAT_ATTENTION, FFN_OPENMOE, false},
+        Case{REMAT_FULL, FFN_OPENMOE, false}, Case{REMAT_NONE, FFN_SWIGLU, true},
+        Case{REMAT_FULL, FFN_SWIGLU, true}, Case{REMAT_NONE, FFN_OPENMOE, false, 2},
+        Case{REMAT_FULL, FFN_SWIGLU, false, 1}, Case{REMAT_NONE, FFN_OPENMOE, false, 0, true},
+        Case{REMAT_ATTENTION, FFN_OPENMOE, false, 0, true},
+        Case{REMAT_FULL, FFN_SWIGLU, true, 0, true}, Case{REMAT_NONE, FFN_SWIGLU, false, 2, true}),
     [](const auto& info) {
       return Remat_Name(info.param.remat) + "_" + FfnForm_Name(info.param.form) +
              (info.param.jitter ? "_jitter" : "") +
              (info.param.shared_experts > 0 ? "_shared" + std::to_string(info.param.shared_experts)
-                                            : "");
+                                            : "") +
+             (info.param.bf16 ? "_bf16" : "");
     });
 
 }  // namespace

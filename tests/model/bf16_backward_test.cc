@@ -11,6 +11,7 @@
 // choice or a capacity slot; the test checks that it did not, since a flip would make the two
 // gradients incomparable. Measured: 0.7% (logits, final norm) to 1.8% for the whole model, 0.5%
 // for one MoE layer's output and input gradient.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -67,6 +68,8 @@ struct GradRun {
   DecoderSums sums;
   std::vector<float> grads;
   std::vector<int32_t> routing;  // choice experts and slots of the MoE layer
+  int64_t kept = 0;              // the MoE layer's kept assignments
+  Decoder::Memory memory;
 };
 
 GradRun ForwardBackward(ComputeDtype dtype, const std::vector<float>& params) {
@@ -88,6 +91,8 @@ GradRun ForwardBackward(ComputeDtype dtype, const std::vector<float>& params) {
   const Routing* r = decoder.routing(1);
   run.routing = r->choice_expert;
   run.routing.insert(run.routing.end(), r->choice_slot.begin(), r->choice_slot.end());
+  run.kept = r->NumKept();
+  run.memory = decoder.memory();
   return run;
 }
 
@@ -119,6 +124,28 @@ TEST(Bf16Backward, GradientsMatchFp32WithinBf16Rounding) {
     EXPECT_LE(rel, kTolerance) << p.name;
     EXPECT_GE(rel, kMinDifference) << p.name << ": the bf16 path does not reach it";
   }
+}
+
+// What BF16 keeps as bf16 (attention's q, k, v and context, the MoE's dispatched rows: they only
+// feed GEMMs) the decoder's account (the memory account's activations) counts at 2 bytes: with
+// the same routing, the FP32 account holds exactly 2 bytes more per such value; the rest (the
+// residual stream, the FFNs' pre-activations, the routing, the experts' caches) is the same.
+TEST(Bf16Backward, AccountCountsTheBf16ActivationsAtTwoBytes) {
+  const ParamLayout layout(DimsFromSpec(Spec(FP32)));
+  std::vector<float> params(layout.total_size());
+  InitParams(layout, /*seed=*/5, params.data());
+  testing::ConditionForRoutingTests(layout, 40.0f, &params);
+  const GradRun fp32 = ForwardBackward(FP32, params);
+  const GradRun bf16 = ForwardBackward(BF16, params);
+  ASSERT_EQ(bf16.routing, fp32.routing) << "bf16 noise flipped a routing decision";
+  ASSERT_EQ(bf16.kept, fp32.kept);
+  const ModelDims dims = layout.dims();
+  const int64_t tokens = 4 * 16, width = dims.AttentionWidth();
+  EXPECT_EQ(fp32.memory.attention - bf16.memory.attention,
+            dims.num_layers * 4 * tokens * width * 2);
+  EXPECT_EQ(fp32.memory.moe - bf16.memory.moe, fp32.kept * dims.d_model * 2);
+  EXPECT_EQ(fp32.memory.residual, bf16.memory.residual);
+  EXPECT_EQ(fp32.memory.ffn, bf16.memory.ffn);
 }
 
 // The router stays fp32 (its logits equal the FP32 layer's bit for bit on the same input), while
@@ -169,10 +196,30 @@ TEST(Bf16Backward, MoeRoutesInFp32AndExpertsHandBackBf16) {
   testing::FillNormal(d_out.data(), d_out.size(), 1.0, 7);
   std::vector<float> g0(wi0.size()), g1(wi1.size()), go(wo.size());
   ExpertBlocksBackward(dims, w, {nullptr, g0.data(), g1.data(), go.data()},
-                       DispatchBlocks(c16.routing), c16.dispatched.data(), c16.expert_ffn,
+                       DispatchBlocks(c16.routing), c16.DispatchedRows(d), c16.expert_ffn,
                        d_out.data(), d_in.data());
   for (float v : d_in) not_bf16 += RoundToBf16(v) != v;
   EXPECT_EQ(not_bf16, 0) << "expert input gradients must be bf16 values";
+
+  // BF16 keeps the dispatched rows as bf16 (2 bytes each), which only feed the experts' GEMMs:
+  // given the same rows as floats (the route before), the experts compute the same bits.
+  const int64_t kept = c16.routing.NumKept();
+  ASSERT_EQ(c16.dispatched.size(), 0);
+  ASSERT_EQ(static_cast<int64_t>(c16.dispatched16.size()), kept * d);
+  std::vector<float> rows(kept * d), y_rows(kept * d), d_in_rows(kept * d, 0.0f);
+  for (int64_t a = 0; a < kept; ++a)
+    std::copy_n(x.data() + c16.routing.kept_token[a] * d, d, rows.data() + a * d);
+  std::vector<FfnCache> caches;
+  ExpertBlocksForward(dims, w, DispatchBlocks(c16.routing), rows.data(), &caches, y_rows.data());
+  EXPECT_EQ(y_rows, std::vector<float>(c16.expert_out.data(), c16.expert_out.data() + kept * d));
+  std::vector<float> g0_rows(wi0.size()), g1_rows(wi1.size()), go_rows(wo.size());
+  ExpertBlocksBackward(dims, w, {nullptr, g0_rows.data(), g1_rows.data(), go_rows.data()},
+                       DispatchBlocks(c16.routing), rows.data(), caches, d_out.data(),
+                       d_in_rows.data());
+  EXPECT_EQ(d_in_rows, d_in);
+  EXPECT_EQ(g0_rows, g0);
+  EXPECT_EQ(g1_rows, g1);
+  EXPECT_EQ(go_rows, go);
 
   const double y_rel = RelativeL2(y16.data(), y32.data(), t * d);
   const double dx_rel = RelativeL2(dx16.data(), dx32.data(), t * d);
