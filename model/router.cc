@@ -42,6 +42,7 @@ void ExcludeGroups(const RoutingConfig& config, const float* key, int64_t num_ex
     int64_t best = -1;
     for (int64_t g = 0; g < groups; ++g)
       if (!kept[g] && (best < 0 || group_score[g] > group_score[best])) best = g;
+    OPENMOE_CHECK(best >= 0);  // groups_per_token <= num_expert_groups (ValidateJob)
     kept[best] = 1;
   }
   for (int64_t g = 0; g < groups; ++g)

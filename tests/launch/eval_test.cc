@@ -156,7 +156,9 @@ TEST(EvalDuringTraining, AUl2JobIsEvaluatedInThePrefixLmFormItTrainsOn) {
       const int64_t at = r * t.seq_len + i;
       EXPECT_EQ(b.loss_weights[at], i >= begin && i < end ? 1.0f : 0.0f) << r << " " << i;
       EXPECT_EQ(b.segment_ids[at], i <= end ? 1 : 0) << r << " " << i;
-      if (i + 1 < t.seq_len) EXPECT_EQ(b.targets[at], row[i + 1]);
+      if (i + 1 < t.seq_len) {
+        EXPECT_EQ(b.targets[at], row[i + 1]);
+      }
     }
   }
 

@@ -57,7 +57,9 @@ std::vector<StepResult> TimedSteps(const JobSpec& spec) {
       EXPECT_EQ(r.timing.max[p], r.timing.local[p]) << PhaseName(static_cast<Phase>(p));
       EXPECT_EQ(r.timing.mean[p], r.timing.local[p]) << PhaseName(static_cast<Phase>(p));
       // A phase that did not run reads exactly zero.
-      if (!r.timing.ran[p]) EXPECT_EQ(r.timing.local[p], 0.0) << PhaseName(static_cast<Phase>(p));
+      if (!r.timing.ran[p]) {
+        EXPECT_EQ(r.timing.local[p], 0.0) << PhaseName(static_cast<Phase>(p));
+      }
     }
     EXPECT_NEAR(LocalSum(r), r.seconds, 0.1 * r.seconds);
     EXPECT_LE(LocalSum(r), r.seconds + 1e-4);  // the timer stops just after the step clock

@@ -101,7 +101,9 @@ void CheckWholeModel(FfnForm form, int64_t shared_experts = 0) {
   testing::GradCheckOptions opt;
   opt.step = 2e-3;  // small: keeps the routing fixed; fp32 noise ~1e-7 * 4 / 2e-3 = 2e-4 < atol
   opt.coords = 6;
-  if (shared_experts > 0) EXPECT_NE(layout.Find("layers.1.moe.shared.wo"), nullptr);
+  if (shared_experts > 0) {
+    EXPECT_NE(layout.Find("layers.1.moe.shared.wo"), nullptr);
+  }
   for (const ParamInfo& p : layout.params()) {
     testing::ExpectGradientMatches(p.name, loss, params.data() + p.offset, p.size,
                                    grads.data() + p.offset, opt);

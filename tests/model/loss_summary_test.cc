@@ -57,14 +57,14 @@ TEST(LossSummary, ScalesInClosedForm) {
 TEST(LossSummary, EmptyBatchAndDenseModelGiveZeros) {
   DecoderSums sums;
   sums.router.resize(2);
-  const LossSummary s = SummarizeLosses(sums, {.tokens = 16, .groups = 1}, kWeights);
+  const LossSummary s = SummarizeLosses(sums, {.tokens = 16, .groups = 1, .moe_layers = {}}, kWeights);
   EXPECT_EQ(s.cross_entropy, 0.0);
   EXPECT_EQ(s.accuracy, 0.0);
   EXPECT_EQ(s.load_balance_loss, 0.0);
   EXPECT_EQ(s.router_z_loss, 0.0);
   EXPECT_EQ(s.objective, 0.0);
   EXPECT_TRUE(s.layers.empty());
-  const LossScales scales = MakeLossScales({.tokens = 16, .groups = 1}, kWeights);
+  const LossScales scales = MakeLossScales({.tokens = 16, .groups = 1, .moe_layers = {}}, kWeights);
   EXPECT_EQ(scales.lm_normalizer, 0.0);
   EXPECT_EQ(scales.load_balance_scale, 0.0);
 }

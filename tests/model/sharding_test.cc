@@ -25,7 +25,9 @@ TEST(Sharding, BoxRunsMatchANaiveLoop) {
   std::vector<float> back(whole.size(), -1.0f);
   CopyBoxToWhole(box, got.data(), back.data());
   for (size_t i = 0; i < whole.size(); ++i) {
-    if (back[i] != -1.0f) EXPECT_EQ(back[i], whole[i]);
+    if (back[i] != -1.0f) {
+      EXPECT_EQ(back[i], whole[i]);
+    }
   }
 }
 
