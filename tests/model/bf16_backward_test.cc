@@ -105,12 +105,18 @@ double RelativeL2(const float* got, const float* want, int64_t n) {
   return std::sqrt(diff / norm);
 }
 
-TEST(Bf16Backward, GradientsMatchFp32WithinBf16Rounding) {
-  const ParamLayout layout(DimsFromSpec(Spec(FP32)));
-  ASSERT_EQ(DimsFromSpec(Spec(BF16)).precision, GemmPrecision::kBf16);
+// The test model's parameters (seed 5), conditioned so that bf16 noise flips no routing decision.
+std::vector<float> ConditionedParams(const ParamLayout& layout) {
   std::vector<float> params(layout.total_size());
   InitParams(layout, /*seed=*/5, params.data());
   testing::ConditionForRoutingTests(layout, 40.0f, &params);
+  return params;
+}
+
+TEST(Bf16Backward, GradientsMatchFp32WithinBf16Rounding) {
+  const ParamLayout layout(DimsFromSpec(Spec(FP32)));
+  ASSERT_EQ(DimsFromSpec(Spec(BF16)).precision, GemmPrecision::kBf16);
+  const std::vector<float> params = ConditionedParams(layout);
   const GradRun fp32 = ForwardBackward(FP32, params);
   const GradRun bf16 = ForwardBackward(BF16, params);
   ASSERT_EQ(bf16.routing, fp32.routing) << "bf16 noise flipped a routing decision";
@@ -132,9 +138,7 @@ TEST(Bf16Backward, GradientsMatchFp32WithinBf16Rounding) {
 // residual stream, the FFNs' pre-activations, the routing, the experts' caches) is the same.
 TEST(Bf16Backward, AccountCountsTheBf16ActivationsAtTwoBytes) {
   const ParamLayout layout(DimsFromSpec(Spec(FP32)));
-  std::vector<float> params(layout.total_size());
-  InitParams(layout, /*seed=*/5, params.data());
-  testing::ConditionForRoutingTests(layout, 40.0f, &params);
+  const std::vector<float> params = ConditionedParams(layout);
   const GradRun fp32 = ForwardBackward(FP32, params);
   const GradRun bf16 = ForwardBackward(BF16, params);
   ASSERT_EQ(bf16.routing, fp32.routing) << "bf16 noise flipped a routing decision";
