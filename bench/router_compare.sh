@@ -25,13 +25,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 steps="${1:-300}"
-if [[ -n "${OPENMOE_BIN:-}" ]]; then
-  bin="$OPENMOE_BIN"
-else
-  launch/build.sh openmoe
-  bin="$root/build/launch/openmoe"
-fi
-export OPENMOE_BIN="$bin"  # for launch/mpirun_local.sh
+source launch/openmoe_bin.sh  # bin, OPENMOE_BIN
 data/gather_corpus.sh "$bin"
 
 out=bench/results/router_compare

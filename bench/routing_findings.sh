@@ -22,13 +22,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-if [[ -n "${OPENMOE_BIN:-}" ]]; then
-  bin="$OPENMOE_BIN"
-else
-  launch/build.sh openmoe
-  bin="$root/build/launch/openmoe"
-fi
-export OPENMOE_BIN="$bin"  # for launch/mpirun_local.sh
+source launch/openmoe_bin.sh  # bin, OPENMOE_BIN
 # The corpus, its tokenizer and shards (idempotent; re-prepares shards of an older format).
 data/gather_corpus.sh "$bin"
 

@@ -21,13 +21,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 run=runs/quickstart
 launch/install_deps.sh
-if [[ -n "${OPENMOE_BIN:-}" ]]; then
-  bin="$OPENMOE_BIN"
-else
-  launch/build.sh openmoe
-  bin="$root/build/launch/openmoe"
-fi
-export OPENMOE_BIN="$bin"  # for launch/mpirun_local.sh
+source launch/openmoe_bin.sh  # bin, OPENMOE_BIN
 data/gather_corpus.sh "$bin"
 heldout=data/corpus/heldout.jsonl
 [[ -s "$heldout" ]] || { echo "$0: $heldout is missing (data/gather_corpus.sh writes it)" >&2; exit 1; }

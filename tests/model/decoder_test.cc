@@ -10,26 +10,13 @@
 #include "gtest/gtest.h"
 #include "tests/testing/conditioned_params.h"
 #include "tests/testing/grad_check.h"
+#include "tests/testing/tiny_decoder_spec.h"
 
 namespace openmoe {
 namespace {
 
 JobSpec TinySpec(FfnForm form, int64_t shared_experts = 0) {
-  JobSpec spec;
-  ModelConfig* m = spec.mutable_model();
-  m->set_vocab_size(29);  // padded to 32
-  m->set_vocab_pad_multiple(8);
-  m->set_num_layers(2);
-  m->set_d_model(8);
-  m->set_num_heads(2);
-  m->set_head_dim(4);
-  m->set_d_ff(12);
-  m->set_expert_d_ff(6);
-  m->set_num_experts(4);
-  m->set_moe_interval(2);
-  m->set_ffn_form(form);
-  m->set_num_shared_experts(shared_experts);
-  spec.mutable_router()->set_group_size(8);
+  JobSpec spec = testing::TinyDecoderSpec(form, /*experts=*/4, shared_experts);
   spec.mutable_router()->set_capacity_factor(1.0);  // C = max(3, round(1.0 * 8 / 4)) = 3: drops happen
   spec.mutable_router()->set_min_capacity(3);
   // Weights large enough to matter in the gradient check.

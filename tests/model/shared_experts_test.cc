@@ -7,32 +7,14 @@
 
 #include "gtest/gtest.h"
 #include "model/decoder.h"
+#include "tests/testing/tiny_decoder_spec.h"
 
 namespace openmoe {
 namespace {
 
-JobSpec SharedSpec(FfnForm form, int64_t experts, int64_t shared) {
-  JobSpec spec;
-  ModelConfig* m = spec.mutable_model();
-  m->set_vocab_size(29);
-  m->set_vocab_pad_multiple(8);
-  m->set_num_layers(2);
-  m->set_d_model(8);
-  m->set_num_heads(2);
-  m->set_head_dim(4);
-  m->set_d_ff(12);
-  m->set_expert_d_ff(6);
-  m->set_num_experts(experts);
-  m->set_moe_interval(2);
-  m->set_ffn_form(form);
-  m->set_num_shared_experts(shared);
-  spec.mutable_router()->set_group_size(8);
-  return spec;
-}
-
 TEST(SharedExpertsLayout, ReplicatedOverExpertsSplitOnMlp) {
   for (const FfnForm form : {FFN_OPENMOE, FFN_SWIGLU}) {
-    const ModelDims dims = DimsFromSpec(SharedSpec(form, 4, 3));
+    const ModelDims dims = DimsFromSpec(testing::TinyDecoderSpec(form, 4, 3));
     const int64_t d = 8, sf = 3 * 6, halves = form == FFN_OPENMOE ? 2 : 1;
     // Experts 2..3 of 4, model piece 1 of 2.
     const ParamLayout piece(
@@ -58,7 +40,7 @@ TEST(SharedExpertsLayout, ReplicatedOverExpertsSplitOnMlp) {
     EXPECT_EQ(piece.Find("layers.0.moe.shared.wi_0"), nullptr);
   }
   // S = 0: no shared tensor at all.
-  const ParamLayout none(DimsFromSpec(SharedSpec(FFN_OPENMOE, 4, 0)));
+  const ParamLayout none(DimsFromSpec(testing::TinyDecoderSpec(FFN_OPENMOE, 4, 0)));
   for (const ParamInfo& p : none.params())
     EXPECT_EQ(p.name.find("shared"), std::string::npos) << p.name;
 }
@@ -95,8 +77,8 @@ double RelativeL2(const float* got, const float* want, int64_t n) {
 // also checks the column layout of the concatenated shared tensors (model/params.h).
 void ExpectSharedEqualsRoutedToAll(FfnForm form) {
   constexpr int64_t kS = 2, kFe = 6, kD = 8;
-  JobSpec spec_a = SharedSpec(form, /*experts=*/2, kS);
-  JobSpec spec_b = SharedSpec(form, /*experts=*/2, 0);
+  JobSpec spec_a = testing::TinyDecoderSpec(form, /*experts=*/2, kS);
+  JobSpec spec_b = testing::TinyDecoderSpec(form, /*experts=*/2, 0);
   for (JobSpec* s : {&spec_a, &spec_b}) {
     s->mutable_router()->set_top_k(2);
     s->mutable_router()->set_dropless(true);

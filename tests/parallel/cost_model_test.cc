@@ -12,37 +12,14 @@
 #include "parallel/cost/collective_cost.h"
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/step_workload.h"
+#include "tests/testing/cost_jobs.h"
 
 namespace openmoe {
 namespace {
 
-// 2 layers (layer 1 MoE: 4 experts top-2, extra dense FFN), d 64, 4 x 16 heads, d_ff 128, vocab
-// 256, on a 4x4 torus of 16 chips with expert groups of 4 (half a row).
-JobSpec SmallMoe() {
-  JobSpec spec;
-  for (const char* s :
-       {"model.vocab_size=256", "model.num_layers=2", "model.d_model=64", "model.num_heads=4",
-        "model.head_dim=16", "model.d_ff=128", "model.num_experts=4", "model.moe_interval=2",
-        "router.group_size=64", "topology.num_chips=16", "topology.torus_x=4", "topology.torus_y=4",
-        "mesh.expert_parallel=4", "train.batch_rows=32", "train.seq_len=64",
-        "train.microbatches=2",
-        // bf16 activations and all-to-all payload, as on a TPU (ActivationBytes: 2).
-        "train.compute_dtype=BF16"}) {
-    EXPECT_TRUE(ApplySet(s, &spec).ok()) << s;
-  }
-  EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
-  return spec;
-}
-
-Mesh SliceOf(const JobSpec& spec) {
-  Mesh m;
-  m.num_chips = spec.topology().num_chips();
-  m.torus_x = spec.topology().torus_x();
-  m.torus_y = spec.topology().torus_y();
-  m.expert_parallel = spec.mesh().expert_parallel();
-  m.num_experts = spec.model().num_experts();
-  return m;
-}
+using testing::FindCollective;
+using testing::SliceOf;
+using testing::SmallMoeCostJob;
 
 JobSpec LoadConfig(const std::string& name) {
   // tests/parallel/cost_model_test.cc -> repository root.
@@ -53,16 +30,8 @@ JobSpec LoadConfig(const std::string& name) {
   return spec.ok() ? *spec : JobSpec();
 }
 
-const CollectiveWork& Find(const StepWorkload& w, CollectiveKind kind) {
-  for (const CollectiveWork& c : w.collectives) {
-    if (c.kind == kind) return c;
-  }
-  ADD_FAILURE() << CollectiveKindName(kind) << " missing";
-  return w.collectives.front();
-}
-
 TEST(StepWorkload, FlopsAreSixNPlusAttentionTimesTokensPerChip) {
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   // N by hand: attention 2 layers x 4 x 64 x 64; dense FFN (layer 0) and the extra FFN (layer 1)
   // 4 d d_ff each (OpenMoE wi_0 d x 2 d_ff, wi_1, wo); the top-2 of the experts 2 x 4 d d_ff;
   // router d x E; logits d x 256. The embedding lookup and norm scales are not matmuls.
@@ -80,24 +49,24 @@ TEST(StepWorkload, FlopsAreSixNPlusAttentionTimesTokensPerChip) {
 }
 
 TEST(StepWorkload, CollectivesHaveTheirGroupsAndBytes) {
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
   const ParamCounts counts = CountParams(ParamLayout(DimsFromSpec(spec)));
   ASSERT_EQ(w.collectives.size(), 3u);
 
-  const CollectiveWork& shared = Find(w, CollectiveKind::kAllReduceShared);
+  const CollectiveWork& shared = FindCollective(w, CollectiveKind::kAllReduceShared);
   EXPECT_EQ(shared.group_size, 16);
   EXPECT_EQ(shared.footprint.Describe(), "4x4 (x ring, y ring)");
   EXPECT_DOUBLE_EQ(shared.bytes_per_chip, 4.0 * (counts.total - counts.expert_total));
   EXPECT_EQ(shared.calls, 1);
 
-  const CollectiveWork& experts = Find(w, CollectiveKind::kAllReduceExperts);
+  const CollectiveWork& experts = FindCollective(w, CollectiveKind::kAllReduceExperts);
   EXPECT_EQ(experts.group_size, 4);  // 16 chips / ep 4: each expert on 4 chips
   EXPECT_EQ(experts.num_groups, 4);
   EXPECT_EQ(experts.footprint.Describe(), "1x4 (y ring)");  // ep = row width: one column
   EXPECT_DOUBLE_EQ(experts.bytes_per_chip, 4.0 * counts.expert_total / 4);
 
-  const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+  const CollectiveWork& a2a = FindCollective(w, CollectiveKind::kAllToAll);
   EXPECT_EQ(a2a.group_size, 4);
   EXPECT_EQ(a2a.num_groups, 4);
   EXPECT_EQ(a2a.footprint.Describe(), "4x1 (x ring)");
@@ -109,25 +78,25 @@ TEST(StepWorkload, CollectivesHaveTheirGroupsAndBytes) {
 }
 
 TEST(StepWorkload, UnpaddedDispatchSendsWhatCanBeKept) {
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   spec.mutable_cost_model()->set_padded_dispatch(false);
   // min(top_k * G, E * C) = min(128, 80).
   EXPECT_DOUBLE_EQ(
-      Find(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
+      FindCollective(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
       80.0 * 64 * 2);
   spec.mutable_router()->set_capacity_factor(4.0);  // C = 64: E * C = 256 > 128
   EXPECT_DOUBLE_EQ(
-      Find(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
+      FindCollective(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
       128.0 * 64 * 2);
   spec.mutable_router()->set_dropless(true);
   spec.mutable_cost_model()->set_padded_dispatch(true);
   EXPECT_DOUBLE_EQ(
-      Find(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
+      FindCollective(EstimateStepWorkload(spec, SliceOf(spec)), CollectiveKind::kAllToAll).bytes_per_chip,
       128.0 * 64 * 2);
 }
 
 TEST(StepWorkload, HbmTrafficAndActivationsFollowTheirPerTokenFormulas) {
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   const ModelDims dims = DimsFromSpec(spec);
   const double r = 80.0 / 64;
   const TokenTraffic t = TrafficPerToken(dims, 64, r);
@@ -165,7 +134,7 @@ TEST(StepWorkload, HbmTrafficAndActivationsFollowTheirPerTokenFormulas) {
 }
 
 TEST(CostModel, StepIsTheSumOfItsPartsAndGivesThroughputAndMfu) {
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
   const CostModelConfig& c = spec.cost_model();
   const CostBreakdown b = PredictStepTime(w, c);
@@ -180,7 +149,7 @@ TEST(CostModel, StepIsTheSumOfItsPartsAndGivesThroughputAndMfu) {
   EXPECT_DOUBLE_EQ(b.memory_seconds,
                    (w.elementwise_bytes_per_chip + w.optimizer_bytes_per_chip) / 900e9);
   const LinkParams link{82e9, 1e-6};
-  const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+  const CollectiveWork& a2a = FindCollective(w, CollectiveKind::kAllToAll);
   EXPECT_DOUBLE_EQ(b.all_to_all_seconds,
                    8 * AllToAllSeconds(a2a.footprint, a2a.bytes_per_chip,
                                        LinkParams{82e9 * c.all_to_all_efficiency(), 1e-6}));
@@ -206,7 +175,7 @@ TEST(CostModel, StepIsTheSumOfItsPartsAndGivesThroughputAndMfu) {
 }
 
 TEST(CostModel, OverlapHidesTheAllToAllBehindAttentionOnly) {
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   const CostBreakdown off = PredictStepTime(spec, SliceOf(spec));
   EXPECT_EQ(off.all_to_all_hidden_seconds, 0);
   spec.mutable_cost_model()->set_overlap_all_to_all_with_attention(true);
@@ -221,7 +190,7 @@ TEST(CostModel, OverlapHidesTheAllToAllBehindAttentionOnly) {
 }
 
 TEST(CostModel, MoreLinksPerNeighbourSpeedUpOnlyCollectives) {
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   const CostBreakdown four = PredictStepTime(spec, SliceOf(spec));
   spec.mutable_cost_model()->set_ici_links_per_chip(8);
   spec.mutable_cost_model()->set_hop_latency(0);
@@ -257,7 +226,7 @@ TEST(CostModel, AllToAllGrowsWithTheSliceAtFixedBytesPerChip) {
   // nearly flat. (Hop latency off: this model is so small that latency would dominate.)
   double previous_a2a = 0, first_all_reduce_per_byte = 0, first_a2a_bytes = 0;
   for (int64_t chips : {64, 128, 256, 512}) {
-    JobSpec spec = SmallMoe();
+    JobSpec spec = SmallMoeCostJob();
     const int64_t x = chips == 128 ? 8 : chips == 512 ? 16 : static_cast<int64_t>(std::sqrt(chips));
     spec.mutable_topology()->set_num_chips(chips);
     spec.mutable_topology()->set_torus_x(x);
@@ -269,7 +238,7 @@ TEST(CostModel, AllToAllGrowsWithTheSliceAtFixedBytesPerChip) {
     spec.mutable_cost_model()->set_hop_latency(0);
     ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
     const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
-    const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+    const CollectiveWork& a2a = FindCollective(w, CollectiveKind::kAllToAll);
     if (first_a2a_bytes == 0) first_a2a_bytes = a2a.bytes_per_chip;
     EXPECT_DOUBLE_EQ(a2a.bytes_per_chip, first_a2a_bytes) << chips;
     const CostBreakdown b = PredictStepTime(w, spec.cost_model());
@@ -285,29 +254,13 @@ TEST(CostModel, AllToAllGrowsWithTheSliceAtFixedBytesPerChip) {
     EXPECT_NEAR(all_reduce_per_byte / first_all_reduce_per_byte, 1.0, 0.1) << chips;
   }
   // 64 (8x8) -> 512 (16x32): 8x the chips, 4x the all-to-all time.
-  const double link = 82e9 * SmallMoe().cost_model().all_to_all_efficiency();
+  const double link = 82e9 * SmallMoeCostJob().cost_model().all_to_all_efficiency();
   EXPECT_DOUBLE_EQ(previous_a2a / (64 * first_a2a_bytes / 4 / (16 * link)), 4);
 }
 
-// SmallMoe with a model axis of 2: 8 model groups of 2 chips (8 data shards), expert groups of 4
-// shards. 32 rows / (8 shards x 2 microbatches) = 2 rows = 128 tokens = 2 routing groups per shard
-// per microbatch.
-JobSpec SmallMoeMp2() {
-  JobSpec spec = SmallMoe();
-  EXPECT_TRUE(ApplySet("mesh.model_parallel=2", &spec).ok());
-  EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
-  return spec;
-}
-
-Mesh SliceOfMp(const JobSpec& spec) {
-  Mesh m = SliceOf(spec);
-  m.model_parallel = spec.mesh().model_parallel();
-  return m;
-}
-
 TEST(StepWorkloadModelAxis, ModelAllReducesHaveTheirGroupsBytesAndCalls) {
-  const JobSpec spec = SmallMoeMp2();
-  const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
+  const JobSpec spec = SmallMoeCostJob({"mesh.model_parallel=2"});
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
   EXPECT_EQ(w.model_parallel, 2);
   EXPECT_EQ(w.num_shards, 8);
   EXPECT_EQ(w.tokens_per_chip, 32 * 64 / 8);
@@ -317,7 +270,7 @@ TEST(StepWorkloadModelAxis, ModelAllReducesHaveTheirGroupsBytesAndCalls) {
   // Activations after attention's wo (2 layers), the dense FFN (layer 0) and the extra FFN
   // (layer 1), the embedding; backward the 4 sub-blocks' input gradients and d(final hidden):
   // 4 + 4 + 2 = 10 per microbatch, of 128 tokens x 64 x 2 bytes (bf16).
-  const CollectiveWork& act = Find(w, CollectiveKind::kAllReduceModel);
+  const CollectiveWork& act = FindCollective(w, CollectiveKind::kAllReduceModel);
   EXPECT_EQ(act.group_size, 2);
   EXPECT_EQ(act.num_groups, 8);
   EXPECT_EQ(act.footprint.Describe(), "2x1 (x line)");  // chips 0, 1
@@ -325,12 +278,12 @@ TEST(StepWorkloadModelAxis, ModelAllReducesHaveTheirGroupsBytesAndCalls) {
   EXPECT_EQ(act.calls, 10 * 2);
   // Expert outputs and their input gradients: 2 groups x 80 buffer rows x 64 x 2 bytes, 2 per MoE
   // layer per microbatch.
-  const CollectiveWork& experts = Find(w, CollectiveKind::kAllReduceModelExperts);
+  const CollectiveWork& experts = FindCollective(w, CollectiveKind::kAllReduceModelExperts);
   EXPECT_EQ(experts.footprint.Describe(), "2x1 (x line)");
   EXPECT_DOUBLE_EQ(experts.bytes_per_chip, 2.0 * 80 * 64 * 2);
   EXPECT_EQ(experts.calls, 2 * 1 * 2);
   // Cross-entropy: max, sum-exp, target logit: 3 x 128 fp32 per microbatch.
-  const CollectiveWork& loss = Find(w, CollectiveKind::kAllReduceModelLoss);
+  const CollectiveWork& loss = FindCollective(w, CollectiveKind::kAllReduceModelLoss);
   EXPECT_DOUBLE_EQ(loss.bytes_per_chip, 128.0 * 4);
   EXPECT_EQ(loss.calls, 3 * 2);
 
@@ -338,15 +291,15 @@ TEST(StepWorkloadModelAxis, ModelAllReducesHaveTheirGroupsBytesAndCalls) {
   // 4-wide rows, 2 apart, closing the x ring), experts over the 2 chips with the same model and
   // expert coords (0 and 8: one column, rows 0 and 2), the all-to-all over 4 shards' chips of
   // one model coord (0, 2, 4, 6).
-  const CollectiveWork& shared = Find(w, CollectiveKind::kAllReduceShared);
+  const CollectiveWork& shared = FindCollective(w, CollectiveKind::kAllReduceShared);
   EXPECT_EQ(shared.group_size, 8);
   EXPECT_EQ(shared.num_groups, 2);
   EXPECT_EQ(shared.footprint.Describe(), "2x4 (x ring stride 2, y ring)");
-  const CollectiveWork& replicas = Find(w, CollectiveKind::kAllReduceExperts);
+  const CollectiveWork& replicas = FindCollective(w, CollectiveKind::kAllReduceExperts);
   EXPECT_EQ(replicas.group_size, 2);
   EXPECT_EQ(replicas.num_groups, 8);
   EXPECT_EQ(replicas.footprint.Describe(), "1x2 (y ring stride 2)");
-  const CollectiveWork& a2a = Find(w, CollectiveKind::kAllToAll);
+  const CollectiveWork& a2a = FindCollective(w, CollectiveKind::kAllToAll);
   EXPECT_EQ(a2a.group_size, 4);
   EXPECT_EQ(a2a.num_groups, 4);
   EXPECT_EQ(a2a.footprint.Describe(), "2x2 (x ring stride 2, y line)");
@@ -377,7 +330,7 @@ TEST(StepWorkloadModelAxis, ModelAllReducesHaveTheirGroupsBytesAndCalls) {
 }
 
 TEST(StepWorkloadModelAxis, ParamsPerChipAreTheSplitOnesHalvedAndTheRestWhole) {
-  const JobSpec spec = SmallMoeMp2();
+  const JobSpec spec = SmallMoeCostJob({"mesh.model_parallel=2"});
   const ModelDims dims = DimsFromSpec(spec);
   // A naive count of one chip's piece at model_parallel 2: heads, mlp and vocab halved; norm
   // scales, router and the d_model dims whole; each chip's experts are 4 / ep 4 = 1 of each.
@@ -387,20 +340,20 @@ TEST(StepWorkloadModelAxis, ParamsPerChipAreTheSplitOnesHalvedAndTheRestWhole) {
   const double one_expert = d * 2 * f + d * f + f * d;
   const double shared = v * d + 2 * attention + 2 * ffn + (d + d * e) + d + d * v;
   const double expert = one_expert;  // layer 1's one local expert
-  const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
-  EXPECT_DOUBLE_EQ(Find(w, CollectiveKind::kAllReduceShared).bytes_per_chip, 4 * shared);
-  EXPECT_DOUBLE_EQ(Find(w, CollectiveKind::kAllReduceExperts).bytes_per_chip, 4 * expert);
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
+  EXPECT_DOUBLE_EQ(FindCollective(w, CollectiveKind::kAllReduceShared).bytes_per_chip, 4 * shared);
+  EXPECT_DOUBLE_EQ(FindCollective(w, CollectiveKind::kAllReduceExperts).bytes_per_chip, 4 * expert);
   // Adafactor's optimizer traffic reads every held parameter: 4 bytes x (4 + 2 x 1 extra mb), on
   // each of the chip's 2 cores (a replica per core).
   EXPECT_DOUBLE_EQ(w.optimizer_bytes_per_chip, 2 * (shared + expert) * 4 * (4 + 2));
   // Twice the tokens per chip of model_parallel 1 (a shard is 2 chips), half the FLOPs of each.
-  const StepWorkload one = EstimateStepWorkload(SmallMoe(), SliceOf(SmallMoe()));
+  const StepWorkload one = EstimateStepWorkload(SmallMoeCostJob(), SliceOf(SmallMoeCostJob()));
   EXPECT_EQ(w.tokens_per_chip, 2 * one.tokens_per_chip);
   EXPECT_DOUBLE_EQ(w.model_flops_per_chip, one.model_flops_per_chip);
 }
 
 TEST(StepWorkloadModelAxis, ActivationsAndTrafficUseThePieceSizes) {
-  const JobSpec spec = SmallMoeMp2();
+  const JobSpec spec = SmallMoeCostJob({"mesh.model_parallel=2"});
   ModelDims piece = DimsFromSpec(spec);
   piece.num_heads /= 2;
   piece.d_ff /= 2;
@@ -408,7 +361,7 @@ TEST(StepWorkloadModelAxis, ActivationsAndTrafficUseThePieceSizes) {
   piece.padded_vocab_size /= 2;
   // 2 groups of 64 tokens per shard per microbatch, 80 buffer rows each.
   const TokenTraffic t = TrafficPerToken(piece, 64, 80.0 / 64);
-  const StepWorkload w = EstimateStepWorkload(spec, SliceOfMp(spec));
+  const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
   EXPECT_DOUBLE_EQ(w.activation_bytes_per_chip, (t.saved_elements + 2 * 1024.0) * 2 * 128);
   // Plus the gating, d_model-wide so whole on each chip: 4 k E + 4 x (E, C) tiled = 4128 per
   // token, bf16.
@@ -421,15 +374,15 @@ TEST(StepWorkloadModelAxis, ActivationsAndTrafficUseThePieceSizes) {
 
 TEST(StepWorkloadModelAxis, OpenMoe8bFitsOnlyWithTheModelAxis) {
   JobSpec spec = LoadConfig("openmoe_8b_32e.pbtxt");
-  EXPECT_FALSE(PredictStepTime(spec, SliceOfMp(spec)).fits_in_hbm);
+  EXPECT_FALSE(PredictStepTime(spec, SliceOf(spec)).fits_in_hbm);
   // Per core (16 GiB, a replica each): at model_parallel 2 a core holds half the piece's
   // parameters of mp 1 but its whole fp32 state and optimizer, ~19 GiB: too much; mp 4 holds ~13.5.
   spec.mutable_mesh()->set_model_parallel(2);
   ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
-  EXPECT_FALSE(PredictStepTime(spec, SliceOfMp(spec)).fits_in_hbm);
+  EXPECT_FALSE(PredictStepTime(spec, SliceOf(spec)).fits_in_hbm);
   spec.mutable_mesh()->set_model_parallel(4);
   ASSERT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
-  const CostBreakdown b = PredictStepTime(spec, SliceOfMp(spec));
+  const CostBreakdown b = PredictStepTime(spec, SliceOf(spec));
   EXPECT_TRUE(b.fits_in_hbm) << b.memory_bytes;
   EXPECT_LE(b.memory_bytes, int64_t{16} << 30);
   EXPECT_GT(b.model_all_reduce_seconds, 0);
@@ -442,9 +395,9 @@ TEST(DispatchEinsum, FlopsOfAKnownGroup) {
 }
 
 TEST(DispatchEinsum, SmallMoeCountsEveryGroupAndGatherCountsNone) {
-  // SmallMoe: 1 MoE layer, 2 microbatches of 1 group of 64 tokens per chip, E = 4, C = 20, d = 64:
+  // SmallMoeCostJob: 1 MoE layer, 2 microbatches of 1 group of 64 tokens per chip, E = 4, C = 20, d = 64:
   // 2 groups x 10 x 64 x 4 x 20 x 64 = 6,553,600 FLOPs per chip.
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
   EXPECT_DOUBLE_EQ(w.dispatch_flops_per_chip, 6553600);
   spec.mutable_cost_model()->set_dispatch(DISPATCH_GATHER);
@@ -459,7 +412,7 @@ TEST(DispatchEinsum, SmallMoeCountsEveryGroupAndGatherCountsNone) {
 }
 
 TEST(Remat, FullAddsOneForwardAndKeepsLayerInputs) {
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   spec.mutable_cost_model()->set_remat(REMAT_FULL);
   const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
   // One more forward: a third of 6N + 12 LHhdS, and the einsums' forward 4 of 10.
@@ -486,7 +439,7 @@ TEST(Remat, FullAddsOneForwardAndKeepsLayerInputs) {
 }
 
 TEST(Remat, AttentionDropsItsInternals) {
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   spec.mutable_cost_model()->set_remat(REMAT_ATTENTION);
   const StepWorkload w = EstimateStepWorkload(spec, SliceOf(spec));
   const TokenTraffic t = TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64);

@@ -17,35 +17,13 @@
 #include "parallel/cost/mxu_tiles.h"
 #include "parallel/cost/step_workload.h"
 #include "parallel/cost/vector_layout.h"
+#include "tests/testing/cost_jobs.h"
 
 namespace openmoe {
 namespace {
 
-// As cost_model_test's SmallMoe: 2 layers (layer 1 MoE: 4 experts top-2, extra dense FFN), d 64,
-// 4 x 16 heads, d_ff 128 (OpenMoE form: wi_0 holds 2 d_ff), vocab 256, 16 chips (4x4), ep 4.
-JobSpec SmallMoe() {
-  JobSpec spec;
-  for (const char* s :
-       {"model.vocab_size=256", "model.num_layers=2", "model.d_model=64", "model.num_heads=4",
-        "model.head_dim=16", "model.d_ff=128", "model.num_experts=4", "model.moe_interval=2",
-        "router.group_size=64", "topology.num_chips=16", "topology.torus_x=4", "topology.torus_y=4",
-        "mesh.expert_parallel=4", "train.batch_rows=32", "train.seq_len=64", "train.microbatches=2",
-        "train.compute_dtype=BF16"}) {
-    EXPECT_TRUE(ApplySet(s, &spec).ok()) << s;
-  }
-  EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
-  return spec;
-}
-
-Mesh SliceOf(const JobSpec& spec) {
-  Mesh m;
-  m.num_chips = spec.topology().num_chips();
-  m.torus_x = spec.topology().torus_x();
-  m.torus_y = spec.topology().torus_y();
-  m.expert_parallel = spec.mesh().expert_parallel();
-  m.num_experts = spec.model().num_experts();
-  return m;
-}
+using testing::SliceOf;
+using testing::SmallMoeCostJob;
 
 TEST(MxuTiles, UtilisationIsTheFilledFractionOfEachTiledDim) {
   EXPECT_DOUBLE_EQ(MxuUtilisation(768, 2048), 1.0);  // T5-Base's d_model, d_ff: 6 and 16 tiles
@@ -62,7 +40,7 @@ TEST(MxuTiles, SmallMoeWeightPaddingFlopsByHand) {
   //   experts, the same three shapes, top-2: 2 x 196,608 = 393,216
   //   router [64, 4]: u = 1/2 x 4/128 = 1/64: 6*256*63 = 96,768
   //   logits [64, 256]: u = 1/2: 98,304 (the embedding is a lookup, the norms no matmul)
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   const ParamLayout layout(DimsFromSpec(spec));
   const double by_hand = 589824.0 + 393216 + 393216 + 96768 + 98304;
   EXPECT_DOUBLE_EQ(MxuWeightPaddingFlopsPerToken(layout), by_hand);
@@ -99,7 +77,7 @@ TEST(MxuTiles, SmallMoeWeightPaddingFlopsByHand) {
 TEST(MxuTiles, FilledTilesCostNothingAndRematPadsAlike) {
   // Every dim a multiple of 128 (d 128, heads 2 x 128, d_ff 256, 128 experts, vocab 256, seq 128):
   // no padding, and the attention matmuls at u = 1.
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   for (const char* s : {"model.d_model=128", "model.num_heads=2", "model.head_dim=128",
                         "model.d_ff=256", "model.num_experts=128", "mesh.expert_parallel=16",
                         "train.seq_len=128", "router.group_size=128"}) {
@@ -111,7 +89,7 @@ TEST(MxuTiles, FilledTilesCostNothingAndRematPadsAlike) {
   EXPECT_EQ(filled.attention_mxu_utilisation, 1);
   // REMAT_FULL recomputes a third more model FLOPs: their padding too, and the attention's
   // forward (a third more of its FLOPs, 2 of its 6 H S operands).
-  JobSpec small = SmallMoe();
+  JobSpec small = SmallMoeCostJob();
   const StepWorkload plain = EstimateStepWorkload(small, SliceOf(small));
   small.mutable_cost_model()->set_remat(REMAT_FULL);
   const StepWorkload full = EstimateStepWorkload(small, SliceOf(small));
@@ -146,9 +124,9 @@ TEST(AttentionScores, BytesPerScoreElementByHand) {
 }
 
 TEST(AttentionScores, InTheStepByHand) {
-  // SmallMoe: 2 layers x 4 heads x S 64 = 512 score elements per token, 128 tokens per chip,
+  // SmallMoeCostJob: 2 layers x 4 heads x S 64 = 512 score elements per token, 128 tokens per chip,
   // attention width 64; fp32 logits with a bias, REMAT_ATTENTION (the forward runs twice).
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   spec.mutable_cost_model()->set_attention_logits_bytes(4);
   spec.mutable_cost_model()->set_attention_position_bias(true);
   spec.mutable_cost_model()->set_remat(REMAT_ATTENTION);
@@ -194,9 +172,9 @@ TEST(EncoderDecoder, DeltaPerStandInTokenByHand) {
 }
 
 TEST(EncoderDecoder, InTheStepItIsTheRealModelsFlops) {
-  // SmallMoe (2 layers, S 64, vocabulary 256, 4 x 16 heads, d 64) as 1 + 1 layers with 16
+  // SmallMoeCostJob (2 layers, S 64, vocabulary 256, 4 x 16 heads, d 64) as 1 + 1 layers with 16
   // targets: the model FLOPs grow by the delta x 128 tokens per chip.
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   const StepWorkload plain = EstimateStepWorkload(spec, SliceOf(spec));
   spec.mutable_cost_model()->set_encoder_layers(1);
   spec.mutable_cost_model()->set_decoder_target_length(16);
@@ -223,9 +201,9 @@ TEST(VectorLayout, TheTwoMinorDimsPadToEightByOneHundredTwentyEight) {
   EXPECT_DOUBLE_EQ(TiledElements(128, 128), 128.0 * 128);  // a full tile row: no padding
   EXPECT_DOUBLE_EQ(TiledElements(4, 20), 8.0 * 128);
   EXPECT_DOUBLE_EQ(TiledElements(2048, 129), 2048.0 * 256);
-  // In the step: SmallMoe's one MoE layer, 4 k E + 4 x tiled (E, C) = 32 + 4 x 1024 elements per
+  // In the step: SmallMoeCostJob's one MoE layer, 4 k E + 4 x tiled (E, C) = 32 + 4 x 1024 elements per
   // token, bf16, 128 tokens per chip.
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).gating_bytes_per_chip,
                    (32.0 + 4 * 1024) * 2 * 128);
 }
@@ -233,7 +211,7 @@ TEST(VectorLayout, TheTwoMinorDimsPadToEightByOneHundredTwentyEight) {
 TEST(HbmTraffic, RecomputationRunsTheForwardColumnAgain) {
   // REMAT_FULL runs every layer's forward elementwise work again (hbm_traffic.h's forward
   // column), REMAT_NONE nothing; the S x S passes are in attention_score_bytes.
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   const TokenTraffic t = TrafficPerToken(DimsFromSpec(spec), 64, 80.0 / 64);
   spec.mutable_cost_model()->set_remat(REMAT_NONE);
   EXPECT_DOUBLE_EQ(EstimateStepWorkload(spec, SliceOf(spec)).recomputed_bytes_per_chip, 0);
@@ -284,7 +262,7 @@ TEST(GradOverlap, BucketEdgesFallInsideATensorAndSplitSharedFromExpertBytes) {
 }
 
 TEST(GradOverlap, SmallMoePartsInBackwardOrder) {
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   const ParamLayout layout(DimsFromSpec(spec));
   const std::vector<GradPart> parts = GradPartsInBackwardOrder(layout, 64, 4, 4.0);
   // Logits' weight (final before the backward), logits' backward with the final norm, layer 1,
@@ -318,11 +296,11 @@ TEST(GradOverlap, SmallMoePartsInBackwardOrder) {
 }
 
 TEST(GradOverlap, StepHidesWhatTheBackwardCovers) {
-  // By hand: 3 s of compute (a 2 s backward), no memory traffic, B bytes over SmallMoe's 4x4
+  // By hand: 3 s of compute (a 2 s backward), no memory traffic, B bytes over SmallMoeCostJob's 4x4
   // shared group, half final before the backward and half at its end. Buckets of B / 2: the
   // first reduces at once (r < 2 s), the second after the backward: exposed r, the step 3 + r
   // against the blocking 3 + R.
-  const JobSpec spec = SmallMoe();
+  const JobSpec spec = SmallMoeCostJob();
   const StepWorkload small = EstimateStepWorkload(spec, SliceOf(spec));
   StepWorkload w;
   w.microbatches = 1;
@@ -364,7 +342,7 @@ TEST(GradOverlap, StepHidesWhatTheBackwardCovers) {
 }
 
 TEST(GradOverlap, SmallMoeOverlappedIsTheBlockingStepLessWhatIsHidden) {
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   const CostBreakdown on = PredictStepTime(spec, SliceOf(spec));
   EXPECT_TRUE(on.overlap_grad_reduce);  // the default
   EXPECT_DOUBLE_EQ(on.step_seconds, on.overlapped_step_seconds);
@@ -380,7 +358,7 @@ TEST(GradOverlap, SmallMoeOverlappedIsTheBlockingStepLessWhatIsHidden) {
 }
 
 TEST(GradOverlap, BadBucketSizeIsRejectedNamingTheField) {
-  JobSpec spec = SmallMoe();
+  JobSpec spec = SmallMoeCostJob();
   spec.mutable_train()->set_grad_bucket_mb(0);
   const absl::Status status = ValidateJob(spec);
   EXPECT_NE(status.message().find("train.grad_bucket_mb=0"), std::string::npos) << status;

@@ -4,6 +4,7 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -15,46 +16,20 @@
 #include "parallel/cost/hbm_traffic.h"
 #include "parallel/cost/plan.h"
 #include "parallel/cost/step_workload.h"
+#include "tests/testing/cost_jobs.h"
 
 namespace openmoe {
 namespace {
 
-// 2 layers (layer 1 MoE: 4 experts top-2, extra dense FFN), d 64, 4 x 16 heads, d_ff 128, vocab
-// 256, 16 chips (4x4), expert groups of 4, 2 microbatches, bf16 activations; `shared` shared
-// experts of expert_d_ff 32 (fine-grained: a quarter of d_ff), model axis `mp`.
+using testing::FindCollective;
+using testing::SliceOf;
+
+// testing::SmallMoeCostJob with `shared` shared experts of expert_d_ff 32 (fine-grained: a quarter
+// of d_ff) and model axis `mp`.
 JobSpec SmallMoe(int64_t shared, int64_t mp = 1) {
-  JobSpec spec;
-  for (const char* s :
-       {"model.vocab_size=256", "model.num_layers=2", "model.d_model=64", "model.num_heads=4",
-        "model.head_dim=16", "model.d_ff=128", "model.expert_d_ff=32", "model.num_experts=4",
-        "model.moe_interval=2", "router.group_size=64", "topology.num_chips=16",
-        "topology.torus_x=4", "topology.torus_y=4", "mesh.expert_parallel=4", "train.batch_rows=32",
-        "train.seq_len=64", "train.microbatches=2", "train.compute_dtype=BF16"}) {
-    EXPECT_TRUE(ApplySet(s, &spec).ok()) << s;
-  }
-  spec.mutable_model()->set_num_shared_experts(shared);
-  spec.mutable_mesh()->set_model_parallel(mp);
-  EXPECT_TRUE(ValidateJob(spec).ok()) << ValidateJob(spec);
-  return spec;
-}
-
-Mesh SliceOf(const JobSpec& spec) {
-  Mesh m;
-  m.num_chips = spec.topology().num_chips();
-  m.torus_x = spec.topology().torus_x();
-  m.torus_y = spec.topology().torus_y();
-  m.expert_parallel = spec.mesh().expert_parallel();
-  m.model_parallel = spec.mesh().model_parallel();
-  m.num_experts = spec.model().num_experts();
-  return m;
-}
-
-const CollectiveWork& Find(const StepWorkload& w, CollectiveKind kind) {
-  for (const CollectiveWork& c : w.collectives) {
-    if (c.kind == kind) return c;
-  }
-  ADD_FAILURE() << CollectiveKindName(kind) << " missing";
-  return w.collectives.front();
+  const std::string shared_set = absl::StrCat("model.num_shared_experts=", shared);
+  const std::string mp_set = absl::StrCat("mesh.model_parallel=", mp);
+  return testing::SmallMoeCostJob({"model.expert_d_ff=32", shared_set.c_str(), mp_set.c_str()});
 }
 
 // Two shared experts of 32: one OpenMoE FFN of hidden 64, 4 x 64 x 64 parameters.
@@ -69,11 +44,11 @@ TEST(SharedExpertsCost, ModelFlopsCountTheSharedFfnForEveryToken) {
   // The capacity buffer's extra rows are the routed experts' alone.
   EXPECT_DOUBLE_EQ(with.capacity_flops_per_chip, none.capacity_flops_per_chip);
   // Their gradients are reduced with the other non-expert ones, in fp32.
-  EXPECT_DOUBLE_EQ(Find(with, CollectiveKind::kAllReduceShared).bytes_per_chip -
-                       Find(none, CollectiveKind::kAllReduceShared).bytes_per_chip,
+  EXPECT_DOUBLE_EQ(FindCollective(with, CollectiveKind::kAllReduceShared).bytes_per_chip -
+                       FindCollective(none, CollectiveKind::kAllReduceShared).bytes_per_chip,
                    4 * kSharedParams);
-  EXPECT_DOUBLE_EQ(Find(with, CollectiveKind::kAllReduceExperts).bytes_per_chip,
-                   Find(none, CollectiveKind::kAllReduceExperts).bytes_per_chip);
+  EXPECT_DOUBLE_EQ(FindCollective(with, CollectiveKind::kAllReduceExperts).bytes_per_chip,
+                   FindCollective(none, CollectiveKind::kAllReduceExperts).bytes_per_chip);
 }
 
 TEST(SharedExpertsCost, TrafficAndActivationsOfTheirGate) {
@@ -90,12 +65,12 @@ TEST(SharedExpertsCost, ModelAxisAllReducesTheirOutputAndInputGradient) {
   const StepWorkload none = EstimateStepWorkload(SmallMoe(0, 2), SliceOf(SmallMoe(0, 2)));
   const StepWorkload with = EstimateStepWorkload(SmallMoe(2, 2), SliceOf(SmallMoe(2, 2)));
   // One MoE layer: one more forward and one more backward all-reduce per microbatch (2).
-  EXPECT_EQ(Find(with, CollectiveKind::kAllReduceModel).calls -
-                Find(none, CollectiveKind::kAllReduceModel).calls,
+  EXPECT_EQ(FindCollective(with, CollectiveKind::kAllReduceModel).calls -
+                FindCollective(none, CollectiveKind::kAllReduceModel).calls,
             2 * 2);
   // Each chip holds half of the shared FFN's columns.
-  EXPECT_DOUBLE_EQ(Find(with, CollectiveKind::kAllReduceShared).bytes_per_chip -
-                       Find(none, CollectiveKind::kAllReduceShared).bytes_per_chip,
+  EXPECT_DOUBLE_EQ(FindCollective(with, CollectiveKind::kAllReduceShared).bytes_per_chip -
+                       FindCollective(none, CollectiveKind::kAllReduceShared).bytes_per_chip,
                    4 * kSharedParams / 2);
   EXPECT_DOUBLE_EQ(with.model_flops_per_chip - none.model_flops_per_chip,
                    6 * kSharedParams * (32.0 * 64 / 8) / 2);
