@@ -8,6 +8,12 @@
 
 namespace openmoe {
 
+// Rows [begin + r * row_floats, + row_floats) for r in [0, rows) of the gradient buffer, of which
+// a step writes only some (an embedding's: the rows its tokens looked up); the others stay zero.
+struct SparseRows {
+  int64_t begin = 0, rows = 0, row_floats = 0;
+};
+
 class GradientListener {
  public:
   virtual ~GradientListener() = default;

@@ -110,7 +110,7 @@ Trainer::Trainer(const JobSpec& spec, const Mesh& mesh, Communicator* comm,
                               {split, layout_.total_size(), reduce_replica_comm_.get()}},
       GradReducerOptionsFor(train.overlap_grad_reduce(), train.grad_bucket_mb(),
                             train.grad_reduce_dtype() == BF16 ? GradWire::kBf16 : GradWire::kFp32),
-      comm_thread_.get());
+      comm_thread_.get(), std::vector<SparseRows>{decoder_.EmbeddingGradRows()});
   if (dims_.num_experts > 0 && spec.router().token_id_routing_after_steps() > 0) {
     token_tables_ = std::make_unique<TokenIdTables>(MoeLayers(dims_), dims_.padded_vocab_size,
                                                     dims_.num_experts, dims_.top_k);
@@ -228,6 +228,10 @@ DecoderSums Trainer::ComputeGradients(const Batch& local_batch) {
   const LossScales scales = ScalesFor(local_batch);
   const int64_t micro = spec_.train().microbatches();
   reducer_->BeginStep();
+  // The embedding's gradient is final only when the backward ends; only the rows some rank's
+  // tokens looked up cross the link.
+  reducer_->SetRowsWritten(decoder_.EmbeddingGradRows().begin,
+                           decoder_.EmbeddingRowsWritten(local_batch));
   grads_.Zero();
   DecoderSums total;
   for (int64_t m = 0; m < micro; ++m) {

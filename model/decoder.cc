@@ -253,6 +253,21 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   return sums;
 }
 
+SparseRows Decoder::EmbeddingGradRows() const {
+  const int64_t d = dims_.d_model;
+  return {.begin = embedding_->offset, .rows = embedding_->size / d, .row_floats = d};
+}
+
+std::vector<int64_t> Decoder::EmbeddingRowsWritten(const Batch& batch) const {
+  const int64_t v = embedding_->size / dims_.d_model;
+  std::vector<int64_t> rows;
+  for (int32_t token : batch.tokens) {
+    const int64_t row = token - vocab_begin_;  // as Backward's scatter-add
+    if (row >= 0 && row < v) rows.push_back(row);
+  }
+  return rows;
+}
+
 void Decoder::MarkFinal(const ParamInfo& p) {
   if (listener_ != nullptr) listener_->GradientsFinal(p.offset, p.size);
 }

@@ -75,6 +75,12 @@ class Decoder {
   // The caller sets it for the last microbatch of a step only (earlier ones are not final).
   void SetGradientListener(GradientListener* listener) { listener_ = listener; }
 
+  // The embedding gradient's rows (this piece's vocabulary rows, d_model floats each, at the
+  // embedding's offset in grads) and which of them Backward of `batch` writes: the rows its
+  // tokens looked up. The others it leaves as they were (zero in a step's gradient).
+  SparseRows EmbeddingGradRows() const;
+  std::vector<int64_t> EmbeddingRowsWritten(const Batch& batch) const;
+
   // Routing used by MoE layers from now on (e.g. the eval capacity factor).
   void SetRouting(const RoutingConfig& routing) { routing_ = routing; }
 

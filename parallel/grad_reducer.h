@@ -18,8 +18,16 @@
 // sums are rounded to bf16 once before the all-gather, so every rank ends with the same
 // bf16-rounded sums.
 //
+// Sparse rows (an embedding's gradient, final only when the backward ends): a range of rows of
+// which a step writes only some on each rank (the rows its tokens looked up; the others stay
+// zero) is a bucket of its own that sends only the rows some rank of its region wrote. Each rank
+// says which rows it wrote (SetRowsWritten); the bucket's first stage all-gathers those bitmaps,
+// and the union's rows are summed as any bucket's elements (the same sums, bit for bit: a row no
+// rank wrote is zero everywhere, as its sum would be). A step without SetRowsWritten sends every
+// row.
+//
 // Without overlap, FinishStep reduces each region as one bucket, blocking: with kFp32 that is one
-// all-reduce per region, the path before buckets existed.
+// all-reduce per region, the path before buckets existed (sparse rows included).
 //
 // Ownership and threads: the buffer, the communicators and the CommThread must outlive the
 // reducer. BeginStep, GradientsFinal and FinishStep are called by the compute thread; the
@@ -58,12 +66,16 @@ GradReducerOptions GradReducerOptionsFor(bool overlap, double bucket_mb, GradWir
 
 class GradReducer final : public GradientListener {
  public:
+  // sparse: ranges of rows (core/gradient_listener.h) each inside one region.
   GradReducer(float* grads, std::vector<GradRegion> regions, const GradReducerOptions& options,
-              CommThread* thread);
+              CommThread* thread, const std::vector<SparseRows>& sparse = {});
   ~GradReducer() override;
 
   // A new step: no gradient is final yet. Waits for any reduction still in flight.
   void BeginStep();
+  // This step writes only `rows` (any order, repeats allowed) of the sparse range at `begin`
+  // on this rank; its other rows stay zero. Between BeginStep and the range's GradientsFinal.
+  void SetRowsWritten(int64_t begin, const std::vector<int64_t>& rows);
   // grads[offset, offset + size) is final: starts every bucket that became complete (overlap).
   void GradientsFinal(int64_t offset, int64_t size) override;
   // Starts the buckets not started yet (a range never marked final counts as final now), and
@@ -73,6 +85,7 @@ class GradReducer final : public GradientListener {
   struct Bucket {
     int64_t begin = 0, end = 0;  // [begin, end) of the buffer
     int region = 0;
+    bool sparse = false;  // a sparse range's bucket
   };
   // Every bucket, region by region, each region's from its end down.
   const std::vector<Bucket>& buckets() const { return buckets_; }
@@ -80,9 +93,14 @@ class GradReducer final : public GradientListener {
   const std::vector<int>& started_early() const { return started_early_; }
   // Bytes held for the buckets' receive (and BF16 wire) buffers.
   int64_t held_bytes() const;
+  // Floats the last step's sparse buckets summed (the union's rows).
+  int64_t sparse_floats_sent() const;
 
  private:
+  class BlockSum;
   class BucketTask;
+  class DenseBucketTask;
+  class SparseBucketTask;
   void Start(int bucket);
 
   float* grads_;
@@ -91,6 +109,13 @@ class GradReducer final : public GradientListener {
   CommThread* thread_;
   std::vector<Bucket> buckets_;
   std::vector<std::unique_ptr<BucketTask>> tasks_;  // one per bucket
+  struct SparseBucket {
+    SparseRows range;
+    int bucket = 0;
+    SparseBucketTask* task = nullptr;  // owned by tasks_
+    bool rows_said = false;            // SetRowsWritten was called this step
+  };
+  std::vector<SparseBucket> sparse_;
   std::vector<int64_t> final_count_;                // elements marked final this step, per bucket
   std::vector<bool> started_;                       // per bucket, this step
   std::vector<int> started_early_;
