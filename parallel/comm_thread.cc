@@ -76,11 +76,16 @@ bool CommThread::Advance() {
   // Communicators on which an earlier task still has collectives to issue: later tasks on them
   // wait, so that every rank issues the same sequence.
   std::vector<const Communicator*> unsettled;
+  // Urgent traffic holds the background tasks back (read once: a scope opening meanwhile holds
+  // them from the next round).
+  bool urgent = urgent_scopes_.load() > 0;
+  for (const Running& r : running_) urgent = urgent || !r.task->background();
   for (size_t i = 0; i < running_.size();) {
     Running& r = running_[i];
     const Communicator* comm = r.task->comm();
     const bool may_issue =
-        std::find(unsettled.begin(), unsettled.end(), comm) == unsettled.end();
+        std::find(unsettled.begin(), unsettled.end(), comm) == unsettled.end() &&
+        !(urgent && r.task->background());
     bool done = false;
     if (r.issued == 0 && may_issue) {
       r.stage = r.task->Begin();
@@ -119,6 +124,7 @@ bool CommThread::Advance() {
 }
 
 void CommThread::Loop() {
+  int sleep_us = poll_microseconds_;
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -126,9 +132,18 @@ void CommThread::Loop() {
       if (stop_ && queued_.empty() && running_.empty()) return;
     }
     // Collectives in flight: test them often enough to keep the link busy, without spinning a
-    // core the compute needs (the ranks' cores are all busy with GEMMs).
-    if (!Advance() && !running_.empty()) {
-      std::this_thread::sleep_for(std::chrono::microseconds(poll_microseconds_));
+    // core the compute needs (the ranks' cores are all busy with GEMMs). Idle rounds with only
+    // background work back off to 16x the interval: a bucket that takes milliseconds on the wire
+    // needs no test every 50 us, and each test costs the compute some CPU.
+    if (Advance()) {
+      sleep_us = poll_microseconds_;
+    } else if (!running_.empty()) {
+      std::unique_lock<std::mutex> lock(mu_);  // a new task ends the wait
+      work_cv_.wait_for(lock, std::chrono::microseconds(sleep_us),
+                        [&] { return stop_ || !queued_.empty(); });
+      const bool urgent = std::any_of(running_.begin(), running_.end(),
+                                      [](const Running& r) { return !r.task->background(); });
+      sleep_us = urgent ? poll_microseconds_ : std::min(2 * sleep_us, 16 * poll_microseconds_);
     }
   }
 }

@@ -17,8 +17,15 @@
 // of its communicator until its last stage is out.) The collectives a CommThread runs must use
 // communicators no other thread uses at the same time (Communicator::Duplicate). Submit, Wait and
 // WaitAll are called by one owner thread.
+//
+// Background tasks (the gradient buckets, whose results are needed only when the backward ends)
+// give way on the link to urgent traffic (the expert exchange, which the compute waits for): while
+// an urgent task is queued or running, or the owner holds an UrgentScope around a blocking
+// exchange, background tasks issue no collective (those in flight go on). Deferring a collective
+// keeps every rank's order on its communicator, so it cannot change a result.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -37,6 +44,8 @@ class AsyncTask {
   // The communicator of every collective of the task, and how many collectives it issues.
   virtual const Communicator* comm() const = 0;
   virtual int stages() const = 0;
+  // Whether the task gives way to urgent traffic (see CommThread).
+  virtual bool background() const { return false; }
   // Starts the first stage (called once, on the progress thread or in Poll).
   virtual std::unique_ptr<PendingCollective> Begin() = 0;
   // The current stage completed: does the local work after it and returns the next stage, or
@@ -66,6 +75,23 @@ class CommThread {
   // Unthreaded: starts queued tasks and advances those in flight (a no-op when threaded).
   void Poll();
 
+  // While one lives, background tasks issue no collective: for an exchange the owner runs itself
+  // (blocking). `thread` may be null (no CommThread: nothing to hold).
+  class UrgentScope {
+   public:
+    explicit UrgentScope(CommThread* thread) : thread_(thread) {
+      if (thread_ != nullptr) thread_->urgent_scopes_.fetch_add(1);
+    }
+    ~UrgentScope() {
+      if (thread_ != nullptr) thread_->urgent_scopes_.fetch_sub(1);
+    }
+    UrgentScope(const UrgentScope&) = delete;
+    UrgentScope& operator=(const UrgentScope&) = delete;
+
+   private:
+    CommThread* thread_;
+  };
+
  private:
   struct Running {
     AsyncTask* task;
@@ -89,6 +115,7 @@ class CommThread {
   std::vector<Running> running_;     // owned by whoever runs Advance
   int64_t unfinished_ = 0;           // submitted, not done (guarded by mu_)
   bool stop_ = false;                // guarded by mu_
+  std::atomic<int> urgent_scopes_{0};  // UrgentScopes alive
   std::thread thread_;
 };
 

@@ -293,6 +293,7 @@ void ExpertParallelRunner::ExchangeAround(const MoeDims& dims, const ChunkRows& 
         ScopedMpiTime mpi(MpiDetail::kRows);
         thread_->Wait(outs[k].get());
       } else {
+        CommThread::UrgentScope urgent(thread_);
         Exchange(dims, out_send + RowsBefore(out.sent, k) * d, out.sent[k],
                  out_recv + RowsBefore(out.received, k) * d, out.received[k]);
       }
@@ -306,6 +307,7 @@ void ExpertParallelRunner::ExchangeAround(const MoeDims& dims, const ChunkRows& 
       thread_->Submit(backs[k].get());
     } else {
       ScopedPhase phase(back_phase);
+      CommThread::UrgentScope urgent(thread_);
       Exchange(dims, back_send + RowsBefore(back.received, k) * d, back.received[k],
                back_recv + RowsBefore(back.sent, k) * d, back.sent[k]);
     }
@@ -361,6 +363,7 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
   //    where each received row goes in the experts' view.
   std::vector<int64_t> recv_counts(world * num_experts);  // (ranks, E) rows from each source
   {
+    CommThread::UrgentScope urgent(thread_);  // gradient buckets wait (parallel/comm_thread.h)
     ScopedMpiTime mpi(MpiDetail::kCounts);
     comm_->AllToAll(counts.data(), recv_counts.data(), num_experts);
   }
@@ -374,6 +377,7 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
   }
   std::vector<int32_t> maps(maps_received);
   {
+    CommThread::UrgentScope urgent(thread_);
     ScopedMpiTime mpi(MpiDetail::kCounts);
     comm_->AllToAllV(reinterpret_cast<const uint16_t*>(map.data()), Scaled(s.send_rows, 2),
                      reinterpret_cast<uint16_t*>(maps.data()), map_recv_words);

@@ -96,6 +96,7 @@ class GradReducer::BucketTask : public AsyncTask {
  public:
   BucketTask(Communicator* comm, GradWire wire) : comm_(comm), sum_(comm, wire) {}
   const Communicator* comm() const override { return comm_; }
+  bool background() const override { return true; }  // gives way to the expert exchange
   int64_t held_bytes() const { return sum_.held_bytes() + extra_bytes(); }
   virtual int64_t floats_sent() const = 0;
 
