@@ -25,7 +25,8 @@ int64_t LayerOf(const std::string& name) {
 }  // namespace
 
 std::vector<GradPart> GradPartsInBackwardOrder(const ParamLayout& piece, int64_t seq_len,
-                                               int64_t expert_parallel, double gradient_bytes) {
+                                               int64_t expert_parallel, double gradient_bytes,
+                                               int64_t tokens_per_step) {
   OPENMOE_CHECK(expert_parallel >= 1);
   const ModelDims& whole = piece.dims();
   const ModelDims local = piece.local_dims();
@@ -72,6 +73,10 @@ std::vector<GradPart> GradPartsInBackwardOrder(const ParamLayout& piece, int64_t
   }
   GradPart embedding = by_index[static_cast<size_t>(layers + 1)];
   embedding.final_fraction = 1;
+  if (tokens_per_step > 0) {
+    const double vocab = static_cast<double>(whole.padded_vocab_size);
+    embedding.shared_bytes *= -std::expm1(-static_cast<double>(tokens_per_step) / vocab);
+  }
   parts.push_back(embedding);
   return parts;
 }

@@ -37,8 +37,14 @@ struct GradPart {
 
 // The chip's piece (model-split parameters / mp; experts / expert_parallel) in backward order, as
 // above. Fractions are non-decreasing and end at 1 (the embedding).
+//
+// tokens_per_step > 0: the embedding's bucket sends only the rows the step's tokens looked up
+// (parallel/grad_reducer.h), expected V (1 - exp(-N / V)) of its V rows for N tokens drawn
+// uniformly; text, whose tokens repeat more, touches fewer (bench_small: 33% measured, 39% by
+// this). 0: every row.
 std::vector<GradPart> GradPartsInBackwardOrder(const ParamLayout& piece, int64_t seq_len,
-                                               int64_t expert_parallel, double gradient_bytes);
+                                               int64_t expert_parallel, double gradient_bytes,
+                                               int64_t tokens_per_step = 0);
 
 struct GradOverlap {
   int64_t buckets = 0;

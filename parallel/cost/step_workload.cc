@@ -246,7 +246,8 @@ StepWorkload EstimateStepWorkload(const JobSpec& spec, const Mesh& mesh) {
 
   w.overlap_grad_reduce = spec.train().overlap_grad_reduce();
   w.grad_bucket_bytes = static_cast<double>(spec.train().grad_bucket_mb()) * 1024 * 1024;
-  w.grad_parts = GradPartsInBackwardOrder(piece, spec.train().seq_len(), ep, grad_bytes);
+  w.grad_parts = GradPartsInBackwardOrder(piece, spec.train().seq_len(), ep, grad_bytes,
+                                          spec.train().batch_rows() * spec.train().seq_len());
 
   // Gradient all-reduce of the shared parameters over the chips of one model coord.
   CollectiveWork shared;

@@ -293,6 +293,13 @@ TEST(GradOverlap, SmallMoePartsInBackwardOrder) {
   }
   EXPECT_DOUBLE_EQ(shared, 4.0 * (counts.total - counts.expert_total));
   EXPECT_DOUBLE_EQ(expert, 4.0 * counts.expert_total / 4);
+  // With the step's tokens, the embedding sends the rows they are expected to touch: 100 tokens
+  // drawn uniformly from 256 rows touch 256 (1 - (1 - 1/256)^100) ~ 256 (1 - e^(-100/256)).
+  const std::vector<GradPart> sparse = GradPartsInBackwardOrder(layout, 64, 4, 4.0, 100);
+  double touched = 256;
+  for (int i = 0; i < 100; ++i) touched *= 1 - 1.0 / 256;
+  EXPECT_NEAR(sparse[4].shared_bytes / (64 * 4), 256 - touched, 0.2);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(sparse[i].shared_bytes, parts[i].shared_bytes);
 }
 
 TEST(GradOverlap, StepHidesWhatTheBackwardCovers) {
