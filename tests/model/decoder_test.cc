@@ -142,6 +142,41 @@ class CountingCommunicator final : public Communicator {
   int LocalSize() override { return 1; }
 };
 
+// The embedding rows the backward writes are those EmbeddingRowsWritten names: after a backward
+// from a zero gradient, a row is nonzero exactly when it is named. (Model pieces, whose rows are
+// a vocabulary range, are checked by OverlapMpi: their sums equal the blocking path's.)
+TEST(Decoder, EmbeddingRowsWrittenAreTheNonzeroRowsOfItsGradient) {
+  const JobSpec spec = TinySpec(FFN_OPENMOE);
+  const ModelDims dims = DimsFromSpec(spec);
+  Batch batch = TinyBatch(dims.vocab_size);
+  batch.tokens[5] = batch.tokens[9];  // a repeated token
+  const LossScales scales = {.lm_normalizer = 1.0 / 13, .output_z_weight = 0.02,
+                             .load_balance_scale = 0.1, .router_z_scale = 0.01};
+  const ParamLayout layout(dims);
+  std::vector<float> params(layout.total_size()), grads(layout.total_size(), 0.0f);
+  InitParams(layout, 2, params.data());
+  Decoder decoder(layout, RoutingFromSpec(spec, false));
+  decoder.Forward(params.data(), batch, scales, 4, grads.data());
+  decoder.Backward(params.data(), batch, scales, grads.data());
+  const SparseRows rows = decoder.EmbeddingGradRows();
+  const ParamInfo& embedding = layout.Get("embedding");
+  EXPECT_EQ(rows.begin, embedding.offset);
+  EXPECT_EQ(rows.rows * rows.row_floats, embedding.size);
+  EXPECT_EQ(rows.row_floats, dims.d_model);
+  std::vector<bool> named(rows.rows, false);
+  for (int64_t r : decoder.EmbeddingRowsWritten(batch)) named[r] = true;
+  int64_t written = 0;
+  for (int64_t r = 0; r < rows.rows; ++r) {
+    bool nonzero = false;
+    for (int64_t j = 0; j < rows.row_floats; ++j)
+      nonzero = nonzero || grads[rows.begin + r * rows.row_floats + j] != 0.0f;
+    EXPECT_EQ(nonzero, named[r]) << "row " << r;
+    written += named[r] ? 1 : 0;
+  }
+  EXPECT_GT(written, 0);
+  EXPECT_LT(written, rows.rows);  // 15 distinct tokens of 32 rows
+}
+
 // model_parts 1 with a communicator is the path without one, bit for bit, and never communicates.
 TEST(Decoder, WholeLayoutWithCommunicatorIsBitIdentical) {
   const JobSpec spec = TinySpec(FFN_OPENMOE);
