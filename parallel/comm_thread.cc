@@ -35,11 +35,25 @@ void CommThread::Submit(AsyncTask* task) {
   if (threaded_) work_cv_.notify_one();
 }
 
+void CommThread::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  work_cv_.notify_one();
+}
+
 template <typename Done>
 void CommThread::WaitUntil(Done done) {
   if (threaded_) {
     std::unique_lock<std::mutex> lock(mu_);
+    if (done()) return;
+    // The owner waits: what is left is the step's exposed tail, polled at the full rate.
+    ++owner_waiting_;
+    wake_ = true;
+    work_cv_.notify_one();
     done_cv_.wait(lock, done);
+    --owner_waiting_;
     return;
   }
   for (;;) {  // no thread: this one drives the work until it is done
@@ -138,12 +152,14 @@ void CommThread::Loop() {
     if (Advance()) {
       sleep_us = poll_microseconds_;
     } else if (!running_.empty()) {
-      std::unique_lock<std::mutex> lock(mu_);  // a new task ends the wait
-      work_cv_.wait_for(lock, std::chrono::microseconds(sleep_us),
-                        [&] { return stop_ || !queued_.empty(); });
       const bool urgent = std::any_of(running_.begin(), running_.end(),
                                       [](const Running& r) { return !r.task->background(); });
-      sleep_us = urgent ? poll_microseconds_ : std::min(2 * sleep_us, 16 * poll_microseconds_);
+      std::unique_lock<std::mutex> lock(mu_);  // new work or Wake ends the wait
+      work_cv_.wait_for(lock, std::chrono::microseconds(sleep_us),
+                        [&] { return stop_ || wake_ || !queued_.empty(); });
+      const bool full_rate = urgent || wake_ || owner_waiting_ > 0;
+      wake_ = false;
+      sleep_us = full_rate ? poll_microseconds_ : std::min(2 * sleep_us, 16 * poll_microseconds_);
     }
   }
 }

@@ -22,7 +22,9 @@
 // give way on the link to urgent traffic (the expert exchange, which the compute waits for): while
 // an urgent task is queued or running, or the owner holds an UrgentScope around a blocking
 // exchange, background tasks issue no collective (those in flight go on). Deferring a collective
-// keeps every rank's order on its communicator, so it cannot change a result.
+// keeps every rank's order on its communicator, so it cannot change a result. Background and
+// urgent tasks must not share a communicator (a held background task would hold the urgent one
+// behind it), and the owner must not wait for a background task inside an UrgentScope.
 #pragma once
 
 #include <atomic>
@@ -83,7 +85,7 @@ class CommThread {
       if (thread_ != nullptr) thread_->urgent_scopes_.fetch_add(1);
     }
     ~UrgentScope() {
-      if (thread_ != nullptr) thread_->urgent_scopes_.fetch_sub(1);
+      if (thread_ != nullptr && thread_->urgent_scopes_.fetch_sub(1) == 1) thread_->Wake();
     }
     UrgentScope(const UrgentScope&) = delete;
     UrgentScope& operator=(const UrgentScope&) = delete;
@@ -102,6 +104,8 @@ class CommThread {
   // made progress. Called with mu_ not held, by the progress thread or the owner (unthreaded).
   bool Advance();
   void Loop();
+  // Ends the progress thread's idle wait: held work may go, or the owner waits for a result.
+  void Wake();
   // Returns once done() (read under mu_) holds: waits for the thread, or without one advances.
   template <typename Done>
   void WaitUntil(Done done);
@@ -115,6 +119,8 @@ class CommThread {
   std::vector<Running> running_;     // owned by whoever runs Advance
   int64_t unfinished_ = 0;           // submitted, not done (guarded by mu_)
   bool stop_ = false;                // guarded by mu_
+  bool wake_ = false;                // guarded by mu_: see Wake
+  int owner_waiting_ = 0;            // guarded by mu_: the owner is in Wait or WaitAll
   std::atomic<int> urgent_scopes_{0};  // UrgentScopes alive
   std::thread thread_;
 };

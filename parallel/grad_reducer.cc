@@ -141,7 +141,9 @@ class GradReducer::SparseBucketTask final : public BucketTask {
         mine_((range.rows + 15) / 16),
         all_(mine_.size() * comm->size()) {}
   int stages() const override { return 3; }
-  int64_t floats_sent() const override { return packed_.size(); }
+  int64_t floats_sent() const override {
+    return static_cast<int64_t>(union_.size()) * range_.row_floats;
+  }
 
   // Compute thread, while the task is not running.
   void ClearRows() { std::fill(mine_.begin(), mine_.end(), uint16_t{0}); }
@@ -167,11 +169,16 @@ class GradReducer::SparseBucketTask final : public BucketTask {
       case 0: {  // the union of the bitmaps: pack its rows
         union_.clear();
         const int64_t words = static_cast<int64_t>(mine_.size());
-        for (int64_t r = 0; r < range_.rows; ++r) {
-          bool any = false;
-          for (int q = 0; q < comm_->size() && !any; ++q)
-            any = (all_[q * words + r / 16] >> (r % 16)) & 1u;
-          if (any) union_.push_back(r);
+        for (int64_t word = 0; word < words; ++word) {
+          uint16_t bits = 0;
+          for (int q = 0; q < comm_->size(); ++q) bits |= all_[q * words + word];
+          for (int b = 0; b < 16; ++b)
+            if ((bits >> b) & 1u) union_.push_back(word * 16 + b);
+        }
+        in_place_ = static_cast<int64_t>(union_.size()) == range_.rows;
+        if (in_place_) {  // every row: no packing
+          packed_.clear();
+          return sum_.Start(data_, range_.rows * w);
         }
         packed_.resize(union_.size() * w);
         for (size_t i = 0; i < union_.size(); ++i)
@@ -182,6 +189,7 @@ class GradReducer::SparseBucketTask final : public BucketTask {
         return sum_.SumAndGather();
       default:
         sum_.Finish();
+        if (in_place_) return nullptr;
         for (size_t i = 0; i < union_.size(); ++i)
           std::copy_n(packed_.data() + i * w, w, data_ + union_[i] * w);
         return nullptr;
@@ -200,6 +208,7 @@ class GradReducer::SparseBucketTask final : public BucketTask {
   std::vector<uint16_t> mine_, all_;  // bitmaps: this rank's rows, every rank's
   std::vector<int64_t> union_;        // the rows some rank wrote
   std::vector<float> packed_;         // their values, back to back
+  bool in_place_ = false;             // the union is every row: summed where they are
 };
 
 GradReducer::GradReducer(float* grads, std::vector<GradRegion> regions,

@@ -22,9 +22,10 @@
 // which a step writes only some on each rank (the rows its tokens looked up; the others stay
 // zero) is a bucket of its own that sends only the rows some rank of its region wrote. Each rank
 // says which rows it wrote (SetRowsWritten); the bucket's first stage all-gathers those bitmaps,
-// and the union's rows are summed as any bucket's elements (the same sums, bit for bit: a row no
-// rank wrote is zero everywhere, as its sum would be). A step without SetRowsWritten sends every
-// row.
+// and the union's rows are summed as any bucket's elements (with kFp32 the same sums, bit for
+// bit: a row no rank wrote is zero everywhere, as its sum would be; with kBf16 which rank keeps
+// its own value unrounded follows the packing). A step without SetRowsWritten, or whose union is
+// every row, sums the range in place.
 //
 // Without overlap, FinishStep reduces each region as one bucket, blocking: with kFp32 that is one
 // all-reduce per region, the path before buckets existed (sparse rows included).

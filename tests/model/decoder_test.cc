@@ -114,12 +114,14 @@ TEST(Decoder, DenseLayersHaveNoRouting) {
   EXPECT_NE(decoder.routing(1), nullptr);
 }
 
-// A one-rank communicator that counts its calls: a whole layout (model_parts 1) must not use it.
+// A communicator that counts its calls and says it is rank `rank` of `size` (default one rank): a
+// whole layout (model_parts 1) must not use it.
 class CountingCommunicator final : public Communicator {
  public:
+  explicit CountingCommunicator(int rank = 0, int size = 1) : rank_(rank), size_(size) {}
   int calls = 0;
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
   void AllReduceSum(float*, int64_t) override { ++calls; }
   void AllReduceSum(double*, int64_t) override { ++calls; }
   void AllReduceSum(int64_t*, int64_t) override { ++calls; }
@@ -140,11 +142,14 @@ class CountingCommunicator final : public Communicator {
   void Broadcast(std::string*, int) override { ++calls; }
   std::unique_ptr<Communicator> Split(int, int) override { return nullptr; }
   int LocalSize() override { return 1; }
+
+ private:
+  int rank_, size_;
 };
 
 // The embedding rows the backward writes are those EmbeddingRowsWritten names: after a backward
-// from a zero gradient, a row is nonzero exactly when it is named. (Model pieces, whose rows are
-// a vocabulary range, are checked by OverlapMpi: their sums equal the blocking path's.)
+// from a zero gradient, a row is nonzero exactly when it is named; a model piece (vocabulary rows
+// split over the model axis) names its range's tokens as local rows.
 TEST(Decoder, EmbeddingRowsWrittenAreTheNonzeroRowsOfItsGradient) {
   const JobSpec spec = TinySpec(FFN_OPENMOE);
   const ModelDims dims = DimsFromSpec(spec);
@@ -175,6 +180,18 @@ TEST(Decoder, EmbeddingRowsWrittenAreTheNonzeroRowsOfItsGradient) {
   }
   EXPECT_GT(written, 0);
   EXPECT_LT(written, rows.rows);  // 15 distinct tokens of 32 rows
+  for (int index : {0, 1}) {  // pieces hold rows [16 index, + 16)
+    const ParamLayout piece(dims, {.model_parts = 2, .model_index = index});
+    CountingCommunicator comm(index, 2);
+    const Decoder d(piece, RoutingFromSpec(spec, false), nullptr, &comm);
+    EXPECT_EQ(d.EmbeddingGradRows().rows, 16);
+    EXPECT_EQ(d.EmbeddingGradRows().begin, piece.Get("embedding").offset);
+    std::vector<int64_t> want;
+    for (int32_t t : batch.tokens)
+      if (t / 16 == index) want.push_back(t - 16 * index);
+    EXPECT_EQ(d.EmbeddingRowsWritten(batch), want) << "piece " << index;
+    EXPECT_FALSE(want.empty());
+  }
 }
 
 // model_parts 1 with a communicator is the path without one, bit for bit, and never communicates.
