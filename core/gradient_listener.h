@@ -12,6 +12,7 @@ namespace openmoe {
 // a step writes only some (an embedding's: the rows its tokens looked up); the others stay zero.
 struct SparseRows {
   int64_t begin = 0, rows = 0, row_floats = 0;
+  int64_t end() const { return begin + rows * row_floats; }
 };
 
 class GradientListener {

@@ -180,9 +180,9 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   const int64_t whole_vocab = layout_.dims().padded_vocab_size;
   for (int64_t i = 0; i < t; ++i) {
     OPENMOE_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < whole_vocab);
-    const int64_t tok = batch.tokens[i] - vocab_begin_;
+    const int64_t tok = EmbeddingRow(batch.tokens[i]);
     float* row = x->data() + i * d;
-    if (tok >= 0 && tok < v) {
+    if (tok >= 0) {
       std::memcpy(row, emb + tok * d, d * sizeof(float));
     } else {
       std::fill_n(row, d, 0.0f);
@@ -253,18 +253,19 @@ DecoderSums Decoder::Forward(const float* params, const Batch& batch, const Loss
   return sums;
 }
 
+int64_t Decoder::EmbeddingRow(int32_t token) const {
+  const int64_t row = token - vocab_begin_;
+  return row >= 0 && row < dims_.padded_vocab_size ? row : -1;
+}
+
 SparseRows Decoder::EmbeddingGradRows() const {
-  const int64_t d = dims_.d_model;
-  return {.begin = embedding_->offset, .rows = embedding_->size / d, .row_floats = d};
+  return {.begin = embedding_->offset, .rows = dims_.padded_vocab_size, .row_floats = dims_.d_model};
 }
 
 std::vector<int64_t> Decoder::EmbeddingRowsWritten(const Batch& batch) const {
-  const int64_t v = embedding_->size / dims_.d_model;
   std::vector<int64_t> rows;
-  for (int32_t token : batch.tokens) {
-    const int64_t row = token - vocab_begin_;  // as Backward's scatter-add
-    if (row >= 0 && row < v) rows.push_back(row);
-  }
+  for (int32_t token : batch.tokens)
+    if (const int64_t row = EmbeddingRow(token); row >= 0) rows.push_back(row);
   return rows;
 }
 
@@ -349,7 +350,7 @@ void Decoder::BackwardSubBlock(const float* params, const Batch& batch, const Lo
 
 void Decoder::Backward(const float* params, const Batch& batch, const LossScales& scales,
                        float* grads) {
-  const int64_t t = batch.num_tokens(), d = dims_.d_model, v = dims_.padded_vocab_size;
+  const int64_t t = batch.num_tokens(), d = dims_.d_model;
   OPENMOE_CHECK_MSG(batch.rows == rows_ && batch.seq_len == seq_len_,
                     "Backward must follow Forward on the same batch");
   OPENMOE_CHECK_MSG(grads != nullptr && grads == forward_grads_,
@@ -379,8 +380,8 @@ void Decoder::Backward(const float* params, const Batch& batch, const LossScales
   float* demb = grads + embedding_->offset;
   const float* dx = residual_grad_.data();
   for (int64_t i = 0; i < t; ++i) {
-    const int64_t tok = batch.tokens[i] - vocab_begin_;
-    if (tok >= 0 && tok < v) AddInPlace(demb + tok * d, dx + i * d, d);  // v: this piece's rows
+    const int64_t tok = EmbeddingRow(batch.tokens[i]);
+    if (tok >= 0) AddInPlace(demb + tok * d, dx + i * d, d);
   }
   MarkFinal(*embedding_);
   // Grows the arena to this step's high-water mark now, so that memory() after a step is the

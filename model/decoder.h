@@ -133,6 +133,9 @@ class Decoder {
   // REMAT_FULL: re-runs the forward of the layer ending at block `last` from its kept input.
   void RecomputeLayer(const float* params, const Batch& batch, size_t last);
   void MarkFinal(const ParamInfo& p);
+  // This piece's embedding row of `token` (its vocabulary rows start at vocab_begin_), or -1
+  // when another model piece holds it.
+  int64_t EmbeddingRow(int32_t token) const;
   // The residual stream leaving block i.
   Tensor& NextInput(size_t i) {
     return i + 1 < blocks_.size() ? inputs_[blocks_[i + 1].input_slot] : final_input_;

@@ -35,6 +35,12 @@ void CommThread::Submit(AsyncTask* task) {
   if (threaded_) work_cv_.notify_one();
 }
 
+bool CommThread::UrgentWork() const {
+  return urgent_scopes_.load() > 0 ||
+         std::any_of(running_.begin(), running_.end(),
+                     [](const Running& r) { return !r.task->background(); });
+}
+
 void CommThread::Wake() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -92,8 +98,7 @@ bool CommThread::Advance() {
   std::vector<const Communicator*> unsettled;
   // Urgent traffic holds the background tasks back (read once: a scope opening meanwhile holds
   // them from the next round).
-  bool urgent = urgent_scopes_.load() > 0;
-  for (const Running& r : running_) urgent = urgent || !r.task->background();
+  const bool urgent = UrgentWork();
   for (size_t i = 0; i < running_.size();) {
     Running& r = running_[i];
     const Communicator* comm = r.task->comm();
@@ -152,8 +157,7 @@ void CommThread::Loop() {
     if (Advance()) {
       sleep_us = poll_microseconds_;
     } else if (!running_.empty()) {
-      const bool urgent = std::any_of(running_.begin(), running_.end(),
-                                      [](const Running& r) { return !r.task->background(); });
+      const bool urgent = UrgentWork();
       std::unique_lock<std::mutex> lock(mu_);  // new work or Wake ends the wait
       work_cv_.wait_for(lock, std::chrono::microseconds(sleep_us),
                         [&] { return stop_ || wake_ || !queued_.empty(); });

@@ -104,6 +104,8 @@ class CommThread {
   // made progress. Called with mu_ not held, by the progress thread or the owner (unthreaded).
   bool Advance();
   void Loop();
+  // An urgent task is running or an UrgentScope lives (by whoever runs Advance).
+  bool UrgentWork() const;
   // Ends the progress thread's idle wait: held work may go, or the owner waits for a result.
   void Wake();
   // Returns once done() (read under mu_) holds: waits for the thread, or without one advances.

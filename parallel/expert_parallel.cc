@@ -100,6 +100,7 @@ bool ExpertParallelRunner::AllExpertsLocal() const {
 void ExpertParallelRunner::Exchange(const MoeDims& dims, const float* send,
                                     const std::vector<int64_t>& send_rows, float* recv,
                                     const std::vector<int64_t>& recv_rows) {
+  CommThread::UrgentScope urgent(thread_);  // gradient buckets wait (parallel/comm_thread.h)
   ScopedMpiTime mpi(MpiDetail::kRows);  // the whole exchange (with bf16 packing, if on)
   const int64_t d = dims.d_model;
   if (dims.precision != GemmPrecision::kBf16) {
@@ -293,7 +294,6 @@ void ExpertParallelRunner::ExchangeAround(const MoeDims& dims, const ChunkRows& 
         ScopedMpiTime mpi(MpiDetail::kRows);
         thread_->Wait(outs[k].get());
       } else {
-        CommThread::UrgentScope urgent(thread_);
         Exchange(dims, out_send + RowsBefore(out.sent, k) * d, out.sent[k],
                  out_recv + RowsBefore(out.received, k) * d, out.received[k]);
       }
@@ -307,7 +307,6 @@ void ExpertParallelRunner::ExchangeAround(const MoeDims& dims, const ChunkRows& 
       thread_->Submit(backs[k].get());
     } else {
       ScopedPhase phase(back_phase);
-      CommThread::UrgentScope urgent(thread_);
       Exchange(dims, back_send + RowsBefore(back.received, k) * d, back.received[k],
                back_recv + RowsBefore(back.sent, k) * d, back.sent[k]);
     }
@@ -363,7 +362,7 @@ void ExpertParallelRunner::Forward(int64_t layer, const MoeDims& dims, const Moe
   //    where each received row goes in the experts' view.
   std::vector<int64_t> recv_counts(world * num_experts);  // (ranks, E) rows from each source
   {
-    CommThread::UrgentScope urgent(thread_);  // gradient buckets wait (parallel/comm_thread.h)
+    CommThread::UrgentScope urgent(thread_);
     ScopedMpiTime mpi(MpiDetail::kCounts);
     comm_->AllToAll(counts.data(), recv_counts.data(), num_experts);
   }

@@ -98,7 +98,6 @@ class GradReducer::BucketTask : public AsyncTask {
   const Communicator* comm() const override { return comm_; }
   bool background() const override { return true; }  // gives way to the expert exchange
   int64_t held_bytes() const { return sum_.held_bytes() + extra_bytes(); }
-  virtual int64_t floats_sent() const = 0;
 
  protected:
   virtual int64_t extra_bytes() const { return 0; }
@@ -113,7 +112,6 @@ class GradReducer::DenseBucketTask final : public BucketTask {
   DenseBucketTask(float* data, int64_t n, Communicator* comm, GradWire wire)
       : BucketTask(comm, wire), data_(data), n_(n) {}
   int stages() const override { return 2; }
-  int64_t floats_sent() const override { return n_; }
 
   std::unique_ptr<PendingCollective> Begin() override {
     stage_ = 0;
@@ -141,20 +139,21 @@ class GradReducer::SparseBucketTask final : public BucketTask {
         mine_((range.rows + 15) / 16),
         all_(mine_.size() * comm->size()) {}
   int stages() const override { return 3; }
-  int64_t floats_sent() const override {
-    return static_cast<int64_t>(union_.size()) * range_.row_floats;
-  }
+  // The last step's union, in floats.
+  int64_t floats_sent() const { return static_cast<int64_t>(union_.size()) * range_.row_floats; }
 
-  // Compute thread, while the task is not running.
-  void ClearRows() { std::fill(mine_.begin(), mine_.end(), uint16_t{0}); }
-  void AddRow(int64_t r) {
-    OPENMOE_CHECK_MSG(r >= 0 && r < range_.rows, "sparse row %lld outside [0, %lld)",
-                      static_cast<long long>(r), static_cast<long long>(range_.rows));
-    mine_[r / 16] |= static_cast<uint16_t>(1u << (r % 16));
+  // This rank's rows this step (compute thread, while the task is not running).
+  void SetRows(const std::vector<int64_t>& rows) {
+    std::fill(mine_.begin(), mine_.end(), uint16_t{0});
+    for (int64_t r : rows) {
+      OPENMOE_CHECK_MSG(r >= 0 && r < range_.rows, "sparse row %lld outside [0, %lld)",
+                        static_cast<long long>(r), static_cast<long long>(range_.rows));
+      mine_[r / 16] |= static_cast<uint16_t>(1u << (r % 16));
+    }
   }
-  void AllRows() {
-    ClearRows();
-    for (int64_t r = 0; r < range_.rows; ++r) AddRow(r);
+  void SetAllRows() {
+    std::fill(mine_.begin(), mine_.end(), uint16_t{0xFFFF});
+    if (range_.rows % 16 != 0) mine_.back() = static_cast<uint16_t>((1u << (range_.rows % 16)) - 1);
   }
 
   std::unique_ptr<PendingCollective> Begin() override {
@@ -227,11 +226,10 @@ GradReducer::GradReducer(float* grads, std::vector<GradRegion> regions,
     // The region's sparse ranges, from the top down.
     std::vector<SparseRows> inside;
     for (const SparseRows& s : sparse) {
-      const int64_t s_end = s.begin + s.rows * s.row_floats;
-      if (s.begin >= region.end || s_end <= region.begin) continue;
-      OPENMOE_CHECK_MSG(s.begin >= region.begin && s_end <= region.end && s.row_floats >= 1,
+      if (s.begin >= region.end || s.end() <= region.begin) continue;
+      OPENMOE_CHECK_MSG(s.begin >= region.begin && s.end() <= region.end && s.row_floats >= 1,
                         "sparse rows [%lld, %lld) straddle a region's edge",
-                        static_cast<long long>(s.begin), static_cast<long long>(s_end));
+                        static_cast<long long>(s.begin), static_cast<long long>(s.end()));
       inside.push_back(s);
     }
     std::sort(inside.begin(), inside.end(),
@@ -247,11 +245,10 @@ GradReducer::GradReducer(float* grads, std::vector<GradRegion> regions,
       }
     };
     for (const SparseRows& s : inside) {
-      const int64_t s_end = s.begin + s.rows * s.row_floats;
-      OPENMOE_CHECK_MSG(s_end <= end, "sparse rows overlap");
-      dense_down_to(s_end);
-      if (s_end > s.begin) {
-        buckets_.push_back({s.begin, s_end, r, /*sparse=*/true});
+      OPENMOE_CHECK_MSG(s.end() <= end, "sparse rows overlap");
+      dense_down_to(s.end());
+      if (s.end() > s.begin) {
+        buckets_.push_back({s.begin, s.end(), r, /*sparse=*/true});
         sparse_.push_back({s, static_cast<int>(buckets_.size()) - 1});
       }
       end = s.begin;
@@ -287,10 +284,7 @@ void GradReducer::BeginStep() {
   std::fill(final_count_.begin(), final_count_.end(), 0);
   std::fill(started_.begin(), started_.end(), false);
   started_early_.clear();
-  for (SparseBucket& s : sparse_) {
-    s.task->AllRows();  // unless the step says which
-    s.rows_said = false;
-  }
+  for (SparseBucket& s : sparse_) s.task->SetAllRows();  // unless the step says which
   in_step_ = true;
 }
 
@@ -298,9 +292,7 @@ void GradReducer::SetRowsWritten(int64_t begin, const std::vector<int64_t>& rows
   for (SparseBucket& s : sparse_) {
     if (s.range.begin != begin) continue;
     OPENMOE_CHECK_MSG(in_step_ && !started_[s.bucket], "rows written said after the bucket started");
-    if (!s.rows_said) s.task->ClearRows();
-    s.rows_said = true;
-    for (int64_t r : rows) s.task->AddRow(r);
+    s.task->SetRows(rows);
   }
 }
 

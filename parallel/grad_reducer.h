@@ -75,7 +75,8 @@ class GradReducer final : public GradientListener {
   // A new step: no gradient is final yet. Waits for any reduction still in flight.
   void BeginStep();
   // This step writes only `rows` (any order, repeats allowed) of the sparse range at `begin`
-  // on this rank; its other rows stay zero. Between BeginStep and the range's GradientsFinal.
+  // on this rank; its other rows stay zero. Once per step at most, between BeginStep and the
+  // range's GradientsFinal.
   void SetRowsWritten(int64_t begin, const std::vector<int64_t>& rows);
   // grads[offset, offset + size) is final: starts every bucket that became complete (overlap).
   void GradientsFinal(int64_t offset, int64_t size) override;
@@ -114,7 +115,6 @@ class GradReducer final : public GradientListener {
     SparseRows range;
     int bucket = 0;
     SparseBucketTask* task = nullptr;  // owned by tasks_
-    bool rows_said = false;            // SetRowsWritten was called this step
   };
   std::vector<SparseBucket> sparse_;
   std::vector<int64_t> final_count_;                // elements marked final this step, per bucket

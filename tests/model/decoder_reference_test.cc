@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/testing/conditioned_params.h"
+#include "tests/testing/tiny_decoder_spec.h"
 #include "model/decoder.h"
 
 namespace openmoe {
@@ -21,22 +22,13 @@ using Mat = std::vector<std::vector<double>>;  // [rows][cols]
 
 constexpr int64_t kRows = 2, kSeq = 8, kTokens = kRows * kSeq;
 
+// The tiny decoder (layer 1 MoE, 4 experts, groups of 8 tokens) with head_dim 6 and the extra
+// dense FFN.
 JobSpec ReferenceSpec() {
-  JobSpec spec;
+  JobSpec spec = testing::TinyDecoderSpec(FFN_OPENMOE, /*experts=*/4, /*shared=*/0);
   ModelConfig* m = spec.mutable_model();
-  m->set_vocab_size(29);  // padded to 32
-  m->set_vocab_pad_multiple(8);
-  m->set_num_layers(2);
-  m->set_d_model(8);
-  m->set_num_heads(2);
   m->set_head_dim(6);  // attention width 12 != d_model 8
-  m->set_d_ff(12);
-  m->set_expert_d_ff(6);
-  m->set_num_experts(4);
-  m->set_moe_interval(2);  // layer 1 is MoE
   m->set_extra_dense_ffn(true);
-  m->set_ffn_form(FFN_OPENMOE);
-  spec.mutable_router()->set_group_size(8);
   spec.mutable_router()->set_capacity_factor(1.0);  // C = max(2, round(8 / 4)) = 2: 16 picks, 8 slots
   spec.mutable_router()->set_min_capacity(2);
   spec.mutable_router()->set_aux_loss_weight(0.3);

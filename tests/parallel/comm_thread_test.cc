@@ -49,23 +49,38 @@ class GatedTask final : public AsyncTask {
   int stages_;
 };
 
-// Long enough for a progress thread polling every 50-800 us to have acted many times.
-void Settle() { std::this_thread::sleep_for(std::chrono::milliseconds(30)); }
+// What a test expects the thread to have done: polled for (Poll drives an unthreaded one) until
+// it holds, however slow a shared machine is; false only after a minute.
+template <typename Pred>
+bool Eventually(CommThread* thread, Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    thread->Poll();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// What a test expects the thread not to do: it gets many chances (a progress thread polling
+// every 50-800 us acts dozens of times; an unthreaded one is polled). On a loaded machine it may
+// get fewer, which can only let the check pass, never fail it falsely.
+void LetItRun(CommThread* thread) {
+  for (int i = 0; i < 5; ++i) {
+    thread->Poll();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
 
 TEST(CommThread, BackgroundTasksWaitForAnUrgentTask) {
   for (bool threaded : {true, false}) {
-    SelfCommunicator a_comm, b_comm;
-    const Communicator* a = &a_comm;
-    const Communicator* b = &b_comm;
+    SelfCommunicator a, b;
     CommThread thread(threaded);
-    GatedTask urgent(a, /*background=*/false, 1), bucket(b, /*background=*/true, 2);
+    GatedTask urgent(&a, /*background=*/false, 1), bucket(&b, /*background=*/true, 2);
     thread.Submit(&urgent);
     thread.Submit(&bucket);
-    for (int i = 0; i < 5; ++i) {
-      thread.Poll();
-      Settle();
-    }
-    EXPECT_EQ(urgent.issued.load(), 1);
+    ASSERT_TRUE(Eventually(&thread, [&] { return urgent.issued.load() == 1; }));
+    LetItRun(&thread);
     EXPECT_EQ(bucket.issued.load(), 0) << "threaded " << threaded;
     bucket.release = true;  // would complete at once if it were issued
     urgent.release = true;
@@ -77,19 +92,15 @@ TEST(CommThread, BackgroundTasksWaitForAnUrgentTask) {
 
 TEST(CommThread, BackgroundTasksWaitWhileAnUrgentScopeLives) {
   for (bool threaded : {true, false}) {
-    SelfCommunicator b_comm;
-    const Communicator* b = &b_comm;
+    SelfCommunicator b;
     CommThread thread(threaded);
-    GatedTask bucket(b, /*background=*/true, 2), later(b, /*background=*/true, 1);
+    GatedTask bucket(&b, /*background=*/true, 2), later(&b, /*background=*/true, 1);
     bucket.release = later.release = true;
     {
       CommThread::UrgentScope scope(&thread);
       thread.Submit(&bucket);
       thread.Submit(&later);
-      for (int i = 0; i < 5; ++i) {
-        thread.Poll();
-        Settle();
-      }
+      LetItRun(&thread);
       EXPECT_EQ(bucket.issued.load(), 0) << "threaded " << threaded;
       EXPECT_EQ(later.issued.load(), 0);
     }
@@ -103,18 +114,15 @@ TEST(CommThread, BackgroundTasksWaitWhileAnUrgentScopeLives) {
 // A background task's chain, started before the urgent task arrives, goes on with the stage in
 // flight but issues its next stage only after the urgent task is done.
 TEST(CommThread, AHeldChainKeepsItsStageInFlight) {
-  SelfCommunicator a_comm, b_comm;
-  const Communicator* a = &a_comm;
-  const Communicator* b = &b_comm;
+  SelfCommunicator a, b;
   CommThread thread(true);
-  GatedTask bucket(b, /*background=*/true, 2), urgent(a, /*background=*/false, 1);
+  GatedTask bucket(&b, /*background=*/true, 2), urgent(&a, /*background=*/false, 1);
   thread.Submit(&bucket);
-  Settle();
-  ASSERT_EQ(bucket.issued.load(), 1);
+  ASSERT_TRUE(Eventually(&thread, [&] { return bucket.issued.load() == 1; }));
   thread.Submit(&urgent);
-  Settle();
+  ASSERT_TRUE(Eventually(&thread, [&] { return urgent.issued.load() == 1; }));
   bucket.release = true;  // its first stage completes while the urgent one is in flight
-  Settle();
+  LetItRun(&thread);
   EXPECT_EQ(bucket.issued.load(), 1);
   urgent.release = true;
   thread.WaitAll();

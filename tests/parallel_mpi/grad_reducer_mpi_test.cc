@@ -245,7 +245,9 @@ TEST(GradReducerMpi, SparseRowsSumOnlyTheRowsSomeRankWrote) {
         union_rows += any ? 1 : 0;
       }
       EXPECT_EQ(reducer.sparse_floats_sent(), union_rows * range.row_floats) << "mode " << mode;
-      if (mode == 0) EXPECT_LT(union_rows, range.rows);
+      if (mode == 0) {
+        EXPECT_LT(union_rows, range.rows);
+      }
       for (int64_t i = 100; i < 300; ++i) {
         const std::vector<int> ranks = s.Ranks(i);
         auto term = [&](int q) {
